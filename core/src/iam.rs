@@ -1,0 +1,262 @@
+//! IAM policies for fleet's three roles, as AWS IAM policy JSON.
+//!
+//! This is the single source of the policy text: `fleet-publish policy` prints it,
+//! the Terraform modules deploy it (`terraform/` reads the same output), and the test
+//! harness attaches it to per-host users on SeaweedFS and moto to prove it.
+//!
+//! | role | may |
+//! |---|---|
+//! | agent for host H | `s3:GetObject` on `hosts/H/*` and `cache/*`; `s3:PutObject` on `status/H/*` |
+//! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
+//! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`; put on `dashboard/*`; list those prefixes |
+//!
+//! Nothing else is allowed, deletes included. The agent cannot list: it only ever
+//! reads keys it can name. On AWS that means a missing object reads as 403 (S3 hides
+//! existence from principals that cannot list), which the agent reports as "missing
+//! or not allowed".
+
+use serde::Serialize;
+
+use crate::host::HostName;
+use crate::layout::{AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, RELEASES_DIR, STATUS_DIR};
+
+/// A role that gets credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The agent of one host.
+    Agent(HostName),
+    /// CI or an admin publishing closures and manifests.
+    Publisher,
+    /// The dashboard.
+    Reporter,
+}
+
+/// Why no policy could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Not a valid S3 bucket name.
+    #[error("bucket name {0:?} is not valid: use 3 to 63 characters of a-z 0-9 . - starting and ending with a letter or digit")]
+    BadBucket(String),
+    /// Not a safe key prefix.
+    #[error("prefix {0:?} is not valid: use `/`-separated segments of A-Z a-z 0-9 . _ - (no `..`, no wildcards)")]
+    BadPrefix(String),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Policy {
+    version: &'static str,
+    statement: Vec<Statement>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Statement {
+    sid: &'static str,
+    effect: &'static str,
+    action: Vec<&'static str>,
+    resource: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition: Option<serde_json::Value>,
+}
+
+fn allow(sid: &'static str, action: &[&'static str], resource: Vec<String>) -> Statement {
+    Statement {
+        sid,
+        effect: "Allow",
+        action: action.to_vec(),
+        resource,
+        condition: None,
+    }
+}
+
+/// Checks an S3 bucket name (the DNS-compatible rules).
+pub fn validate_bucket(bucket: &str) -> Result<(), PolicyError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && bucket
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && !bucket.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(PolicyError::BadBucket(bucket.to_owned()))
+    }
+}
+
+/// Normalises a root prefix to `""` or `"a/b/"`, refusing anything that could widen
+/// an ARN (wildcards) or climb (`..`).
+pub fn normalize_prefix(prefix: &str) -> Result<String, PolicyError> {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    for seg in trimmed.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(PolicyError::BadPrefix(prefix.to_owned()));
+        }
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+/// The policy document for `role` on `bucket` under root `prefix`, pretty-printed.
+pub fn policy(role: &Role, bucket: &str, prefix: &str) -> Result<String, PolicyError> {
+    validate_bucket(bucket)?;
+    let p = normalize_prefix(prefix)?;
+    let obj = |dir: &str| format!("arn:aws:s3:::{bucket}/{p}{dir}/*");
+    let bucket_arn = format!("arn:aws:s3:::{bucket}");
+    let list = |sid: &'static str, dirs: &[&str]| Statement {
+        condition: Some(serde_json::json!({
+            "StringLike": {
+                "s3:prefix": dirs.iter().map(|d| format!("{p}{d}/*")).collect::<Vec<_>>()
+            }
+        })),
+        ..allow(sid, &["s3:ListBucket"], vec![bucket_arn.clone()])
+    };
+    let statement = match role {
+        Role::Agent(host) => vec![
+            allow(
+                "ReadOwnManifest",
+                &["s3:GetObject"],
+                vec![format!("arn:aws:s3:::{bucket}/{p}{HOSTS_DIR}/{host}/*")],
+            ),
+            allow("ReadCache", &["s3:GetObject"], vec![obj(CACHE_DIR)]),
+            allow(
+                "WriteOwnStatus",
+                &["s3:PutObject"],
+                vec![format!("arn:aws:s3:::{bucket}/{p}{STATUS_DIR}/{host}/*")],
+            ),
+        ],
+        Role::Publisher => vec![
+            allow(
+                "PublishCacheManifestsReleasesAudit",
+                &["s3:GetObject", "s3:PutObject"],
+                vec![
+                    obj(CACHE_DIR),
+                    obj(HOSTS_DIR),
+                    obj(RELEASES_DIR),
+                    obj(AUDIT_DIR),
+                ],
+            ),
+            allow(
+                "AbortOwnUploads",
+                &["s3:AbortMultipartUpload"],
+                vec![obj(CACHE_DIR)],
+            ),
+            allow("ReadStatus", &["s3:GetObject"], vec![obj(STATUS_DIR)]),
+            list(
+                "ListFleetPrefixes",
+                &[CACHE_DIR, HOSTS_DIR, RELEASES_DIR, AUDIT_DIR, STATUS_DIR],
+            ),
+        ],
+        Role::Reporter => vec![
+            allow(
+                "ReadFleetState",
+                &["s3:GetObject"],
+                vec![
+                    obj(STATUS_DIR),
+                    obj(HOSTS_DIR),
+                    obj(RELEASES_DIR),
+                    obj(DASHBOARD_DIR),
+                ],
+            ),
+            allow("WriteSummary", &["s3:PutObject"], vec![obj(DASHBOARD_DIR)]),
+            list(
+                "ListFleetState",
+                &[STATUS_DIR, HOSTS_DIR, RELEASES_DIR, DASHBOARD_DIR],
+            ),
+        ],
+    };
+    let mut out = serde_json::to_string_pretty(&Policy {
+        version: "2012-10-17",
+        statement,
+    })
+    .expect("policy serialises");
+    out.push('\n');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actions_on(policy: &str, resource_part: &str) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(policy).unwrap();
+        let mut out = vec![];
+        for s in v["Statement"].as_array().unwrap() {
+            let hit = s["Resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().contains(resource_part));
+            if hit {
+                for a in s["Action"].as_array().unwrap() {
+                    out.push(a.as_str().unwrap().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn agent_gets_exactly_its_own_prefixes() {
+        let h = HostName::new("host-a").unwrap();
+        let p = policy(&Role::Agent(h), "fleet-bucket", "prod").unwrap();
+        assert_eq!(
+            actions_on(&p, ":::fleet-bucket/prod/hosts/host-a/*"),
+            ["s3:GetObject"]
+        );
+        assert_eq!(actions_on(&p, ":::fleet-bucket/prod/cache/*"), ["s3:GetObject"]);
+        assert_eq!(
+            actions_on(&p, ":::fleet-bucket/prod/status/host-a/*"),
+            ["s3:PutObject"]
+        );
+        assert!(!p.contains("ListBucket") && !p.contains("Delete"));
+        // Exactly three statements: nothing else is allowed.
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["Statement"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn empty_prefix_has_no_double_slash() {
+        let p = policy(&Role::Publisher, "b-1", "").unwrap();
+        assert!(p.contains("arn:aws:s3:::b-1/cache/*"));
+        assert!(!p.contains("//"));
+        assert_eq!(normalize_prefix("/a/b/").unwrap(), "a/b/");
+    }
+
+    #[test]
+    fn reporter_writes_only_dashboard() {
+        let p = policy(&Role::Reporter, "b-1", "").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        for s in v["Statement"].as_array().unwrap() {
+            if s["Action"].to_string().contains("PutObject") {
+                assert_eq!(s["Resource"], serde_json::json!(["arn:aws:s3:::b-1/dashboard/*"]));
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_inputs_that_would_widen_the_policy() {
+        for bad in ["*", "a/*", "..", "a/../b", "a b", "a?"] {
+            assert!(normalize_prefix(bad).is_err(), "{bad}");
+        }
+        for bad in ["", "ab", "Bucket", "b*", "-ab", "a..b", &"a".repeat(64)] {
+            assert!(validate_bucket(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The bucket layout: every object key fleet reads or writes, as a typed value.
+//!
+//! Keys are relative to the bucket's root prefix (see [`crate::bucket::Bucket`]):
+//!
+//! | key | written by | read by |
+//! |---|---|---|
+//! | `cache/nix-cache-info` | publisher | agents, `nix` |
+//! | `cache/<hash>.narinfo` | publisher | agents, `nix` |
+//! | `cache/nar/<filehash>.nar[.zst\|.xz]` | publisher | agents, `nix` |
+//! | `hosts/<host>/manifest.json` | publisher | that host's agent |
+//! | `status/<host>/status.json` | that host's agent | reporter, publisher |
+//! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
+//! | `releases/<id>.json` | publisher | publisher, reporter |
+//! | `audit/<time>-<id>.json` | publisher | admins |
+//! | `dashboard/summary.json` | reporter | reporter |
+//!
+//! A [`Key`] can only be built through the constructors below, each of which takes
+//! validated parts ([`HostName`], [`ObjectName`]), so no user input can produce `..`,
+//! an empty segment or a key in another host's prefix.
+
+use std::fmt;
+
+use crate::host::HostName;
+
+/// Folder of the Nix binary cache.
+pub const CACHE_DIR: &str = "cache";
+/// Folder of per-host manifests.
+pub const HOSTS_DIR: &str = "hosts";
+/// Folder of per-host status objects.
+pub const STATUS_DIR: &str = "status";
+/// Folder of signed releases.
+pub const RELEASES_DIR: &str = "releases";
+/// Folder of audit entries.
+pub const AUDIT_DIR: &str = "audit";
+/// Folder the reporter keeps its incremental summary in.
+pub const DASHBOARD_DIR: &str = "dashboard";
+
+/// Longest object name accepted in a key segment.
+pub const MAX_OBJECT_NAME_LEN: usize = 200;
+
+/// A key in the bucket, relative to its root prefix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(String);
+
+/// A key prefix (folder) for listing, relative to the bucket's root prefix; always ends in `/`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyPrefix(String);
+
+/// One path segment chosen by a program rather than by the layout: an event or
+/// audit entry name, a release id, a NAR file name.
+///
+/// Allowed: 1 to 200 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectName(String);
+
+/// Why a string is not a valid [`ObjectName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "object name {name:?} is not allowed in a bucket key: use 1 to 200 characters of A-Z a-z 0-9 . _ - not starting with `.`"
+)]
+pub struct ObjectNameError {
+    /// The offending name (truncated for display).
+    pub name: String,
+}
+
+impl ObjectName {
+    /// Validates `name` as one key segment.
+    pub fn new(name: &str) -> Result<Self, ObjectNameError> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_OBJECT_NAME_LEN
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(ObjectNameError {
+                name: name.chars().take(MAX_OBJECT_NAME_LEN + 10).collect(),
+            })
+        }
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Key {
+    /// `cache/nix-cache-info`: the binary cache's description, read by `nix`.
+    pub fn cache_info() -> Self {
+        Self(format!("{CACHE_DIR}/nix-cache-info"))
+    }
+
+    /// `cache/<hash>.narinfo` for a store path's 32-character hash part.
+    pub fn narinfo(hash: &crate::store_path::StorePathHash) -> Self {
+        Self(format!("{CACHE_DIR}/{hash}.narinfo"))
+    }
+
+    /// `cache/<url>` for a narinfo's `URL:` field (for example `nar/<filehash>.nar.zst`).
+    ///
+    /// The URL is untrusted input, so it must be exactly `nar/<ObjectName>`.
+    pub fn nar(url: &str) -> Result<Self, ObjectNameError> {
+        let name = url
+            .strip_prefix("nar/")
+            .ok_or_else(|| ObjectNameError { name: url.into() })?;
+        let name = ObjectName::new(name)?;
+        Ok(Self(format!("{CACHE_DIR}/nar/{name}")))
+    }
+
+    /// `hosts/<host>/manifest.json`: the signed manifest of one host.
+    pub fn manifest(host: &HostName) -> Self {
+        Self(format!("{HOSTS_DIR}/{host}/manifest.json"))
+    }
+
+    /// `status/<host>/status.json`: the latest status a host reported.
+    pub fn status(host: &HostName) -> Self {
+        Self(format!("{STATUS_DIR}/{host}/status.json"))
+    }
+
+    /// `status/<host>/events/<name>.json`: one state change of a host.
+    pub fn status_event(host: &HostName, name: &ObjectName) -> Self {
+        Self(format!("{STATUS_DIR}/{host}/events/{name}.json"))
+    }
+
+    /// `releases/<id>.json`: a signed release.
+    pub fn release(id: &ObjectName) -> Self {
+        Self(format!("{RELEASES_DIR}/{id}.json"))
+    }
+
+    /// `audit/<name>.json`: one append-only audit entry.
+    pub fn audit(name: &ObjectName) -> Self {
+        Self(format!("{AUDIT_DIR}/{name}.json"))
+    }
+
+    /// `dashboard/summary.json`: the reporter's incremental summary.
+    pub fn dashboard_summary() -> Self {
+        Self(format!("{DASHBOARD_DIR}/summary.json"))
+    }
+
+    /// The key as a string, relative to the bucket's root prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host whose `status.json` this key is, if it is one.
+    pub fn status_host(key: &str) -> Option<HostName> {
+        let rest = key.strip_prefix(STATUS_DIR)?.strip_prefix('/')?;
+        let host = rest.strip_suffix("/status.json")?;
+        HostName::new(host).ok()
+    }
+
+    /// The host whose `manifest.json` this key is, if it is one.
+    pub fn manifest_host(key: &str) -> Option<HostName> {
+        let rest = key.strip_prefix(HOSTS_DIR)?.strip_prefix('/')?;
+        let host = rest.strip_suffix("/manifest.json")?;
+        HostName::new(host).ok()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl KeyPrefix {
+    /// `cache/`.
+    pub fn cache() -> Self {
+        Self(format!("{CACHE_DIR}/"))
+    }
+    /// `hosts/`.
+    pub fn hosts() -> Self {
+        Self(format!("{HOSTS_DIR}/"))
+    }
+    /// `status/`.
+    pub fn status() -> Self {
+        Self(format!("{STATUS_DIR}/"))
+    }
+    /// `status/<host>/events/`.
+    pub fn status_events(host: &HostName) -> Self {
+        Self(format!("{STATUS_DIR}/{host}/events/"))
+    }
+    /// `releases/`.
+    pub fn releases() -> Self {
+        Self(format!("{RELEASES_DIR}/"))
+    }
+    /// `audit/`.
+    pub fn audit() -> Self {
+        Self(format!("{AUDIT_DIR}/"))
+    }
+    /// The prefix as a string, relative to the bucket's root prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> HostName {
+        HostName::new(s).unwrap()
+    }
+
+    #[test]
+    fn keys_follow_the_layout() {
+        assert_eq!(Key::cache_info().as_str(), "cache/nix-cache-info");
+        assert_eq!(
+            Key::manifest(&h("web-1")).as_str(),
+            "hosts/web-1/manifest.json"
+        );
+        assert_eq!(Key::status(&h("web-1")).as_str(), "status/web-1/status.json");
+        let ev = ObjectName::new("20261126T212500Z-000001").unwrap();
+        assert_eq!(
+            Key::status_event(&h("a"), &ev).as_str(),
+            "status/a/events/20261126T212500Z-000001.json"
+        );
+        assert_eq!(
+            Key::nar("nar/abc.nar.zst").unwrap().as_str(),
+            "cache/nar/abc.nar.zst"
+        );
+        assert_eq!(Key::dashboard_summary().as_str(), "dashboard/summary.json");
+    }
+
+    #[test]
+    fn hostile_nar_urls_are_refused() {
+        for bad in [
+            "nar/../hosts/x/manifest.json",
+            "../x",
+            "nar/",
+            "nar/.hidden",
+            "nar/a/b",
+            "http://evil/x",
+            "nar/a b",
+        ] {
+            assert!(Key::nar(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn object_names_are_one_safe_segment() {
+        for bad in ["", ".", "..", "a/b", ".x", "a\\b", "a b", &"x".repeat(201)] {
+            assert!(ObjectName::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(ObjectName::new("2026-11-26T21_25_00Z-1.a").is_ok());
+    }
+
+    #[test]
+    fn parses_hosts_back_out_of_keys() {
+        assert_eq!(
+            Key::status_host("status/web-1/status.json"),
+            Some(h("web-1"))
+        );
+        assert_eq!(Key::status_host("status/../status.json"), None);
+        assert_eq!(Key::status_host("status/a/events/x.json"), None);
+        assert_eq!(Key::manifest_host("hosts/b/manifest.json"), Some(h("b")));
+    }
+}

@@ -1,0 +1,45 @@
+//! `fleet-core`: the formats, signing and bucket access every fleet binary shares.
+//!
+//! One definition of each thing lives here, and the binaries (`fleet-publish`,
+//! `fleet-agent`, `fleet-reporter`) only call it:
+//!
+//! - [`bucket`]: the [`Bucket`] type over S3 / MinIO / SeaweedFS / `file://` / memory;
+//! - [`url`]: store URLs ([`StoreUrl`]);
+//! - [`layout`]: every key of the bucket layout ([`Key`]);
+//! - [`host`]: validated host names ([`HostName`]);
+//! - [`keys`]: ed25519 keys and signatures in Nix's `name:base64` format;
+//! - [`envelope`]: DSSE signed envelopes;
+//! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
+//! - [`status`]: the [`StatusReport`] agents write;
+//! - [`iam`]: the IAM policy text for each role;
+//! - [`store_path`], [`nixbase32`]: Nix store paths and base-32;
+//! - [`fsutil`]: crash-safe local writes.
+//!
+//! `docs/formats.md` describes every format with a real example.
+
+#![warn(missing_docs)]
+
+pub mod bucket;
+pub mod envelope;
+pub mod fsutil;
+pub mod host;
+pub mod iam;
+pub mod keys;
+pub mod layout;
+pub mod manifest;
+pub mod nixbase32;
+pub mod status;
+pub mod store_path;
+pub mod url;
+
+pub use bucket::{Bucket, BucketError, BucketOptions, S3Credentials};
+pub use host::HostName;
+pub use keys::{PublicKey, SecretKey, Signature, TrustedKeys};
+pub use layout::{Key, KeyPrefix, ObjectName};
+pub use manifest::{Activation, Manifest, ManifestError, VerifiedManifest};
+pub use status::StatusReport;
+pub use store_path::StorePath;
+pub use url::StoreUrl;
+
+/// Version of the fleet crates, reported by agents.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

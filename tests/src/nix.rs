@@ -1,0 +1,1 @@
+//! Real Nix for tests.

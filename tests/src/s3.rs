@@ -1,0 +1,1 @@
+//! Real S3 servers for tests.
