@@ -128,7 +128,9 @@ pub enum BucketError {
         key: String,
     },
     /// The credentials in use may not do this.
-    #[error("access denied for key {key} in {url}: these credentials may not {op} it (check which credentials are in use and the IAM policy from `fleet-publish policy`)")]
+    #[error(
+        "access denied for key {key} in {url}: these credentials may not {op} it (check which credentials are in use and the IAM policy from `fleet-publish policy`)"
+    )]
     AccessDenied {
         /// The store.
         url: String,
@@ -146,7 +148,9 @@ pub enum BucketError {
         key: String,
     },
     /// A compare-and-swap write lost: the object changed since it was read.
-    #[error("{key} in {url} changed since it was read (another writer won the compare-and-swap); read it again and retry")]
+    #[error(
+        "{key} in {url} changed since it was read (another writer won the compare-and-swap); read it again and retry"
+    )]
     Conflict {
         /// The store.
         url: String,
@@ -154,7 +158,9 @@ pub enum BucketError {
         key: String,
     },
     /// The object is larger than the caller's bound.
-    #[error("{key} in {url} is {size} bytes, larger than the {limit}-byte bound; refusing to read it")]
+    #[error(
+        "{key} in {url} is {size} bytes, larger than the {limit}-byte bound; refusing to read it"
+    )]
     TooLarge {
         /// The store.
         url: String,
@@ -166,7 +172,9 @@ pub enum BucketError {
         limit: u64,
     },
     /// The store could not be reached, or stopped answering.
-    #[error("cannot reach {url} to {op} {key}: {why} (check the endpoint, the network and that the server is up)")]
+    #[error(
+        "cannot reach {url} to {op} {key}: {why} (check the endpoint, the network and that the server is up)"
+    )]
     Unreachable {
         /// The store.
         url: String,
@@ -195,7 +203,10 @@ impl BucketError {
     /// Whether retrying later may help (network trouble), as opposed to a refusal
     /// that will repeat (403, missing object, bad bounds).
     pub fn is_transient(&self) -> bool {
-        matches!(self, BucketError::Unreachable { .. } | BucketError::Other { .. })
+        matches!(
+            self,
+            BucketError::Unreachable { .. } | BucketError::Other { .. }
+        )
     }
 }
 
@@ -242,7 +253,9 @@ pub struct Bucket {
 
 impl fmt::Debug for Bucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bucket").field("url", &self.url_text).finish()
+        f.debug_struct("Bucket")
+            .field("url", &self.url_text)
+            .finish()
     }
 }
 
@@ -278,9 +291,7 @@ impl Bucket {
                     };
                 }
                 if let Some(e) = endpoint {
-                    b = b
-                        .with_endpoint(e)
-                        .with_allow_http(e.starts_with("http://"));
+                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
                 }
                 if let Some(r) = region {
                     b = b.with_region(r);
@@ -295,7 +306,11 @@ impl Bucket {
                         ClientOptions::new()
                             .with_timeout(opts.request_timeout)
                             .with_connect_timeout(opts.connect_timeout)
-                            .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+                            .with_allow_http(
+                                endpoint
+                                    .as_deref()
+                                    .is_some_and(|e| e.starts_with("http://")),
+                            ),
                     )
                     .with_retry(RetryConfig {
                         backoff: BackoffConfig::default(),
@@ -306,11 +321,10 @@ impl Bucket {
                 (Arc::new(s3), prefix.clone(), None)
             }
             StoreUrl::File { root } => {
-                std::fs::create_dir_all(root).map_err(|e| {
-                    open_err(format!("creating directory {}: {e}", root.display()))
-                })?;
-                let fs = LocalFileSystem::new_with_prefix(root)
-                    .map_err(|e| open_err(e.to_string()))?;
+                std::fs::create_dir_all(root)
+                    .map_err(|e| open_err(format!("creating directory {}: {e}", root.display())))?;
+                let fs =
+                    LocalFileSystem::new_with_prefix(root).map_err(|e| open_err(e.to_string()))?;
                 (Arc::new(fs), String::new(), Some(root.clone()))
             }
             StoreUrl::Memory { .. } => (Arc::new(InMemory::new()), String::new(), None),
@@ -463,14 +477,22 @@ impl Bucket {
             ..Default::default()
         };
         self.store
-            .put_opts(&self.path(key.as_str()), PutPayload::from_bytes(bytes), opts)
+            .put_opts(
+                &self.path(key.as_str()),
+                PutPayload::from_bytes(bytes),
+                opts,
+            )
             .await
             .map(|r| r.e_tag)
             .map_err(|e| self.err(Op::Write, key.as_str(), e))
     }
 
     /// Writes an object, replacing any there. Returns its new ETag.
-    pub async fn put(&self, key: &Key, bytes: impl Into<Bytes>) -> Result<Option<String>, BucketError> {
+    pub async fn put(
+        &self,
+        key: &Key,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Option<String>, BucketError> {
         self.put_mode(key, bytes.into(), PutMode::Overwrite).await
     }
 
@@ -651,7 +673,10 @@ mod tests {
 
     async fn exercise(b: &Bucket) {
         let k = Key::manifest(&host("web-1"));
-        assert!(matches!(b.get(&k, 100).await, Err(BucketError::NotFound { .. })));
+        assert!(matches!(
+            b.get(&k, 100).await,
+            Err(BucketError::NotFound { .. })
+        ));
         assert!(b.head(&k).await.unwrap().is_none());
 
         let e1 = b.put_if_absent(&k, &b"one"[..]).await.unwrap();
@@ -685,12 +710,20 @@ mod tests {
         // Size bound.
         assert!(matches!(
             b.get(&k, 2).await,
-            Err(BucketError::TooLarge { size: 3, limit: 2, .. })
+            Err(BucketError::TooLarge {
+                size: 3,
+                limit: 2,
+                ..
+            })
         ));
 
         // Listing returns keys relative to the root.
-        b.put(&Key::status(&host("web-1")), &b"{}"[..]).await.unwrap();
-        b.put(&Key::status(&host("web-2")), &b"{}"[..]).await.unwrap();
+        b.put(&Key::status(&host("web-1")), &b"{}"[..])
+            .await
+            .unwrap();
+        b.put(&Key::status(&host("web-2")), &b"{}"[..])
+            .await
+            .unwrap();
         let mut keys: Vec<_> = b
             .list(&KeyPrefix::status())
             .await
@@ -699,7 +732,10 @@ mod tests {
             .map(|i| i.key)
             .collect();
         keys.sort();
-        assert_eq!(keys, ["status/web-1/status.json", "status/web-2/status.json"]);
+        assert_eq!(
+            keys,
+            ["status/web-1/status.json", "status/web-2/status.json"]
+        );
         assert!(b.list(&KeyPrefix::audit()).await.unwrap().is_empty());
 
         // CAS on a deleted object is a conflict, not a silent create.
@@ -768,6 +804,9 @@ mod tests {
         );
         let msg = e.to_string();
         assert!(matches!(e, BucketError::AccessDenied { op: Op::List, .. }));
-        assert!(msg.contains("access denied for key status/") && msg.contains("s3://b/p"), "{msg}");
+        assert!(
+            msg.contains("access denied for key status/") && msg.contains("s3://b/p"),
+            "{msg}"
+        );
     }
 }

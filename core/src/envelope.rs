@@ -79,7 +79,9 @@ pub enum EnvelopeError {
         names: Vec<String>,
     },
     /// A trusted key's signature does not verify.
-    #[error("the signature by trusted key {name:?} does not verify: the content was changed after signing, or the signature was forged")]
+    #[error(
+        "the signature by trusted key {name:?} does not verify: the content was changed after signing, or the signature was forged"
+    )]
     BadSignature {
         /// The trusted key's name.
         name: String,
@@ -220,7 +222,12 @@ mod tests {
             .unwrap()
             .replace(T, "application/vnd.fleet.tEst.v1+json");
         assert!(matches!(
-            open(forged.as_bytes(), "application/vnd.fleet.tEst.v1+json", &trusted, 1 << 16),
+            open(
+                forged.as_bytes(),
+                "application/vnd.fleet.tEst.v1+json",
+                &trusted,
+                1 << 16
+            ),
             Err(EnvelopeError::BadSignature { .. })
         ));
     }

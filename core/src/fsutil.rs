@@ -80,7 +80,10 @@ mod tests {
         write_atomic(&p, b"one", 0o600, true).unwrap();
         write_atomic(&p, b"two", 0o600, true).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }

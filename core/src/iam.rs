@@ -35,10 +35,14 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// Not a valid S3 bucket name.
-    #[error("bucket name {0:?} is not valid: use 3 to 63 characters of a-z 0-9 . - starting and ending with a letter or digit")]
+    #[error(
+        "bucket name {0:?} is not valid: use 3 to 63 characters of a-z 0-9 . - starting and ending with a letter or digit"
+    )]
     BadBucket(String),
     /// Not a safe key prefix.
-    #[error("prefix {0:?} is not valid: use `/`-separated segments of A-Z a-z 0-9 . _ - (no `..`, no wildcards)")]
+    #[error(
+        "prefix {0:?} is not valid: use `/`-separated segments of A-Z a-z 0-9 . _ - (no `..`, no wildcards)"
+    )]
     BadPrefix(String),
 }
 
@@ -220,7 +224,10 @@ mod tests {
             actions_on(&p, ":::fleet-bucket/prod/hosts/host-a/*"),
             ["s3:GetObject"]
         );
-        assert_eq!(actions_on(&p, ":::fleet-bucket/prod/cache/*"), ["s3:GetObject"]);
+        assert_eq!(
+            actions_on(&p, ":::fleet-bucket/prod/cache/*"),
+            ["s3:GetObject"]
+        );
         assert_eq!(
             actions_on(&p, ":::fleet-bucket/prod/status/host-a/*"),
             ["s3:PutObject"]
@@ -245,7 +252,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&p).unwrap();
         for s in v["Statement"].as_array().unwrap() {
             if s["Action"].to_string().contains("PutObject") {
-                assert_eq!(s["Resource"], serde_json::json!(["arn:aws:s3:::b-1/dashboard/*"]));
+                assert_eq!(
+                    s["Resource"],
+                    serde_json::json!(["arn:aws:s3:::b-1/dashboard/*"])
+                );
             }
         }
     }

@@ -66,7 +66,9 @@ pub enum KeyError {
         path: PathBuf,
     },
     /// The text is not a key in Nix's format.
-    #[error("{source_desc} is not a valid {kind} key: {why}; expected `name:base64` as written by `fleet-publish keygen` or `nix-store --generate-binary-cache-key`")]
+    #[error(
+        "{source_desc} is not a valid {kind} key: {why}; expected `name:base64` as written by `fleet-publish keygen` or `nix-store --generate-binary-cache-key`"
+    )]
     Malformed {
         /// Where the text came from (a file path or an option).
         source_desc: String,
@@ -90,20 +92,20 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err("the name before `:` is empty".into());
     }
     if name.len() > MAX_KEY_NAME_LEN {
-        return Err(format!("the name is longer than {MAX_KEY_NAME_LEN} characters"));
+        return Err(format!(
+            "the name is longer than {MAX_KEY_NAME_LEN} characters"
+        ));
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(format!(
-            "the name {name:?} may hold only A-Z a-z 0-9 . _ -"
-        ));
+        return Err(format!("the name {name:?} may hold only A-Z a-z 0-9 . _ -"));
     }
     Ok(())
 }
 
-fn split_key<'a>(text: &'a str) -> Result<(&'a str, Vec<u8>), String> {
+fn split_key(text: &str) -> Result<(&str, Vec<u8>), String> {
     let text = text.trim();
     let (name, b64) = text
         .split_once(':')
@@ -410,8 +412,12 @@ mod tests {
     fn secret_key_halves_must_match() {
         let sk = SecretKey::generate("a").unwrap();
         let other = SecretKey::generate("a").unwrap();
-        let mut bytes = B64.decode(sk.to_nix_string().split_once(':').unwrap().1).unwrap();
-        let ob = B64.decode(other.to_nix_string().split_once(':').unwrap().1).unwrap();
+        let mut bytes = B64
+            .decode(sk.to_nix_string().split_once(':').unwrap().1)
+            .unwrap();
+        let ob = B64
+            .decode(other.to_nix_string().split_once(':').unwrap().1)
+            .unwrap();
         bytes[32..].copy_from_slice(&ob[32..]);
         let err = SecretKey::parse(&format!("a:{}", B64.encode(&bytes)), "x").unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
@@ -428,7 +434,10 @@ mod tests {
         ];
         for (text, want) in cases {
             let err = SecretKey::parse(text, "file /k").unwrap_err().to_string();
-            assert!(err.contains(want) && err.contains("file /k"), "{text}: {err}");
+            assert!(
+                err.contains(want) && err.contains("file /k"),
+                "{text}: {err}"
+            );
         }
         let pk = SecretKey::generate("a").unwrap().public().to_nix_string();
         let err = SecretKey::parse(&pk, "file /k").unwrap_err().to_string();
@@ -473,7 +482,9 @@ mod tests {
             Err(KeyError::Exists { .. })
         ));
         assert_eq!(SecretKey::load(&p).unwrap().public(), sk.public());
-        let missing = SecretKey::load(&d.path().join("nope")).unwrap_err().to_string();
+        let missing = SecretKey::load(&d.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("nope"), "{missing}");
     }
 }

@@ -223,7 +223,10 @@ mod tests {
             Key::manifest(&h("web-1")).as_str(),
             "hosts/web-1/manifest.json"
         );
-        assert_eq!(Key::status(&h("web-1")).as_str(), "status/web-1/status.json");
+        assert_eq!(
+            Key::status(&h("web-1")).as_str(),
+            "status/web-1/status.json"
+        );
         let ev = ObjectName::new("20261126T212500Z-000001").unwrap();
         assert_eq!(
             Key::status_event(&h("a"), &ev).as_str(),

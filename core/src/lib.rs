@@ -12,7 +12,10 @@
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
 //! - [`status`]: the [`StatusReport`] agents write;
 //! - [`iam`]: the IAM policy text for each role;
+//! - [`nar`], [`narinfo`], [`stream`]: the Nix binary-cache formats (NAR, narinfo,
+//!   fingerprints, compression);
 //! - [`store_path`], [`nixbase32`]: Nix store paths and base-32;
+//! - [`config`]: flags, environment and TOML file in one schema;
 //! - [`fsutil`]: crash-safe local writes.
 //!
 //! `docs/formats.md` describes every format with a real example.
@@ -20,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod bucket;
+pub mod config;
 pub mod envelope;
 pub mod fsutil;
 pub mod host;
@@ -27,9 +31,12 @@ pub mod iam;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+pub mod nar;
+pub mod narinfo;
 pub mod nixbase32;
 pub mod status;
 pub mod store_path;
+pub mod stream;
 pub mod url;
 
 pub use bucket::{Bucket, BucketError, BucketOptions, S3Credentials};
@@ -37,6 +44,7 @@ pub use host::HostName;
 pub use keys::{PublicKey, SecretKey, Signature, TrustedKeys};
 pub use layout::{Key, KeyPrefix, ObjectName};
 pub use manifest::{Activation, Manifest, ManifestError, VerifiedManifest};
+pub use narinfo::{Compression, NarInfo};
 pub use status::StatusReport;
 pub use store_path::StorePath;
 pub use url::StoreUrl;

@@ -166,7 +166,9 @@ pub enum ManifestError {
     #[error("manifest is malformed: {0}")]
     Malformed(String),
     /// Not signed by any trusted publisher key.
-    #[error("manifest is signed by unknown key(s) {names:?}; this host trusts only {trusted:?} (add the publisher's public key to the trusted keys if it is legitimate)")]
+    #[error(
+        "manifest is signed by unknown key(s) {names:?}; this host trusts only {trusted:?} (add the publisher's public key to the trusted keys if it is legitimate)"
+    )]
     UnknownKey {
         /// Key names in the envelope.
         names: Vec<String>,
@@ -174,7 +176,9 @@ pub enum ManifestError {
         trusted: Vec<String>,
     },
     /// A trusted key's signature does not verify.
-    #[error("manifest signature by {key:?} does not verify: it was altered after signing or forged")]
+    #[error(
+        "manifest signature by {key:?} does not verify: it was altered after signing or forged"
+    )]
     BadSignature {
         /// The trusted key's name.
         key: String,
@@ -188,7 +192,9 @@ pub enum ManifestError {
         found: HostName,
     },
     /// A sequence number below one already accepted (rollback attack).
-    #[error("manifest sequence {found} is lower than {highest_seen}, already accepted here (rollback refused)")]
+    #[error(
+        "manifest sequence {found} is lower than {highest_seen}, already accepted here (rollback refused)"
+    )]
     SequenceRollback {
         /// Its sequence.
         found: u64,
@@ -196,13 +202,17 @@ pub enum ManifestError {
         highest_seen: u64,
     },
     /// The accepted sequence number with different bytes (equivocation).
-    #[error("manifest sequence {sequence} was already accepted with different content; a publisher never reuses a sequence number")]
+    #[error(
+        "manifest sequence {sequence} was already accepted with different content; a publisher never reuses a sequence number"
+    )]
     SequenceReused {
         /// The sequence.
         sequence: u64,
     },
     /// Past its expiry (freeze attack, or the publisher stopped re-signing).
-    #[error("manifest expired at {expires_at} (now {now}); the publisher must re-sign it (fleet-publish deploy)")]
+    #[error(
+        "manifest expired at {expires_at} (now {now}); the publisher must re-sign it (fleet-publish deploy)"
+    )]
     Expired {
         /// Its expiry.
         expires_at: Timestamp,
@@ -210,7 +220,9 @@ pub enum ManifestError {
         now: Timestamp,
     },
     /// A format version this build does not know.
-    #[error("manifest has format version {0}; this build understands version 1 only (upgrade fleet)")]
+    #[error(
+        "manifest has format version {0}; this build understands version 1 only (upgrade fleet)"
+    )]
     UnsupportedVersion(u32),
 }
 
@@ -222,25 +234,33 @@ impl Manifest {
     }
 
     /// Verifies stored manifest bytes against `policy`.
-    pub fn verify(bytes: &[u8], policy: &VerifyPolicy<'_>) -> Result<VerifiedManifest, ManifestError> {
-        let opened = envelope::open(bytes, MANIFEST_PAYLOAD_TYPE, policy.trusted, MAX_MANIFEST_SIZE)
-            .map_err(|e| match e {
-                EnvelopeError::TooLarge { size, limit } => ManifestError::TooLarge { size, limit },
-                EnvelopeError::Malformed(why) => ManifestError::Malformed(why),
-                EnvelopeError::WrongType { found, .. } => ManifestError::Malformed(format!(
-                    "payload type is {found:?}, not {MANIFEST_PAYLOAD_TYPE:?}"
-                )),
-                EnvelopeError::UnknownKey { names } => ManifestError::UnknownKey {
-                    names,
-                    trusted: policy
-                        .trusted
-                        .keys()
-                        .iter()
-                        .map(|k| k.name().to_owned())
-                        .collect(),
-                },
-                EnvelopeError::BadSignature { name } => ManifestError::BadSignature { key: name },
-            })?;
+    pub fn verify(
+        bytes: &[u8],
+        policy: &VerifyPolicy<'_>,
+    ) -> Result<VerifiedManifest, ManifestError> {
+        let opened = envelope::open(
+            bytes,
+            MANIFEST_PAYLOAD_TYPE,
+            policy.trusted,
+            MAX_MANIFEST_SIZE,
+        )
+        .map_err(|e| match e {
+            EnvelopeError::TooLarge { size, limit } => ManifestError::TooLarge { size, limit },
+            EnvelopeError::Malformed(why) => ManifestError::Malformed(why),
+            EnvelopeError::WrongType { found, .. } => ManifestError::Malformed(format!(
+                "payload type is {found:?}, not {MANIFEST_PAYLOAD_TYPE:?}"
+            )),
+            EnvelopeError::UnknownKey { names } => ManifestError::UnknownKey {
+                names,
+                trusted: policy
+                    .trusted
+                    .keys()
+                    .iter()
+                    .map(|k| k.name().to_owned())
+                    .collect(),
+            },
+            EnvelopeError::BadSignature { name } => ManifestError::BadSignature { key: name },
+        })?;
 
         // Only now, with a verified signature, is the payload looked at.
         #[derive(Deserialize)]
@@ -365,8 +385,14 @@ mod tests {
     fn bad_signature_from_a_key_reusing_a_trusted_name() {
         let f = fx();
         let impostor = SecretKey::generate("publisher-1").unwrap();
-        let err = Manifest::verify(&manifest(&f, 1).sign(&impostor), &policy(&f, None)).unwrap_err();
-        assert_eq!(err, ManifestError::BadSignature { key: "publisher-1".into() });
+        let err =
+            Manifest::verify(&manifest(&f, 1).sign(&impostor), &policy(&f, None)).unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::BadSignature {
+                key: "publisher-1".into()
+            }
+        );
     }
 
     #[test]
@@ -377,9 +403,12 @@ mod tests {
         let mut env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
         let payload = b64.decode(env["payload"].as_str().unwrap()).unwrap();
-        let evil = String::from_utf8(payload).unwrap().replace("\"sequence\": 1", "\"sequence\": 9");
+        let evil = String::from_utf8(payload)
+            .unwrap()
+            .replace("\"sequence\": 1", "\"sequence\": 9");
         env["payload"] = b64.encode(evil).into();
-        let err = Manifest::verify(&serde_json::to_vec(&env).unwrap(), &policy(&f, None)).unwrap_err();
+        let err =
+            Manifest::verify(&serde_json::to_vec(&env).unwrap(), &policy(&f, None)).unwrap_err();
         assert!(matches!(err, ManifestError::BadSignature { .. }), "{err}");
     }
 
@@ -396,18 +425,35 @@ mod tests {
     #[test]
     fn lower_sequence_is_a_rollback() {
         let f = fx();
-        let seen = SeenManifest { sequence: 5, digest: "x".into() };
-        let err = Manifest::verify(&manifest(&f, 4).sign(&f.publisher), &policy(&f, Some(&seen)))
-            .unwrap_err();
-        assert_eq!(err, ManifestError::SequenceRollback { found: 4, highest_seen: 5 });
+        let seen = SeenManifest {
+            sequence: 5,
+            digest: "x".into(),
+        };
+        let err = Manifest::verify(
+            &manifest(&f, 4).sign(&f.publisher),
+            &policy(&f, Some(&seen)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::SequenceRollback {
+                found: 4,
+                highest_seen: 5
+            }
+        );
         // Higher is fine.
-        Manifest::verify(&manifest(&f, 6).sign(&f.publisher), &policy(&f, Some(&seen))).unwrap();
+        Manifest::verify(
+            &manifest(&f, 6).sign(&f.publisher),
+            &policy(&f, Some(&seen)),
+        )
+        .unwrap();
     }
 
     #[test]
     fn same_sequence_other_content_is_refused() {
         let f = fx();
-        let first = Manifest::verify(&manifest(&f, 5).sign(&f.publisher), &policy(&f, None)).unwrap();
+        let first =
+            Manifest::verify(&manifest(&f, 5).sign(&f.publisher), &policy(&f, None)).unwrap();
         let mut m = manifest(&f, 5);
         m.activation = Activation::Boot;
         let seen = first.seen();
@@ -419,7 +465,8 @@ mod tests {
     fn expired() {
         let mut f = fx();
         f.now = "2026-11-27T11:00:00Z".parse().unwrap();
-        let err = Manifest::verify(&manifest(&f, 1).sign(&f.publisher), &policy(&f, None)).unwrap_err();
+        let err =
+            Manifest::verify(&manifest(&f, 1).sign(&f.publisher), &policy(&f, None)).unwrap_err();
         assert!(matches!(err, ManifestError::Expired { .. }), "{err}");
         // A publisher reading the previous manifest skips the expiry check.
         let mut p = policy(&f, None);
@@ -435,12 +482,16 @@ mod tests {
             assert!(matches!(err, ManifestError::Malformed(_)), "{err}");
         }
         // A validly signed payload with an unknown field is refused, after the signature.
-        let payload = serde_json::to_string(&manifest(&f, 1))
-            .unwrap()
-            .replacen('{', "{\"extra\":true,", 1);
+        let payload =
+            serde_json::to_string(&manifest(&f, 1))
+                .unwrap()
+                .replacen('{', "{\"extra\":true,", 1);
         let bytes = envelope::seal(MANIFEST_PAYLOAD_TYPE, payload.as_bytes(), &f.publisher);
         let err = Manifest::verify(&bytes, &policy(&f, None)).unwrap_err();
-        assert!(matches!(&err, ManifestError::Malformed(w) if w.contains("extra")), "{err}");
+        assert!(
+            matches!(&err, ManifestError::Malformed(w) if w.contains("extra")),
+            "{err}"
+        );
         // A hostile host name inside a signed payload is still refused by parsing.
         let payload = serde_json::to_string(&manifest(&f, 1))
             .unwrap()
@@ -471,7 +522,10 @@ mod tests {
         let big = vec![b' '; MAX_MANIFEST_SIZE as usize + 1];
         assert_eq!(
             Manifest::verify(&big, &policy(&f, None)).unwrap_err(),
-            ManifestError::TooLarge { size: MAX_MANIFEST_SIZE + 1, limit: MAX_MANIFEST_SIZE }
+            ManifestError::TooLarge {
+                size: MAX_MANIFEST_SIZE + 1,
+                limit: MAX_MANIFEST_SIZE
+            }
         );
     }
 
@@ -492,7 +546,11 @@ mod tests {
     fn release_envelopes_cannot_pose_as_manifests() {
         let f = fx();
         let payload = serde_json::to_vec(&manifest(&f, 1)).unwrap();
-        let bytes = envelope::seal("application/vnd.fleet.release.v1+json", &payload, &f.publisher);
+        let bytes = envelope::seal(
+            "application/vnd.fleet.release.v1+json",
+            &payload,
+            &f.publisher,
+        );
         assert!(matches!(
             Manifest::verify(&bytes, &policy(&f, None)),
             Err(ManifestError::Malformed(w)) if w.contains("payload type")

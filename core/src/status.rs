@@ -170,7 +170,9 @@ pub enum StatusError {
         why: String,
     },
     /// Names a host other than the one whose prefix it was read from.
-    #[error("status object {key} claims to be from host {claimed:?}; ignoring it (a host may only report for itself)")]
+    #[error(
+        "status object {key} claims to be from host {claimed:?}; ignoring it (a host may only report for itself)"
+    )]
     WrongHost {
         /// The key it was read from.
         key: String,
@@ -270,8 +272,7 @@ mod tests {
     }
 
     fn report() -> StatusReport {
-        let closure =
-            StorePath::new("/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-top").unwrap();
+        let closure = StorePath::new("/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-top").unwrap();
         StatusReport {
             version: 1,
             host: host(),
@@ -342,7 +343,10 @@ mod tests {
                 .replace("\"version\": 1", "\"version\": 2"),
         ] {
             let err = StatusReport::parse(junk.as_bytes(), KEY, &host()).unwrap_err();
-            assert!(matches!(err, StatusError::Malformed { .. }), "{junk}: {err}");
+            assert!(
+                matches!(err, StatusError::Malformed { .. }),
+                "{junk}: {err}"
+            );
             assert!(err.to_string().contains(KEY));
         }
         let mut r = report();

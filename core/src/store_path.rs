@@ -43,13 +43,17 @@ pub enum StorePathError {
         path: String,
     },
     /// The hash part is not 32 Nix base-32 characters.
-    #[error("{path:?} is not a store path: the part before the first `-` must be 32 Nix base-32 characters")]
+    #[error(
+        "{path:?} is not a store path: the part before the first `-` must be 32 Nix base-32 characters"
+    )]
     BadHash {
         /// The input.
         path: String,
     },
     /// The name part is empty, too long or holds a character Nix does not allow.
-    #[error("{path:?} is not a store path: the name must be 1 to 211 characters of A-Z a-z 0-9 + - . _ ? = and not start with `.`")]
+    #[error(
+        "{path:?} is not a store path: the name must be 1 to 211 characters of A-Z a-z 0-9 + - . _ ? = and not start with `.`"
+    )]
     BadName {
         /// The input.
         path: String,
@@ -103,8 +107,8 @@ impl StorePath {
         let (hash, name) = base
             .split_at_checked(HASH_LEN)
             .ok_or_else(|| StorePathError::BadHash { path: base.into() })?;
-        let hash =
-            StorePathHash::new(hash).ok_or_else(|| StorePathError::BadHash { path: base.into() })?;
+        let hash = StorePathHash::new(hash)
+            .ok_or_else(|| StorePathError::BadHash { path: base.into() })?;
         let name = name
             .strip_prefix('-')
             .ok_or_else(|| StorePathError::BadHash { path: base.into() })?;
@@ -193,7 +197,10 @@ mod tests {
         ] {
             assert!(StorePath::new(bad).is_err(), "{bad}");
         }
-        let long = format!("/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-{}", "x".repeat(212));
+        let long = format!(
+            "/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-{}",
+            "x".repeat(212)
+        );
         assert!(matches!(
             StorePath::new(&long),
             Err(StorePathError::BadName { .. })

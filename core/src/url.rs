@@ -49,7 +49,9 @@ pub enum StoreUrl {
 
 /// Why a store URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store URL {url:?} is not valid: {why}. Use s3://BUCKET[/PREFIX][?endpoint=http://HOST:PORT&region=R], file:///ABSOLUTE/PATH or memory://")]
+#[error(
+    "store URL {url:?} is not valid: {why}. Use s3://BUCKET[/PREFIX][?endpoint=http://HOST:PORT&region=R], file:///ABSOLUTE/PATH or memory://"
+)]
 pub struct StoreUrlError {
     /// The input.
     pub url: String,
@@ -134,7 +136,10 @@ impl StoreUrl {
                 let root = url
                     .to_file_path()
                     .map_err(|_| err("the path is not absolute"))?;
-                if root.components().any(|c| c == std::path::Component::ParentDir) {
+                if root
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                {
                     return Err(err("the path may not contain `..`"));
                 }
                 Ok(StoreUrl::File { root })
@@ -196,7 +201,10 @@ mod tests {
 
     #[test]
     fn parses_s3_with_options() {
-        let u = StoreUrl::parse("s3://fleet-prod/site-a/?endpoint=http://127.0.0.1:8333&region=eu-west-1").unwrap();
+        let u = StoreUrl::parse(
+            "s3://fleet-prod/site-a/?endpoint=http://127.0.0.1:8333&region=eu-west-1",
+        )
+        .unwrap();
         assert_eq!(
             u,
             StoreUrl::S3 {

@@ -1,0 +1,682 @@
+//! NAR, the Nix ARchive: serialising a store path from the filesystem, and checking
+//! one that arrived from a bucket.
+//!
+//! The format, as Nix writes it (`nix-store --dump`): every token is a "string", a
+//! little-endian u64 length followed by the bytes and zero padding to a multiple of 8.
+//!
+//! ```text
+//! nar       = str("nix-archive-1") node
+//! node      = str("(") str("type") body str(")")
+//! body      = str("regular") [str("executable") str("")] str("contents") str(<bytes>)
+//!           | str("symlink") str("target") str(<target>)
+//!           | str("directory") { str("entry") str("(") str("name") str(<name>)
+//!                                 str("node") node str(")") }
+//! ```
+//!
+//! Directory entries are sorted by name bytes, each name once. [`dump`] writes this
+//! byte for byte as Nix does, streaming file contents so memory stays flat whatever
+//! the file sizes.
+//!
+//! [`validate`] reads a NAR from an untrusted source and refuses anything Nix would
+//! refuse, plus what a deploy tool must never pass on: entry names that are empty,
+//! `.`, `..`, or hold `/` or NUL; unsorted or duplicate entries; relative symlink
+//! targets that climb out of the store path (`../../etc/shadow`); over-long names or
+//! targets; nesting deeper than [`MAX_DEPTH`]; padding that is not zero; trailing
+//! bytes. Absolute symlink targets are allowed, because real system closures are full
+//! of them (`/run/current-system/sw`, other store paths).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The archive's magic string.
+pub const MAGIC: &str = "nix-archive-1";
+/// Deepest directory nesting accepted by [`validate`].
+pub const MAX_DEPTH: usize = 256;
+/// Longest entry name accepted (the usual filesystem limit).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target accepted (Linux `PATH_MAX - 1`).
+pub const MAX_TARGET_LEN: usize = 4095;
+
+/// Size of the copy buffer used for file contents.
+const BUF: usize = 256 * 1024;
+
+fn write_str(out: &mut impl Write, s: &[u8]) -> io::Result<()> {
+    out.write_all(&(s.len() as u64).to_le_bytes())?;
+    out.write_all(s)?;
+    write_padding(out, s.len() as u64)
+}
+
+fn write_padding(out: &mut impl Write, len: u64) -> io::Result<()> {
+    let pad = (8 - (len % 8) as usize) % 8;
+    out.write_all(&[0u8; 8][..pad])
+}
+
+/// Serialises the file, symlink or directory at `path` as a NAR into `out`.
+///
+/// Byte-identical to `nix-store --dump`. Fails if a file changes size while it is
+/// being read, or on file types a NAR cannot hold (sockets, devices, FIFOs).
+pub fn dump(path: &Path, out: &mut impl Write) -> io::Result<()> {
+    write_str(out, MAGIC.as_bytes())?;
+    let mut buf = vec![0u8; BUF];
+    dump_node(path, out, &mut buf)
+}
+
+fn dump_node(path: &Path, out: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    write_str(out, b"(")?;
+    write_str(out, b"type")?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        write_str(out, b"symlink")?;
+        write_str(out, b"target")?;
+        write_str(out, fs::read_link(path)?.as_os_str().as_bytes())?;
+    } else if ft.is_file() {
+        write_str(out, b"regular")?;
+        if meta.permissions().mode() & 0o100 != 0 {
+            write_str(out, b"executable")?;
+            write_str(out, b"")?;
+        }
+        write_str(out, b"contents")?;
+        let len = meta.len();
+        out.write_all(&len.to_le_bytes())?;
+        let mut f = fs::File::open(path)?;
+        let mut left = len;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} shrank while it was being read", path.display()),
+                ));
+            }
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        if f.read(&mut buf[..1])? != 0 {
+            return Err(io::Error::other(format!(
+                "{} grew while it was being read",
+                path.display()
+            )));
+        }
+        write_padding(out, len)?;
+    } else if ft.is_dir() {
+        write_str(out, b"directory")?;
+        let mut names: Vec<_> = fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            write_str(out, b"entry")?;
+            write_str(out, b"(")?;
+            write_str(out, b"name")?;
+            write_str(out, name.as_bytes())?;
+            write_str(out, b"node")?;
+            dump_node(&path.join(&name), out, buf)?;
+            write_str(out, b")")?;
+        }
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is neither a regular file, a directory nor a symlink; a NAR cannot hold it",
+                path.display()
+            ),
+        ));
+    }
+    write_str(out, b")")
+}
+
+/// Why a NAR was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NarError {
+    /// Reading failed (including decompression or the network underneath).
+    #[error("reading the NAR failed: {0}")]
+    Io(#[from] io::Error),
+    /// The stream ended in the middle of the archive.
+    #[error("the NAR is truncated (it ended inside {0})")]
+    Truncated(&'static str),
+    /// A token other than the one the format requires.
+    #[error("the NAR is malformed at byte {offset}: expected {expected}, found {found:?}")]
+    Unexpected {
+        /// Byte offset of the token.
+        offset: u64,
+        /// What the format requires.
+        expected: &'static str,
+        /// What was there (truncated).
+        found: String,
+    },
+    /// An entry name that could address something outside its directory.
+    #[error(
+        "the NAR has an entry named {name:?} at {path:?}; names may not be empty, `.`, `..`, or contain `/` or NUL"
+    )]
+    BadName {
+        /// Path of the directory holding it, inside the store path.
+        path: String,
+        /// The name (lossy).
+        name: String,
+    },
+    /// Entries out of order or repeated.
+    #[error("the NAR's directory {path:?} lists {name:?} out of order or twice")]
+    Unsorted {
+        /// The directory.
+        path: String,
+        /// The entry.
+        name: String,
+    },
+    /// A relative symlink whose target climbs out of the store path.
+    #[error("the NAR has a symlink {path:?} -> {target:?} that escapes its store path")]
+    EscapingSymlink {
+        /// The symlink, inside the store path.
+        path: String,
+        /// Its target (lossy).
+        target: String,
+    },
+    /// A string longer than its bound.
+    #[error("the NAR has a {what} of {len} bytes at byte {offset}, over the {limit}-byte bound")]
+    TooLong {
+        /// What kind of string.
+        what: &'static str,
+        /// Its length.
+        len: u64,
+        /// The bound.
+        limit: u64,
+        /// Where.
+        offset: u64,
+    },
+    /// Nesting deeper than [`MAX_DEPTH`].
+    #[error("the NAR nests directories deeper than {MAX_DEPTH}")]
+    TooDeep,
+    /// Bytes after the end of the archive.
+    #[error("the NAR has data after its end")]
+    TrailingData,
+}
+
+/// What [`validate`] learned about a NAR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NarSummary {
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+}
+
+struct Reader<R> {
+    inner: R,
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Reader<R> {
+    fn exact(&mut self, n: usize, ctx: &'static str) -> Result<(), NarError> {
+        self.buf.resize(n, 0);
+        let mut got = 0;
+        while got < n {
+            match self.inner.read(&mut self.buf[got..n]) {
+                Ok(0) => return Err(NarError::Truncated(ctx)),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(NarError::Io(e)),
+            }
+        }
+        self.offset += n as u64;
+        Ok(())
+    }
+
+    fn u64(&mut self, ctx: &'static str) -> Result<u64, NarError> {
+        self.exact(8, ctx)?;
+        Ok(u64::from_le_bytes(
+            self.buf[..8].try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn padding(&mut self, len: u64, ctx: &'static str) -> Result<(), NarError> {
+        let pad = ((8 - len % 8) % 8) as usize;
+        if pad > 0 {
+            let at = self.offset;
+            self.exact(pad, ctx)?;
+            if self.buf[..pad].iter().any(|&b| b != 0) {
+                return Err(NarError::Unexpected {
+                    offset: at,
+                    expected: "zero padding",
+                    found: format!("{:?}", &self.buf[..pad]),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a string of at most `limit` bytes into `self.buf`.
+    fn string(&mut self, what: &'static str, limit: u64) -> Result<&[u8], NarError> {
+        let at = self.offset;
+        let len = self.u64(what)?;
+        if len > limit {
+            return Err(NarError::TooLong {
+                what,
+                len,
+                limit,
+                offset: at,
+            });
+        }
+        self.exact(len as usize, what)?;
+        let s = std::mem::take(&mut self.buf);
+        self.padding(len, what)?;
+        self.buf = s;
+        Ok(&self.buf[..len as usize])
+    }
+
+    fn expect(&mut self, token: &'static str) -> Result<(), NarError> {
+        let at = self.offset;
+        let got = self.string(token, 64)?;
+        if got != token.as_bytes() {
+            return Err(NarError::Unexpected {
+                offset: at,
+                expected: token,
+                found: String::from_utf8_lossy(got).chars().take(64).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Skips a file's contents, streaming them through.
+    fn contents(&mut self) -> Result<(), NarError> {
+        let len = self.u64("file contents")?;
+        let mut left = len;
+        let mut chunk = vec![0u8; BUF.min(len as usize).max(1)];
+        while left > 0 {
+            let want = chunk.len().min(left as usize);
+            let n = match self.inner.read(&mut chunk[..want]) {
+                Ok(0) => return Err(NarError::Truncated("file contents")),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(NarError::Io(e)),
+            };
+            left -= n as u64;
+            self.offset += n as u64;
+        }
+        self.padding(len, "file contents")
+    }
+}
+
+/// Reads and checks a whole NAR from `input`, which must end where the NAR ends.
+pub fn validate(input: impl Read) -> Result<NarSummary, NarError> {
+    let mut r = Reader {
+        inner: input,
+        offset: 0,
+        buf: Vec::with_capacity(256),
+    };
+    r.expect(MAGIC)?;
+    let mut summary = NarSummary::default();
+    let mut path = Vec::new();
+    validate_node(&mut r, &mut path, 0, &mut summary)?;
+    let mut one = [0u8; 1];
+    loop {
+        match r.inner.read(&mut one) {
+            Ok(0) => return Ok(summary),
+            Ok(_) => return Err(NarError::TrailingData),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(NarError::Io(e)),
+        }
+    }
+}
+
+fn lossy(path: &[Vec<u8>]) -> String {
+    let mut s = String::from("/");
+    for (i, seg) in path.iter().enumerate() {
+        if i > 0 {
+            s.push('/');
+        }
+        s.push_str(&String::from_utf8_lossy(seg));
+    }
+    s
+}
+
+/// Whether a relative symlink target stays inside the store path, given the depth of
+/// the directory holding the symlink.
+fn target_stays_inside(target: &[u8], dir_depth: usize) -> bool {
+    let mut depth = dir_depth as i64;
+    for seg in target.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+fn validate_node<R: Read>(
+    r: &mut Reader<R>,
+    path: &mut Vec<Vec<u8>>,
+    depth: usize,
+    summary: &mut NarSummary,
+) -> Result<(), NarError> {
+    if depth > MAX_DEPTH {
+        return Err(NarError::TooDeep);
+    }
+    r.expect("(")?;
+    r.expect("type")?;
+    let at = r.offset;
+    let kind = r.string("node type", 64)?.to_vec();
+    match &kind[..] {
+        b"regular" => {
+            summary.files += 1;
+            let at = r.offset;
+            let tag = r.string("regular file tag", 64)?.to_vec();
+            let tag = if tag == b"executable" {
+                r.expect("")?;
+                r.string("regular file tag", 64)?.to_vec()
+            } else {
+                tag
+            };
+            if tag != b"contents" {
+                return Err(NarError::Unexpected {
+                    offset: at,
+                    expected: "contents",
+                    found: String::from_utf8_lossy(&tag).into(),
+                });
+            }
+            r.contents()?;
+            r.expect(")")
+        }
+        b"symlink" => {
+            summary.symlinks += 1;
+            r.expect("target")?;
+            let target = r.string("symlink target", MAX_TARGET_LEN as u64)?.to_vec();
+            if target.is_empty() || target.contains(&0) {
+                return Err(NarError::EscapingSymlink {
+                    path: lossy(path),
+                    target: String::from_utf8_lossy(&target).into(),
+                });
+            }
+            // The symlink lives in the directory one level up from its own entry.
+            let dir_depth = path.len().saturating_sub(1);
+            if target[0] != b'/' && (path.is_empty() || !target_stays_inside(&target, dir_depth)) {
+                return Err(NarError::EscapingSymlink {
+                    path: lossy(path),
+                    target: String::from_utf8_lossy(&target).into(),
+                });
+            }
+            r.expect(")")
+        }
+        b"directory" => {
+            summary.directories += 1;
+            let mut prev: Option<Vec<u8>> = None;
+            loop {
+                let at = r.offset;
+                let tok = r.string("directory entry", 64)?.to_vec();
+                match &tok[..] {
+                    b")" => return Ok(()),
+                    b"entry" => {}
+                    other => {
+                        return Err(NarError::Unexpected {
+                            offset: at,
+                            expected: "entry or )",
+                            found: String::from_utf8_lossy(other).into(),
+                        });
+                    }
+                }
+                r.expect("(")?;
+                r.expect("name")?;
+                let name = r.string("entry name", MAX_NAME_LEN as u64)?.to_vec();
+                if name.is_empty()
+                    || name == b"."
+                    || name == b".."
+                    || name.contains(&b'/')
+                    || name.contains(&0)
+                {
+                    return Err(NarError::BadName {
+                        path: lossy(path),
+                        name: String::from_utf8_lossy(&name).into(),
+                    });
+                }
+                if prev.as_ref().is_some_and(|p| p >= &name) {
+                    return Err(NarError::Unsorted {
+                        path: lossy(path),
+                        name: String::from_utf8_lossy(&name).into(),
+                    });
+                }
+                r.expect("node")?;
+                path.push(name.clone());
+                validate_node(r, path, depth + 1, summary)?;
+                path.pop();
+                r.expect(")")?;
+                prev = Some(name);
+            }
+        }
+        other => Err(NarError::Unexpected {
+            offset: at,
+            expected: "regular, symlink or directory",
+            found: String::from_utf8_lossy(other).into(),
+        }),
+    }
+}
+
+/// Builds NARs in memory from a description, for tests of readers (hostile NARs
+/// included); real NARs come from [`dump`].
+pub mod build {
+    use super::write_str;
+
+    /// A node to serialise.
+    #[derive(Clone, Debug)]
+    pub enum Node {
+        /// A regular file.
+        File {
+            /// Whether it is executable.
+            executable: bool,
+            /// Its contents.
+            contents: Vec<u8>,
+        },
+        /// A symlink.
+        Symlink(Vec<u8>),
+        /// A directory, entries written in the order given (sorted or not).
+        Dir(Vec<(Vec<u8>, Node)>),
+    }
+
+    /// Serialises `node` as a NAR, exactly as given (no sorting, no checks).
+    pub fn nar(node: &Node) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_str(&mut out, super::MAGIC.as_bytes()).expect("vec write");
+        write_node(&mut out, node);
+        out
+    }
+
+    fn write_node(out: &mut Vec<u8>, node: &Node) {
+        let w = |out: &mut Vec<u8>, s: &[u8]| write_str(out, s).expect("vec write");
+        w(out, b"(");
+        w(out, b"type");
+        match node {
+            Node::File {
+                executable,
+                contents,
+            } => {
+                w(out, b"regular");
+                if *executable {
+                    w(out, b"executable");
+                    w(out, b"");
+                }
+                w(out, b"contents");
+                w(out, contents);
+            }
+            Node::Symlink(t) => {
+                w(out, b"symlink");
+                w(out, b"target");
+                w(out, t);
+            }
+            Node::Dir(entries) => {
+                w(out, b"directory");
+                for (name, child) in entries {
+                    w(out, b"entry");
+                    w(out, b"(");
+                    w(out, b"name");
+                    w(out, name);
+                    w(out, b"node");
+                    write_node(out, child);
+                    w(out, b")");
+                }
+            }
+        }
+        w(out, b")");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::{Node, nar};
+    use super::*;
+
+    fn file(s: &str) -> Node {
+        Node::File {
+            executable: false,
+            contents: s.as_bytes().to_vec(),
+        }
+    }
+
+    fn dir(entries: Vec<(&str, Node)>) -> Node {
+        Node::Dir(
+            entries
+                .into_iter()
+                .map(|(n, c)| (n.as_bytes().to_vec(), c))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn dump_round_trips_through_validate() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("out");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), "hi\n").unwrap();
+        fs::write(root.join("empty"), "").unwrap();
+        fs::write(root.join("run"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(root.join("run"), fs::Permissions::from_mode(0o555)).unwrap();
+        std::os::unix::fs::symlink("a/b/f", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("/nix/store/x", root.join("abs")).unwrap();
+        let mut out = Vec::new();
+        dump(&root, &mut out).unwrap();
+        assert_eq!(out.len() % 8, 0);
+        let s = validate(&out[..]).unwrap();
+        assert_eq!(
+            s,
+            NarSummary {
+                files: 3,
+                directories: 3,
+                symlinks: 2
+            }
+        );
+    }
+
+    #[test]
+    fn dump_matches_the_hand_built_form() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("out");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("b"), "2").unwrap();
+        fs::write(root.join("a"), "1").unwrap();
+        let mut out = Vec::new();
+        dump(&root, &mut out).unwrap();
+        assert_eq!(out, nar(&dir(vec![("a", file("1")), ("b", file("2"))])));
+    }
+
+    #[test]
+    fn refuses_hostile_names() {
+        for bad in ["..", ".", "", "a/b", "a\0b", "/etc"] {
+            let n = nar(&dir(vec![(bad, file("x"))]));
+            assert!(
+                matches!(validate(&n[..]), Err(NarError::BadName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_escaping_symlinks_but_allows_absolute_and_inner_ones() {
+        let ok = |t: &str| {
+            validate(&nar(&dir(vec![("d", dir(vec![("l", Node::Symlink(t.into()))]))]))[..])
+        };
+        assert!(ok("../x").is_ok());
+        assert!(ok("/nix/store/abc-x/bin").is_ok());
+        assert!(ok("./y/../z").is_ok());
+        assert!(matches!(
+            ok("../../x"),
+            Err(NarError::EscapingSymlink { .. })
+        ));
+        assert!(matches!(
+            ok("../../../etc/shadow"),
+            Err(NarError::EscapingSymlink { .. })
+        ));
+        assert!(matches!(ok(""), Err(NarError::EscapingSymlink { .. })));
+        // A store path that is itself a relative symlink always points outside.
+        assert!(matches!(
+            validate(&nar(&Node::Symlink(b"../x".to_vec()))[..]),
+            Err(NarError::EscapingSymlink { .. })
+        ));
+        assert!(validate(&nar(&Node::Symlink(b"/nix/store/abc-x".to_vec()))[..]).is_ok());
+    }
+
+    #[test]
+    fn refuses_unsorted_and_duplicate_entries() {
+        for names in [["b", "a"], ["a", "a"]] {
+            let n = nar(&dir(vec![(names[0], file("1")), (names[1], file("2"))]));
+            assert!(matches!(validate(&n[..]), Err(NarError::Unsorted { .. })));
+        }
+    }
+
+    #[test]
+    fn refuses_truncation_trailing_data_and_bad_padding() {
+        let good = nar(&dir(vec![("a", file("hello"))]));
+        for cut in [0, 7, 8, 40, good.len() - 1] {
+            assert!(
+                matches!(validate(&good[..cut]), Err(NarError::Truncated(_))),
+                "cut at {cut}"
+            );
+        }
+        let mut long = good.clone();
+        long.extend_from_slice(&[0; 8]);
+        assert!(matches!(validate(&long[..]), Err(NarError::TrailingData)));
+        // "hello" is padded with 3 zero bytes; make one non-zero.
+        let pos = good.windows(5).position(|w| w == b"hello").unwrap() + 5;
+        let mut bad = good.clone();
+        bad[pos] = 1;
+        assert!(matches!(
+            validate(&bad[..]),
+            Err(NarError::Unexpected { .. })
+        ));
+        let mut magic = good;
+        magic[8] = b'X';
+        assert!(matches!(
+            validate(&magic[..]),
+            Err(NarError::Unexpected { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_huge_lengths_without_allocating_them() {
+        let mut n = Vec::new();
+        write_str(&mut n, MAGIC.as_bytes()).unwrap();
+        n.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(validate(&n[..]), Err(NarError::TooLong { .. })));
+        let long_name = "x".repeat(MAX_NAME_LEN + 1);
+        let n = nar(&dir(vec![(&long_name, file(""))]));
+        assert!(matches!(validate(&n[..]), Err(NarError::TooLong { .. })));
+    }
+
+    #[test]
+    fn refuses_deep_nesting() {
+        let mut node = file("");
+        for _ in 0..(MAX_DEPTH + 2) {
+            node = dir(vec![("d", node)]);
+        }
+        assert!(matches!(validate(&nar(&node)[..]), Err(NarError::TooDeep)));
+    }
+}

@@ -1,0 +1,228 @@
+//! Streaming pieces for NAR files: the compression codecs a narinfo's `Compression:`
+//! names, and readers/writers that hash and count what passes through them.
+//!
+//! A NAR file is handled as a stream, never as a whole buffer, so memory stays flat
+//! whatever the size of the store path: the publisher goes
+//! `nar::dump → HashingWriter (NarHash, NarSize) → Encoder → HashingWriter (FileHash,
+//! FileSize) → file`, and the agent goes `download → HashingReader (FileHash, FileSize)
+//! → decoder → HashingReader (NarHash, NarSize) → nar::validate`.
+
+use std::io::{self, BufRead, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+use crate::narinfo::{Compression, Sha256Hash};
+
+/// Default zstd level: fast to write, and what `nix copy ?compression=zstd` uses.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// A compressing writer for one [`Compression`].
+pub enum Encoder<W: Write> {
+    /// Pass-through.
+    None(W),
+    /// xz.
+    Xz(liblzma::write::XzEncoder<W>),
+    /// zstd.
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// A compressor writing to `out`; `level` is the codec's level (zstd 1–19,
+    /// xz 0–9), `None` for the default.
+    pub fn new(compression: Compression, out: W, level: Option<i32>) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => Encoder::None(out),
+            Compression::Xz => Encoder::Xz(liblzma::write::XzEncoder::new(
+                out,
+                level.unwrap_or(6).clamp(0, 9) as u32,
+            )),
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(
+                    out,
+                    level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 19),
+                )?;
+                // Helps a reader allocate exactly; costs nothing.
+                e.include_checksum(false)?;
+                Encoder::Zstd(e)
+            }
+        })
+    }
+
+    /// Flushes the codec's trailer and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Xz(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::None(w) => w.write(buf),
+            Encoder::Xz(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.flush(),
+            Encoder::Xz(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// A decompressing reader over `input` for one [`Compression`].
+///
+/// Decoders stop at the end of the compressed stream and read no further, so the
+/// caller can check that nothing follows it.
+pub fn decoder<'a, R: BufRead + 'a>(
+    compression: Compression,
+    input: R,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(input),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new(input)),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(input)?.single_frame();
+            // Refuse frames that ask for huge windows (a memory bomb); 2^27 = 128 MiB is
+            // zstd's default cap for levels ≤ 19.
+            d.window_log_max(27)?;
+            Box::new(d)
+        }
+    })
+}
+
+/// A writer that hashes (SHA-256) and counts the bytes written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The inner writer, the hash and the count.
+    pub fn finish(self) -> (W, Sha256Hash, u64) {
+        (
+            self.inner,
+            Sha256Hash(self.hasher.finalize().into()),
+            self.count,
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes (SHA-256) and counts the bytes read through it, and fails
+/// once more than `limit` bytes arrive (a server that sends more than it announced).
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    limit: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`; reading more than `limit` bytes fails with `InvalidData`.
+    pub fn new(inner: R, limit: u64) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            limit,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The hash and count of everything read.
+    pub fn finish(self) -> (R, Sha256Hash, u64) {
+        (
+            self.inner,
+            Sha256Hash(self.hasher.finalize().into()),
+            self.count,
+        )
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        if self.count > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than the expected {} bytes", self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_codec_round_trips() {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for c in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let mut e = Encoder::new(c, HashingWriter::new(Vec::new()), None).unwrap();
+            e.write_all(&data).unwrap();
+            let (file, _, file_size) = e.finish().unwrap().finish();
+            assert_eq!(file.len() as u64, file_size);
+            let mut out = Vec::new();
+            decoder(c, &file[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data, "{c}");
+        }
+    }
+
+    #[test]
+    fn hashing_reader_enforces_its_limit() {
+        let mut r = HashingReader::new(&b"0123456789"[..], 5);
+        let mut out = Vec::new();
+        assert_eq!(
+            r.read_to_end(&mut out).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let mut r = HashingReader::new(&b""[..], 0);
+        r.read_to_end(&mut out).unwrap();
+        let (_, h, n) = r.finish();
+        assert_eq!(n, 0);
+        assert_eq!(
+            h.to_string(),
+            "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
+    }
+}
