@@ -12,3 +12,26 @@
 
 pub mod nix;
 pub mod s3;
+
+use std::path::PathBuf;
+
+/// Path of a workspace binary (`fleet-publish`, `fleet-agent`, `fleet-reporter`) built
+/// in the same target directory as the running test (`cargo nextest run --workspace`
+/// and `cargo test --workspace` build every binary before running tests).
+///
+/// Panics with the command to run when the binary has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary has a path");
+    // target/<profile>/deps/<test binary> -> target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace --bins` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
