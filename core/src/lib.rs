@@ -14,6 +14,7 @@
 //! - [`iam`]: the IAM policy text for each role;
 //! - [`nar`], [`narinfo`], [`stream`]: the Nix binary-cache formats (NAR, narinfo,
 //!   fingerprints, compression);
+//! - [`nixcli`]: calls to the local `nix` tools (closures, path info, import, profiles);
 //! - [`store_path`], [`nixbase32`]: Nix store paths and base-32;
 //! - [`config`]: flags, environment and TOML file in one schema;
 //! - [`fsutil`]: crash-safe local writes.
@@ -34,6 +35,7 @@ pub mod manifest;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod nixcli;
 pub mod status;
 pub mod store_path;
 pub mod stream;

@@ -1,0 +1,303 @@
+//! Calls to the local `nix` command-line tools, shared by the publisher (reading the
+//! CI machine's store) and the agent (importing into the host's store and switching
+//! profiles).
+//!
+//! fleet never links against Nix: it runs `nix-store`, `nix` and `nix-env`, so it
+//! works with whatever Nix the host has (2.8 or newer) and Nix keeps doing its own
+//! checks (signatures on import, store locking, profile generations). Each call
+//! passes `--extra-experimental-features nix-command` where needed and inherits the
+//! rest of Nix's configuration (`nix.conf`, `NIX_CONFIG`).
+//!
+//! `store` selects the Nix store (`--store`): `None` for the default, or a local
+//! chroot store such as `/var/tmp/chroot` (tests), or any store URI.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde::Deserialize;
+
+use crate::keys::TrustedKeys;
+use crate::narinfo::Sha256Hash;
+use crate::store_path::StorePath;
+
+/// A local Nix installation and the store it operates on.
+#[derive(Clone, Debug, Default)]
+pub struct Nix {
+    /// `--store` argument; `None` for Nix's default store.
+    pub store: Option<String>,
+}
+
+/// A Nix command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    /// The program could not be started.
+    #[error("cannot run `{program}`: {source} (is Nix installed and on PATH?)")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line (program and arguments).
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The end of its standard error.
+        stderr: String,
+    },
+    /// The program's output could not be understood.
+    #[error("`{command}` printed output fleet cannot read: {why}")]
+    Output {
+        /// The command line.
+        command: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// What `nix path-info --json` says about a valid path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The path.
+    pub path: StorePath,
+    /// SHA-256 of its NAR serialisation.
+    pub nar_hash: Sha256Hash,
+    /// Size of its NAR serialisation.
+    pub nar_size: u64,
+    /// Paths it refers to.
+    pub references: Vec<StorePath>,
+    /// The derivation that built it, if known.
+    pub deriver: Option<StorePath>,
+    /// Signatures the store holds for it, as `name:base64`.
+    pub signatures: Vec<String>,
+    /// Content address, if any.
+    pub ca: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPathInfo {
+    path: String,
+    #[serde(default)]
+    valid: Option<bool>,
+    nar_hash: Option<String>,
+    nar_size: Option<u64>,
+    #[serde(default)]
+    references: Vec<String>,
+    deriver: Option<String>,
+    #[serde(default)]
+    signatures: Vec<String>,
+    ca: Option<String>,
+}
+
+/// Keeps the last `max` bytes of a command's standard error for messages.
+fn tail(stderr: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(stderr);
+    let s = s.trim();
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+impl Nix {
+    /// Nix on its default store.
+    pub fn default_store() -> Self {
+        Self { store: None }
+    }
+
+    /// Nix on the store at `store` (a path or a store URI).
+    pub fn with_store(store: impl Into<String>) -> Self {
+        Self {
+            store: Some(store.into()),
+        }
+    }
+
+    async fn run(&self, program: &str, args: &[String]) -> Result<Vec<u8>, NixError> {
+        let mut all: Vec<String> = Vec::new();
+        if program == "nix" {
+            all.extend(["--extra-experimental-features".into(), "nix-command".into()]);
+        }
+        if let Some(s) = &self.store {
+            all.extend(["--store".into(), s.clone()]);
+        }
+        all.extend(args.iter().cloned());
+        let command = format!("{program} {}", all.join(" "));
+        let out = tokio::process::Command::new(program)
+            .args(&all)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| NixError::Spawn {
+                program: program.into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(NixError::Failed {
+                command: truncate_command(&command),
+                status: out.status.to_string(),
+                stderr: tail(&out.stderr, 2000),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    fn parse_paths(command: &str, out: &[u8]) -> Result<Vec<StorePath>, NixError> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                StorePath::new(l).map_err(|e| NixError::Output {
+                    command: command.into(),
+                    why: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The closure of `paths` (every path they reference, transitively, and
+    /// themselves), sorted.
+    pub async fn closure(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, NixError> {
+        let mut args = vec!["--query".into(), "--requisites".into()];
+        args.extend(paths.iter().map(|p| p.to_string()));
+        let out = self.run("nix-store", &args).await?;
+        let mut v = Self::parse_paths("nix-store --query --requisites", &out)?;
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Which of `paths` are not valid in the store.
+    pub async fn invalid_paths(&self, paths: &[StorePath]) -> Result<Vec<StorePath>, NixError> {
+        if paths.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut args = vec!["--check-validity".into(), "--print-invalid".into()];
+        args.extend(paths.iter().map(|p| p.to_string()));
+        let out = self.run("nix-store", &args).await?;
+        Self::parse_paths("nix-store --check-validity", &out)
+    }
+
+    /// `nix path-info --json` for `paths`; an invalid path is an error naming it.
+    pub async fn path_info(&self, paths: &[StorePath]) -> Result<Vec<PathInfo>, NixError> {
+        if paths.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut args = vec!["path-info".into(), "--json".into()];
+        args.extend(paths.iter().map(|p| p.to_string()));
+        let out = self.run("nix", &args).await?;
+        let command = "nix path-info --json";
+        let bad = |why: String| NixError::Output {
+            command: command.into(),
+            why,
+        };
+        let raw: Vec<RawPathInfo> = serde_json::from_slice(&out).map_err(|e| bad(e.to_string()))?;
+        raw.into_iter()
+            .map(|r| {
+                if r.valid == Some(false) {
+                    return Err(bad(format!("{} is not valid in the store", r.path)));
+                }
+                let path = StorePath::new(&r.path).map_err(|e| bad(e.to_string()))?;
+                let hash = r.nar_hash.unwrap_or_default();
+                Ok(PathInfo {
+                    nar_hash: Sha256Hash::parse(&hash)
+                        .ok_or_else(|| bad(format!("narHash {hash:?} of {path}")))?,
+                    nar_size: r
+                        .nar_size
+                        .ok_or_else(|| bad(format!("no narSize for {path}")))?,
+                    references: r
+                        .references
+                        .iter()
+                        .map(|p| StorePath::new(p).map_err(|e| bad(e.to_string())))
+                        .collect::<Result<_, _>>()?,
+                    deriver: r.deriver.as_deref().and_then(|d| StorePath::new(d).ok()),
+                    signatures: r.signatures,
+                    ca: r.ca,
+                    path,
+                })
+            })
+            .collect()
+    }
+
+    /// Copies `paths` (with their closures) from the binary cache at `cache_url` into
+    /// this store, accepting only signatures by `trusted` (Nix checks them again).
+    pub async fn copy_from(
+        &self,
+        cache_url: &str,
+        paths: &[StorePath],
+        trusted: &TrustedKeys,
+    ) -> Result<(), NixError> {
+        let to = self.store.clone().unwrap_or_else(|| "auto".into());
+        let mut args = vec![
+            "copy".into(),
+            "--from".into(),
+            cache_url.into(),
+            "--to".into(),
+            to,
+            "--option".into(),
+            "trusted-public-keys".into(),
+            trusted.to_nix_option(),
+            "--option".into(),
+            "require-sigs".into(),
+            "true".into(),
+        ];
+        args.extend(paths.iter().map(|p| p.to_string()));
+        // `--store` would name the source for `nix copy`; the target is `--to`.
+        Nix { store: None }.run("nix", &args).await.map(|_| ())
+    }
+
+    /// Points `profile` at `path` as a new generation (`nix-env -p PROFILE --set PATH`).
+    pub async fn set_profile(&self, profile: &Path, path: &StorePath) -> Result<(), NixError> {
+        self.run(
+            "nix-env",
+            &[
+                "--profile".into(),
+                profile.display().to_string(),
+                "--set".into(),
+                path.to_string(),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn truncate_command(c: &str) -> String {
+    if c.len() <= 400 {
+        c.to_owned()
+    } else {
+        let mut end = 400;
+        while !c.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{} …", &c[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_keep_the_end() {
+        assert_eq!(tail(b"  short\n", 100), "short");
+        let t = tail("é".repeat(100).as_bytes(), 11);
+        assert!(t.starts_with('…') && t.len() <= 15, "{t}");
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_error() {
+        let n = Nix::default_store();
+        let e = n.run("fleet-no-such-program", &[]).await.unwrap_err();
+        assert!(e.to_string().contains("is Nix installed"), "{e}");
+    }
+}
