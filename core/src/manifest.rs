@@ -184,7 +184,7 @@ pub enum ManifestError {
         key: String,
     },
     /// Signed for another host.
-    #[error("manifest is for host {found:?}, not for this host {expected:?}")]
+    #[error("manifest is for host `{found}`, not for this host `{expected}`")]
     WrongHost {
         /// This host.
         expected: HostName,

@@ -1,1 +1,70 @@
-fn main() {}
+//! `fleet-reporter`: the fleet dashboard binary.
+//!
+//! ```text
+//! fleet-reporter serve --store URL [--listen 127.0.0.1:8080] [--token-file F] …
+//! fleet-reporter lambda          # run under the AWS Lambda runtime
+//! fleet-reporter                 # = lambda when AWS_LAMBDA_RUNTIME_API is set
+//! ```
+//!
+//! Both modes answer with the same handler (`fleet_reporter::Reporter::handle`);
+//! the options are one schema (`fleet_reporter::config`).
+
+use clap::{Parser, Subcommand};
+use fleet_reporter::config::Config;
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "fleet-reporter",
+    version,
+    about = "Stateless fleet dashboard: HTML, JSON API and Prometheus metrics computed from the fleet bucket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard over HTTP (127.0.0.1:8080 unless --listen says otherwise).
+    Serve(Config),
+    /// Run as an AWS Lambda function (API Gateway or Function URL events).
+    Lambda(Config),
+}
+
+/// Only the configuration, read from the environment, for the implicit Lambda mode.
+#[derive(Parser)]
+struct EnvOnly {
+    #[command(flatten)]
+    config: Config,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(c)) => cmd::serve::run(c).await,
+        Some(Command::Lambda(c)) => cmd::lambda::run(c).await,
+        None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
+            cmd::lambda::run(EnvOnly::parse_from(["fleet-reporter"]).config).await
+        }
+        None => Err(anyhow::anyhow!(
+            "no command given: use `fleet-reporter serve --store URL` (or `lambda` under AWS Lambda); see --help"
+        )),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-reporter: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

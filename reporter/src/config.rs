@@ -1,0 +1,322 @@
+//! The reporter's one configuration schema: flags, `FLEET_REPORTER_*` environment
+//! variables and a TOML file, layered with [`fleet_core::config::layer`]
+//! (flag > environment > file > built-in default).
+//!
+//! ```toml
+//! # /etc/fleet/reporter.toml
+//! store = "s3://fleet-prod?region=eu-west-1"
+//! trusted-key = ["publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI="]
+//! stale-after = "3m"          # default: 3 poll intervals of 60 s
+//! concurrency = 64            # GETs in flight during a refresh
+//! events = 20                 # events shown per host
+//! cache-ttl = "5s"            # how long one aggregation answers repeated requests
+//! write-summary = true        # keep dashboard/summary.json up to date
+//! max-host-series = 10000     # per-host Prometheus series up to this many hosts
+//! listen = "127.0.0.1:8080"   # serve only
+//! token-file = "/run/secrets/fleet-reporter-token"
+//! ```
+//!
+//! Lambda reads the same schema from its environment (`FLEET_REPORTER_STORE`,
+//! `FLEET_REPORTER_TRUSTED_KEYS` comma-separated, …) or from a file named by
+//! `FLEET_REPORTER_CONFIG`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleet_core::{PublicKey, StoreUrl, TrustedKeys};
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+
+use crate::ReporterOptions;
+
+/// Default staleness bound: three poll intervals of the agent's default 60 s.
+pub const DEFAULT_STALE_AFTER: SignedDuration = SignedDuration::from_secs(180);
+/// Default number of GETs in flight.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Default number of events shown per host.
+pub const DEFAULT_EVENTS: usize = 20;
+/// Most events shown per host.
+pub const MAX_EVENTS: usize = 500;
+/// Default lifetime of one aggregation in the process.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Default bound on per-host Prometheus series.
+pub const DEFAULT_MAX_HOST_SERIES: usize = 10_000;
+/// Default listen address of `serve`: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Flags, environment and file keys (kebab-case, like the long flags).
+#[derive(clap::Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// TOML configuration file; its keys are the long flag names.
+    #[arg(long, env = "FLEET_REPORTER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// The fleet bucket: s3://BUCKET[/PREFIX][?endpoint=…&region=…] or file:///PATH.
+    #[arg(long, env = "FLEET_REPORTER_STORE")]
+    #[serde(default)]
+    pub store: Option<String>,
+
+    /// Publisher public key (`name:base64`) trusted to sign manifests; repeatable.
+    /// Without any, manifests are shown as not verified.
+    #[arg(
+        long = "trusted-key",
+        env = "FLEET_REPORTER_TRUSTED_KEYS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub trusted_key: Vec<String>,
+
+    /// File holding a publisher public key; repeatable.
+    #[arg(
+        long = "trusted-key-file",
+        env = "FLEET_REPORTER_TRUSTED_KEY_FILES",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub trusted_key_file: Vec<PathBuf>,
+
+    /// A host whose status is older than this is stale ("180s", "3m", "PT3M").
+    /// Default 3m.
+    #[arg(long, env = "FLEET_REPORTER_STALE_AFTER")]
+    #[serde(default)]
+    pub stale_after: Option<String>,
+
+    /// Most object reads in flight during a refresh. Default 64.
+    #[arg(long, env = "FLEET_REPORTER_CONCURRENCY")]
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+
+    /// Events shown per host on /api/v1/hosts/<host>. Default 20, at most 500.
+    #[arg(long, env = "FLEET_REPORTER_EVENTS")]
+    #[serde(default)]
+    pub events: Option<usize>,
+
+    /// How long one aggregation answers repeated requests ("5s"; "0s" for every
+    /// request). Default 5s.
+    #[arg(long, env = "FLEET_REPORTER_CACHE_TTL")]
+    #[serde(default)]
+    pub cache_ttl: Option<String>,
+
+    /// Whether to write dashboard/summary.json (true/false). Default true.
+    #[arg(long, env = "FLEET_REPORTER_WRITE_SUMMARY")]
+    #[serde(default)]
+    pub write_summary: Option<bool>,
+
+    /// Per-host Prometheus series are emitted up to this many hosts. Default 10000.
+    #[arg(long, env = "FLEET_REPORTER_MAX_HOST_SERIES")]
+    #[serde(default)]
+    pub max_host_series: Option<usize>,
+
+    /// `serve`: address to listen on. Default 127.0.0.1:8080 (loopback only).
+    #[arg(long, env = "FLEET_REPORTER_LISTEN")]
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+
+    /// Bearer token required on every request (also accepted as the password of
+    /// HTTP Basic auth, so browsers can log in). Prefer --token-file.
+    #[arg(long, env = "FLEET_REPORTER_TOKEN", hide_env_values = true)]
+    #[serde(default)]
+    pub token: Option<String>,
+
+    /// File holding the bearer token.
+    #[arg(long, env = "FLEET_REPORTER_TOKEN_FILE")]
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+
+    /// `serve`: allow a non-loopback listen address without a token.
+    #[arg(
+        long,
+        env = "FLEET_REPORTER_INSECURE_NO_AUTH",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(default)]
+    pub insecure_no_auth: Option<bool>,
+}
+
+/// The configuration with defaults applied and every value checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The bucket.
+    pub store: StoreUrl,
+    /// What the reporter library needs.
+    pub options: ReporterOptions,
+    /// `serve`'s listen address.
+    pub listen: SocketAddr,
+    /// Whether a non-loopback listen address without a token is allowed.
+    pub insecure_no_auth: bool,
+}
+
+fn duration(field: &str, text: &str) -> anyhow::Result<SignedDuration> {
+    let d: SignedDuration = text.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "{field} = {text:?} is not a duration ({e}); write it like \"180s\", \"3m\" or \"PT3M\""
+        )
+    })?;
+    if d.is_negative() {
+        bail!("{field} = {text:?} is negative; give a positive duration");
+    }
+    Ok(d)
+}
+
+impl Config {
+    /// Layers the file under flags and environment, applies defaults and checks
+    /// every value. Errors name the setting.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = self.config.clone();
+        let c = fleet_core::config::layer(self, file.as_deref())?;
+        let Some(store) = &c.store else {
+            bail!(
+                "no store given: pass --store URL, set FLEET_REPORTER_STORE or put `store = \"…\"` in the config file"
+            );
+        };
+        let store = StoreUrl::parse(store).context("setting store")?;
+        let mut keys = Vec::new();
+        for (i, k) in c.trusted_key.iter().enumerate() {
+            keys.push(PublicKey::parse(k, &format!("trusted-key #{}", i + 1))?);
+        }
+        for f in &c.trusted_key_file {
+            keys.push(PublicKey::load(f)?);
+        }
+        let stale_after = match &c.stale_after {
+            Some(t) => duration("stale-after", t)?,
+            None => DEFAULT_STALE_AFTER,
+        };
+        let cache_ttl = match &c.cache_ttl {
+            Some(t) => duration("cache-ttl", t)?.unsigned_abs(),
+            None => DEFAULT_CACHE_TTL,
+        };
+        let concurrency = c.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=4096).contains(&concurrency) {
+            bail!("concurrency = {concurrency} is out of range; give 1 to 4096");
+        }
+        let events = c.events.unwrap_or(DEFAULT_EVENTS);
+        if events > MAX_EVENTS {
+            bail!("events = {events} is out of range; give 0 to {MAX_EVENTS}");
+        }
+        let token = match (&c.token, &c.token_file) {
+            (Some(_), Some(_)) => bail!("give either token or token-file, not both"),
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading token-file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if token.as_deref().is_some_and(|t| t.len() < 16) {
+            bail!(
+                "the token is shorter than 16 characters; use a long random one (openssl rand -hex 32)"
+            );
+        }
+        Ok(Settings {
+            store,
+            options: ReporterOptions {
+                trusted: TrustedKeys::new(keys),
+                stale_after,
+                concurrency,
+                events,
+                cache_ttl,
+                write_summary: c.write_summary.unwrap_or(true),
+                max_host_series: c.max_host_series.unwrap_or(DEFAULT_MAX_HOST_SERIES),
+                token,
+            },
+            listen: c
+                .listen
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            insecure_no_auth: c.insecure_no_auth.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config {
+            store: Some("memory://".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = base().resolve().unwrap();
+        assert_eq!(s.options.stale_after, DEFAULT_STALE_AFTER);
+        assert_eq!(s.options.concurrency, DEFAULT_CONCURRENCY);
+        assert!(s.options.trusted.is_empty() && s.options.token.is_none());
+        assert!(s.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn file_fills_what_flags_left_unset() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("r.toml");
+        let pk = fleet_core::SecretKey::generate("publisher-1")
+            .unwrap()
+            .public()
+            .to_nix_string();
+        std::fs::write(
+            &f,
+            format!(
+                "store = \"file:///srv/b\"\ntrusted-key = [\"{pk}\"]\nstale-after = \"10m\"\nconcurrency = 8\n"
+            ),
+        )
+        .unwrap();
+        let s = Config {
+            config: Some(f),
+            concurrency: Some(3),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.store.to_string(), "file:///srv/b");
+        assert_eq!(s.options.trusted.keys().len(), 1);
+        assert_eq!(s.options.stale_after, SignedDuration::from_secs(600));
+        assert_eq!(s.options.concurrency, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (c, want) in [
+            (Config::default(), "no store given"),
+            (
+                Config {
+                    stale_after: Some("soon".into()),
+                    ..base()
+                },
+                "stale-after",
+            ),
+            (
+                Config {
+                    concurrency: Some(0),
+                    ..base()
+                },
+                "concurrency",
+            ),
+            (
+                Config {
+                    trusted_key: vec!["nope".into()],
+                    ..base()
+                },
+                "trusted-key #1",
+            ),
+            (
+                Config {
+                    token: Some("short".into()),
+                    ..base()
+                },
+                "16 characters",
+            ),
+        ] {
+            let e = format!("{:#}", c.resolve().unwrap_err());
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+}

@@ -1,0 +1,879 @@
+//! Aggregation: the state of every host, computed from the bucket alone.
+//!
+//! One refresh is:
+//!
+//! 1. LIST `status/` and `hosts/` (each entry carries its ETag and the store's
+//!    last-modified time); the hosts are the union of both;
+//! 2. for each host, reuse the outcome cached in the previous [`SummaryFile`] when the
+//!    object's ETag is unchanged, otherwise GET the object (bounded by core's
+//!    `MAX_STATUS_SIZE` / `MAX_MANIFEST_SIZE`) and parse it with
+//!    [`StatusReport::parse`] or verify it with [`Manifest::verify`]. GETs run as
+//!    tokio tasks under a semaphore, so at most `concurrency` are in flight and the
+//!    parsing and signature checks spread over all cores;
+//! 3. classify every host ([`classify`]) and return the rows plus the new summary.
+//!
+//! A warm refresh therefore costs two LISTs plus one GET per changed object.
+//!
+//! Everything a host wrote is hostile: an object that is too large, malformed or
+//! claims another host is recorded as a *flag* on that host's row and never stops the
+//! rest of the fleet from rendering. "Last seen" is the store's last-modified time of
+//! `status.json`, not the time the agent claims, so a host cannot hide staleness by
+//! writing a time in the future.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fleet_core::bucket::{BucketError, ObjectInfo};
+use fleet_core::layout::{HOSTS_DIR, STATUS_DIR};
+use fleet_core::manifest::{MAX_MANIFEST_SIZE, ManifestError, SeenManifest, VerifyPolicy};
+use fleet_core::status::{AgentState, Generation, MAX_STATUS_SIZE};
+use fleet_core::{Bucket, HostName, Key, KeyPrefix, Manifest, StatusReport, TrustedKeys};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::summary::{
+    Cached, CachedHost, ManifestInfo, ManifestOutcome, StatusOutcome, SummaryFile,
+};
+
+/// Longest flag message kept (messages quote hostile input, so they are cut).
+pub const MAX_FLAG_LEN: usize = 1024;
+/// How many keys of ignored objects are kept for display.
+pub const MAX_IGNORED_KEYS: usize = 50;
+
+/// The dashboard's classification of a host. The order is the severity order used to
+/// put failing hosts first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostState {
+    /// A hostile or broken object: unparseable or wrong-host status, unverifiable
+    /// manifest.
+    Flagged,
+    /// The agent reports `failed`.
+    Failed,
+    /// The agent rolled back to its previous generation.
+    RolledBack,
+    /// The agent refused the newest manifest or its closure.
+    Refused,
+    /// No status written for longer than `stale-after`.
+    Stale,
+    /// Running something other than what it should, and not failing.
+    Pending,
+    /// A manifest exists but the host never reported.
+    NeverSeen,
+    /// Running what it should.
+    UpToDate,
+}
+
+impl HostState {
+    /// Every state, in severity order.
+    pub const ALL: [HostState; 8] = [
+        HostState::Flagged,
+        HostState::Failed,
+        HostState::RolledBack,
+        HostState::Refused,
+        HostState::Stale,
+        HostState::Pending,
+        HostState::NeverSeen,
+        HostState::UpToDate,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Flagged => "flagged",
+            HostState::Failed => "failed",
+            HostState::RolledBack => "rolled-back",
+            HostState::Refused => "refused",
+            HostState::Stale => "stale",
+            HostState::Pending => "pending",
+            HostState::NeverSeen => "never-seen",
+            HostState::UpToDate => "up-to-date",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the reporter knows of a host's manifest.
+#[derive(Clone, Debug)]
+pub enum ManifestView {
+    /// No `hosts/<host>/manifest.json`.
+    Missing,
+    /// There is one, but no trusted key is configured, so it cannot be opened.
+    NotVerified,
+    /// Verified against the trusted keys (expiry is checked at classification).
+    Verified(Arc<ManifestInfo>),
+    /// Refused (bad signature, unknown key, wrong host, too large, expired, …).
+    Flagged(String),
+}
+
+/// Where the desired generation shown for a host comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DesiredSource {
+    /// The verified manifest in the bucket.
+    Manifest,
+    /// The agent's own report (manifests could not be verified here).
+    AgentReport,
+    /// Unknown.
+    None,
+}
+
+/// One host, classified.
+#[derive(Clone, Debug)]
+pub struct HostRow {
+    /// The host.
+    pub host: HostName,
+    /// Its classification.
+    pub state: HostState,
+    /// The store's last-modified time of its `status.json`.
+    pub last_seen: Option<Timestamp>,
+    /// Its parsed status, if it parsed.
+    pub report: Option<Arc<StatusReport>>,
+    /// Its manifest.
+    pub manifest: ManifestView,
+    /// What it should run.
+    pub desired: Option<Generation>,
+    /// Where `desired` comes from.
+    pub desired_source: DesiredSource,
+    /// Why the row is flagged (empty unless `state` is [`HostState::Flagged`]).
+    pub flags: Vec<String>,
+    /// Remarks that are not problems of the objects (no manifest, …).
+    pub notes: Vec<String>,
+}
+
+/// Counters of one refresh, for the API and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RefreshStats {
+    /// Objects in the two listings.
+    pub listed: usize,
+    /// Status objects fetched (changed or new).
+    pub fetched_status: usize,
+    /// Manifests fetched and verified (changed or new).
+    pub fetched_manifests: usize,
+    /// Outcomes reused from the previous summary.
+    pub reused: usize,
+    /// Fetches that failed for reasons other than the object's content.
+    pub read_errors: usize,
+    /// Where the previous summary came from: `memory`, `bucket`, `none`.
+    pub previous: &'static str,
+    /// What happened to `dashboard/summary.json`.
+    pub summary_write: String,
+    /// Wall time of the refresh, in milliseconds.
+    pub duration_ms: u64,
+    /// Time spent reading the stored summary, in milliseconds.
+    pub summary_read_ms: u64,
+    /// Time spent listing, in milliseconds.
+    pub list_ms: u64,
+    /// Time spent fetching, parsing and verifying changed objects, in milliseconds.
+    pub fetch_ms: u64,
+    /// Time spent writing the summary, in milliseconds.
+    pub summary_write_ms: u64,
+}
+
+/// Objects under `status/` or `hosts/` that belong to no valid host.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ignored {
+    /// How many.
+    pub count: usize,
+    /// The first [`MAX_IGNORED_KEYS`] keys (hostile text: escape when displaying).
+    pub keys: Vec<String>,
+}
+
+/// The whole fleet at one instant.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// When it was computed.
+    pub generated_at: Timestamp,
+    /// Every host, sorted by name.
+    pub hosts: Vec<HostRow>,
+    /// Objects that were skipped.
+    pub ignored: Ignored,
+    /// Counters of the refresh.
+    pub stats: RefreshStats,
+    /// Names of the trusted publisher keys (empty: manifests are not verified).
+    pub trusted_key_names: Vec<String>,
+    /// The staleness bound in force.
+    pub stale_after: SignedDuration,
+}
+
+impl Fleet {
+    /// Hosts per state, every state present.
+    pub fn counts(&self) -> BTreeMap<HostState, usize> {
+        let mut m: BTreeMap<HostState, usize> = HostState::ALL.iter().map(|s| (*s, 0)).collect();
+        for r in &self.hosts {
+            *m.entry(r.state).or_default() += 1;
+        }
+        m
+    }
+
+    /// The row of `host`.
+    pub fn host(&self, host: &HostName) -> Option<&HostRow> {
+        self.hosts
+            .binary_search_by(|r| r.host.cmp(host))
+            .ok()
+            .map(|i| &self.hosts[i])
+    }
+}
+
+/// What a refresh needs to know.
+#[derive(Clone, Debug)]
+pub struct RefreshParams {
+    /// Trusted publisher keys.
+    pub trusted: Arc<TrustedKeys>,
+    /// Fingerprint of `trusted`, recorded in the summary.
+    pub trusted_fingerprint: String,
+    /// Staleness bound.
+    pub stale_after: SignedDuration,
+    /// Most GETs in flight.
+    pub concurrency: usize,
+}
+
+/// Result of one refresh.
+pub struct Refreshed {
+    /// The fleet.
+    pub fleet: Fleet,
+    /// The summary to store for the next refresh.
+    pub summary: SummaryFile,
+    /// Whether `summary` differs from the previous one (so it is worth writing).
+    pub changed: bool,
+}
+
+/// Cuts a flag message to [`MAX_FLAG_LEN`] bytes on a character boundary.
+pub fn cut(msg: String) -> String {
+    if msg.len() <= MAX_FLAG_LEN {
+        return msg;
+    }
+    let mut end = MAX_FLAG_LEN - 3;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &msg[..end])
+}
+
+/// Where a listed key belongs.
+enum Listed {
+    Status(HostName),
+    Manifest(HostName),
+    /// A valid host's other object (events, future files): not part of the summary.
+    Other,
+    /// Under no valid host.
+    Ignored,
+}
+
+fn sort_key(dir: &str, key: &str) -> Listed {
+    let is_status = dir == STATUS_DIR;
+    if is_status {
+        if let Some(h) = Key::status_host(key) {
+            return Listed::Status(h);
+        }
+    } else if let Some(h) = Key::manifest_host(key) {
+        return Listed::Manifest(h);
+    }
+    let rest = key
+        .strip_prefix(dir)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or("");
+    match rest.split_once('/') {
+        Some((h, _)) if HostName::new(h).is_ok() => Listed::Other,
+        _ => Listed::Ignored,
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    status: Option<ObjectInfo>,
+    manifest: Option<ObjectInfo>,
+}
+
+enum Job {
+    Status(HostName, Option<String>),
+    Manifest(HostName, Option<String>, Option<SeenManifest>),
+}
+
+/// A fetched outcome. `etag` is `None` when it must not be cached; `outcome` is
+/// `None` when the object vanished between the listing and the read.
+struct Done {
+    host: HostName,
+    etag: Option<String>,
+    outcome: Option<Outcome>,
+    /// The read failed for a reason other than the object's content.
+    read_error: bool,
+}
+
+enum Outcome {
+    Status(StatusOutcome),
+    Manifest(ManifestOutcome),
+}
+
+/// Lists the bucket, fetches what changed since `prev`, and classifies every host.
+pub async fn refresh(
+    bucket: &Bucket,
+    params: &RefreshParams,
+    prev: Option<&SummaryFile>,
+    now: Timestamp,
+) -> Result<Refreshed, BucketError> {
+    let started = std::time::Instant::now();
+    let (status_prefix, hosts_prefix) = (KeyPrefix::status(), KeyPrefix::hosts());
+    let (status_list, hosts_list) =
+        tokio::try_join!(bucket.list(&status_prefix), bucket.list(&hosts_prefix))?;
+    let mut stats = RefreshStats {
+        listed: status_list.len() + hosts_list.len(),
+        list_ms: started.elapsed().as_millis() as u64,
+        ..Default::default()
+    };
+
+    let mut seen: BTreeMap<HostName, Seen> = BTreeMap::new();
+    let mut ignored = Ignored::default();
+    for (dir, list) in [(STATUS_DIR, status_list), (HOSTS_DIR, hosts_list)] {
+        for info in list {
+            match sort_key(dir, &info.key) {
+                Listed::Status(h) => seen.entry(h).or_default().status = Some(info),
+                Listed::Manifest(h) => seen.entry(h).or_default().manifest = Some(info),
+                Listed::Other => {}
+                Listed::Ignored => {
+                    ignored.count += 1;
+                    if ignored.keys.len() < MAX_IGNORED_KEYS {
+                        ignored.keys.push(info.key.chars().take(300).collect());
+                    }
+                }
+            }
+        }
+    }
+
+    // The previous manifest outcomes are only reusable if they were verified with
+    // the same keys.
+    let prev_manifests_ok = prev.is_some_and(|p| p.trusted_keys == params.trusted_fingerprint);
+    let verify = !params.trusted.is_empty();
+
+    let mut cache: BTreeMap<HostName, CachedHost> = BTreeMap::new();
+    let mut status_now: BTreeMap<HostName, StatusOutcome> = BTreeMap::new();
+    let mut manifest_now: BTreeMap<HostName, ManifestOutcome> = BTreeMap::new();
+    let mut jobs = Vec::new();
+    let mut changed = prev.is_none() || !prev_manifests_ok;
+    let prev_entries = prev.map(|p| p.hosts.len()).unwrap_or(0);
+    let mut reused_entries = 0usize;
+
+    for (host, s) in &seen {
+        let old = prev.and_then(|p| p.hosts.get(host));
+        let mut entry = CachedHost::default();
+        let mut fully_reused = true;
+        if let Some(info) = &s.status {
+            let hit = old
+                .and_then(|o| o.status.as_ref())
+                .filter(|c| info.etag.as_deref() == Some(c.etag.as_str()));
+            match hit {
+                Some(c) => {
+                    stats.reused += 1;
+                    status_now.insert(host.clone(), c.outcome.clone());
+                    entry.status = Some(c.clone());
+                }
+                None if info.size > MAX_STATUS_SIZE => {
+                    // Refused from the listing alone: no need to download it.
+                    let o = StatusOutcome::Flagged(cut(format!(
+                        "status object {} is {} bytes, larger than the {MAX_STATUS_SIZE}-byte bound",
+                        info.key, info.size
+                    )));
+                    status_now.insert(host.clone(), o.clone());
+                    if let Some(etag) = &info.etag {
+                        entry.status = Some(Cached {
+                            etag: etag.clone(),
+                            outcome: o,
+                        });
+                    }
+                    fully_reused = false;
+                }
+                None => {
+                    jobs.push(Job::Status(host.clone(), info.etag.clone()));
+                    fully_reused = false;
+                }
+            }
+        } else if old.is_some_and(|o| o.status.is_some()) {
+            fully_reused = false;
+        }
+        if let (Some(info), true) = (&s.manifest, verify) {
+            let old_m = old
+                .and_then(|o| o.manifest.as_ref())
+                .filter(|_| prev_manifests_ok);
+            let hit = old_m.filter(|c| info.etag.as_deref() == Some(c.etag.as_str()));
+            match hit {
+                Some(c) => {
+                    stats.reused += 1;
+                    manifest_now.insert(host.clone(), c.outcome.clone());
+                    entry.manifest = Some(c.clone());
+                }
+                None => {
+                    // The manifest changed: it must not go below what was verified
+                    // before (a rollback or equivocation in the bucket).
+                    let seen_before = old_m.and_then(|c| match &c.outcome {
+                        ManifestOutcome::Verified(m) => Some(SeenManifest {
+                            sequence: m.sequence,
+                            digest: m.digest.clone(),
+                        }),
+                        ManifestOutcome::Flagged(_) => None,
+                    });
+                    jobs.push(Job::Manifest(host.clone(), info.etag.clone(), seen_before));
+                    fully_reused = false;
+                }
+            }
+        } else if old.is_some_and(|o| o.manifest.is_some()) {
+            fully_reused = false;
+        }
+        if old.is_some() && fully_reused {
+            reused_entries += 1;
+        }
+        cache.insert(host.clone(), entry);
+    }
+    if reused_entries != prev_entries || !jobs.is_empty() {
+        changed = true;
+    }
+
+    // Fetch what changed, at most `concurrency` at a time, spread over the runtime's
+    // worker threads (signature checks are CPU work).
+    let sem = Arc::new(Semaphore::new(params.concurrency.max(1)));
+    let mut set: JoinSet<Done> = JoinSet::new();
+    for job in jobs {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let bucket = bucket.clone();
+        let trusted = params.trusted.clone();
+        match &job {
+            Job::Status(..) => stats.fetched_status += 1,
+            Job::Manifest(..) => stats.fetched_manifests += 1,
+        }
+        set.spawn(async move {
+            let _permit = permit;
+            match job {
+                Job::Status(host, etag) => fetch_status(&bucket, host, etag).await,
+                Job::Manifest(host, etag, seen) => {
+                    fetch_manifest(&bucket, &trusted, host, etag, seen).await
+                }
+            }
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // A panicking parse would be a bug; keep the rest of the fleet.
+                tracing::error!("a fetch task failed: {e}");
+                stats.read_errors += 1;
+                continue;
+            }
+        };
+        stats.read_errors += usize::from(done.read_error);
+        let entry = cache.get_mut(&done.host);
+        match done.outcome {
+            None => {}
+            Some(Outcome::Status(outcome)) => {
+                if let (Some(etag), Some(e)) = (done.etag, entry) {
+                    e.status = Some(Cached {
+                        etag,
+                        outcome: outcome.clone(),
+                    });
+                }
+                status_now.insert(done.host, outcome);
+            }
+            Some(Outcome::Manifest(outcome)) => {
+                if let (Some(etag), Some(e)) = (done.etag, entry) {
+                    e.manifest = Some(Cached {
+                        etag,
+                        outcome: outcome.clone(),
+                    });
+                }
+                manifest_now.insert(done.host, outcome);
+            }
+        }
+    }
+
+    stats.fetch_ms = (started.elapsed().as_millis() as u64).saturating_sub(stats.list_ms);
+    let mut rows = Vec::with_capacity(seen.len());
+    for (host, s) in &seen {
+        let status = s
+            .status
+            .as_ref()
+            .and_then(|info| status_now.get(host).map(|o| (o, info.last_modified)));
+        let manifest = match (&s.manifest, verify) {
+            (None, _) => ManifestView::Missing,
+            (Some(_), false) => ManifestView::NotVerified,
+            (Some(_), true) => match manifest_now.get(host) {
+                Some(ManifestOutcome::Verified(m)) => ManifestView::Verified(m.clone()),
+                Some(ManifestOutcome::Flagged(f)) => ManifestView::Flagged(f.clone()),
+                // Deleted between the listing and the read.
+                None => ManifestView::Missing,
+            },
+        };
+        rows.push(classify(
+            host.clone(),
+            status,
+            manifest,
+            now,
+            params.stale_after,
+        ));
+    }
+
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let summary = SummaryFile::new(now, params.trusted_fingerprint.clone(), cache);
+    Ok(Refreshed {
+        fleet: Fleet {
+            generated_at: now,
+            hosts: rows,
+            ignored,
+            stats,
+            trusted_key_names: params
+                .trusted
+                .keys()
+                .iter()
+                .map(|k| k.name().to_owned())
+                .collect(),
+            stale_after: params.stale_after,
+        },
+        summary,
+        changed,
+    })
+}
+
+async fn fetch_status(bucket: &Bucket, host: HostName, list_etag: Option<String>) -> Done {
+    let key = Key::status(&host);
+    let done = |etag, outcome: Option<StatusOutcome>, read_error| Done {
+        host: host.clone(),
+        etag,
+        outcome: outcome.map(Outcome::Status),
+        read_error,
+    };
+    match bucket.get(&key, MAX_STATUS_SIZE).await {
+        Ok(obj) => {
+            let outcome = match StatusReport::parse(&obj.bytes, key.as_str(), &host) {
+                Ok(r) => StatusOutcome::Report(Arc::new(r)),
+                Err(e) => StatusOutcome::Flagged(cut(e.to_string())),
+            };
+            // The ETag of what was read is what the next listing shows while the
+            // object stays the same.
+            done(obj.etag.or(list_etag), Some(outcome), false)
+        }
+        Err(e @ BucketError::TooLarge { .. }) => done(
+            list_etag,
+            Some(StatusOutcome::Flagged(cut(e.to_string()))),
+            false,
+        ),
+        Err(BucketError::NotFound { .. }) => done(None, None, false),
+        Err(e) => {
+            tracing::warn!("{e}");
+            let f = StatusOutcome::Flagged(cut(format!("cannot read status: {e}")));
+            done(None, Some(f), true)
+        }
+    }
+}
+
+async fn fetch_manifest(
+    bucket: &Bucket,
+    trusted: &TrustedKeys,
+    host: HostName,
+    list_etag: Option<String>,
+    seen: Option<SeenManifest>,
+) -> Done {
+    let key = Key::manifest(&host);
+    let flag = |e: &dyn std::fmt::Display| ManifestOutcome::Flagged(cut(format!("{key}: {e}")));
+    let done = |etag, outcome: Option<ManifestOutcome>, read_error| Done {
+        host: host.clone(),
+        etag,
+        outcome: outcome.map(Outcome::Manifest),
+        read_error,
+    };
+    match bucket.get(&key, MAX_MANIFEST_SIZE).await {
+        Ok(obj) => {
+            // Expiry is checked at classification time against the clock of that
+            // refresh, so a cached outcome expires when the manifest does.
+            let policy = VerifyPolicy {
+                trusted,
+                host: &host,
+                highest_seen: seen.as_ref(),
+                now: None,
+            };
+            let outcome = match Manifest::verify(&obj.bytes, &policy) {
+                Ok(v) => ManifestOutcome::Verified(Arc::new(ManifestInfo {
+                    sequence: v.manifest.sequence,
+                    closure: v.manifest.closure,
+                    issued_at: v.manifest.issued_at,
+                    expires_at: v.manifest.expires_at,
+                    activation: v.manifest.activation,
+                    signed_by: v.signed_by,
+                    digest: v.digest,
+                })),
+                Err(e) => flag(&e),
+            };
+            done(obj.etag.or(list_etag), Some(outcome), false)
+        }
+        Err(e @ BucketError::TooLarge { .. }) => done(list_etag, Some(flag(&e)), false),
+        Err(BucketError::NotFound { .. }) => done(None, None, false),
+        Err(e) => {
+            tracing::warn!("{e}");
+            done(None, Some(flag(&format!("cannot read: {e}"))), true)
+        }
+    }
+}
+
+fn same_closure(a: Option<&Generation>, b: Option<&Generation>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a.closure == b.closure)
+}
+
+/// Classifies one host from its status (outcome and last-modified time) and manifest.
+///
+/// Order: flagged, never-seen, stale, then the agent's failed / rolled-back / refused,
+/// then up-to-date (running the desired closure) or pending.
+pub fn classify(
+    host: HostName,
+    status: Option<(&StatusOutcome, Timestamp)>,
+    manifest: ManifestView,
+    now: Timestamp,
+    stale_after: SignedDuration,
+) -> HostRow {
+    let mut flags = Vec::new();
+    let mut notes = Vec::new();
+    let last_seen = status.map(|(_, t)| t);
+    let report = match status {
+        Some((StatusOutcome::Report(r), _)) => Some(r.clone()),
+        Some((StatusOutcome::Flagged(f), _)) => {
+            flags.push(f.clone());
+            None
+        }
+        None => None,
+    };
+    let manifest = match manifest {
+        ManifestView::Verified(m) if now >= m.expires_at => ManifestView::Flagged(cut(format!(
+            "hosts/{host}/manifest.json: {}",
+            ManifestError::Expired {
+                expires_at: m.expires_at,
+                now,
+            }
+        ))),
+        other => other,
+    };
+    let (desired, desired_source) = match &manifest {
+        ManifestView::Verified(m) => (
+            Some(Generation {
+                sequence: Some(m.sequence),
+                closure: m.closure.clone(),
+            }),
+            DesiredSource::Manifest,
+        ),
+        ManifestView::Flagged(f) => {
+            flags.push(f.clone());
+            (None, DesiredSource::None)
+        }
+        ManifestView::Missing | ManifestView::NotVerified => {
+            if matches!(manifest, ManifestView::Missing) && report.is_some() {
+                notes.push(format!(
+                    "no manifest at hosts/{host}/manifest.json: the agent's own desired generation is shown"
+                ));
+            }
+            match report.as_ref().and_then(|r| r.desired.clone()) {
+                Some(d) => (Some(d), DesiredSource::AgentReport),
+                None => (None, DesiredSource::None),
+            }
+        }
+    };
+
+    let state = if !flags.is_empty() {
+        HostState::Flagged
+    } else if let Some(r) = &report {
+        let age = last_seen.map(|t| now.duration_since(t)).unwrap_or_default();
+        if age > stale_after {
+            HostState::Stale
+        } else {
+            match r.state {
+                AgentState::Failed => HostState::Failed,
+                AgentState::RolledBack => HostState::RolledBack,
+                AgentState::Refused => HostState::Refused,
+                _ if same_closure(r.current.as_ref(), desired.as_ref()) => HostState::UpToDate,
+                _ => HostState::Pending,
+            }
+        }
+    } else {
+        HostState::NeverSeen
+    };
+    HostRow {
+        host,
+        state,
+        last_seen,
+        report,
+        manifest,
+        desired,
+        desired_source,
+        flags,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_core::StorePath;
+    use fleet_core::status::Facts;
+
+    fn gen_(seq: u64, c: &str) -> Generation {
+        Generation {
+            sequence: Some(seq),
+            closure: StorePath::new(&format!("/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-{c}"))
+                .unwrap(),
+        }
+    }
+
+    fn report(state: AgentState, current: &str) -> StatusOutcome {
+        StatusOutcome::Report(Arc::new(StatusReport {
+            version: 1,
+            host: HostName::new("a").unwrap(),
+            agent_version: "0.1.0".into(),
+            state,
+            desired: Some(gen_(2, "new")),
+            current: Some(gen_(1, current)),
+            last_error: None,
+            facts: Facts::default(),
+            time: "2026-11-26T12:00:00Z".parse().unwrap(),
+        }))
+    }
+
+    fn manifest(c: &str, expires: &str) -> ManifestView {
+        ManifestView::Verified(Arc::new(ManifestInfo {
+            sequence: 2,
+            closure: gen_(2, c).closure,
+            issued_at: "2026-11-26T00:00:00Z".parse().unwrap(),
+            expires_at: expires.parse().unwrap(),
+            activation: fleet_core::Activation::Switch,
+            signed_by: "p-1".into(),
+            digest: "00".into(),
+        }))
+    }
+
+    const NOW: &str = "2026-11-26T12:01:00Z";
+
+    fn state(status: Option<&StatusOutcome>, seen: &str, m: ManifestView) -> HostState {
+        let now: Timestamp = NOW.parse().unwrap();
+        let seen: Timestamp = seen.parse().unwrap();
+        classify(
+            HostName::new("a").unwrap(),
+            status.map(|s| (s, seen)),
+            m,
+            now,
+            SignedDuration::from_secs(180),
+        )
+        .state
+    }
+
+    #[test]
+    fn classification() {
+        let fresh = "2026-11-26T12:00:30Z";
+        let old = "2026-11-26T11:50:00Z";
+        let far = "2027-01-01T00:00:00Z";
+        let ok = report(AgentState::Healthy, "new");
+        assert_eq!(
+            state(Some(&ok), fresh, manifest("new", far)),
+            HostState::UpToDate
+        );
+        assert_eq!(
+            state(Some(&ok), fresh, manifest("other", far)),
+            HostState::Pending
+        );
+        assert_eq!(
+            state(Some(&ok), old, manifest("new", far)),
+            HostState::Stale
+        );
+        let fetching = report(AgentState::Fetching, "old");
+        assert_eq!(
+            state(Some(&fetching), fresh, manifest("new", far)),
+            HostState::Pending
+        );
+        for (a, h) in [
+            (AgentState::Failed, HostState::Failed),
+            (AgentState::RolledBack, HostState::RolledBack),
+            (AgentState::Refused, HostState::Refused),
+        ] {
+            assert_eq!(
+                state(Some(&report(a, "old")), fresh, manifest("new", far)),
+                h
+            );
+        }
+        assert_eq!(
+            state(None, fresh, manifest("new", far)),
+            HostState::NeverSeen
+        );
+        let bad = StatusOutcome::Flagged("status object … is malformed".into());
+        assert_eq!(
+            state(Some(&bad), fresh, manifest("new", far)),
+            HostState::Flagged
+        );
+        // An expired manifest is flagged, even for a healthy host.
+        assert_eq!(
+            state(Some(&ok), fresh, manifest("new", "2026-11-26T12:00:59Z")),
+            HostState::Flagged
+        );
+        // Without a verified manifest, the agent's own desired generation counts.
+        let behind = report(AgentState::Healthy, "old");
+        assert_eq!(
+            state(Some(&behind), fresh, ManifestView::NotVerified),
+            HostState::Pending
+        );
+        let done = report(AgentState::Healthy, "new");
+        assert_eq!(
+            state(Some(&done), fresh, ManifestView::NotVerified),
+            HostState::UpToDate
+        );
+        assert_eq!(
+            state(Some(&done), fresh, ManifestView::Missing),
+            HostState::UpToDate
+        );
+    }
+
+    #[test]
+    fn states_round_trip_and_order() {
+        for s in HostState::ALL {
+            assert_eq!(HostState::parse(s.as_str()), Some(s));
+        }
+        assert!(HostState::Flagged < HostState::UpToDate);
+        assert_eq!(HostState::parse("bogus"), None);
+    }
+
+    #[test]
+    fn listing_keys_are_sorted_out() {
+        assert!(matches!(
+            sort_key("status", "status/a/status.json"),
+            Listed::Status(_)
+        ));
+        assert!(matches!(
+            sort_key("hosts", "hosts/a/manifest.json"),
+            Listed::Manifest(_)
+        ));
+        assert!(matches!(
+            sort_key("status", "status/a/events/x.json"),
+            Listed::Other
+        ));
+        assert!(matches!(
+            sort_key("status", "status/A<b>/status.json"),
+            Listed::Ignored
+        ));
+        assert!(matches!(
+            sort_key("status", "status/stray.json"),
+            Listed::Ignored
+        ));
+    }
+
+    #[test]
+    fn cut_keeps_char_boundaries() {
+        let s = cut("é".repeat(MAX_FLAG_LEN));
+        assert!(s.len() <= MAX_FLAG_LEN && s.ends_with("..."));
+    }
+}

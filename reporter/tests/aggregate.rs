@@ -1,0 +1,295 @@
+//! Aggregation over a real `file://` bucket: every state, every kind of hostile object,
+//! and the incremental summary with compare-and-swap.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{EXPECTED, fixture, h};
+use fleet_core::status::AgentState;
+use fleet_core::{Bucket, Key, SecretKey, TrustedKeys};
+use fleet_reporter::fleet::{Fleet, HostState};
+use fleet_reporter::{Reporter, ReporterOptions, synth};
+use jiff::Timestamp;
+
+fn opts(trusted: &TrustedKeys) -> ReporterOptions {
+    ReporterOptions {
+        trusted: trusted.clone(),
+        cache_ttl: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+fn state_of(f: &Fleet, host: &str) -> HostState {
+    f.host(&h(host))
+        .unwrap_or_else(|| panic!("{host} missing"))
+        .state
+}
+
+async fn get(r: &Reporter, uri: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::get(uri).body(Bytes::new()).unwrap();
+    let res = r.handle(req).await;
+    let status = res.status().as_u16();
+    (status, serde_json::from_slice(res.body()).unwrap())
+}
+
+#[tokio::test]
+async fn every_state_and_every_hostile_object_is_shown() {
+    let fx = fixture().await;
+    let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.hosts.len(), EXPECTED.len());
+    for (host, want) in EXPECTED {
+        assert_eq!(state_of(&f, host).as_str(), *want, "{host}");
+    }
+    // Each flag names its cause.
+    let flag = |host: &str| f.host(&h(host)).unwrap().flags.join(" | ");
+    assert!(
+        flag("evil-big").contains("larger than the 65536-byte bound"),
+        "{}",
+        flag("evil-big")
+    );
+    assert!(
+        flag("evil-junk").contains("malformed"),
+        "{}",
+        flag("evil-junk")
+    );
+    assert!(
+        flag("evil-wrong").contains("claims to be from host"),
+        "{}",
+        flag("evil-wrong")
+    );
+    assert!(
+        flag("evil-badsig").contains("unknown key"),
+        "{}",
+        flag("evil-badsig")
+    );
+    assert!(
+        flag("evil-mixed").contains("manifest is for host")
+            && flag("evil-mixed").contains("web-ok"),
+        "{}",
+        flag("evil-mixed")
+    );
+    assert!(
+        flag("evil-expired").contains("expired"),
+        "{}",
+        flag("evil-expired")
+    );
+    assert_eq!(f.ignored.count, 1);
+    assert_eq!(f.ignored.keys, ["status/Not_A_Host/status.json"]);
+
+    // The JSON API carries the same, host strings verbatim (the page escapes them).
+    let (code, s) = get(&r, "/api/v1/summary").await;
+    assert_eq!(code, 200);
+    assert_eq!(s["states"]["flagged"], 6);
+    assert_eq!(s["states"]["failed"], 2);
+    assert_eq!(s["manifests"]["verified"], true);
+    let (_, hosts) = get(&r, "/api/v1/hosts?state=failed").await;
+    let names: Vec<_> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["host"].clone())
+        .collect();
+    assert_eq!(names, ["web-failed", "web-xss"]);
+    assert_eq!(hosts["hosts"][1]["last_error"]["message"], common::XSS);
+    // Default order: failing first.
+    let (_, all) = get(&r, "/api/v1/hosts").await;
+    let states: Vec<String> = all["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["state"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort_by_key(|s| HostState::parse(s).unwrap());
+    assert_eq!(states, sorted);
+    assert_eq!(states[0], "flagged");
+
+    // One host with its events, the hostile event flagged.
+    let (code, d) = get(&r, "/api/v1/hosts/web-failed").await;
+    assert_eq!(code, 200);
+    let events = d["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events.iter().filter(|e| e.get("flag").is_some()).count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["report"]["state"] == "failed")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_trusted_keys_manifests_are_not_verified_and_not_read() {
+    let fx = fixture().await;
+    let r = Reporter::new(fx.bucket.clone(), opts(&TrustedKeys::default()));
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.stats.fetched_manifests, 0);
+    // The manifest problems cannot be seen without a key; status problems still are.
+    assert_eq!(state_of(&f, "evil-badsig"), HostState::UpToDate);
+    assert_eq!(state_of(&f, "evil-junk"), HostState::Flagged);
+    assert_eq!(state_of(&f, "web-pending"), HostState::Pending);
+    let (_, s) = get(&r, "/api/v1/summary").await;
+    assert_eq!(
+        s["manifests"]["note"],
+        "not verified (no trusted key configured)"
+    );
+    let (_, d) = get(&r, "/api/v1/hosts/web-ok").await;
+    assert_eq!(d["host"]["manifest"]["status"], "not-verified");
+    assert_eq!(d["host"]["desired_source"], "agent-report");
+}
+
+#[tokio::test]
+async fn warm_refreshes_fetch_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let bucket = Bucket::open_url(&url).unwrap();
+    let publisher = SecretKey::generate("publisher-1").unwrap();
+    let trusted = TrustedKeys::new([publisher.public()]);
+    let now = Timestamp::now();
+    synth::populate(&bucket, &publisher, 300, now, 16)
+        .await
+        .unwrap();
+
+    // Cold: everything is read, and the summary is created.
+    let a = Reporter::new(bucket.clone(), opts(&trusted));
+    let f = a.refresh().await.unwrap();
+    assert_eq!(f.hosts.len(), 300);
+    for (i, row) in f.hosts.iter().enumerate() {
+        assert_eq!(row.state, synth::planned_state(i), "{}", row.host);
+    }
+    assert_eq!(
+        (f.stats.fetched_status, f.stats.fetched_manifests),
+        (297, 300)
+    );
+    assert_eq!(
+        (f.stats.previous, f.stats.summary_write.as_str()),
+        ("none", "written")
+    );
+
+    // A fresh process (a new Lambda container) starts from the stored summary.
+    let b = Reporter::new(bucket.clone(), opts(&trusted));
+    let f = b.refresh().await.unwrap();
+    assert_eq!(f.stats.fetched_status + f.stats.fetched_manifests, 0);
+    assert_eq!(
+        (f.stats.previous, f.stats.summary_write.as_str()),
+        ("bucket", "unchanged")
+    );
+
+    // Three hosts report again: exactly three objects are read, and b swaps the summary.
+    synth::touch(&bucket, [4, 5, 6], Timestamp::now(), 4)
+        .await
+        .unwrap();
+    let f = b.refresh().await.unwrap();
+    assert_eq!((f.stats.fetched_status, f.stats.fetched_manifests), (3, 0));
+    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(state_of(&f, "host-000004"), HostState::UpToDate);
+
+    // a still holds the old ETag: its compare-and-swap loses, its answer is right anyway.
+    synth::touch(&bucket, [7], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let f = a.refresh().await.unwrap();
+    assert_eq!(f.stats.previous, "memory");
+    assert_eq!(f.stats.fetched_status, 4);
+    assert_eq!(f.stats.summary_write, "conflict");
+    assert_eq!(state_of(&f, "host-000007"), HostState::UpToDate);
+    // Next time it re-reads the ETag and writes.
+    synth::touch(&bucket, [3], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let f = a.refresh().await.unwrap();
+    assert_eq!(f.stats.summary_write, "written");
+
+    // A deleted host disappears; the summary changes.
+    bucket
+        .delete(&Key::status(&synth::host_name(10)))
+        .await
+        .unwrap();
+    bucket
+        .delete(&Key::manifest(&synth::host_name(10)))
+        .await
+        .unwrap();
+    let f = a.refresh().await.unwrap();
+    assert_eq!(f.hosts.len(), 299);
+    assert_eq!(f.stats.summary_write, "written");
+
+    // Another publisher key set invalidates the cached manifest outcomes.
+    let other = TrustedKeys::new([
+        publisher.public(),
+        SecretKey::generate("p-2").unwrap().public(),
+    ]);
+    let c = Reporter::new(bucket.clone(), opts(&other));
+    let f = c.refresh().await.unwrap();
+    assert_eq!(
+        (f.stats.fetched_status, f.stats.fetched_manifests),
+        (0, 299)
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_or_forged_summary_is_ignored() {
+    let fx = fixture().await;
+    let key = Key::dashboard_summary();
+    for bad in [
+        "not json".to_owned(),
+        // A summary that files a healthy report under a failing host.
+        {
+            let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
+            r.refresh().await.unwrap();
+            let text =
+                String::from_utf8(fx.bucket.get(&key, 1 << 30).await.unwrap().bytes.to_vec())
+                    .unwrap();
+            text.replace("\"host\":\"web-ok\"", "\"host\":\"web-failed\"")
+        },
+    ] {
+        fx.bucket.put(&key, bad).await.unwrap();
+        let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
+        let f = r.refresh().await.unwrap();
+        assert_eq!(f.stats.previous, "none");
+        assert_eq!(state_of(&f, "web-failed"), HostState::Failed);
+        assert_eq!(state_of(&f, "web-ok"), HostState::UpToDate);
+        assert!(f.stats.fetched_status > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_going_back_in_sequence_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::open_url(&format!("file://{}", dir.path().display())).unwrap();
+    let publisher = SecretKey::generate("publisher-1").unwrap();
+    let trusted = TrustedKeys::new([publisher.public()]);
+    let now = Timestamp::now();
+    let host = h("web-1");
+    let put = |seq| {
+        let bytes = synth::manifest(&host, seq, now).sign(&publisher);
+        let bucket = bucket.clone();
+        let host = host.clone();
+        async move { bucket.put(&Key::manifest(&host), bytes).await.unwrap() }
+    };
+    bucket
+        .put(
+            &Key::status(&host),
+            synth::report(&host, AgentState::Healthy, 5, 5, now).to_bytes(),
+        )
+        .await
+        .unwrap();
+    put(5).await;
+    let r = Reporter::new(bucket.clone(), opts(&trusted));
+    assert_eq!(
+        state_of(&r.refresh().await.unwrap(), "web-1"),
+        HostState::UpToDate
+    );
+    // Someone with write access replays an older, validly signed manifest.
+    put(3).await;
+    let f = r.refresh().await.unwrap();
+    assert_eq!(state_of(&f, "web-1"), HostState::Flagged);
+    assert!(
+        f.host(&host).unwrap().flags[0].contains("rollback"),
+        "{:?}",
+        f.host(&host).unwrap().flags
+    );
+}
