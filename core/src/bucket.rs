@@ -279,27 +279,31 @@ impl Bucket {
                 region,
                 virtual_hosted,
             } => {
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-                if let Some(c) = &opts.credentials {
-                    b = b
-                        .with_access_key_id(&c.access_key_id)
-                        .with_secret_access_key(&c.secret_access_key);
-                    b = match &c.session_token {
-                        Some(t) => b.with_token(t),
-                        // Do not mix an environment session token with explicit keys.
-                        None => b.with_config(object_store::aws::AmazonS3ConfigKey::Token, ""),
-                    };
+                // Explicit credentials mean nothing is taken from the environment: an
+                // ambient AWS_SESSION_TOKEN must not be mixed with other keys (and an
+                // empty token header is refused by some servers).
+                let mut b = match &opts.credentials {
+                    None => AmazonS3Builder::from_env(),
+                    Some(c) => {
+                        let b = AmazonS3Builder::new()
+                            .with_access_key_id(&c.access_key_id)
+                            .with_secret_access_key(&c.secret_access_key);
+                        match &c.session_token {
+                            Some(t) => b.with_token(t),
+                            None => b,
+                        }
+                    }
                 }
+                .with_bucket_name(bucket);
                 if let Some(e) = endpoint {
                     b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
                 }
-                if let Some(r) = region {
-                    b = b.with_region(r);
-                } else if std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                {
-                    b = b.with_region("us-east-1");
-                }
+                let region = region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".into());
+                b = b.with_region(region);
                 b = b
                     .with_virtual_hosted_style_request(*virtual_hosted)
                     .with_client_options(

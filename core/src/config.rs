@@ -26,13 +26,12 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading config file {path}: {source}")]
+    #[error("reading config file {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
     #[error("config file {path} is invalid: {message}")]
@@ -53,9 +52,9 @@ pub fn layer<T: Serialize + DeserializeOwned>(
     let Some(path) = file else {
         return Ok(cli);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let invalid = |message: String| ConfigError::Invalid {
         path: path.to_owned(),

@@ -58,6 +58,8 @@ struct Policy {
 struct Statement {
     sid: &'static str,
     effect: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<&'static str>,
     action: Vec<&'static str>,
     resource: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +70,7 @@ fn allow(sid: &'static str, action: &[&'static str], resource: Vec<String>) -> S
     Statement {
         sid,
         effect: "Allow",
+        principal: None,
         action: action.to_vec(),
         resource,
         condition: None,
@@ -194,6 +197,31 @@ pub fn policy(role: &Role, bucket: &str, prefix: &str) -> Result<String, PolicyE
     Ok(out)
 }
 
+/// An optional *bucket* policy that lets anyone read `cache/*` (and nothing else), so
+/// plain `nix copy --from https://…/cache` works without credentials.
+///
+/// The cache holds only signed, content-addressed build outputs, so public read is
+/// safe where the closures themselves are not secret; manifests, status and audit
+/// stay private. Leave it off when closures contain anything confidential.
+pub fn public_cache_policy(bucket: &str, prefix: &str) -> Result<String, PolicyError> {
+    validate_bucket(bucket)?;
+    let p = normalize_prefix(prefix)?;
+    let mut out = serde_json::to_string_pretty(&Policy {
+        version: "2012-10-17",
+        statement: vec![Statement {
+            principal: Some("*"),
+            ..allow(
+                "PublicCacheRead",
+                &["s3:GetObject"],
+                vec![format!("arn:aws:s3:::{bucket}/{p}{CACHE_DIR}/*")],
+            )
+        }],
+    })
+    .expect("policy serialises");
+    out.push('\n');
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +264,18 @@ mod tests {
         // Exactly three statements: nothing else is allowed.
         let v: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["Statement"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn public_cache_policy_covers_only_the_cache() {
+        let p = public_cache_policy("b-1", "site").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["Statement"][0]["Principal"], "*");
+        assert_eq!(
+            v["Statement"][0]["Resource"],
+            serde_json::json!(["arn:aws:s3:::b-1/site/cache/*"])
+        );
+        assert_eq!(v["Statement"].as_array().unwrap().len(), 1);
     }
 
     #[test]

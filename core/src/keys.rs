@@ -47,15 +47,14 @@ pub struct Signature {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// A key file could not be read or written.
-    #[error("{action} key file {path}: {source}")]
+    #[error("{action} key file {path}: {error}")]
     Io {
         /// "reading" or "writing".
         action: &'static str,
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// Refused to replace an existing secret key file.
     #[error(
@@ -118,10 +117,10 @@ fn split_key(text: &str) -> Result<(&str, Vec<u8>), String> {
 }
 
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+    std::fs::read_to_string(path).map_err(|error| KeyError::Io {
         action: "reading",
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -177,8 +176,8 @@ impl SecretKey {
     /// Writes the key to a new file, mode 0600, atomically; never overwrites.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         crate::fsutil::write_atomic(path, self.to_nix_string().as_bytes(), 0o600, false).map_err(
-            |source| {
-                if source.kind() == std::io::ErrorKind::AlreadyExists {
+            |error| {
+                if error.kind() == std::io::ErrorKind::AlreadyExists {
                     KeyError::Exists {
                         path: path.to_owned(),
                     }
@@ -186,7 +185,7 @@ impl SecretKey {
                     KeyError::Io {
                         action: "writing",
                         path: path.to_owned(),
-                        source,
+                        error,
                     }
                 }
             },
@@ -264,11 +263,11 @@ impl PublicKey {
     /// Writes the key to `path` (mode 0644), atomically, replacing any file there.
     pub fn write(&self, path: &Path) -> Result<(), KeyError> {
         let text = format!("{}\n", self.to_nix_string());
-        crate::fsutil::write_atomic(path, text.as_bytes(), 0o644, true).map_err(|source| {
+        crate::fsutil::write_atomic(path, text.as_bytes(), 0o644, true).map_err(|error| {
             KeyError::Io {
                 action: "writing",
                 path: path.to_owned(),
-                source,
+                error,
             }
         })
     }

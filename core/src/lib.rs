@@ -10,6 +10,7 @@
 //! - [`keys`]: ed25519 keys and signatures in Nix's `name:base64` format;
 //! - [`envelope`]: DSSE signed envelopes;
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
+//! - [`audit`]: the publisher's append-only audit entries;
 //! - [`status`]: the [`StatusReport`] agents write;
 //! - [`iam`]: the IAM policy text for each role;
 //! - [`nar`], [`narinfo`], [`stream`]: the Nix binary-cache formats (NAR, narinfo,
@@ -23,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod bucket;
 pub mod config;
 pub mod envelope;

@@ -31,13 +31,12 @@ pub struct Nix {
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     /// The program could not be started.
-    #[error("cannot run `{program}`: {source} (is Nix installed and on PATH?)")]
+    #[error("cannot run `{program}`: {error} (is Nix installed and on PATH?)")]
     Spawn {
         /// The program.
         program: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The program ran and failed.
     #[error("`{command}` failed ({status}): {stderr}")]
@@ -94,9 +93,10 @@ struct RawPathInfo {
     ca: Option<String>,
 }
 
-/// Keeps the last `max` bytes of a command's standard error for messages.
-fn tail(stderr: &[u8], max: usize) -> String {
-    let s = String::from_utf8_lossy(stderr);
+/// Keeps the last `max` bytes (trimmed, cut on a character boundary) of a
+/// command's output for messages: the end is where tools say what went wrong.
+pub fn tail(output: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(output);
     let s = s.trim();
     if s.len() <= max {
         return s.to_owned();
@@ -137,9 +137,9 @@ impl Nix {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|source| NixError::Spawn {
+            .map_err(|error| NixError::Spawn {
                 program: program.into(),
-                source,
+                error,
             })?;
         if !out.status.success() {
             return Err(NixError::Failed {
@@ -228,17 +228,26 @@ impl Nix {
             .collect()
     }
 
-    /// Copies `paths` (with their closures) from the binary cache at `cache_url` into
-    /// this store, accepting only signatures by `trusted` (Nix checks them again).
+    /// Imports exactly `paths` from the binary cache at `cache_url` into this store,
+    /// accepting only signatures by `trusted` (Nix checks them again).
+    ///
+    /// `--no-recursive`: the cache may hold only the paths this store lacks (the
+    /// agent's staging cache does), and a recursive copy would ask it for the
+    /// narinfos of paths the store already has, and fail. Nix still refuses a path
+    /// whose references are not valid, so `paths` must include every missing one.
     pub async fn copy_from(
         &self,
         cache_url: &str,
         paths: &[StorePath],
         trusted: &TrustedKeys,
     ) -> Result<(), NixError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
         let to = self.store.clone().unwrap_or_else(|| "auto".into());
         let mut args = vec![
             "copy".into(),
+            "--no-recursive".into(),
             "--from".into(),
             cache_url.into(),
             "--to".into(),

@@ -16,6 +16,17 @@ use crate::narinfo::{Compression, Sha256Hash};
 /// Default zstd level: fast to write, and what `nix copy ?compression=zstd` uses.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
+/// Largest zstd window a decoder accepts, as a power of two: 2^24 = 16 MiB, which
+/// covers every level up to 19 (the highest `nix copy` and fleet use without
+/// `--ultra`). Anyone who can replace a NAR file can recompress it; without this bound
+/// a window of up to 2 GiB would be allocated per download.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
+/// Memory an xz decoder may use: enough for presets up to `-8` (32 MiB dictionary;
+/// Nix's default is `-6`, 8 MiB), and a bound on what a hostile file can make us
+/// allocate.
+pub const XZ_MEMORY_LIMIT: u64 = 40 * 1024 * 1024;
+
 /// A compressing writer for one [`Compression`].
 pub enum Encoder<W: Write> {
     /// Pass-through.
@@ -85,12 +96,14 @@ pub fn decoder<'a, R: BufRead + 'a>(
 ) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(input),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new(input)),
+        Compression::Xz => {
+            let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, 0)
+                .map_err(io::Error::other)?;
+            Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
+        }
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(input)?.single_frame();
-            // Refuse frames that ask for huge windows (a memory bomb); 2^27 = 128 MiB is
-            // zstd's default cap for levels ≤ 19.
-            d.window_log_max(27)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
             Box::new(d)
         }
     })
@@ -206,6 +219,36 @@ mod tests {
                 .unwrap();
             assert_eq!(out, data, "{c}");
         }
+    }
+
+    #[test]
+    fn decoders_refuse_memory_bombs() {
+        let data = vec![7u8; 1 << 20];
+        // A zstd frame declaring a 128 MiB window.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.set_parameter(zstd::stream::raw::CParameter::WindowLog(27))
+            .unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.write_all(&data).unwrap();
+        let file = enc.finish().unwrap();
+        let mut out = Vec::new();
+        assert!(
+            decoder(Compression::Zstd, &file[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .is_err()
+        );
+        // xz -9e needs a 64 MiB dictionary.
+        let mut enc =
+            liblzma::write::XzEncoder::new(Vec::new(), 9 | liblzma::stream::PRESET_EXTREME);
+        enc.write_all(&data).unwrap();
+        let file = enc.finish().unwrap();
+        assert!(
+            decoder(Compression::Xz, &file[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .is_err()
+        );
     }
 
     #[test]

@@ -13,13 +13,16 @@ fn blocks() -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {
-        let Some(tag) = line
-            .strip_prefix("```")
-            .and_then(|info| info.split_whitespace().find_map(|w| w.strip_prefix("fleet:")))
-        else {
+        let Some(tag) = line.strip_prefix("```").and_then(|info| {
+            info.split_whitespace()
+                .find_map(|w| w.strip_prefix("fleet:"))
+        }) else {
             continue;
         };
-        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
         let prev = out.insert(tag.to_owned(), body.join("\n") + "\n");
         assert!(prev.is_none(), "block fleet:{tag} appears twice");
     }
@@ -27,15 +30,22 @@ fn blocks() -> HashMap<String, String> {
 }
 
 fn get<'a>(b: &'a HashMap<String, String>, tag: &str) -> &'a str {
-    b.get(tag).unwrap_or_else(|| panic!("docs/formats.md lacks a fleet:{tag} block"))
+    b.get(tag)
+        .unwrap_or_else(|| panic!("docs/formats.md lacks a fleet:{tag} block"))
 }
 
 #[test]
 fn documented_keys_are_a_pair() {
     let b = blocks();
     let keys = get(&b, "keys");
-    let secret = keys.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap();
-    let public = keys.lines().find_map(|l| l.strip_prefix("public: ")).unwrap();
+    let secret = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap();
+    let public = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("public: "))
+        .unwrap();
     let sk = SecretKey::parse(secret, "docs").unwrap();
     assert_eq!(sk.public(), PublicKey::parse(public, "docs").unwrap());
 }
@@ -44,7 +54,10 @@ fn documented_keys_are_a_pair() {
 fn documented_manifest_verifies_and_matches_its_payload() {
     let b = blocks();
     let keys = get(&b, "keys");
-    let public = keys.lines().find_map(|l| l.strip_prefix("public: ")).unwrap();
+    let public = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("public: "))
+        .unwrap();
     let trusted = TrustedKeys::new([PublicKey::parse(public, "docs").unwrap()]);
     let host = HostName::new("web-1").unwrap();
     let envelope = get(&b, "manifest-envelope");
@@ -62,7 +75,10 @@ fn documented_manifest_verifies_and_matches_its_payload() {
     assert_eq!(v.manifest, payload);
     // Re-signing the documented payload with the documented key gives the documented
     // envelope byte for byte (ed25519 is deterministic).
-    let secret = keys.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap();
+    let secret = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap();
     let resigned = payload.sign(&SecretKey::parse(secret, "docs").unwrap());
     assert_eq!(String::from_utf8(resigned).unwrap(), envelope);
     assert!(envelope.contains(MANIFEST_PAYLOAD_TYPE));
@@ -72,8 +88,12 @@ fn documented_manifest_verifies_and_matches_its_payload() {
 fn documented_status_parses() {
     let b = blocks();
     let host = HostName::new("web-1").unwrap();
-    let s = StatusReport::parse(get(&b, "status").as_bytes(), "status/web-1/status.json", &host)
-        .unwrap();
+    let s = StatusReport::parse(
+        get(&b, "status").as_bytes(),
+        "status/web-1/status.json",
+        &host,
+    )
+    .unwrap();
     assert_eq!(s.state.as_str(), "rolled-back");
 }
 
