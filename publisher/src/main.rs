@@ -1,1 +1,44 @@
-fn main() {}
+//! `fleet-publish`: the command line over [`fleet_publish`].
+//!
+//! Exit codes: 0 success, 1 failure (the message names what failed and where),
+//! 2 bad usage (clap's own code).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use fleet_publish::cmd;
+use fleet_publish::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = cli.config.as_deref();
+    let result = match cli.command {
+        Command::Keygen(o) => cmd::keygen::run(o, config),
+        Command::Policy(o) => cmd::policy::run(o, config),
+        command => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(async {
+                match command {
+                    Command::Push(a) => cmd::push::run(a, config).await,
+                    Command::Deploy(a) => cmd::deploy::run(a, config).await,
+                    Command::Show(o) => cmd::show::run(o, config).await,
+                    Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
+                }
+            }),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-publish: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! `bench-agent-fetch`: the agent's fetch pipeline (`fleet_agent::fetch::fetch_closure`:
+//! download, verify, stage, `nix copy` import) against a plain
+//! `nix copy --from file://…` of the same signed cache into the same kind of store
+//! (see bench/README.md).
+//!
+//! Cases, each run `--runs N` times (default 3) into fresh chroot stores:
+//!
+//! 1. a ~200 MB closure of 20 store paths of incompressible data
+//!    (`fleet_tests::nix::BULK_LARGE`), published with
+//!    `nix copy --to 'file://…?compression=zstd&secret-key=…'`;
+//! 2. the same for 1,000 tiny paths (`BULK_MANY`): per-path cost;
+//! 3. a no-op fetch of the 1,000-path closure (already valid: one validity query).
+//!
+//! The fetch runs in a child process (this binary with `--worker`), so wall time and
+//! peak RSS are measured the same way for both tools: `wait4` of the child, whose
+//! peak RSS covers its own `nix` children (the largest process of the tree). The
+//! worker also reports its own peak RSS (`VmHWM`, excluding `nix`): the memory of
+//! download + verification, which must stay flat whatever the closure size.
+//!
+//! Prints a table and writes `bench/results/bench-agent-fetch.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+use fleet_agent::fetch::{FetchLimits, FetchRequest, fetch_closure};
+use fleet_bench::{Report, Stats, Table, measure};
+use fleet_core::keys::PublicKey;
+use fleet_core::narinfo::Compression;
+use fleet_core::{Bucket, StorePath, TrustedKeys, nixcli};
+use fleet_tests::nix::{BULK_LARGE, BULK_MANY, Closure, Nix};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("--worker") {
+        worker(&args[1..])
+    } else {
+        real_main(&args)
+    };
+    if let Err(e) = result {
+        eprintln!("bench-agent-fetch: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// This process's own peak RSS (`VmHWM`), in bytes.
+fn self_peak_rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kib * 1024)
+}
+
+/// `--worker BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR`: one fetch; prints
+/// the report and the peak RSS as JSON.
+fn worker(args: &[String]) -> anyhow::Result<()> {
+    let [bucket, top, pk, store, staging] = args else {
+        bail!("--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR");
+    };
+    let bucket = Bucket::open_url(bucket)?;
+    let top = StorePath::new(top)?;
+    let trusted = TrustedKeys::new([PublicKey::load(Path::new(pk))?]);
+    let nix = nixcli::Nix::with_store(store.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(fetch_closure(FetchRequest {
+        bucket: &bucket,
+        closure: &top,
+        trusted_cache_keys: &trusted,
+        nix: &nix,
+        staging_dir: Path::new(staging),
+        limits: FetchLimits::default(),
+    }))?;
+    let out = serde_json::json!({
+        "fetched": report.fetched.len(),
+        "reused": report.reused.len(),
+        "already_valid": report.already_valid,
+        "narinfos": report.narinfos,
+        "bytes_downloaded": report.bytes_downloaded,
+        "nar_bytes": report.nar_bytes,
+        "self_peak_rss_bytes": self_peak_rss()?,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn runs_arg(args: &[String]) -> anyhow::Result<usize> {
+    let mut it = args.iter();
+    let mut runs = 3;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .context("--runs needs a number")?
+                    .parse()
+                    .context("--runs needs a number")?;
+            }
+            "-h" | "--help" => {
+                println!("usage: bench-agent-fetch [--runs N]   (see bench/README.md)");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}; usage: bench-agent-fetch [--runs N]"),
+        }
+    }
+    ensure!(runs >= 1, "--runs must be at least 1");
+    Ok(runs)
+}
+
+/// The worker's JSON line from a run's stdout.
+fn worker_output(s: &Stats) -> anyhow::Result<serde_json::Value> {
+    let run = s.last.as_ref().context("no run")?;
+    serde_json::from_str(run.stdout.trim())
+        .with_context(|| format!("worker output {:?}", run.stdout))
+}
+
+fn real_main(args: &[String]) -> anyhow::Result<()> {
+    let runs = runs_arg(args)?;
+    let me = std::env::current_exe().context("locating this binary")?;
+    let nix = Nix::new()?;
+    let work = tempfile::Builder::new()
+        .prefix("bench-agent-fetch-")
+        .tempdir()?;
+    let (sk, pk) = nix.generate_binary_cache_key("bench-cache-1", work.path())?;
+    let trusted = PublicKey::load(&pk)?.to_nix_string();
+
+    eprintln!("building the fixture closures (once per machine)…");
+    let large = nix.bulk_closure(BULK_LARGE, "bench")?;
+    let many = nix.bulk_closure(BULK_MANY, "bench")?;
+
+    let fresh = |tag: &str, i: usize| -> PathBuf { work.path().join(format!("{tag}-{i}")) };
+    let mut table = Table::new(&[
+        "case",
+        "tool",
+        "paths",
+        "NAR MiB",
+        "median s",
+        "min s",
+        "max s",
+        "peak RSS MiB (tree)",
+        "fetch RSS MiB",
+        "vs nix copy",
+    ]);
+    let mut report = Report::new("bench-agent-fetch");
+    report.notes.push(nix.version()?);
+    report.notes.push(format!(
+        "{runs} runs per case; file:// bucket and chroot stores on the same disk; cache written by nix copy (zstd level 3, signed)"
+    ));
+    report.notes.push(
+        "peak RSS (tree) is wait4's ru_maxrss of the measured child: the largest process of its tree, nix included; fetch RSS is the fleet worker's own VmHWM".into(),
+    );
+
+    let worker_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
+        let mut c = Command::new(&me);
+        c.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
+            .env("NIX_USER_CONF_FILES", "")
+            .arg("--worker")
+            .arg(format!("file://{}", cache_root.display()))
+            .arg(top.to_string())
+            .arg(&pk)
+            .arg(store)
+            .arg(staging);
+        c
+    };
+
+    let mut add = |case: &str,
+                   tool: &str,
+                   c: &Closure,
+                   nar: u64,
+                   s: &Stats,
+                   fetch_rss: Option<u64>,
+                   base: Option<&Stats>| {
+        let ratio = base.map(|b| s.median_s / b.median_s);
+        table.row(vec![
+            case.into(),
+            tool.into(),
+            c.paths.len().to_string(),
+            format!("{:.1}", nar as f64 / 1048576.0),
+            format!("{:.3}", s.median_s),
+            format!("{:.3}", s.min_s),
+            format!("{:.3}", s.max_s),
+            format!("{:.1}", s.peak_rss_mib),
+            fetch_rss.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
+            match ratio {
+                Some(r) => format!("{r:.2}x the time"),
+                None => "baseline".into(),
+            },
+        ]);
+        report.rows.push(serde_json::json!({
+            "case": case, "tool": tool, "paths": c.paths.len(), "nar_bytes": nar,
+            "median_s": s.median_s, "min_s": s.min_s, "max_s": s.max_s,
+            "seconds": s.seconds, "peak_rss_mib": s.peak_rss_mib,
+            "fetch_peak_rss_bytes": fetch_rss,
+            "time_ratio_vs_nix_copy": ratio,
+        }));
+    };
+
+    for (case, closure, tag) in [
+        ("fetch ~200 MB, 20 paths", &large, "large"),
+        ("fetch 1,000 tiny paths", &many, "many"),
+    ] {
+        // The bucket: <root>/cache, written by nix copy, as the publisher would.
+        let bucket_root = work.path().join(format!("bucket-{tag}"));
+        let cache = bucket_root.join("cache");
+        nix.copy_to_file_cache(
+            std::slice::from_ref(&closure.top),
+            &cache,
+            Some(&sk),
+            Compression::Zstd,
+        )?;
+        let nar: u64 = {
+            let info = nix.path_info_json(None, &closure.paths)?;
+            info.as_array()
+                .context("path-info output")?
+                .iter()
+                .filter_map(|i| i["narSize"].as_u64())
+                .sum()
+        };
+        // Warm the page cache so neither tool pays for the first read.
+        for e in walk(&cache)? {
+            std::fs::read(e)?;
+        }
+        let cache_url = format!("file://{}", cache.display());
+
+        eprintln!("{case}: nix copy --from…");
+        let base_tag = format!("nix-{tag}");
+        let base = measure(&format!("{case} nix copy"), runs, |i| {
+            let mut c = nix.command("nix");
+            c.args(["copy", "--from", &cache_url, "--to"])
+                .arg(fresh(&base_tag, i))
+                .args(["--option", "trusted-public-keys", &trusted])
+                .args(["--option", "require-sigs", "true"])
+                .arg(closure.top.to_string());
+            Ok(c)
+        })?;
+        for i in 0..runs {
+            ensure!(
+                nix.is_valid_in(&fresh(&base_tag, i), &closure.top)?,
+                "nix copy run {i} did not import the closure"
+            );
+        }
+
+        eprintln!("{case}: fleet-agent fetch…");
+        let ours_tag = format!("fleet-{tag}");
+        let ours = measure(&format!("{case} fleet fetch"), runs, |i| {
+            let store = fresh(&ours_tag, i);
+            Ok(worker_cmd(
+                &bucket_root,
+                &closure.top,
+                &store,
+                &store.with_extension("staging"),
+            ))
+        })?;
+        for i in 0..runs {
+            ensure!(
+                nix.is_valid_in(&fresh(&ours_tag, i), &closure.top)?,
+                "fleet fetch run {i} did not import the closure"
+            );
+        }
+        let out = worker_output(&ours)?;
+        ensure!(
+            out["fetched"].as_u64() == Some(closure.paths.len() as u64),
+            "the fetch did not download every path: {out}"
+        );
+        let fetch_rss = out["self_peak_rss_bytes"].as_u64();
+        add(
+            case,
+            "nix copy --from file://",
+            closure,
+            nar,
+            &base,
+            None,
+            None,
+        );
+        add(
+            case,
+            "fleet-agent fetch",
+            closure,
+            nar,
+            &ours,
+            fetch_rss,
+            Some(&base),
+        );
+
+        if tag == "many" {
+            // No-op: the closure is valid in the last run's store.
+            let store = fresh(&ours_tag, runs - 1);
+            let noop = measure("no-op fetch", runs, |_| {
+                Ok(worker_cmd(
+                    &bucket_root,
+                    &closure.top,
+                    &store,
+                    &store.with_extension("staging"),
+                ))
+            })?;
+            let out = worker_output(&noop)?;
+            ensure!(
+                out["fetched"].as_u64() == Some(0) && out["narinfos"].as_u64() == Some(0),
+                "the no-op fetch downloaded something: {out}"
+            );
+            add(
+                "no-op fetch, 1,000 paths",
+                "fleet-agent fetch",
+                closure,
+                0,
+                &noop,
+                out["self_peak_rss_bytes"].as_u64(),
+                None,
+            );
+        }
+    }
+
+    println!("{}", table.render());
+    let path = report.write()?;
+    eprintln!("results: {}", path.display());
+    Ok(())
+}
+
+fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}

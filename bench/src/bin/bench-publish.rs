@@ -1,0 +1,260 @@
+//! `bench-publish`: `fleet-publish push` against `nix copy`, on the same machine, in
+//! one run (see bench/README.md).
+//!
+//! Cases, each run `--runs N` times (default 3) into fresh directories:
+//!
+//! 1. a ~200 MB closure of 20 store paths of incompressible data
+//!    (`fleet_tests::nix::BULK_LARGE`): `fleet-publish push --store file://A` versus
+//!    `nix copy --to 'file://B?compression=zstd&secret-key=K'`, both zstd level 3,
+//!    both signing;
+//! 2. the same for a 1,000-path closure of tiny paths (`BULK_MANY`): per-path cost;
+//! 3. a no-op republish of the 1,000-path closure (everything already in the cache).
+//!
+//! Targets: push at least 1.5x faster than `nix copy` on case 1; case 3 under 1 s.
+//! Prints a table and writes `bench/results/bench-publish.json`.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+use fleet_bench::{
+    Report, Run, Stats, Table, measure, run_once, sibling_binary, stats, sync_disks,
+};
+use fleet_tests::nix::{BULK_LARGE, BULK_MANY, Closure, Nix};
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("bench-publish: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn runs_arg() -> anyhow::Result<usize> {
+    let mut args = std::env::args().skip(1);
+    let mut runs = 5;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = args
+                    .next()
+                    .context("--runs needs a number")?
+                    .parse()
+                    .context("--runs needs a number")?;
+            }
+            "-h" | "--help" => {
+                println!("usage: bench-publish [--runs N]   (see bench/README.md)");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}; usage: bench-publish [--runs N]"),
+        }
+    }
+    ensure!(runs >= 1, "--runs must be at least 1");
+    Ok(runs)
+}
+
+fn count_narinfos(cache: &Path) -> usize {
+    std::fs::read_dir(cache)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".narinfo"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let runs = runs_arg()?;
+    let publish = sibling_binary("fleet-publish")?;
+    let nix = Nix::new()?;
+    let work = tempfile::Builder::new()
+        .prefix("bench-publish-")
+        .tempdir()?;
+    let sk = work.path().join("cache.secret");
+    let pk = work.path().join("cache.public");
+    let out = Command::new(&publish)
+        .args(["keygen", "--name", "bench-cache-1", "--secret-out"])
+        .arg(&sk)
+        .arg("--public-out")
+        .arg(&pk)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    eprintln!("building the fixture closures (once per machine)…");
+    let large = nix.bulk_closure(BULK_LARGE, "bench")?;
+    let many = nix.bulk_closure(BULK_MANY, "bench")?;
+    let bytes_of = |c: &Closure| -> anyhow::Result<u64> {
+        let info = nix.path_info_json(None, &c.paths)?;
+        Ok(info
+            .as_array()
+            .context("path-info output")?
+            .iter()
+            .filter_map(|i| i["narSize"].as_u64())
+            .sum())
+    };
+    let large_bytes = bytes_of(&large)?;
+    let many_bytes = bytes_of(&many)?;
+
+    let fresh = |tag: &str, i: usize| work.path().join(format!("{tag}-{i}"));
+    let push_cmd = |dir: &Path, top: &str| {
+        let mut c = Command::new(&publish);
+        c.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
+            .args(["push", "--store"])
+            .arg(format!("file://{}", dir.display()))
+            .arg("--cache-key")
+            .arg(&sk)
+            .arg(top);
+        c
+    };
+    let nix_copy_cmd = |dir: &Path, top: &str| {
+        let mut c = nix.command("nix");
+        c.args(["copy", "--to"])
+            .arg(format!(
+                "file://{}?compression=zstd&secret-key={}",
+                dir.display(),
+                sk.display()
+            ))
+            .arg(top);
+        c
+    };
+
+    let mut table = Table::new(&[
+        "case",
+        "tool",
+        "paths",
+        "NAR MiB",
+        "median s",
+        "min s",
+        "max s",
+        "CPU s",
+        "peak RSS MiB",
+        "vs nix copy",
+    ]);
+    let mut report = Report::new("bench-publish");
+    report.notes.push(nix.version()?);
+    report.notes.push(format!(
+        "{runs} runs per case, the two tools interleaved, sync(2) before each run; file:// \
+         targets on the same disk; page cache warm (the sources are read once before measuring)"
+    ));
+
+    // `base`: the nix copy measurement to compare with; `None` for a baseline row
+    // (`baseline`) or a case nix copy has no counterpart for.
+    let mut add = |case: &str,
+                   tool: &str,
+                   c: &Closure,
+                   nar: u64,
+                   s: &Stats,
+                   base: Option<&Stats>,
+                   baseline: bool| {
+        let ratio = base.map(|b| b.median_s / s.median_s);
+        table.row(vec![
+            case.into(),
+            tool.into(),
+            c.paths.len().to_string(),
+            format!("{:.1}", nar as f64 / 1048576.0),
+            format!("{:.3}", s.median_s),
+            format!("{:.3}", s.min_s),
+            format!("{:.3}", s.max_s),
+            format!("{:.3}", s.median_cpu_s),
+            format!("{:.1}", s.peak_rss_mib),
+            match (ratio, baseline) {
+                (Some(r), _) => format!("{r:.2}x faster"),
+                (None, true) => "baseline".into(),
+                (None, false) => "-".into(),
+            },
+        ]);
+        report.rows.push(serde_json::json!({
+            "case": case, "tool": tool, "paths": c.paths.len(), "nar_bytes": nar,
+            "median_s": s.median_s, "min_s": s.min_s, "max_s": s.max_s,
+            "seconds": s.seconds, "median_cpu_s": s.median_cpu_s, "peak_rss_mib": s.peak_rss_mib,
+            "speedup_vs_nix_copy": ratio,
+        }));
+    };
+
+    for (case, closure, nar) in [
+        ("push ~200 MB, 20 paths", &large, large_bytes),
+        ("push 1,000 tiny paths", &many, many_bytes),
+    ] {
+        let top = closure.top.to_string();
+        // Warm the page cache so neither tool pays for the first read.
+        for p in &closure.paths {
+            nix.dump(p)?;
+        }
+        eprintln!("{case}: nix copy and fleet-publish push, {runs} runs each, interleaved…");
+        let (nix_tag, fleet_tag) = (
+            format!("nix-{}", closure.paths.len()),
+            format!("fleet-{}", closure.paths.len()),
+        );
+        let (mut nix_runs, mut fleet_runs): (Vec<Run>, Vec<Run>) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            // Alternate which tool goes first, and flush the disk before each, so
+            // neither pays for the other's writeback.
+            let mut order = [true, false];
+            if i % 2 == 1 {
+                order.reverse();
+            }
+            for is_nix in order {
+                sync_disks();
+                if is_nix {
+                    let mut c = nix_copy_cmd(&fresh(&nix_tag, i), &top);
+                    nix_runs.push(run_once(&mut c).with_context(|| format!("{case}: nix copy"))?);
+                } else {
+                    let mut c = push_cmd(&fresh(&fleet_tag, i), &top);
+                    fleet_runs
+                        .push(run_once(&mut c).with_context(|| format!("{case}: fleet-publish"))?);
+                }
+            }
+            ensure!(
+                count_narinfos(&fresh(&nix_tag, i)) == closure.paths.len(),
+                "nix copy run {i} wrote an incomplete cache"
+            );
+            ensure!(
+                count_narinfos(&fresh(&fleet_tag, i).join("cache")) == closure.paths.len(),
+                "fleet-publish run {i} wrote an incomplete cache"
+            );
+        }
+        let base = stats(&format!("{case} nix copy"), nix_runs);
+        let ours = stats(&format!("{case} fleet-publish"), fleet_runs);
+        add(case, "nix copy (zstd)", closure, nar, &base, None, true);
+        add(
+            case,
+            "fleet-publish push",
+            closure,
+            nar,
+            &ours,
+            Some(&base),
+            false,
+        );
+    }
+
+    // No-op republish: the cache from the last 1,000-path run already holds everything.
+    let target = fresh(&format!("fleet-{}", many.paths.len()), runs - 1);
+    let top = many.top.to_string();
+    sync_disks();
+    let noop = measure("no-op republish", runs, |_| Ok(push_cmd(&target, &top)))?;
+    let last = noop
+        .last
+        .as_ref()
+        .map(|r| r.stdout.clone())
+        .unwrap_or_default();
+    ensure!(
+        last.contains(" 0 uploaded"),
+        "the no-op republish uploaded something: {last}"
+    );
+    add(
+        "no-op republish, 1,000 paths",
+        "fleet-publish push",
+        &many,
+        many_bytes,
+        &noop,
+        None,
+        false,
+    );
+    println!("{}", table.render());
+    let path = report.write()?;
+    println!("results written to {}", path.display());
+    Ok(())
+}

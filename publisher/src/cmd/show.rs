@@ -1,0 +1,92 @@
+//! `fleet-publish show`: reads `hosts/<host>/manifest.json` and prints it as JSON
+//! after `fleet_core::Manifest::verify` accepted it with the given publisher keys:
+//!
+//! ```json
+//! {"host": "web-1", "signed_by": "publisher-1", "sha256": "…", "expired": false,
+//!  "manifest": {"version": 1, "host": "web-1", "sequence": 7, …}}
+//! ```
+//!
+//! An expired manifest is still shown (with `"expired": true`): it is what the host
+//! refuses, which is worth seeing. Anything else that fails verification is an error.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
+use fleet_core::{Bucket, BucketError, HostName, Key, Manifest, TrustedKeys, VerifiedManifest};
+use serde::Serialize;
+
+use crate::config::{self, ShowOptions};
+
+/// A verified manifest, as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct Shown {
+    /// The host.
+    pub host: HostName,
+    /// The publisher key that signed it.
+    pub signed_by: String,
+    /// SHA-256 (hex) of the stored object.
+    pub sha256: String,
+    /// Whether it is past its expiry now.
+    pub expired: bool,
+    /// The payload.
+    pub manifest: Manifest,
+}
+
+/// Reads and verifies the manifest of `host`.
+pub async fn show(
+    bucket: &Bucket,
+    host: &HostName,
+    trusted: &TrustedKeys,
+) -> anyhow::Result<Shown> {
+    let key = Key::manifest(host);
+    let obj = match bucket.get(&key, MAX_MANIFEST_SIZE).await {
+        Ok(o) => o,
+        Err(BucketError::NotFound { .. }) => bail!(
+            "host {host} has no manifest in {} ({key} does not exist); deploy it first",
+            bucket.url()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let policy = VerifyPolicy {
+        trusted,
+        host,
+        highest_seen: None,
+        now: None,
+    };
+    let VerifiedManifest {
+        manifest,
+        signed_by,
+        digest,
+    } = Manifest::verify(&obj.bytes, &policy)
+        .with_context(|| format!("verifying {key} in {}", bucket.url()))?;
+    Ok(Shown {
+        host: host.clone(),
+        signed_by,
+        sha256: digest,
+        expired: jiff::Timestamp::now() >= manifest.expires_at,
+        manifest,
+    })
+}
+
+/// `fleet-publish show`.
+pub async fn run(o: ShowOptions, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let o = config::layer(o, config_file)?;
+    let store = config::required(&o.store, "store", "FLEET_STORE")?;
+    let host = HostName::new(config::required(&o.host, "host", "FLEET_HOST")?).context("--host")?;
+    if o.trusted_key.is_empty() {
+        bail!(
+            "no trusted publisher key given: pass --trusted-key FILE (the publisher's public key), \
+             set FLEET_TRUSTED_KEY, or put `trusted-key = [\"…\"]` in the config file"
+        );
+    }
+    let keys = o
+        .trusted_key
+        .iter()
+        .map(|f| crate::load_public_key(f, "a trusted publisher key (--trusted-key)"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bucket = crate::open_bucket(store)?;
+    let shown = show(&bucket, &host, &TrustedKeys::new(keys)).await?;
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    Ok(())
+}

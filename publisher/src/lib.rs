@@ -1,0 +1,83 @@
+//! `fleet-publish`: makes closures that CI built deployable.
+//!
+//! - [`push`](cmd::push): uploads store paths with their closures to the bucket's
+//!   `cache/`, a Nix binary cache that real `nix copy --from` reads (narinfos signed
+//!   with the cache key over Nix's fingerprint, NARs byte-identical to
+//!   `nix-store --dump`, compressed);
+//! - [`deploy`](cmd::deploy): pushes a host's closure, then writes its signed
+//!   manifest with the next sequence number by compare-and-swap, and an audit entry;
+//! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
+//!
+//! The logic lives here so tests can call it in process; `main.rs` only parses the
+//! command line ([`config`]) and maps errors to exit codes. Every format comes from
+//! `fleet-core`; this crate only orchestrates.
+
+pub mod cmd;
+pub mod config;
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use fleet_core::nixcli::Nix;
+use fleet_core::{Bucket, BucketOptions, PublicKey, SecretKey, StorePath, StoreUrl};
+
+pub use cmd::deploy::{DeployOutcome, DeploySettings, DeployTarget, deploy};
+pub use cmd::push::{PushSettings, PushSummary, push};
+pub use cmd::show::{Shown, show};
+
+/// Opens the bucket at `url` with credentials from the standard AWS environment.
+pub fn open_bucket(url: &str) -> anyhow::Result<Bucket> {
+    let parsed = StoreUrl::parse(url)?;
+    Ok(Bucket::open(&parsed, &BucketOptions::default())?)
+}
+
+/// Loads a secret key file; `what` says which key it is ("cache key", "signing key").
+pub fn load_secret_key(path: &Path, what: &str) -> anyhow::Result<SecretKey> {
+    SecretKey::load(path).with_context(|| format!("loading the {what}"))
+}
+
+/// Loads a public key file; `what` says which key it is.
+pub fn load_public_key(path: &Path, what: &str) -> anyhow::Result<PublicKey> {
+    PublicKey::load(path).with_context(|| format!("loading {what}"))
+}
+
+/// Turns user input into a store path: a store path itself, or a symlink to one
+/// (`./result` from `nix-build`).
+pub fn resolve_store_path(input: &str) -> anyhow::Result<StorePath> {
+    if let Ok(p) = StorePath::new(input.trim_end_matches('/')) {
+        return Ok(p);
+    }
+    let not_one = || {
+        format!(
+            "{input} is not a store path (/nix/store/<hash>-<name>) nor a symlink to one such as ./result"
+        )
+    };
+    let canonical = std::fs::canonicalize(input).with_context(not_one)?;
+    let text = canonical.to_str().with_context(not_one)?;
+    StorePath::new(text).with_context(not_one)
+}
+
+/// Refuses paths that are not valid in the local Nix store, naming them.
+pub async fn check_valid(nix: &Nix, paths: &[StorePath]) -> anyhow::Result<()> {
+    let invalid = nix
+        .invalid_paths(paths)
+        .await
+        .context("checking the paths against the local Nix store")?;
+    if let Some(first) = invalid.first() {
+        bail!(
+            "{first} is not a valid path in the local Nix store{}: build it first (or copy it here), \
+             then run this again",
+            if invalid.len() > 1 {
+                format!(" (nor are {} others)", invalid.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The number of CPUs, the default of `--jobs`.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
