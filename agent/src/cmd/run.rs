@@ -1,0 +1,132 @@
+//! `fleet-agent run`: the daemon.
+//!
+//! Loop: cycle → write queued events and status.json if anything changed → wait.
+//! The wait is `poll-interval` plus up to `poll-jitter` after a cycle that reached
+//! the bucket, exponential backoff with jitter (capped at `backoff-max`) after
+//! failures (see [`crate::schedule`]). An idle poll is one conditional GET and nothing
+//! else; status.json is rewritten as a heartbeat every `heartbeat-interval` on its
+//! own timer (one PUT).
+//!
+//! SIGTERM / SIGINT: a wait or a fetch is abandoned at once (the staging directory and
+//! the state file stay consistent); an activation, health check or rollback is
+//! finished first, so the daemon never leaves by choice with an activation half done.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, sleep_until};
+
+use crate::config::Settings;
+use crate::cycle::phase;
+use crate::schedule::{self, Jitter};
+use crate::{Agent, notify};
+
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut agent = Agent::open(settings)?;
+    let s = agent.settings().clone();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let phase = agent.phase();
+    let mut rng = Jitter::new();
+    let mut failures: u32 = 0;
+    let mut next_heartbeat = Instant::now() + s.heartbeat_interval;
+    tracing::info!(
+        host = %s.host,
+        store = %s.store,
+        poll = ?s.poll_interval,
+        "fleet-agent {} running",
+        fleet_core::VERSION
+    );
+    notify::ready();
+
+    loop {
+        // One cycle, pinging the watchdog meanwhile.
+        let mut stop = false;
+        let outcome = {
+            let cycle = agent.cycle();
+            tokio::pin!(cycle);
+            loop {
+                tokio::select! {
+                    o = &mut cycle => break Some(o),
+                    _ = tick(&mut watchdog) => notify::watchdog(),
+                    _ = term.recv() => stop = true,
+                    _ = int.recv() => stop = true,
+                }
+                if stop {
+                    if phase.load(Ordering::SeqCst) == phase::ACTIVATING {
+                        tracing::info!("stop requested: finishing the activation first");
+                        notify::status("stopping after the activation in progress");
+                        continue;
+                    }
+                    break None;
+                }
+            }
+        };
+        let Some(outcome) = outcome else {
+            tracing::info!("stop requested: leaving (nothing half done)");
+            break;
+        };
+        let unreachable = agent
+            .state()
+            .reported
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.kind == "bucket-unreachable");
+        if !unreachable {
+            agent.flush_quietly().await;
+        }
+        let st = &agent.state().reported;
+        notify::status(&match &st.last_error {
+            Some(e) => format!("{}: {}", st.state, e.kind),
+            None => st.state.to_string(),
+        });
+        if stop {
+            break;
+        }
+
+        let wait = if outcome.backs_off() {
+            failures = failures.saturating_add(1);
+            let d = schedule::backoff(failures, s.poll_interval, s.backoff_max, &mut rng);
+            tracing::info!(failures, wait = ?d, "backing off");
+            d
+        } else {
+            failures = 0;
+            schedule::next_poll(s.poll_interval, s.poll_jitter, &mut rng)
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = sleep_until(deadline) => break,
+                _ = sleep_until(next_heartbeat) => {
+                    next_heartbeat = Instant::now() + s.heartbeat_interval;
+                    if let Err(e) = agent.flush(true).await {
+                        tracing::warn!("heartbeat: could not write status: {e}");
+                    }
+                }
+                _ = tick(&mut watchdog) => notify::watchdog(),
+                _ = term.recv() => { stop = true; break }
+                _ = int.recv() => { stop = true; break }
+            }
+        }
+        if stop {
+            tracing::info!("stop requested: leaving");
+            break;
+        }
+    }
+    notify::stopping();
+    // Give the last status write a moment if one is queued, without blocking exit.
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent.flush(false)).await;
+    Ok(())
+}

@@ -1,0 +1,644 @@
+//! The agent's one configuration schema: flags, `FLEET_AGENT_*` environment variables
+//! and a TOML file, layered with [`fleet_core::config::layer`]
+//! (flag > environment > file > built-in default).
+//!
+//! ```toml
+//! # /etc/fleet/agent.toml
+//! store = "s3://fleet-prod?region=eu-west-1"
+//! host = "web-1"
+//! trusted-publisher-keys = ["publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI="]
+//! trusted-cache-keys = ["cache-1:…"]
+//! state-dir = "/var/lib/fleet-agent"          # default
+//! staging-dir = "/var/lib/fleet-agent/staging" # default: <state-dir>/staging
+//! poll-interval = "60s"                       # default
+//! poll-jitter = "10s"                         # default: up to this much added to each wait
+//! heartbeat-interval = "2m"                   # default: status.json rewritten this often when idle
+//! backoff-max = "15m"                         # default: longest wait after failures
+//! request-timeout = "30s"                     # default: bound on one bucket request
+//! nix-store = "/var/tmp/chroot"               # default: Nix's default store
+//! store-root = "/"                            # default: where <closure>/bin/… is found
+//! profile = "/nix/var/nix/profiles/system"    # default
+//! activation-timeout = "10m"                  # default: bound on switch-to-configuration
+//! health-timeout = "60s"                      # default per check
+//! health-checks = [
+//!   { systemd-unit = "nginx.service" },
+//!   { command = ["/run/current-system/sw/bin/true"], timeout = "10s" },
+//!   { http = "http://127.0.0.1:8080/healthz" },
+//! ]
+//! facts-root = "/"                            # default: root of /etc, /proc, /run for facts
+//! max-queued-events = 100                     # default
+//! log-format = "human"                        # or "json"
+//! ```
+//!
+//! On the command line a health check is `--health-checks KIND=VALUE` with KIND one of
+//! `systemd-unit`, `http`, `command` (the command split at spaces), repeatable.
+//! Durations are jiff's friendly or ISO 8601 forms (`90s`, `5m`, `1h 30m`, `PT5M`).
+//! S3 credentials come from the standard AWS environment (`AWS_ACCESS_KEY_ID`, …).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use fleet_core::nixcli::Nix;
+use fleet_core::{HostName, PublicKey, StoreUrl, TrustedKeys};
+use serde::{Deserialize, Serialize};
+
+use crate::health::{Check, CheckKind};
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleet-agent";
+/// Default system profile.
+pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
+/// Default poll interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Default most jitter added to a wait.
+pub const DEFAULT_POLL_JITTER: Duration = Duration::from_secs(10);
+/// Default heartbeat interval: under the reporter's default 3-minute staleness bound
+/// even with jitter.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(120);
+/// Default longest backoff after failures.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// Default bound on one bucket request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on `switch-to-configuration`.
+pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Default bound on one health check.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on queued, unsent events.
+pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 100;
+
+/// Log output format.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One health check as written in the file (`{ systemd-unit = "…" }`, `{ command =
+/// […] }`, `{ http = "…" }`, each with an optional `timeout`) or on the command line
+/// (`KIND=VALUE`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// A systemd unit that must be active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// A command that must exit 0 (program and arguments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// A URL that must answer 2xx to a GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// Bound on this check (default: `health-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+impl FromStr for HealthCheckSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, value) = s.split_once('=').ok_or_else(|| {
+            format!(
+                "health check {s:?} is not KIND=VALUE (systemd-unit=UNIT, http=URL or command=PROGRAM ARGS…)"
+            )
+        })?;
+        let mut spec = HealthCheckSpec::default();
+        match kind {
+            "systemd-unit" => spec.systemd_unit = Some(value.to_owned()),
+            "http" => spec.http = Some(value.to_owned()),
+            "command" => spec.command = Some(value.split_whitespace().map(str::to_owned).collect()),
+            other => {
+                return Err(format!(
+                    "health check kind {other:?} is not one of systemd-unit, http, command"
+                ));
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Flags, environment and file keys (kebab-case, like the long flags).
+#[derive(clap::Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// TOML configuration file; its keys are the long option names.
+    #[arg(long, env = "FLEET_AGENT_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// The fleet bucket: s3://BUCKET[/PREFIX][?endpoint=…&region=…] or file:///PATH (required).
+    #[arg(long, env = "FLEET_AGENT_STORE", value_name = "URL")]
+    #[serde(default)]
+    pub store: Option<String>,
+
+    /// This host's name, as in hosts/<host>/manifest.json (required).
+    #[arg(long, env = "FLEET_AGENT_HOST", value_name = "NAME")]
+    #[serde(default)]
+    pub host: Option<String>,
+
+    /// Publisher public keys (`name:base64`) trusted to sign manifests (required).
+    #[arg(
+        long,
+        env = "FLEET_AGENT_TRUSTED_PUBLISHER_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    #[serde(default)]
+    pub trusted_publisher_keys: Vec<String>,
+
+    /// Cache public keys (`name:base64`) trusted to sign narinfos (required).
+    #[arg(
+        long,
+        env = "FLEET_AGENT_TRUSTED_CACHE_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    #[serde(default)]
+    pub trusted_cache_keys: Vec<String>,
+
+    /// Directory of the agent's state [default: /var/lib/fleet-agent].
+    #[arg(long, env = "FLEET_AGENT_STATE_DIR", value_name = "DIR")]
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+
+    /// Directory downloads are staged in [default: <state-dir>/staging].
+    #[arg(long, env = "FLEET_AGENT_STAGING_DIR", value_name = "DIR")]
+    #[serde(default)]
+    pub staging_dir: Option<PathBuf>,
+
+    /// Time between polls of the manifest [default: 60s].
+    #[arg(long, env = "FLEET_AGENT_POLL_INTERVAL", value_name = "DURATION")]
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+
+    /// Most random time added to each wait, so hosts do not poll in step [default: 10s].
+    #[arg(long, env = "FLEET_AGENT_POLL_JITTER", value_name = "DURATION")]
+    #[serde(default)]
+    pub poll_jitter: Option<String>,
+
+    /// Time between status.json heartbeats while nothing changes [default: 2m].
+    #[arg(long, env = "FLEET_AGENT_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    #[serde(default)]
+    pub heartbeat_interval: Option<String>,
+
+    /// Longest wait between retries while the bucket is unreachable or refuses access [default: 15m].
+    #[arg(long, env = "FLEET_AGENT_BACKOFF_MAX", value_name = "DURATION")]
+    #[serde(default)]
+    pub backoff_max: Option<String>,
+
+    /// Bound on one bucket request [default: 30s].
+    #[arg(long, env = "FLEET_AGENT_REQUEST_TIMEOUT", value_name = "DURATION")]
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+
+    /// Nix store to import into and to set the profile in (`--store`) [default: Nix's default].
+    #[arg(long, env = "FLEET_AGENT_NIX_STORE", value_name = "STORE")]
+    #[serde(default)]
+    pub nix_store: Option<String>,
+
+    /// Directory holding the store's real files: the closure's switch-to-configuration
+    /// is run from <store-root>/nix/store/… [default: /].
+    #[arg(long, env = "FLEET_AGENT_STORE_ROOT", value_name = "DIR")]
+    #[serde(default)]
+    pub store_root: Option<PathBuf>,
+
+    /// System profile to point at each new generation [default: /nix/var/nix/profiles/system].
+    #[arg(long, env = "FLEET_AGENT_PROFILE", value_name = "PATH")]
+    #[serde(default)]
+    pub profile: Option<PathBuf>,
+
+    /// Bound on `switch-to-configuration` [default: 10m].
+    #[arg(long, env = "FLEET_AGENT_ACTIVATION_TIMEOUT", value_name = "DURATION")]
+    #[serde(default)]
+    pub activation_timeout: Option<String>,
+
+    /// Health checks after activation: systemd-unit=UNIT, http=URL, command=PROGRAM ARGS…
+    #[arg(long, env = "FLEET_AGENT_HEALTH_CHECKS", value_name = "KIND=VALUE")]
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheckSpec>,
+
+    /// Default bound on one health check; it is retried every second until then [default: 60s].
+    #[arg(long, env = "FLEET_AGENT_HEALTH_TIMEOUT", value_name = "DURATION")]
+    #[serde(default)]
+    pub health_timeout: Option<String>,
+
+    /// Root of /etc/os-release, /proc and /run read for facts [default: /].
+    #[arg(long, env = "FLEET_AGENT_FACTS_ROOT", value_name = "DIR")]
+    #[serde(default)]
+    pub facts_root: Option<PathBuf>,
+
+    /// Most status events kept while the bucket cannot be written [default: 100].
+    #[arg(long, env = "FLEET_AGENT_MAX_QUEUED_EVENTS", value_name = "N")]
+    #[serde(default)]
+    pub max_queued_events: Option<usize>,
+
+    /// Log format [default: human].
+    #[arg(long, env = "FLEET_AGENT_LOG_FORMAT", value_enum)]
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The configuration, checked and with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The bucket.
+    pub store: StoreUrl,
+    /// This host.
+    pub host: HostName,
+    /// Keys trusted to sign manifests.
+    pub publisher_keys: TrustedKeys,
+    /// Keys trusted to sign narinfos.
+    pub cache_keys: TrustedKeys,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Staging directory for downloads.
+    pub staging_dir: PathBuf,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Most jitter added to a wait.
+    pub poll_jitter: Duration,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Bound on one bucket request.
+    pub request_timeout: Duration,
+    /// The Nix store handle.
+    pub nix: Nix,
+    /// Where the store's files really are.
+    pub store_root: PathBuf,
+    /// The system profile.
+    pub profile: PathBuf,
+    /// Bound on `switch-to-configuration`.
+    pub activation_timeout: Duration,
+    /// Health checks.
+    pub health_checks: Vec<Check>,
+    /// Root for facts.
+    pub facts_root: PathBuf,
+    /// Bound on queued events.
+    pub max_queued_events: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Parses a duration option; `field` names it in errors. Zero is refused unless
+/// `allow_zero`.
+pub fn parse_duration(field: &str, text: &str, allow_zero: bool) -> anyhow::Result<Duration> {
+    let d: jiff::SignedDuration = text.trim().parse().map_err(|e| {
+        anyhow::anyhow!("{field} = {text:?} is not a duration such as \"90s\" or \"5m\": {e}")
+    })?;
+    ensure!(
+        !d.is_negative() && (allow_zero || !d.is_zero()),
+        "{field} = {text:?} must be longer than zero"
+    );
+    Duration::try_from(d).with_context(|| format!("{field} = {text:?} is out of range"))
+}
+
+fn duration_or(field: &str, v: &Option<String>, default: Duration) -> anyhow::Result<Duration> {
+    v.as_deref()
+        .map(|t| parse_duration(field, t, false))
+        .transpose()
+        .map(|d| d.unwrap_or(default))
+}
+
+fn absolute(field: &str, p: &Path) -> anyhow::Result<PathBuf> {
+    ensure!(
+        p.is_absolute(),
+        "{field} = {} must be an absolute path",
+        p.display()
+    );
+    ensure!(
+        !p.components().any(|c| c == std::path::Component::ParentDir),
+        "{field} = {} may not contain `..`",
+        p.display()
+    );
+    Ok(p.to_owned())
+}
+
+fn keys(field: &str, texts: &[String]) -> anyhow::Result<TrustedKeys> {
+    ensure!(
+        !texts.is_empty(),
+        "{field} is empty: give at least one public key (`name:base64`); without one the agent would refuse everything"
+    );
+    let keys = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| PublicKey::parse(t, &format!("{field}[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrustedKeys::new(keys))
+}
+
+impl Config {
+    /// Fills unset fields from the TOML file named by `--config`, if any.
+    pub fn layered(self) -> anyhow::Result<Config> {
+        let file = self.config.clone();
+        Ok(fleet_core::config::layer(self, file.as_deref())?)
+    }
+
+    /// Checks every field and applies defaults.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let Some(store) = &self.store else {
+            bail!(
+                "store is not set: give --store, FLEET_AGENT_STORE or `store` in the config file"
+            );
+        };
+        let store = StoreUrl::parse(store)?;
+        let Some(host) = &self.host else {
+            bail!("host is not set: give --host, FLEET_AGENT_HOST or `host` in the config file");
+        };
+        let host = HostName::new(host).context("host")?;
+        let publisher_keys = keys("trusted-publisher-keys", &self.trusted_publisher_keys)?;
+        let cache_keys = keys("trusted-cache-keys", &self.trusted_cache_keys)?;
+        let state_dir = absolute(
+            "state-dir",
+            self.state_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_STATE_DIR)),
+        )?;
+        let staging_dir = match &self.staging_dir {
+            Some(p) => absolute("staging-dir", p)?,
+            None => state_dir.join("staging"),
+        };
+        let store_root = absolute(
+            "store-root",
+            self.store_root.as_deref().unwrap_or(Path::new("/")),
+        )?;
+        let profile = absolute(
+            "profile",
+            self.profile
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_PROFILE)),
+        )?;
+        let facts_root = absolute(
+            "facts-root",
+            self.facts_root.as_deref().unwrap_or(Path::new("/")),
+        )?;
+        let health_timeout = duration_or(
+            "health-timeout",
+            &self.health_timeout,
+            DEFAULT_HEALTH_TIMEOUT,
+        )?;
+        let health_checks = self
+            .health_checks
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| check(i, spec, health_timeout))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let max_queued_events = self.max_queued_events.unwrap_or(DEFAULT_MAX_QUEUED_EVENTS);
+        ensure!(
+            max_queued_events > 0,
+            "max-queued-events must be at least 1"
+        );
+        Ok(Settings {
+            store,
+            host,
+            publisher_keys,
+            cache_keys,
+            state_dir,
+            staging_dir,
+            poll_interval: duration_or(
+                "poll-interval",
+                &self.poll_interval,
+                DEFAULT_POLL_INTERVAL,
+            )?,
+            // Zero jitter is allowed: a single host or a test may want exact timing.
+            poll_jitter: match self.poll_jitter.as_deref() {
+                Some(t) => parse_duration("poll-jitter", t, true)?,
+                None => DEFAULT_POLL_JITTER,
+            },
+            heartbeat_interval: duration_or(
+                "heartbeat-interval",
+                &self.heartbeat_interval,
+                DEFAULT_HEARTBEAT_INTERVAL,
+            )?,
+            backoff_max: duration_or("backoff-max", &self.backoff_max, DEFAULT_BACKOFF_MAX)?,
+            request_timeout: duration_or(
+                "request-timeout",
+                &self.request_timeout,
+                DEFAULT_REQUEST_TIMEOUT,
+            )?,
+            nix: Nix {
+                store: self.nix_store.clone(),
+            },
+            store_root,
+            profile,
+            activation_timeout: duration_or(
+                "activation-timeout",
+                &self.activation_timeout,
+                DEFAULT_ACTIVATION_TIMEOUT,
+            )?,
+            health_checks,
+            facts_root,
+            max_queued_events,
+            log_format: self.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+fn check(i: usize, spec: &HealthCheckSpec, default_timeout: Duration) -> anyhow::Result<Check> {
+    let field = format!("health-checks[{i}]");
+    let timeout = duration_or(&format!("{field}.timeout"), &spec.timeout, default_timeout)?;
+    let kind = match (&spec.systemd_unit, &spec.command, &spec.http) {
+        (Some(unit), None, None) => {
+            ensure!(
+                !unit.is_empty() && !unit.starts_with('-') && !unit.contains(char::is_whitespace),
+                "{field}.systemd-unit = {unit:?} is not a unit name such as \"nginx.service\""
+            );
+            CheckKind::SystemdUnit(unit.clone())
+        }
+        (None, Some(argv), None) => {
+            ensure!(
+                !argv.is_empty() && !argv[0].is_empty(),
+                "{field}.command is empty: give the program and its arguments as a list"
+            );
+            CheckKind::Command(argv.clone())
+        }
+        (None, None, Some(url)) => {
+            let parsed = url::Url::parse(url)
+                .with_context(|| format!("{field}.http = {url:?} is not a URL"))?;
+            ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "{field}.http = {url:?} must start with http:// or https://"
+            );
+            CheckKind::Http(url.clone())
+        }
+        _ => bail!("{field} must have exactly one of systemd-unit, command, http"),
+    };
+    Ok(Check { kind, timeout })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn key() -> String {
+        fleet_core::SecretKey::generate("p-1")
+            .unwrap()
+            .public()
+            .to_nix_string()
+    }
+
+    #[test]
+    fn file_flags_and_defaults_layer() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("agent.toml");
+        std::fs::write(
+            &f,
+            format!(
+                r#"
+store = "file:///srv/bucket"
+host = "web-1"
+trusted-publisher-keys = ["{k}"]
+trusted-cache-keys = ["{k}"]
+poll-interval = "5s"
+health-checks = [
+  {{ systemd-unit = "nginx.service" }},
+  {{ command = ["/bin/true", "x"], timeout = "3s" }},
+  {{ http = "http://127.0.0.1:1/healthz" }},
+]
+"#,
+                k = key()
+            ),
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "x",
+            "--config",
+            f.to_str().unwrap(),
+            "--host",
+            "web-2",
+            "--poll-jitter",
+            "0s",
+        ]);
+        let s = cli.config.layered().unwrap().settings().unwrap();
+        assert_eq!(s.host.as_str(), "web-2");
+        assert_eq!(s.poll_interval, Duration::from_secs(5));
+        assert_eq!(s.poll_jitter, Duration::ZERO);
+        assert_eq!(s.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(s.staging_dir, Path::new(DEFAULT_STATE_DIR).join("staging"));
+        assert_eq!(s.profile, Path::new(DEFAULT_PROFILE));
+        assert_eq!(s.health_checks.len(), 3);
+        assert_eq!(s.health_checks[0].timeout, DEFAULT_HEALTH_TIMEOUT);
+        assert_eq!(s.health_checks[1].timeout, Duration::from_secs(3));
+        assert_eq!(
+            s.health_checks[1].kind,
+            CheckKind::Command(vec!["/bin/true".into(), "x".into()])
+        );
+    }
+
+    #[test]
+    fn flag_health_checks_parse() {
+        let cli = Cli::parse_from([
+            "x",
+            "--health-checks",
+            "command=/bin/sh -c true",
+            "--health-checks",
+            "http=http://localhost:8/x",
+        ]);
+        assert_eq!(cli.config.health_checks.len(), 2);
+        assert!("bogus=1".parse::<HealthCheckSpec>().is_err());
+        assert!("nothing".parse::<HealthCheckSpec>().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let base = || Config {
+            store: Some("file:///b".into()),
+            host: Some("web-1".into()),
+            trusted_publisher_keys: vec![key()],
+            trusted_cache_keys: vec![key()],
+            ..Default::default()
+        };
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    host: None,
+                    ..base()
+                },
+                "host is not set",
+            ),
+            (
+                Config {
+                    host: Some("Web_1".into()),
+                    ..base()
+                },
+                "Web_1",
+            ),
+            (
+                Config {
+                    trusted_publisher_keys: vec![],
+                    ..base()
+                },
+                "trusted-publisher-keys is empty",
+            ),
+            (
+                Config {
+                    trusted_cache_keys: vec!["junk".into()],
+                    ..base()
+                },
+                "trusted-cache-keys[0]",
+            ),
+            (
+                Config {
+                    poll_interval: Some("soon".into()),
+                    ..base()
+                },
+                "poll-interval",
+            ),
+            (
+                Config {
+                    state_dir: Some("relative".into()),
+                    ..base()
+                },
+                "state-dir",
+            ),
+            (
+                Config {
+                    health_checks: vec![HealthCheckSpec {
+                        http: Some("ftp://x".into()),
+                        ..Default::default()
+                    }],
+                    ..base()
+                },
+                "health-checks[0].http",
+            ),
+            (
+                Config {
+                    health_checks: vec![HealthCheckSpec::default()],
+                    ..base()
+                },
+                "exactly one",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = format!("{:#}", c.settings().unwrap_err());
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        base().settings().unwrap();
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("agent.toml");
+        std::fs::write(&f, "pol-interval = \"5s\"\n").unwrap();
+        let c = Config {
+            config: Some(f),
+            ..Default::default()
+        };
+        let e = c.layered().unwrap_err().to_string();
+        assert!(e.contains("pol-interval"), "{e}");
+    }
+}

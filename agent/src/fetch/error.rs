@@ -1,0 +1,326 @@
+//! [`FetchError`]: every way fetching a closure can fail, each with a stable
+//! [`FetchError::kind`] for the status object and a message naming the store path,
+//! the bucket key and the field.
+//!
+//! Messages are complete on their own (the daemon puts `to_string()` in its status),
+//! so the errors they quote are fields, not `source()`s that a printer would repeat.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleet_core::BucketError;
+use fleet_core::narinfo::{NarInfoError, Sha256Hash};
+use fleet_core::nixcli::NixError;
+
+/// Why a closure was not fetched. Nothing was imported when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Another fetch holds the staging directory.
+    #[error(
+        "staging directory {dir} is in use by another fetch (lock file {dir}/.lock); wait for it to finish"
+    )]
+    StagingBusy {
+        /// The staging directory.
+        dir: PathBuf,
+    },
+    /// The staging directory cannot be used.
+    #[error(
+        "staging directory: {action} {path} failed: {error} (check free space and permissions)"
+    )]
+    Staging {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// Asking the local Nix store which paths it has failed.
+    #[error("asking the Nix store which paths are missing failed: {0}")]
+    StoreQuery(Box<NixError>),
+    /// The narinfo of a needed path is not in the cache.
+    #[error(
+        "{key} (narinfo of {path}) does not exist in the bucket: the closure was not fully published; publish it again"
+    )]
+    NarinfoMissing {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+    },
+    /// The NAR file a narinfo names is not in the cache.
+    #[error(
+        "{key} (NAR file of {path}) does not exist in the bucket: the closure was not fully published; publish it again"
+    )]
+    NarMissing {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+    },
+    /// The agent's credentials may not read a key (on AWS also: the key is missing,
+    /// since the agent may not list).
+    #[error(
+        "reading {key} (for {path}) was refused: {error}; on AWS this also means the object is missing"
+    )]
+    AccessDenied {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+        /// The bucket's error.
+        error: Box<BucketError>,
+    },
+    /// The bucket could not be reached.
+    #[error("reading {key} (for {path}) failed: {error}")]
+    Unreachable {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+        /// The bucket's error.
+        error: Box<BucketError>,
+    },
+    /// The bucket stopped answering.
+    #[error(
+        "reading {key} (for {path}) timed out: {what} (limit {limit:?}); the server is stalled or the link too slow"
+    )]
+    Timeout {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+        /// What took too long.
+        what: &'static str,
+        /// The bound that was hit.
+        limit: Duration,
+    },
+    /// The bucket reported another error.
+    #[error("reading {key} (for {path}) failed: {error}")]
+    Bucket {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+        /// The bucket's error.
+        error: Box<BucketError>,
+    },
+    /// A narinfo larger than the bound.
+    #[error(
+        "{key} (narinfo of {path}) is {size} bytes, over the {limit}-byte bound; refusing it (a real narinfo is a few KiB)"
+    )]
+    NarinfoTooLarge {
+        /// The store path.
+        path: String,
+        /// The bucket key.
+        key: String,
+        /// Its size (at least).
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// A narinfo that does not parse.
+    #[error("narinfo of {path}: {error}")]
+    NarinfoMalformed {
+        /// The store path.
+        path: String,
+        /// The parser's error (names the key and the field).
+        error: Box<NarInfoError>,
+    },
+    /// A narinfo describing another store path than the one its key names.
+    #[error(
+        "{key} should describe {expected} but its StorePath is {found}: a narinfo for another path is refused (bucket tampering or a broken publish)"
+    )]
+    NarinfoWrongPath {
+        /// The bucket key.
+        key: String,
+        /// The path asked for.
+        expected: String,
+        /// The path the narinfo names.
+        found: String,
+    },
+    /// A narinfo no trusted cache key signed.
+    #[error("{error}; check the manifest's cache keys and the agent's trusted keys")]
+    NarinfoUntrusted {
+        /// The store path.
+        path: String,
+        /// The verifier's error (names the key, the signers and the trusted keys).
+        error: Box<NarInfoError>,
+    },
+    /// A narinfo claims a size over the bounds.
+    #[error(
+        "{key} (narinfo of {path}) claims {field} {claimed}, over the bound of {limit} bytes; raise the agent's limit if this closure is legitimate"
+    )]
+    NarTooLarge {
+        /// The store path.
+        path: String,
+        /// The narinfo's key.
+        key: String,
+        /// `NarSize` or `FileSize`.
+        field: &'static str,
+        /// The claimed size.
+        claimed: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// The closure has more paths than allowed.
+    #[error(
+        "the closure of {root} has more than {limit} store paths to check; raise the agent's max_paths if this is legitimate"
+    )]
+    TooManyPaths {
+        /// The closure's top path.
+        root: String,
+        /// The bound.
+        limit: usize,
+    },
+    /// The missing paths add up to more NAR bytes than allowed.
+    #[error(
+        "the missing paths of {root} add up to more than {limit} NAR bytes; raise the agent's max_total_nar_size if this is legitimate"
+    )]
+    ClosureTooLarge {
+        /// The closure's top path.
+        root: String,
+        /// The bound.
+        limit: u64,
+    },
+    /// The NAR file's size is not its narinfo's `FileSize` (or, without one, over
+    /// the bound derived from `NarSize`).
+    #[error("{key} (NAR file of {path}): {why}; refused (bucket tampering or a broken publish)")]
+    FileSizeMismatch {
+        /// The store path.
+        path: String,
+        /// The NAR file's key.
+        key: String,
+        /// Sizes involved.
+        why: String,
+    },
+    /// The NAR file's hash is not its narinfo's `FileHash`.
+    #[error(
+        "{key} (NAR file of {path}) has hash {got}, but its narinfo's FileHash is {expected}; refused (bucket tampering or a broken publish)"
+    )]
+    FileHashMismatch {
+        /// The store path.
+        path: String,
+        /// The NAR file's key.
+        key: String,
+        /// `FileHash:`.
+        expected: Sha256Hash,
+        /// What arrived.
+        got: Sha256Hash,
+    },
+    /// The NAR's size is not the signed `NarSize`.
+    #[error("{key} (NAR file of {path}): {why}; refused (bucket tampering or a broken publish)")]
+    NarSizeMismatch {
+        /// The store path.
+        path: String,
+        /// The NAR file's key.
+        key: String,
+        /// Sizes involved.
+        why: String,
+    },
+    /// The NAR's hash is not the signed `NarHash`.
+    #[error(
+        "{key} (NAR file of {path}) decompresses to a NAR with hash {got}, but the signed NarHash is {expected}; refused (bucket tampering)"
+    )]
+    NarHashMismatch {
+        /// The store path.
+        path: String,
+        /// The NAR file's key.
+        key: String,
+        /// Signed `NarHash:`.
+        expected: Sha256Hash,
+        /// What arrived.
+        got: Sha256Hash,
+    },
+    /// The NAR file or the NAR in it ends early.
+    #[error("{key} (NAR file of {path}) is truncated: {why}")]
+    NarTruncated {
+        /// The store path.
+        path: String,
+        /// The NAR file's key.
+        key: String,
+        /// Where it ends.
+        why: String,
+    },
+    /// Not a well-formed, safe NAR (or not decodable).
+    #[error("{key} (NAR file of {path}) is refused: {why}")]
+    NarMalformed {
+        /// The store path.
+        path: String,
+        /// The NAR file's key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `nix copy` from the staging cache failed, or left the closure invalid.
+    #[error("importing {root} from the staging cache into the Nix store failed: {why}")]
+    ImportFailed {
+        /// The closure's top path.
+        root: String,
+        /// Nix's error.
+        why: String,
+    },
+    /// A verification thread could not run.
+    #[error("internal error while verifying {path}: {why}")]
+    Internal {
+        /// The store path.
+        path: String,
+        /// What happened.
+        why: String,
+    },
+}
+
+impl FetchError {
+    /// Stable machine-readable kind, for `StatusReport.last_error.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::StagingBusy { .. } => "staging-busy",
+            FetchError::Staging { .. } => "staging-io",
+            FetchError::StoreQuery(_) => "store-query-failed",
+            FetchError::NarinfoMissing { .. } => "narinfo-missing",
+            FetchError::NarMissing { .. } => "nar-missing",
+            FetchError::AccessDenied { .. } => "access-denied",
+            FetchError::Unreachable { .. } => "bucket-unreachable",
+            FetchError::Timeout { .. } => "bucket-timeout",
+            FetchError::Bucket { .. } => "bucket-error",
+            FetchError::NarinfoTooLarge { .. } => "narinfo-too-large",
+            FetchError::NarinfoMalformed { .. } => "narinfo-malformed",
+            FetchError::NarinfoWrongPath { .. } => "narinfo-wrong-path",
+            FetchError::NarinfoUntrusted { .. } => "narinfo-untrusted",
+            FetchError::NarTooLarge { .. } => "nar-too-large",
+            FetchError::TooManyPaths { .. } => "too-many-paths",
+            FetchError::ClosureTooLarge { .. } => "closure-too-large",
+            FetchError::FileSizeMismatch { .. } => "file-size-mismatch",
+            FetchError::FileHashMismatch { .. } => "file-hash-mismatch",
+            FetchError::NarSizeMismatch { .. } => "nar-size-mismatch",
+            FetchError::NarHashMismatch { .. } => "nar-hash-mismatch",
+            FetchError::NarTruncated { .. } => "nar-truncated",
+            FetchError::NarMalformed { .. } => "nar-malformed",
+            FetchError::ImportFailed { .. } => "import-failed",
+            FetchError::Internal { .. } => "internal",
+        }
+    }
+
+    /// Whether the bucket's content contradicts what was signed, or is unsafe: the
+    /// agent should report the closure as refused (state `refused`) rather than retry
+    /// soon. Everything else (network, local disk, Nix, missing objects that a publish
+    /// in progress may still write) may succeed on a later try.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            FetchError::NarinfoTooLarge { .. }
+                | FetchError::NarinfoMalformed { .. }
+                | FetchError::NarinfoWrongPath { .. }
+                | FetchError::NarinfoUntrusted { .. }
+                | FetchError::NarTooLarge { .. }
+                | FetchError::TooManyPaths { .. }
+                | FetchError::ClosureTooLarge { .. }
+                | FetchError::FileSizeMismatch { .. }
+                | FetchError::FileHashMismatch { .. }
+                | FetchError::NarSizeMismatch { .. }
+                | FetchError::NarHashMismatch { .. }
+                | FetchError::NarTruncated { .. }
+                | FetchError::NarMalformed { .. }
+        )
+    }
+}

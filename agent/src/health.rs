@@ -1,0 +1,278 @@
+//! Health checks run after each activation.
+//!
+//! Three kinds, each bounded by its own timeout:
+//!
+//! - `systemd-unit`: `systemctl is-active --quiet UNIT` must succeed. Where systemd is
+//!   not the service manager (no `/run/systemd/system`, as in containers and tests)
+//!   the check is skipped with a note in the log, not failed;
+//! - `command`: the program must exit 0 (run without a shell, stdin closed);
+//! - `http`: a GET of the URL must answer 2xx (redirects are not followed).
+//!
+//! A check is retried every second until it passes or its timeout is spent, because
+//! services restarted by `switch-to-configuration` need a moment to come up. The
+//! first check that fails ends the run; its message names the check and what it saw.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// What a check looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A systemd unit that must be active.
+    SystemdUnit(String),
+    /// A command that must exit 0.
+    Command(Vec<String>),
+    /// A URL that must answer 2xx.
+    Http(String),
+}
+
+/// A configured health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// What it looks at.
+    pub kind: CheckKind,
+    /// How long it may take to pass.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            CheckKind::SystemdUnit(u) => write!(f, "systemd-unit {u}"),
+            CheckKind::Command(argv) => write!(f, "command {argv:?}"),
+            CheckKind::Http(url) => write!(f, "http {url}"),
+        }
+    }
+}
+
+/// A failed check: which one and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("health check {check} failed within {timeout:?}: {why}")]
+pub struct HealthFailure {
+    /// The check, as configured.
+    pub check: String,
+    /// Its timeout.
+    pub timeout: Duration,
+    /// What the last attempt saw.
+    pub why: String,
+}
+
+/// Whether systemd is the service manager here (the `sd_booted` test).
+pub fn systemd_running() -> bool {
+    std::fs::symlink_metadata("/run/systemd/system").is_ok_and(|m| m.is_dir())
+}
+
+/// Runs `checks` in order; the first failure ends the run.
+pub async fn run_all(checks: &[Check]) -> Result<(), HealthFailure> {
+    let systemd = systemd_running();
+    let client = http_client();
+    for c in checks {
+        if matches!(c.kind, CheckKind::SystemdUnit(_)) && !systemd {
+            tracing::info!(check = %c, "skipping health check: systemd is not running here");
+            continue;
+        }
+        run_one(c, &client).await?;
+        tracing::info!(check = %c, "health check passed");
+    }
+    Ok(())
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+async fn run_one(c: &Check, client: &reqwest::Client) -> Result<(), HealthFailure> {
+    let deadline = Instant::now() + c.timeout;
+    let mut last = String::from("it did not run");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, attempt(c, client)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(why)) => last = why,
+            Err(_) => {
+                last = format!("{last} (last attempt still running at the deadline)");
+                break;
+            }
+        }
+        let pause = Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+        if pause.is_zero() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Err(HealthFailure {
+        check: c.to_string(),
+        timeout: c.timeout,
+        why: last,
+    })
+}
+
+async fn attempt(c: &Check, client: &reqwest::Client) -> Result<(), String> {
+    match &c.kind {
+        CheckKind::SystemdUnit(unit) => {
+            let argv = [
+                "systemctl".to_owned(),
+                "is-active".into(),
+                "--quiet".into(),
+                "--".into(),
+                unit.clone(),
+            ];
+            run_command(&argv)
+                .await
+                .map_err(|e| format!("unit is not active ({e})"))
+        }
+        CheckKind::Command(argv) => run_command(argv).await,
+        CheckKind::Http(url) => match client.get(url).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("it answered {}", r.status())),
+            Err(e) => Err(format!("request failed: {}", error_chain(&e))),
+        },
+    }
+}
+
+async fn run_command(argv: &[String]) -> Result<(), String> {
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        // A check cut off by its timeout must not linger.
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr.trim();
+    let tail: String = stderr
+        .char_indices()
+        .rev()
+        .nth(300)
+        .map(|(i, _)| &stderr[i..])
+        .unwrap_or(stderr)
+        .to_owned();
+    if tail.is_empty() {
+        Err(format!("it exited with {}", out.status))
+    } else {
+        Err(format!("it exited with {}: {tail}", out.status))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    fn cmd(argv: &[&str], secs: u64) -> Check {
+        Check {
+            kind: CheckKind::Command(argv.iter().map(|s| s.to_string()).collect()),
+            timeout: Duration::from_secs(secs),
+        }
+    }
+
+    /// Serves `codes` in order, one per connection, then stops.
+    fn http_server(codes: Vec<u16>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for code in codes {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        format!("http://{addr}/healthz")
+    }
+
+    #[tokio::test]
+    async fn commands_pass_and_fail_with_the_reason() {
+        run_all(&[cmd(&["/bin/true"], 2)]).await.unwrap();
+        let e = run_all(&[cmd(&["/bin/sh", "-c", "echo broken >&2; exit 3"], 1)])
+            .await
+            .unwrap_err();
+        assert!(e.why.contains("broken") && e.why.contains('3'), "{e}");
+        assert!(e.to_string().contains("/bin/sh"), "{e}");
+        let e = run_all(&[cmd(&["/no/such/program"], 1)]).await.unwrap_err();
+        assert!(e.why.contains("cannot start"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_check_is_cut_at_its_timeout() {
+        let t = Instant::now();
+        let e = run_all(&[cmd(&["/bin/sleep", "30"], 1)]).await.unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(e.why.contains("still running"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_check_is_retried_until_it_passes() {
+        let d = tempfile::tempdir().unwrap();
+        let flag = d.path().join("up");
+        let script = format!(
+            "if [ -e {f} ]; then exit 0; else touch {f}; exit 1; fi",
+            f = flag.display()
+        );
+        run_all(&[cmd(&["/bin/sh", "-c", &script], 5)])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn http_needs_2xx() {
+        let ok = http_server(vec![200]);
+        run_all(&[Check {
+            kind: CheckKind::Http(ok),
+            timeout: Duration::from_secs(2),
+        }])
+        .await
+        .unwrap();
+        let bad = http_server(vec![503, 503, 503, 503]);
+        let e = run_all(&[Check {
+            kind: CheckKind::Http(bad.clone()),
+            timeout: Duration::from_millis(1500),
+        }])
+        .await
+        .unwrap_err();
+        assert!(e.why.contains("503") && e.check.contains(&bad), "{e}");
+    }
+
+    #[tokio::test]
+    async fn systemd_checks_are_skipped_without_systemd() {
+        if systemd_running() {
+            return; // Only meaningful where systemd is absent (containers, CI here).
+        }
+        run_all(&[Check {
+            kind: CheckKind::SystemdUnit("no-such.service".into()),
+            timeout: Duration::from_secs(1),
+        }])
+        .await
+        .unwrap();
+    }
+}

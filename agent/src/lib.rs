@@ -1,0 +1,30 @@
+//! `fleet-agent`: the daemon on each host. It follows the host's signed manifest in the
+//! fleet bucket, runs exactly the prebuilt closure signed for it (it never evaluates
+//! or builds), and reports back.
+//!
+//! - [`cycle`]: the poll → verify → fetch → activate → health → commit | roll back
+//!   state machine, with the restart rules that make `kill -9` at any step safe;
+//! - [`fetch`]: downloading, verifying and importing the missing store paths;
+//! - [`activate`]: profile switch and the closure's `switch-to-configuration`;
+//! - [`health`]: health checks (systemd units, commands, HTTP);
+//! - [`state`]: the state file, written atomically;
+//! - [`report`]: status objects and queued events in the bucket;
+//! - [`facts`]: host facts for the status;
+//! - [`schedule`]: poll interval, jitter, backoff;
+//! - [`notify`]: systemd readiness and watchdog;
+//! - [`config`]: the one configuration schema (flags, environment, TOML);
+//! - [`cmd`]: the subcommands (`run`, `once`, `state`).
+
+pub mod activate;
+pub mod cmd;
+pub mod config;
+pub mod cycle;
+pub mod facts;
+pub mod fetch;
+pub mod health;
+pub mod notify;
+pub mod report;
+pub mod schedule;
+pub mod state;
+
+pub use cycle::{Agent, Outcome};

@@ -1,0 +1,273 @@
+//! `fleet-agent` against real SeaweedFS with the host's own scoped IAM keys (policy
+//! from `fleet_core::iam`, made by the harness with real IAM calls), and real Nix.
+//!
+//! A small counting proxy sits between the agent and the server: it parses each
+//! HTTP/1.1 request the agent sends (request line, headers, `Content-Length` body),
+//! records method and path, and forwards the bytes unchanged both ways (SigV4 signs
+//! the `Host` header the agent sent, which the proxy does not touch). That is how the
+//! requests per cycle are counted, not by the agent's own word.
+//!
+//! - the happy path over S3, then a second `once` that makes exactly one GET (a 304)
+//!   and one PUT (status.json), and a daemon whose idle polls are exactly one request
+//!   each;
+//! - an agent holding another host's credentials cannot read that host's manifest nor
+//!   write its status: 403 is reported as `access-denied` and the daemon backs off.
+
+mod agent_common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_common::World;
+use fleet_core::iam::Role;
+use fleet_core::status::AgentState;
+use fleet_core::{HostName, Key};
+use fleet_tests::s3::S3Server;
+
+/// Requests seen by the proxy, as `METHOD /path` (query dropped).
+#[derive(Clone, Default)]
+struct Requests(Arc<Mutex<Vec<String>>>);
+
+impl Requests {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Starts the counting proxy in front of `upstream` (`host:port`); returns its port.
+fn counting_proxy(upstream: String, seen: Requests) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_read, &mut c_write);
+                let _ = c_write.shutdown(std::net::Shutdown::Both);
+            });
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = forward_requests(&mut c_read, &mut s_write, &seen);
+                let _ = s_write.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// Copies requests from `from` to `to`, recording each one.
+fn forward_requests(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    seen: &Requests,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(from);
+    loop {
+        let mut head = Vec::new();
+        let mut request_line = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(line.as_bytes());
+            if request_line.is_empty() {
+                request_line = line.trim_end().to_owned();
+                continue;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            assert!(
+                !lower.starts_with("transfer-encoding:"),
+                "the counting proxy does not parse chunked request bodies: {line}"
+            );
+        }
+        let mut parts = request_line.split(' ');
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+        seen.0.lock().unwrap().push(format!("{method} {path}"));
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        to.write_all(&head)?;
+        to.write_all(&body)?;
+    }
+}
+
+struct S3World {
+    w: World,
+    requests: Requests,
+    bucket_name: String,
+}
+
+/// A world on a fresh SeaweedFS bucket, the agent using `agent_host`'s scoped keys
+/// through the counting proxy, configured as host `host`.
+fn s3_world(host: &str, agent_host: &str) -> S3World {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, bucket_name, admin, agent) = rt.block_on(async {
+        let server = S3Server::seaweedfs()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let name = server.new_bucket("agent").await.unwrap();
+        let admin = server
+            .bucket(&name, "", &server.admin_credentials())
+            .unwrap();
+        let agent = server
+            .user_for(&Role::Agent(HostName::new(agent_host).unwrap()), &name, "")
+            .await
+            .unwrap();
+        (server, name, admin, agent)
+    });
+    let requests = Requests::default();
+    let upstream = server.endpoint().trim_start_matches("http://").to_owned();
+    let port = counting_proxy(upstream, requests.clone());
+    let url = format!("s3://{bucket_name}?endpoint=http://127.0.0.1:{port}&region=us-east-1");
+    let w = World::s3(host, &url, admin, &agent);
+    S3World {
+        w,
+        requests,
+        bucket_name,
+    }
+}
+
+#[test]
+fn over_s3_a_second_cycle_is_one_get_and_idle_polls_are_one_request() {
+    let S3World {
+        mut w,
+        requests,
+        bucket_name,
+    } = s3_world("s3-web-1", "s3-web-1");
+    let g1 = w.system("1", 0);
+    w.deploy(1, &g1);
+
+    let r = w.once_expect(0);
+    assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
+    assert_eq!(w.activated(), vec![g1.top.clone()]);
+    assert_eq!(w.status().state, AgentState::Healthy);
+    let first = requests.take();
+    let manifest = format!("GET /{bucket_name}/hosts/s3-web-1/manifest.json");
+    assert_eq!(first[0], manifest, "{first:#?}");
+    assert!(
+        first
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.ends_with(".narinfo")),
+        "{first:#?}"
+    );
+
+    // Second cycle: one conditional GET (answered 304) and the status.json that
+    // `once` always writes; no activation.
+    let r = w.once_expect(0);
+    assert!(r.stderr.contains("manifest unchanged"), "{}", r.stderr);
+    assert_eq!(
+        requests.take(),
+        [
+            manifest.clone(),
+            format!("PUT /{bucket_name}/status/s3-web-1/status.json")
+        ]
+    );
+    assert_eq!(w.activations().len(), 1);
+
+    // The daemon, idle: every poll is exactly one request, the conditional GET.
+    w.extra_config = "poll-interval = \"200ms\"\nheartbeat-interval = \"1h\"\n".to_owned();
+    let log_path = w.daemon_log();
+    let mut child = w.spawn_daemon();
+    std::thread::sleep(Duration::from_secs(3));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let polls = log.matches("polling the manifest").count();
+    let unchanged = log.matches("manifest unchanged").count();
+    let seen = requests.take();
+    assert!(polls >= 5, "{polls} polls in 3 s:\n{log}");
+    // A daemon that starts announces itself: its first poll is followed by status.json.
+    assert_eq!(
+        seen[..2],
+        [
+            manifest.clone(),
+            format!("PUT /{bucket_name}/status/s3-web-1/status.json")
+        ]
+    );
+    let idle = &seen[2..];
+    // Every later poll is one request; the kill may land between a request and its
+    // log line.
+    let idle_polls = polls - 1;
+    assert!(
+        idle.len() == idle_polls || idle.len() + 1 == idle_polls,
+        "{} requests for {idle_polls} idle polls: {seen:#?}",
+        idle.len()
+    );
+    assert!(idle.iter().all(|r| r == &manifest), "{seen:#?}");
+    assert!(
+        unchanged + 1 >= polls,
+        "{unchanged} of {polls} were 304s:\n{log}"
+    );
+    eprintln!(
+        "idle daemon: {idle_polls} idle polls, {} requests",
+        idle.len()
+    );
+}
+
+#[test]
+fn another_hosts_credentials_get_403_reported_and_backed_off() {
+    // The agent says it is s3-web-2 but holds s3-web-1's keys.
+    let S3World {
+        mut w, requests, ..
+    } = s3_world("s3-web-2", "s3-web-1");
+    let g1 = w.system("1", 0);
+    w.deploy(1, &g1);
+
+    let r = w.once_expect(6);
+    assert_eq!(r.kind(), "access-denied", "{}", r.message());
+    assert!(
+        r.message().contains("hosts/s3-web-2/manifest.json"),
+        "{}",
+        r.message()
+    );
+    assert!(r.stderr.contains("access denied"), "{}", r.stderr);
+    // Its status write was refused too: nothing landed under either host's prefix.
+    assert!(r.stderr.contains("could not write status"), "{}", r.stderr);
+    assert!(w.try_status().is_none());
+    let other = HostName::new("s3-web-1").unwrap();
+    assert!(w.read(&Key::status(&other)).is_none());
+    assert_eq!(w.activations().len(), 0);
+    let st = w.state();
+    assert_eq!(
+        st.reported.last_error.map(|e| e.kind),
+        Some("access-denied".to_owned())
+    );
+    requests.take();
+
+    // The daemon does not hammer: exponential backoff from 200 ms, capped at 2 s.
+    w.extra_config =
+        "poll-interval = \"200ms\"\nbackoff-max = \"2s\"\nheartbeat-interval = \"1h\"\n".to_owned();
+    let log_path = w.daemon_log();
+    let mut child = w.spawn_daemon();
+    std::thread::sleep(Duration::from_secs(4));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let seen = requests.take();
+    let gets = seen.iter().filter(|r| r.contains("/hosts/")).count();
+    // A fixed 200 ms poll would be about 20 GETs; the backoff allows at most 7.
+    assert!(
+        (2..=7).contains(&gets),
+        "{gets} manifest GETs in 4 s: {seen:#?}"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("backing off"), "{log}");
+}
