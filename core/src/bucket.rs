@@ -396,6 +396,11 @@ impl Bucket {
         if_none_match: Option<&str>,
         limit: u64,
     ) -> Result<Fetched, BucketError> {
+        if let Some(root) = &self.local_root {
+            return self
+                .get_local(root.join(key.as_str()), key, if_none_match, limit)
+                .await;
+        }
         let opts = GetOptions {
             if_none_match: if_none_match.map(str::to_owned),
             ..Default::default()
@@ -430,12 +435,85 @@ impl Bucket {
         }))
     }
 
+    /// `file://` reads without `object_store`'s per-8-KiB blocking hops: one blocking
+    /// task opens, checks and reads the file. The ETag is computed exactly as
+    /// `object_store` computes it for local files, so ETags from `get`, `head`,
+    /// `list` and `put` stay comparable.
+    async fn get_local(
+        &self,
+        path: PathBuf,
+        key: &Key,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        let url = self.url_text.clone();
+        let k = key.to_string();
+        let inm = if_none_match.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let io_err = |e: std::io::Error| local_io_error(&url, Op::Read, &k, e);
+            let file = std::fs::File::open(&path).map_err(io_err)?;
+            let meta = file.metadata().map_err(io_err)?;
+            if !meta.is_file() {
+                return Err(BucketError::NotFound { url, key: k });
+            }
+            let etag = local_etag(&meta);
+            if inm.as_deref() == Some(etag.as_str()) {
+                return Ok(Fetched::NotModified);
+            }
+            if meta.len() > limit {
+                return Err(BucketError::TooLarge {
+                    url,
+                    key: k,
+                    size: meta.len(),
+                    limit,
+                });
+            }
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            // The file may grow between metadata and read: read at most limit + 1.
+            file.take(limit + 1).read_to_end(&mut buf).map_err(io_err)?;
+            if buf.len() as u64 > limit {
+                return Err(BucketError::TooLarge {
+                    url,
+                    key: k,
+                    size: buf.len() as u64,
+                    limit,
+                });
+            }
+            Ok(Fetched::Object(Object {
+                bytes: buf.into(),
+                etag: Some(etag),
+            }))
+        })
+        .await
+        .expect("local read task does not panic")
+    }
+
     /// Streams an object: its announced size and its body. The caller bounds and
     /// verifies what it reads.
     pub async fn get_stream(
         &self,
         key: &Key,
     ) -> Result<(u64, BoxStream<'static, Result<Bytes, BucketError>>), BucketError> {
+        if let Some(root) = &self.local_root {
+            let path = root.join(key.as_str());
+            let io_err = |e| local_io_error(&self.url_text, Op::Read, key.as_str(), e);
+            let file = tokio::fs::File::open(&path).await.map_err(io_err)?;
+            let meta = file.metadata().await.map_err(io_err)?;
+            if !meta.is_file() {
+                return Err(BucketError::NotFound {
+                    url: self.url_text.clone(),
+                    key: key.to_string(),
+                });
+            }
+            let url = self.url_text.clone();
+            let k = key.to_string();
+            // 1 MiB reads: few blocking hops per NAR, memory still flat.
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                .map_err(move |e| local_io_error(&url, Op::Read, &k, e))
+                .boxed();
+            return Ok((meta.len(), stream));
+        }
         let res = self
             .store
             .get(&self.path(key.as_str()))
@@ -608,6 +686,35 @@ impl Bucket {
     }
 }
 
+/// The ETag `object_store` gives a local file: inode, modification time in
+/// microseconds and size, in hex, quoted.
+fn local_etag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+        .as_micros();
+    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), mtime, meta.len())
+}
+
+fn local_io_error(url: &str, op: Op, key: &str, e: std::io::Error) -> BucketError {
+    let (url, key) = (url.to_owned(), key.to_owned());
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            BucketError::NotFound { url, key }
+        }
+        std::io::ErrorKind::PermissionDenied => BucketError::AccessDenied { url, key, op },
+        _ => BucketError::Other {
+            url,
+            key,
+            op,
+            why: e.to_string(),
+        },
+    }
+}
+
 /// Maps an `object_store` error to a [`BucketError`] that names the key.
 fn classify(url: &str, op: Op, key: &str, e: object_store::Error) -> BucketError {
     use object_store::Error as E;
@@ -760,6 +867,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let url = format!("file://{}", d.path().join("bucket").display());
         exercise(&Bucket::open_url(&url).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn file_etags_agree_between_get_head_list_and_put() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+        let k = Key::status(&host("a"));
+        let put = b.put(&k, &b"{}"[..]).await.unwrap();
+        let got = b.get(&k, 10).await.unwrap().etag;
+        let head = b.head(&k).await.unwrap().unwrap().etag;
+        let listed = b.list(&KeyPrefix::status()).await.unwrap()[0].etag.clone();
+        assert!(got.is_some());
+        assert_eq!(got, head);
+        assert_eq!(got, listed);
+        assert_eq!(got, put);
+        let (size, mut s) = b.get_stream(&k).await.unwrap();
+        assert_eq!(size, 2);
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"{}");
+        assert!(matches!(
+            b.get_stream(&Key::status(&host("zz"))).await,
+            Err(BucketError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]
