@@ -8,6 +8,7 @@ Called by tests/src/s3.rs, one command per process:
     s3_admin.py --endpoint URL create-bucket NAME
     s3_admin.py --endpoint URL create-user NAME < policy.json
         # CreateUser, PutUserPolicy (the policy text from stdin), CreateAccessKey
+    s3_admin.py --endpoint URL put-bucket-policy BUCKET < policy.json
     s3_admin.py --endpoint URL bootstrap-moto
         # on a fresh moto server: an admin user allowed everything, then
         # IAM enforcement on (POST /moto-api/reset-auth with body 0)
@@ -94,6 +95,12 @@ def create_user(endpoint, name):
     print_keys(iam.create_access_key(UserName=name)["AccessKey"])
 
 
+def put_bucket_policy(endpoint, bucket):
+    policy = sys.stdin.read()
+    json.loads(policy)
+    client("s3", endpoint, *admin_keys()).put_bucket_policy(Bucket=bucket, Policy=policy)
+
+
 def bootstrap_moto(endpoint):
     # Enforcement is off at start, so any key signs these calls.
     iam = client("iam", endpoint, "bootstrap", "bootstrap")
@@ -127,6 +134,7 @@ def main():
     sub.add_parser("wait-ready")
     sub.add_parser("create-bucket").add_argument("name")
     sub.add_parser("create-user").add_argument("name")
+    sub.add_parser("put-bucket-policy").add_argument("name")
     sub.add_parser("bootstrap-moto")
     args = ap.parse_args()
     try:
@@ -136,6 +144,8 @@ def main():
             create_bucket(args.endpoint, args.name)
         elif args.cmd == "create-user":
             create_user(args.endpoint, args.name)
+        elif args.cmd == "put-bucket-policy":
+            put_bucket_policy(args.endpoint, args.name)
         elif args.cmd == "bootstrap-moto":
             bootstrap_moto(args.endpoint)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:

@@ -215,15 +215,36 @@ impl S3Server {
             Role::Publisher => "publisher".to_owned(),
             Role::Reporter => "reporter".to_owned(),
         };
-        let user = unique_name(&label, 64);
+        self.user_with_policy(&label, &policy).await
+    }
+
+    /// A new IAM user (name derived from `label`) with `policy` (JSON text) attached
+    /// inline, and its access key: for tests of credentials that are none of fleet's
+    /// roles (read-only, say).
+    pub async fn user_with_policy(&self, label: &str, policy: &str) -> Result<S3Credentials> {
+        let user = unique_name(label, 64);
         let out = admin_call(
             &self.endpoint,
             &self.admin,
             &["create-user", &user],
-            Some(&policy),
+            Some(policy),
         )
         .await?;
         parse_keys(&out).with_context(|| format!("creating IAM user {user} on {}", self.endpoint))
+    }
+
+    /// Sets `bucket`'s bucket policy (JSON text), e.g.
+    /// `fleet_core::iam::public_cache_policy`.
+    pub async fn put_bucket_policy(&self, bucket: &str, policy: &str) -> Result<()> {
+        admin_call(
+            &self.endpoint,
+            &self.admin,
+            &["put-bucket-policy", bucket],
+            Some(policy),
+        )
+        .await
+        .with_context(|| format!("setting the policy of bucket {bucket} on {}", self.endpoint))?;
+        Ok(())
     }
 
     /// The store URL of `bucket` under root `prefix` on this server

@@ -23,7 +23,6 @@ use fleet_core::{HostName, Key, S3Credentials, TrustedKeys};
 use fleet_publish::{PushSettings, push};
 use fleet_tests::nix::{BulkOptions, FixtureOptions};
 use fleet_tests::s3::S3Server;
-use publish_support::seaweed::{put_bucket_policy, user_with_policy};
 use publish_support::*;
 
 /// This process's SeaweedFS, a fresh bucket on it and a publisher user for it.
@@ -64,7 +63,10 @@ async fn publisher_credentials_work_and_others_are_refused() {
         ]
     })
     .to_string();
-    let reader = user_with_policy(server, &format!("{bucket}-reader"), &reader_policy);
+    let reader = server
+        .user_with_policy(&format!("{bucket}-reader"), &reader_policy)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = KeyFiles::new(dir.path(), "cache-pub-1");
     let signer = KeyFiles::new(dir.path(), "publisher-1");
@@ -177,14 +179,11 @@ async fn real_nix_reads_the_cache_over_http_from_the_s3_server() {
     .await
     .unwrap();
     // Plain HTTP readers (nix) get the cache, and only the cache.
-    let public_cache = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": "PublicCacheRead", "Effect": "Allow", "Principal": "*",
-                       "Action": ["s3:GetObject"],
-                       "Resource": [format!("arn:aws:s3:::{bucket}/cache/*")]}]
-    })
-    .to_string();
-    put_bucket_policy(server, &bucket, &public_cache);
+    let public_cache = fleet_core::iam::public_cache_policy(&bucket, "").unwrap();
+    server
+        .put_bucket_policy(&bucket, &public_cache)
+        .await
+        .unwrap();
     let http = format!("{}/{bucket}/cache", server.endpoint());
     copy_and_verify(&nix, &http, &closure, &cache.nix_public());
     copy_is_refused(&nix, &http, &closure.top, &other.nix_public());

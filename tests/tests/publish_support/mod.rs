@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod seaweed;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
