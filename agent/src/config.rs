@@ -27,6 +27,10 @@
 //! ]
 //! facts-root = "/"                            # default: root of /etc, /proc, /run for facts
 //! max-queued-events = 100                     # default
+//! max-nar-size = 17179869184                  # default 16 GiB: largest store path (NarSize)
+//! max-closure-paths = 100000                  # default: most store paths walked per closure
+//! max-download-size = 274877906944            # default 256 GiB: most NAR bytes staged per deploy
+//! fetch-concurrency = 4                       # default: NAR downloads at once
 //! log-format = "human"                        # or "json"
 //! ```
 //!
@@ -237,6 +241,26 @@ pub struct Config {
     #[serde(default)]
     pub max_queued_events: Option<usize>,
 
+    /// Largest store path accepted, in uncompressed NAR bytes [default: 16 GiB].
+    #[arg(long, env = "FLEET_AGENT_MAX_NAR_SIZE", value_name = "BYTES")]
+    #[serde(default)]
+    pub max_nar_size: Option<u64>,
+
+    /// Most store paths the fetch walks in one closure [default: 100000].
+    #[arg(long, env = "FLEET_AGENT_MAX_CLOSURE_PATHS", value_name = "N")]
+    #[serde(default)]
+    pub max_closure_paths: Option<usize>,
+
+    /// Most NAR bytes staged for one deploy (disk use of the staging directory) [default: 256 GiB].
+    #[arg(long, env = "FLEET_AGENT_MAX_DOWNLOAD_SIZE", value_name = "BYTES")]
+    #[serde(default)]
+    pub max_download_size: Option<u64>,
+
+    /// NAR downloads running at once [default: 4].
+    #[arg(long, env = "FLEET_AGENT_FETCH_CONCURRENCY", value_name = "N")]
+    #[serde(default)]
+    pub fetch_concurrency: Option<usize>,
+
     /// Log format [default: human].
     #[arg(long, env = "FLEET_AGENT_LOG_FORMAT", value_enum)]
     #[serde(default)]
@@ -282,6 +306,8 @@ pub struct Settings {
     pub facts_root: PathBuf,
     /// Bound on queued events.
     pub max_queued_events: usize,
+    /// Bounds of the fetch (sizes, path count, concurrency, timeouts).
+    pub fetch_limits: crate::fetch::FetchLimits,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -394,6 +420,33 @@ impl Config {
             max_queued_events > 0,
             "max-queued-events must be at least 1"
         );
+        let request_timeout = duration_or(
+            "request-timeout",
+            &self.request_timeout,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?;
+        let defaults = crate::fetch::FetchLimits::default();
+        let fetch_limits = crate::fetch::FetchLimits {
+            max_nar_size: self.max_nar_size.unwrap_or(defaults.max_nar_size),
+            max_paths: self.max_closure_paths.unwrap_or(defaults.max_paths),
+            max_total_nar_size: self
+                .max_download_size
+                .unwrap_or(defaults.max_total_nar_size),
+            concurrency: self.fetch_concurrency.unwrap_or(defaults.concurrency),
+            request_timeout,
+            ..defaults
+        };
+        ensure!(
+            fetch_limits.max_nar_size > 0
+                && fetch_limits.max_paths > 0
+                && fetch_limits.max_total_nar_size > 0,
+            "max-nar-size, max-closure-paths and max-download-size must be at least 1"
+        );
+        ensure!(
+            (1..=64).contains(&fetch_limits.concurrency),
+            "fetch-concurrency = {} must be between 1 and 64",
+            fetch_limits.concurrency
+        );
         Ok(Settings {
             store,
             host,
@@ -417,11 +470,7 @@ impl Config {
                 DEFAULT_HEARTBEAT_INTERVAL,
             )?,
             backoff_max: duration_or("backoff-max", &self.backoff_max, DEFAULT_BACKOFF_MAX)?,
-            request_timeout: duration_or(
-                "request-timeout",
-                &self.request_timeout,
-                DEFAULT_REQUEST_TIMEOUT,
-            )?,
+            request_timeout,
             nix: Nix {
                 store: self.nix_store.clone(),
             },
@@ -435,6 +484,7 @@ impl Config {
             health_checks,
             facts_root,
             max_queued_events,
+            fetch_limits,
             log_format: self.log_format.unwrap_or_default(),
         })
     }

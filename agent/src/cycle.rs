@@ -425,10 +425,7 @@ impl Agent {
             trusted_cache_keys: &cache_keys,
             nix: &self.settings.nix,
             staging_dir: &self.settings.staging_dir,
-            limits: crate::fetch::FetchLimits {
-                request_timeout: self.settings.request_timeout,
-                ..crate::fetch::FetchLimits::default()
-            },
+            limits: self.settings.fetch_limits.clone(),
         })
         .await;
         match fetched {

@@ -199,6 +199,16 @@ pub struct DeployOptions {
         value_delimiter = ','
     )]
     pub trusted_key: Vec<PathBuf>,
+    /// Public key file of another cache key whose narinfo signatures hosts should also
+    /// accept for this closure, e.g. the old key while rotating cache keys (paths
+    /// already in the cache keep the old key's signature); repeatable.
+    #[arg(
+        long,
+        env = "FLEET_EXTRA_CACHE_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub extra_cache_key: Vec<PathBuf>,
 }
 
 /// `deploy` arguments.

@@ -149,7 +149,7 @@ pub enum FetchError {
     },
     /// A narinfo claims a size over the bounds.
     #[error(
-        "{key} (narinfo of {path}) claims {field} {claimed}, over the bound of {limit} bytes; raise the agent's limit if this closure is legitimate"
+        "{key} (narinfo of {path}) claims {field} {claimed}, over the bound of {limit} bytes; raise the agent's max-nar-size if this closure is legitimate"
     )]
     NarTooLarge {
         /// The store path.
@@ -165,7 +165,7 @@ pub enum FetchError {
     },
     /// The closure has more paths than allowed.
     #[error(
-        "the closure of {root} has more than {limit} store paths to check; raise the agent's max_paths if this is legitimate"
+        "the closure of {root} has more than {limit} store paths to check; raise the agent's max-closure-paths if this is legitimate"
     )]
     TooManyPaths {
         /// The closure's top path.
@@ -175,7 +175,7 @@ pub enum FetchError {
     },
     /// The missing paths add up to more NAR bytes than allowed.
     #[error(
-        "the missing paths of {root} add up to more than {limit} NAR bytes; raise the agent's max_total_nar_size if this is legitimate"
+        "the missing paths of {root} add up to more than {limit} NAR bytes; raise the agent's max-download-size if this is legitimate"
     )]
     ClosureTooLarge {
         /// The closure's top path.

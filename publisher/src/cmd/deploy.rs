@@ -70,6 +70,9 @@ pub struct DeploySettings {
     pub force_sequence: Option<u64>,
     /// Compare-and-swap attempts per host before giving up.
     pub max_attempts: u32,
+    /// Cache public keys listed in the manifests besides the cache key's own (key
+    /// rotation: narinfos pushed before the rotation carry the old key's signature).
+    pub extra_cache_keys: Vec<PublicKey>,
 }
 
 impl Default for DeploySettings {
@@ -81,6 +84,7 @@ impl Default for DeploySettings {
             trusted: Vec::new(),
             force_sequence: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            extra_cache_keys: Vec::new(),
         }
     }
 }
@@ -269,7 +273,15 @@ async fn write_manifest(
             closure: target.closure.clone(),
             issued_at,
             expires_at,
-            cache_keys: vec![cache_key.public()],
+            cache_keys: std::iter::once(cache_key.public())
+                .chain(
+                    settings
+                        .extra_cache_keys
+                        .iter()
+                        .filter(|k| **k != cache_key.public())
+                        .cloned(),
+                )
+                .collect(),
             activation: settings.activation,
         };
         let bytes = manifest.sign(signing_key);
@@ -434,6 +446,11 @@ pub async fn run(args: DeployArgs, config_file: Option<&Path>) -> anyhow::Result
             .collect::<anyhow::Result<_>>()?,
         force_sequence: args.force_sequence,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
+        extra_cache_keys: o
+            .extra_cache_key
+            .iter()
+            .map(|f| crate::load_public_key(f, "an extra cache key (--extra-cache-key)"))
+            .collect::<anyhow::Result<_>>()?,
     };
     if settings.force_sequence.is_some() && targets.len() > 1 {
         bail!("--force-sequence applies to one host; use --host/--closure, not --hosts");
