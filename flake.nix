@@ -1,0 +1,81 @@
+{
+  description = "fleet: pull-based NixOS fleet deployment driven by an S3 or MinIO bucket";
+
+  # Rust 1.88 or newer (workspace rust-version, edition 2024).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+
+  # NOT EVALUATED YET: written on machines without nixpkgs or network; every .nix file
+  # is parse-checked by tests/tests/infra.rs. See nixos/README.md.
+  outputs = { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      crates = [ "fleet-publish" "fleet-agent" "fleet-reporter" ];
+      buildCrate = pkgs: crate: pkgs.callPackage ./nixos/package.nix { inherit crate; };
+    in
+    {
+      overlays.default = final: _prev:
+        lib.genAttrs crates (buildCrate final);
+
+      packages = forAllSystems (pkgs:
+        lib.genAttrs crates (buildCrate pkgs) // {
+          default = pkgs.symlinkJoin {
+            name = "fleet";
+            paths = map (c: self.packages.${pkgs.stdenv.hostPlatform.system}.${c}) crates;
+          };
+
+          # The dashboard for AWS Lambda (provided.al2023): a static musl build named
+          # `bootstrap` in a zip, for terraform/modules/aws-fleet's dashboard_package.
+          # Its architecture is this system's (x86_64 or arm64 in Lambda's terms).
+          fleet-reporter-lambda =
+            let reporter = buildCrate pkgs.pkgsStatic "fleet-reporter";
+            in pkgs.runCommand "fleet-reporter-lambda.zip" { nativeBuildInputs = [ pkgs.zip ]; } ''
+              install -m 0755 ${reporter}/bin/fleet-reporter bootstrap
+              zip -X -j "$out" bootstrap
+            '';
+        });
+
+      # services.fleet-agent and services.fleet-reporter, with this flake's packages
+      # as defaults.
+      nixosModules.default = { pkgs, ... }: {
+        imports = [ ./nixos/module.nix ./nixos/reporter.nix ];
+        services.fleet-agent.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-agent;
+        services.fleet-reporter.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-reporter;
+      };
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-agent ];
+          packages = [
+            pkgs.cargo-nextest
+            pkgs.clippy
+            pkgs.rustfmt
+            pkgs.rust-analyzer
+            pkgs.nix
+            pkgs.python3
+            pkgs.minio
+            pkgs.minio-client
+            pkgs.opentofu
+          ];
+        };
+      });
+
+      checks = forAllSystems (pkgs:
+        let
+          system = pkgs.stdenv.hostPlatform.system;
+        in
+        lib.genAttrs crates (c: self.packages.${system}.${c})
+        // lib.optionalAttrs (system == "x86_64-linux") {
+          # Needs KVM.
+          vm-test = import ./nixos/tests/vm-test.nix {
+            inherit pkgs;
+            fleetModule = self.nixosModules.default;
+            fleetPackages = self.packages.${system};
+          };
+        });
+
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+    };
+}

@@ -1,0 +1,36 @@
+# The fleet-agent configuration file (agent/src/config.rs; keys are the long flag
+# names) for the evaluated `services.fleet-agent` options `cfg`. Builtins only, like
+# ./toml.nix, so tests/tests/infra.rs can check its output against the real agent.
+#
+# Durations are whole seconds in the module and "<n>s" in the file.
+cfg:
+let
+  inherit (builtins) attrNames filter removeAttrs;
+
+  withoutNulls = attrs: removeAttrs attrs (filter (k: attrs.${k} == null) (attrNames attrs));
+  seconds = n: if n == null then null else "${toString n}s";
+
+  check = c: withoutNulls {
+    systemd-unit = c.systemdUnit;
+    command = c.command;
+    http = c.http;
+    timeout = seconds c.timeout;
+  };
+in
+withoutNulls {
+  store = cfg.store;
+  host = cfg.host;
+  trusted-publisher-keys = cfg.trustedPublisherKeys;
+  trusted-cache-keys = cfg.trustedCacheKeys;
+  poll-interval = seconds cfg.pollInterval;
+  poll-jitter = seconds cfg.pollJitter;
+  heartbeat-interval = seconds cfg.heartbeatInterval;
+  backoff-max = seconds cfg.backoffMax;
+  request-timeout = seconds cfg.requestTimeout;
+  activation-timeout = seconds cfg.activationTimeout;
+  health-timeout = seconds cfg.healthTimeout;
+  health-checks = map check cfg.healthChecks;
+  max-queued-events = cfg.maxQueuedEvents;
+  log-format = cfg.logFormat;
+}
+// cfg.extraSettings

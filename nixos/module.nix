@@ -1,0 +1,264 @@
+# services.fleet-agent: the fleet agent on a NixOS host, as a systemd service.
+#
+# The agent follows hosts/<host>/manifest.json in the fleet bucket, fetches the
+# signed closure, activates it with the closure's own switch-to-configuration,
+# checks health, rolls back, and reports (docs/agent.md). Its settings become
+# /etc/fleet/agent.toml (agent/src/config.rs is the schema); S3 credentials come
+# from `environmentFile`, which never enters the Nix store.
+#
+# Not evaluated here: the project's machines have no nixpkgs. Every .nix file is
+# parse-checked and the settings → TOML step is checked against the real agent
+# (tests/tests/infra.rs); the module itself and the VM test (nixos/tests/vm-test.nix)
+# have not run. See nixos/README.md.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.fleet-agent;
+  inherit (lib) mkEnableOption mkIf mkOption types literalExpression;
+
+  toTOML = import ./lib/toml.nix;
+  settings = import ./lib/agent-settings.nix cfg;
+  configFile = pkgs.writeText "fleet-agent.toml" (toTOML settings);
+
+  seconds = description: default: mkOption {
+    type = types.ints.positive;
+    inherit default;
+    description = "${description} In seconds.";
+  };
+
+  healthCheck = types.submodule {
+    options = {
+      systemdUnit = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "nginx.service";
+        description = "A systemd unit that must be active (`systemctl is-active`).";
+      };
+      command = mkOption {
+        type = types.nullOr (types.listOf types.str);
+        default = null;
+        example = literalExpression ''[ "''${pkgs.curl}/bin/curl" "-fsS" "http://127.0.0.1/" ]'';
+        description = "A command (program and arguments) that must exit 0.";
+      };
+      http = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "http://127.0.0.1:8080/healthz";
+        description = "A URL that must answer 2xx to a GET.";
+      };
+      timeout = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Bound on this check in seconds (default: `healthTimeout`); it is retried every second until then.";
+      };
+    };
+  };
+
+  healthBudget = lib.foldl' (sum: c: sum + (if c.timeout == null then cfg.healthTimeout else c.timeout)) 0 cfg.healthChecks;
+in
+{
+  options.services.fleet-agent = {
+    enable = mkEnableOption "the fleet agent, which deploys this host from signed manifests in a fleet bucket";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.fleet-agent;
+      defaultText = literalExpression "pkgs.fleet-agent";
+      description = "The fleet-agent package. The flake's nixosModules.default sets it to the flake's own build.";
+    };
+
+    store = mkOption {
+      type = types.str;
+      example = "s3://fleet-prod/prod?region=eu-west-1";
+      description = ''
+        The fleet bucket: `s3://BUCKET[/PREFIX][?endpoint=URL&region=R]` (the
+        `store_url` output of the Terraform modules) or `file:///PATH`.
+      '';
+    };
+
+    host = mkOption {
+      type = types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+      default = config.networking.hostName;
+      defaultText = literalExpression "config.networking.hostName";
+      description = ''
+        This host's name in the bucket (hosts/<host>/manifest.json): one DNS label
+        of lowercase letters, digits and `-`. Its IAM credentials must be the ones
+        made for this name.
+      '';
+    };
+
+    trustedPublisherKeys = mkOption {
+      type = types.listOf types.str;
+      example = [ "publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI=" ];
+      description = "Publisher public keys (`name:base64`) that may sign this host's manifests.";
+    };
+
+    trustedCacheKeys = mkOption {
+      type = types.listOf types.str;
+      description = "Cache public keys (`name:base64`) that may sign narinfos; intersected with each manifest's `cache_keys`.";
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/fleet-agent.env";
+      description = ''
+        File with the bucket credentials as environment variables
+        (`AWS_ACCESS_KEY_ID=…`, `AWS_SECRET_ACCESS_KEY=…`), read by systemd when the
+        service starts. Give a path as a string (e.g. from agenix or sops-nix), not a
+        Nix path value, which would copy the secret into the world-readable store.
+        Leave null on EC2 with an instance profile: the agent then asks the instance
+        metadata service.
+      '';
+    };
+
+    pollInterval = seconds "Time between manifest polls." 60;
+    pollJitter = mkOption {
+      type = types.ints.unsigned;
+      default = 10;
+      description = "Up to this much is added to each wait, so hosts do not poll in step. In seconds.";
+    };
+    heartbeatInterval = seconds "status.json is rewritten this often while nothing changes (keep it under the reporter's staleness bound, 3 minutes by default)." 120;
+    backoffMax = seconds "Longest wait after failures." 900;
+    requestTimeout = seconds "Bound on one bucket request." 30;
+    activationTimeout = seconds "Bound on switch-to-configuration." 600;
+    healthTimeout = seconds "Default bound on one health check." 60;
+
+    healthChecks = mkOption {
+      type = types.listOf healthCheck;
+      default = [ ];
+      example = literalExpression ''[ { systemdUnit = "nginx.service"; } { http = "http://127.0.0.1:8080/healthz"; timeout = 30; } ]'';
+      description = "Checks run after each activation; if one fails the agent rolls back. Each sets exactly one of systemdUnit, command, http.";
+    };
+
+    maxQueuedEvents = mkOption {
+      type = types.ints.positive;
+      default = 100;
+      description = "Status events kept while the bucket cannot be written.";
+    };
+
+    logFormat = mkOption {
+      type = types.enum [ "human" "json" ];
+      default = "human";
+      description = "Log lines on stderr (the journal): human-readable or one JSON object per line.";
+    };
+
+    extraSettings = mkOption {
+      type = types.attrsOf (types.oneOf [ types.str types.int types.bool (types.listOf types.str) ]);
+      default = { };
+      example = { "facts-root" = "/"; };
+      description = "More keys for /etc/fleet/agent.toml (agent/src/config.rs), overriding the ones above. The agent refuses unknown keys.";
+    };
+
+    watchdogSec = mkOption {
+      type = types.ints.positive;
+      default = 3 * cfg.requestTimeout + 60;
+      defaultText = literalExpression "3 * requestTimeout + 60";
+      description = ''
+        systemd's WatchdogSec. The agent pings at half of it between the awaits of
+        its main loop, also while an activation runs; it must exceed 3 ×
+        requestTimeout (docs/agent.md).
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.trustedPublisherKeys != [ ] && cfg.trustedCacheKeys != [ ];
+        message = "services.fleet-agent: trustedPublisherKeys and trustedCacheKeys need at least one key each; without them the agent refuses every manifest.";
+      }
+      {
+        assertion = cfg.environmentFile == null || lib.hasPrefix "/" cfg.environmentFile;
+        message = "services.fleet-agent.environmentFile must be an absolute path given as a string.";
+      }
+      {
+        assertion = cfg.watchdogSec > 3 * cfg.requestTimeout;
+        message = "services.fleet-agent.watchdogSec (${toString cfg.watchdogSec}) must exceed 3 × requestTimeout (${toString (3 * cfg.requestTimeout)}).";
+      }
+    ] ++ lib.imap0
+      (i: c: {
+        assertion = lib.count (x: x != null) [ c.systemdUnit c.command c.http ] == 1;
+        message = "services.fleet-agent.healthChecks.${toString i} must set exactly one of systemdUnit, command, http.";
+      })
+      cfg.healthChecks;
+
+    environment.etc."fleet/agent.toml".source = configFile;
+    environment.systemPackages = [ cfg.package ];
+
+    systemd.services.fleet-agent = {
+      description = "fleet agent: follow this host's signed manifest";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" "nix-daemon.socket" ];
+
+      # The agent runs switch-to-configuration as its own child, in this unit's
+      # cgroup. If the switch restarted or stopped this unit (because the new
+      # generation changes or drops it), systemd would kill the switch half way and
+      # the restarted agent would roll back (activation-interrupted). So a new agent
+      # or a new /etc/fleet/agent.toml takes effect at the next restart of the unit
+      # (a reboot, or `systemctl restart fleet-agent` while it is idle).
+      restartIfChanged = false;
+      unitConfig.X-StopOnRemoval = false;
+      # Never give up restarting: the agent is how this host gets fixed.
+      startLimitIntervalSec = 0;
+
+      # nix, nix-store, nix-env for import and profile switches; systemctl for
+      # systemd-unit health checks. switch-to-configuration sets its own PATH.
+      path = [ config.nix.package config.systemd.package ];
+      environment = config.nix.envVars // config.networking.proxy.envVars // {
+        HOME = "/root";
+      };
+
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = "${cfg.package}/bin/fleet-agent run --config /etc/fleet/agent.toml";
+        Restart = "always";
+        RestartSec = "10s";
+        WatchdogSec = cfg.watchdogSec;
+        TimeoutStartSec = "5min";
+        # On SIGTERM the agent finishes an activation, its health checks and a
+        # rollback before it leaves (docs/agent.md): allow for all three. Only the
+        # agent gets SIGTERM (mixed); a switch in flight is not signalled.
+        KillMode = "mixed";
+        TimeoutStopSec = 2 * cfg.activationTimeout + healthBudget + 60;
+
+        StateDirectory = "fleet-agent";
+        StateDirectoryMode = "0700";
+        EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+
+        # --- Hardening ---------------------------------------------------------
+        # The agent must stay root and unconfined: every restriction of this unit
+        # also binds its child switch-to-configuration, i.e. the whole system
+        # activation. What is deliberately NOT set, and why:
+        #   ProtectSystem, ProtectHome, ReadWritePaths, PrivateTmp, PrivateDevices,
+        #     PrivateMounts: any of them gives the unit its own mount namespace. The
+        #     activation writes /etc, /boot, /var, /home (createHome), remounts /run
+        #     and mounts under /run; inside a namespace those mounts would not reach
+        #     the host, and read-only paths would fail the switch.
+        #   ProtectKernelTunables, ProtectKernelModules, ProtectKernelLogs,
+        #     ProtectControlGroups, ProtectClock: the activation loads modules,
+        #     writes /sys (EFI variables for the boot loader), and installs a boot
+        #     loader on a raw disk (ProtectClock implies a device allow-list).
+        #   ProtectHostname: the activation sets the host name.
+        #   CapabilityBoundingSet, NoNewPrivileges, RestrictSUIDSGID: the activation
+        #     needs root's capabilities, creates the setuid wrappers in
+        #     /run/wrappers, and NoNewPrivileges blocks AppArmor/SELinux transitions
+        #     of what it runs.
+        #   MemoryDenyWriteExecute, SystemCallFilter: the activation runs arbitrary
+        #     programs of the new generation (JITs, interpreters).
+        # Running the switch in a transient unit (systemd-run) would lift all of this
+        # for the agent itself; the agent does not do that yet (docs/agent.md).
+        # What is safe for the activation too:
+        UMask = "0022"; # the activation creates files the way nixos-rebuild does
+        LockPersonality = true;
+        RestrictRealtime = true;
+        SystemCallArchitectures = "native";
+        # The agent needs IP for the bucket and Unix sockets for the Nix daemon and
+        # systemd; netlink is kept for the activation's network tools.
+        RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+      };
+    };
+  };
+}
