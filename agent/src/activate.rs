@@ -205,7 +205,6 @@ async fn drain<R: tokio::io::AsyncRead + Unpin>(pipe: Option<&mut R>, buf: &mut 
     }
 }
 
-
 /// The store path `profile` points at, following its symlinks (`system` →
 /// `system-3-link` → `/nix/store/…`), or `None` if there is no profile or it points
 /// elsewhere.
