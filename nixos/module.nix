@@ -195,9 +195,11 @@ in
       # The agent runs switch-to-configuration as its own child, in this unit's
       # cgroup. If the switch restarted or stopped this unit (because the new
       # generation changes or drops it), systemd would kill the switch half way and
-      # the restarted agent would roll back (activation-interrupted). So a new agent
-      # or a new /etc/fleet/agent.toml takes effect at the next restart of the unit
-      # (a reboot, or `systemctl restart fleet-agent` while it is idle).
+      # the restarted agent would roll back (activation-interrupted). Instead the
+      # agent exits by itself once a switch is committed and reported
+      # (restart-after-switch, set in lib/agent-settings.nix), and Restart=always
+      # starts it again from the new system: a new agent or a new
+      # /etc/fleet/agent.toml takes effect right after the switch that brought it.
       restartIfChanged = false;
       unitConfig.X-StopOnRemoval = false;
       # Never give up restarting: the agent is how this host gets fixed.

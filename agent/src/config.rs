@@ -31,6 +31,7 @@
 //! max-closure-paths = 100000                  # default: most store paths walked per closure
 //! max-download-size = 274877906944            # default 256 GiB: most NAR bytes staged per deploy
 //! fetch-concurrency = 4                       # default: NAR downloads at once
+//! restart-after-switch = false                # `run` exits after a switch, for systemd to restart it
 //! log-format = "human"                        # or "json"
 //! ```
 //!
@@ -261,6 +262,19 @@ pub struct Config {
     #[serde(default)]
     pub fetch_concurrency: Option<usize>,
 
+    /// After `run` switched the system (a new generation or a rollback), exit so the
+    /// service manager restarts the agent with the new system's binary and settings
+    /// (the agent's unit must not be restarted during the switch itself) [default: false].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_RESTART_AFTER_SWITCH",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(default)]
+    pub restart_after_switch: Option<bool>,
+
     /// Log format [default: human].
     #[arg(long, env = "FLEET_AGENT_LOG_FORMAT", value_enum)]
     #[serde(default)]
@@ -308,6 +322,8 @@ pub struct Settings {
     pub max_queued_events: usize,
     /// Bounds of the fetch (sizes, path count, concurrency, timeouts).
     pub fetch_limits: crate::fetch::FetchLimits,
+    /// `run` exits after switching the system, to be restarted by systemd.
+    pub restart_after_switch: bool,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -485,6 +501,7 @@ impl Config {
             facts_root,
             max_queued_events,
             fetch_limits,
+            restart_after_switch: self.restart_after_switch.unwrap_or(false),
             log_format: self.log_format.unwrap_or_default(),
         })
     }

@@ -32,5 +32,8 @@ withoutNulls {
   health-checks = map check cfg.healthChecks;
   max-queued-events = cfg.maxQueuedEvents;
   log-format = cfg.logFormat;
+  # The unit is not restarted by the switch (restartIfChanged = false): the agent
+  # leaves after a switch and systemd starts it again from the new system.
+  restart-after-switch = true;
 }
 // cfg.extraSettings

@@ -147,3 +147,42 @@ fn unreachable_bucket_keeps_the_generation_and_backs_off() {
     assert_eq!(w.activations().len(), 1);
     assert_eq!(w.profile_target(), Some(g1.top.clone()));
 }
+
+#[test]
+fn restart_after_switch_exits_once_the_switch_is_reported() {
+    let mut w = World::new("daemon-3");
+    w.extra_config = "poll-interval = \"300ms\"\nrestart-after-switch = true\n".to_owned();
+    let g1 = w.system("1", 0);
+    w.deploy(1, &g1);
+    let mut child = w.spawn_daemon();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the daemon did not exit after switching"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // It left only after the switch was committed and reported.
+    let st = w.status();
+    assert_eq!(st.state, AgentState::Healthy);
+    assert_eq!(st.current.unwrap().closure, g1.top);
+    assert_eq!(w.activated(), [g1.top.clone()]);
+    let log = std::fs::read_to_string(w.daemon_log()).unwrap();
+    assert!(log.contains("restart-after-switch"), "{log}");
+
+    // Restarted (as systemd would), with nothing new published, it stays up.
+    let mut again = w.spawn_daemon();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        again.0.try_wait().unwrap().is_none(),
+        "exited although nothing was switched"
+    );
+    sigterm(&again);
+    again.0.wait().unwrap();
+    assert_eq!(w.activations().len(), 1);
+}

@@ -10,6 +10,12 @@
 //! SIGTERM / SIGINT: a wait or a fetch is abandoned at once (the staging directory and
 //! the state file stay consistent); an activation, health check or rollback is
 //! finished first, so the daemon never leaves by choice with an activation half done.
+//!
+//! With `restart-after-switch`, the daemon exits (status 0) after a cycle that switched
+//! the system, once its status is written. On NixOS the agent's own unit is not
+//! restarted by `switch-to-configuration` (that would kill the switch halfway), so this
+//! is how a new agent binary or configuration takes effect: systemd's `Restart=always`
+//! starts the unit again from the new system.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -54,6 +60,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     loop {
         // One cycle, pinging the watchdog meanwhile.
         let mut stop = false;
+        let running_before = agent.state().current.clone();
         let outcome = {
             let cycle = agent.cycle();
             tokio::pin!(cycle);
@@ -93,6 +100,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             None => st.state.to_string(),
         });
         if stop {
+            break;
+        }
+        // A new closure running (not merely the running system discovered at first
+        // start, nor a sequence number attached to it), or a rollback.
+        let switched = outcome == crate::cycle::Outcome::RolledBack
+            || match (&running_before, &agent.state().current) {
+                (_, None) => false,
+                (None, Some(now)) => now.sequence.is_some(),
+                (Some(before), Some(now)) => before.closure != now.closure,
+            };
+        if switched && s.restart_after_switch {
+            tracing::info!(
+                "the system was switched: exiting so the service manager restarts the agent from the new system (restart-after-switch)"
+            );
             break;
         }
 
