@@ -241,6 +241,17 @@ pub struct ObjectInfo {
     pub last_modified: jiff::Timestamp,
 }
 
+/// What [`Bucket::list_pruned`] lists of one folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// Its objects, and its sub-folders as each is answered for.
+    All,
+    /// Nothing in it.
+    Skip,
+    /// Only the object of this name directly in it (nothing else, no sub-folder).
+    Only(&'static str),
+}
+
 /// A fleet bucket.
 #[derive(Clone)]
 pub struct Bucket {
@@ -449,41 +460,56 @@ impl Bucket {
         let url = self.url_text.clone();
         let k = key.to_string();
         let inm = if_none_match.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let io_err = |e: std::io::Error| local_io_error(&url, Op::Read, &k, e);
-            let file = std::fs::File::open(&path).map_err(io_err)?;
+        tokio::task::spawn_blocking(move || read_local(&path, &url, k, inm.as_deref(), limit))
+            .await
+            .expect("local read task does not panic")
+    }
+
+    /// On `file://`, opens `key` as a plain file in the calling (blocking) thread and
+    /// returns its size and the open file, for callers that read and verify it on that
+    /// thread; `None` on other stores.
+    pub fn open_local_blocking(
+        &self,
+        key: &Key,
+    ) -> Option<Result<(u64, std::fs::File), BucketError>> {
+        let root = self.local_root.as_ref()?;
+        let io_err = |e| local_io_error(&self.url_text, Op::Read, key.as_str(), e);
+        Some((|| {
+            let file = std::fs::File::open(root.join(key.as_str())).map_err(io_err)?;
             let meta = file.metadata().map_err(io_err)?;
             if !meta.is_file() {
-                return Err(BucketError::NotFound { url, key: k });
-            }
-            let etag = local_etag(&meta);
-            if inm.as_deref() == Some(etag.as_str()) {
-                return Ok(Fetched::NotModified);
-            }
-            if meta.len() > limit {
-                return Err(BucketError::TooLarge {
-                    url,
-                    key: k,
-                    size: meta.len(),
-                    limit,
+                return Err(BucketError::NotFound {
+                    url: self.url_text.clone(),
+                    key: key.to_string(),
                 });
             }
-            let mut buf = Vec::with_capacity(meta.len() as usize);
-            // The file may grow between metadata and read: read at most limit + 1.
-            file.take(limit + 1).read_to_end(&mut buf).map_err(io_err)?;
-            if buf.len() as u64 > limit {
-                return Err(BucketError::TooLarge {
-                    url,
-                    key: k,
-                    size: buf.len() as u64,
-                    limit,
-                });
-            }
-            Ok(Fetched::Object(Object {
-                bytes: buf.into(),
-                etag: Some(etag),
-            }))
+            Ok((meta.len(), file))
+        })())
+    }
+
+    /// Reads several whole objects of at most `limit` bytes each; the results are in
+    /// the order of `keys`, each as [`Bucket::get`] would give it.
+    ///
+    /// On `file://` one blocking task reads them all: for small objects the hop to a
+    /// blocking thread and back costs more than the read, so a batch pays it once.
+    /// Elsewhere the GETs run concurrently.
+    pub async fn get_many(&self, keys: &[Key], limit: u64) -> Vec<Result<Object, BucketError>> {
+        let as_object = |r: Result<Fetched, BucketError>| match r {
+            Ok(Fetched::Object(o)) => Ok(o),
+            Ok(Fetched::NotModified) => unreachable!("no If-None-Match was sent"),
+            Err(e) => Err(e),
+        };
+        let Some(root) = &self.local_root else {
+            return futures::future::join_all(keys.iter().map(|k| self.get(k, limit))).await;
+        };
+        let (root, url, keys) = (root.clone(), self.url_text.clone(), keys.to_vec());
+        tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .map(|k| {
+                    let path = root.join(k.as_str());
+                    as_object(read_local(&path, &url, k.to_string(), None, limit))
+                })
+                .collect()
         })
         .await
         .expect("local read task does not panic")
@@ -643,6 +669,105 @@ impl Bucket {
         Ok(out)
     }
 
+    /// Lists the objects under `prefix` that `visit` keeps, in no particular order.
+    ///
+    /// `visit` is asked about each folder strictly below `prefix`, as a key relative
+    /// to the root ending in `/` (`status/web-1/`), outermost first, and answers with
+    /// a [`Visit`]: an object is listed when every folder it is in answers
+    /// [`Visit::All`], or when the first one that does not answers
+    /// [`Visit::Only`] with its name (directly in that folder). What that buys depends
+    /// on the store:
+    ///
+    /// - `file://`: skipped folders are never read, an `Only` folder costs one `stat`
+    ///   of that name, and `All` folders are walked by several threads (one `readdir`
+    ///   per folder and one `stat` per object, against about three path-resolving
+    ///   `stat`s per object in `object_store`'s walker).
+    ///   Files get the same ETag as from [`Bucket::get`], [`Bucket::head`] and
+    ///   [`Bucket::list`]; a symbolic link to a file is listed as that file, a
+    ///   symbolic link to a folder is not followed (so a link loop cannot hang it);
+    /// - object stores: the server lists everything, so `split_after` cuts the key
+    ///   space after each of these keys (relative to the root) into ranges that are
+    ///   listed concurrently with `ListObjectsV2`'s `start-after`, each range stopping
+    ///   at its first key past its end (S3 lists in key order). Objects `visit` does
+    ///   not keep are dropped as the pages arrive, so they are never held. Give split keys that cut
+    ///   the expected keys into similar shares; none lists one range, as
+    ///   [`Bucket::list`] does. A split key must not name a folder (`status/web-1`
+    ///   while `status/web-1/…` exists): SeaweedFS's `start-after` then skips that
+    ///   whole folder. End it in a character no name there has, such as
+    ///   `status/web-1/~`.
+    pub async fn list_pruned<F>(
+        &self,
+        prefix: &KeyPrefix,
+        visit: F,
+        split_after: &[String],
+    ) -> Result<Vec<ObjectInfo>, BucketError>
+    where
+        F: Fn(&str) -> Visit + Send + Sync + 'static,
+    {
+        Ok(match &self.local_root {
+            Some(root) => {
+                let (root, prefix, url) = (
+                    root.clone(),
+                    prefix.as_str().to_owned(),
+                    self.url_text.clone(),
+                );
+                tokio::task::spawn_blocking(move || walk_local(&root, &prefix, &visit, &url))
+                    .await
+                    .expect("local list task does not panic")?
+            }
+            None => self.list_ranges(prefix, &visit, split_after).await?,
+        })
+    }
+
+    async fn list_ranges(
+        &self,
+        prefix: &KeyPrefix,
+        visit: &(dyn Fn(&str) -> Visit + Send + Sync),
+        split_after: &[String],
+    ) -> Result<Vec<ObjectInfo>, BucketError> {
+        let p = self.path(prefix.as_str().trim_end_matches('/'));
+        // Bounds are compared as the store compares them: full paths, as sent.
+        let mut bounds: Vec<OsPath> = split_after
+            .iter()
+            .map(|s| self.path(s))
+            .filter(|b| b.as_ref().starts_with(p.as_ref()))
+            .collect();
+        bounds.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        bounds.dedup();
+        let ranges: Vec<(Option<&OsPath>, Option<&OsPath>)> = (0..=bounds.len())
+            .map(|i| (i.checked_sub(1).map(|j| &bounds[j]), bounds.get(i)))
+            .collect();
+        let rel_prefix = prefix.as_str();
+        let lists = ranges.into_iter().map(|(after, upto)| {
+            let p = &p;
+            async move {
+                let mut s = match after {
+                    None => self.store.list(Some(p)),
+                    Some(a) => self.store.list_with_offset(Some(p), a),
+                };
+                let mut out = Vec::new();
+                while let Some(item) = s.next().await {
+                    match item {
+                        Ok(meta) => {
+                            if upto.is_some_and(|u| meta.location.as_ref() > u.as_ref()) {
+                                break;
+                            }
+                            let info = self.info(meta);
+                            if kept(&info.key, rel_prefix, visit) {
+                                out.push(info);
+                            }
+                        }
+                        Err(object_store::Error::NotFound { .. }) => break,
+                        Err(e) => return Err(self.err(Op::List, rel_prefix, e)),
+                    }
+                }
+                Ok(out)
+            }
+        });
+        let parts = futures::future::try_join_all(lists).await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
     /// Deletes an object (absent objects are not an error).
     pub async fn delete(&self, key: &Key) -> Result<(), BucketError> {
         match self.store.delete(&self.path(key.as_str())).await {
@@ -697,6 +822,258 @@ fn local_etag(meta: &std::fs::Metadata) -> String {
         .unwrap_or_default()
         .as_micros();
     format!("\"{:x}-{:x}-{:x}\"", meta.ino(), mtime, meta.len())
+}
+
+/// Reads a `file://` object in the calling (blocking) thread: opens, checks and reads
+/// the file. The ETag is computed exactly as `object_store` computes it for local
+/// files, so ETags from `get`, `head`, `list` and `put` stay comparable.
+fn read_local(
+    path: &std::path::Path,
+    url: &str,
+    key: String,
+    if_none_match: Option<&str>,
+    limit: u64,
+) -> Result<Fetched, BucketError> {
+    use std::io::Read;
+    let io_err = |e: std::io::Error| local_io_error(url, Op::Read, &key, e);
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(BucketError::NotFound {
+            url: url.to_owned(),
+            key,
+        });
+    }
+    let etag = local_etag(&meta);
+    if if_none_match == Some(etag.as_str()) {
+        return Ok(Fetched::NotModified);
+    }
+    let too_large = |size: u64| BucketError::TooLarge {
+        url: url.to_owned(),
+        key: key.clone(),
+        size,
+        limit,
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    // The file may grow between metadata and read: read at most limit + 1.
+    file.take(limit + 1).read_to_end(&mut buf).map_err(io_err)?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(buf.len() as u64));
+    }
+    Ok(Fetched::Object(Object {
+        bytes: buf.into(),
+        etag: Some(etag),
+    }))
+}
+
+/// Whether [`Bucket::list_pruned`] keeps `key`, by what `visit` answers for the
+/// folders it is in below `prefix`.
+fn kept(key: &str, prefix: &str, visit: &(dyn Fn(&str) -> Visit + Send + Sync)) -> bool {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return true;
+    };
+    let start = prefix.len();
+    for (i, _) in rest.match_indices('/') {
+        let end = start + i + 1;
+        match visit(&key[..end]) {
+            Visit::All => {}
+            Visit::Skip => return false,
+            Visit::Only(name) => return &key[end..] == name,
+        }
+    }
+    true
+}
+
+/// Object names `object_store`'s local store leaves out of listings (its in-progress
+/// multipart parts, `<name>#<digits>`); left out here too so both listings agree.
+fn is_part_file(name: &str) -> bool {
+    matches!(name.rsplit_once('#'), Some((_, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The last segment of a folder key (`status/web-1/` gives `web-1`).
+fn name_of(folder: &str) -> &str {
+    let f = folder.trim_end_matches('/');
+    f.rsplit('/').next().unwrap_or(f)
+}
+
+fn is_regular(st: &rustix::fs::Statx) -> bool {
+    rustix::fs::FileType::from_raw_mode(st.stx_mode.into()) == rustix::fs::FileType::RegularFile
+}
+
+/// [`local_info`] from `statx`: the same ETag (inode, modification time in
+/// microseconds, size) and time.
+fn statx_info(key: String, st: &rustix::fs::Statx) -> ObjectInfo {
+    let (secs, nanos) = (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec);
+    // Before 1970 counts as 0, as `local_etag` has it.
+    let micros = u128::try_from(secs).map_or(0, |s| s * 1_000_000 + u128::from(nanos / 1000));
+    let last_modified = jiff::Timestamp::new(secs, nanos.try_into().unwrap_or(0))
+        .ok()
+        .and_then(|t| jiff::Timestamp::from_millisecond(t.as_millisecond()).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ObjectInfo {
+        key,
+        size: st.stx_size,
+        etag: Some(format!(
+            "\"{:x}-{:x}-{:x}\"",
+            st.stx_ino, micros, st.stx_size
+        )),
+        last_modified,
+    }
+}
+
+fn local_info(key: String, meta: &std::fs::Metadata) -> ObjectInfo {
+    let last_modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        // Millisecond precision, as `object_store` reports it.
+        .and_then(|t| jiff::Timestamp::from_millisecond(t.as_millisecond()).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    ObjectInfo {
+        key,
+        size: meta.len(),
+        etag: Some(local_etag(meta)),
+        last_modified,
+    }
+}
+
+/// Reads one `file://` folder: its objects into `out`, the objects its `Only`
+/// sub-folders name into `out`, its `All` sub-folders into `dirs` (as keys ending in
+/// `/`). A folder or file that vanished while being read is skipped, as a concurrent
+/// delete would make it.
+fn read_local_dir(
+    root: &std::path::Path,
+    dir_key: &str,
+    visit: &(dyn Fn(&str) -> Visit + Send + Sync),
+    url: &str,
+    out: &mut Vec<ObjectInfo>,
+    dirs: &mut Vec<String>,
+) -> Result<(), BucketError> {
+    let dir = root.join(dir_key);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(local_io_error(url, Op::List, dir_key, e)),
+    };
+    // Opened on the first `Only` sub-folder: its objects are stat'ed relative to this
+    // folder, so the kernel resolves two path components, not the whole path.
+    let mut dir_fd: Option<rustix::fd::OwnedFd> = None;
+    for entry in rd {
+        let entry = entry.map_err(|e| local_io_error(url, Op::List, dir_key, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let key = format!("{dir_key}{name}");
+        let ft = match entry.file_type() {
+            Ok(ft) => ft,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(local_io_error(url, Op::List, &key, e)),
+        };
+        if ft.is_dir() {
+            let sub = format!("{key}/");
+            match visit(&sub) {
+                Visit::All => dirs.push(sub),
+                Visit::Skip => {}
+                Visit::Only(name) => {
+                    let only = format!("{sub}{name}");
+                    let fd = match &dir_fd {
+                        Some(fd) => fd,
+                        None => {
+                            use rustix::fs::{Mode, OFlags};
+                            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                            let fd = rustix::fs::open(&dir, flags, Mode::empty())
+                                .map_err(|e| local_io_error(url, Op::List, dir_key, e.into()))?;
+                            dir_fd.insert(fd)
+                        }
+                    };
+                    let rel = format!("{}/{name}", name_of(&sub));
+                    // Follows links, as the walk and `object_store` do for files.
+                    let st = rustix::fs::statx(
+                        fd,
+                        rel.as_str(),
+                        rustix::fs::AtFlags::empty(),
+                        rustix::fs::StatxFlags::BASIC_STATS,
+                    );
+                    match st {
+                        Ok(st) if is_regular(&st) && !is_part_file(name) => {
+                            out.push(statx_info(only, &st))
+                        }
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => {}
+                        Err(e) => return Err(local_io_error(url, Op::List, &only, e.into())),
+                    }
+                }
+            }
+            continue;
+        }
+        let meta = if ft.is_symlink() {
+            match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_file() => m,
+                // Broken links and links to folders are not objects.
+                _ => continue,
+            }
+        } else if ft.is_file() {
+            match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(local_io_error(url, Op::List, &key, e)),
+            }
+        } else {
+            continue;
+        };
+        if is_part_file(&name) {
+            continue;
+        }
+        out.push(local_info(key, &meta));
+    }
+    Ok(())
+}
+
+/// Walks `<root>/<prefix>` for [`Bucket::list_pruned`]: the top folder on this
+/// thread, then its sub-folders shared out to up to 8 threads (each takes the next
+/// one and walks it depth-first with an explicit stack).
+fn walk_local(
+    root: &std::path::Path,
+    prefix: &str,
+    visit: &(dyn Fn(&str) -> Visit + Send + Sync),
+    url: &str,
+) -> Result<Vec<ObjectInfo>, BucketError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut out = Vec::new();
+    let mut top = Vec::new();
+    read_local_dir(root, prefix, visit, url, &mut out, &mut top)?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(top.len().div_ceil(64).max(1));
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<Vec<ObjectInfo>, BucketError> {
+        let mut found = Vec::new();
+        let mut stack = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(d) = top.get(i) else {
+                return Ok(found);
+            };
+            stack.push(d.clone());
+            while let Some(d) = stack.pop() {
+                read_local_dir(root, &d, visit, url, &mut found, &mut stack)?;
+            }
+        }
+    };
+    if threads == 1 {
+        out.extend(work()?);
+        return Ok(out);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        for h in handles {
+            out.extend(h.join().expect("local list thread does not panic")?);
+        }
+        Ok(out)
+    })
 }
 
 fn local_io_error(url: &str, op: Op, key: &str, e: std::io::Error) -> BucketError {
@@ -892,6 +1269,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn local_objects_open_as_plain_files_only_on_file_stores() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let b = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+        let k = Key::status(&host("a"));
+        b.put(&k, &b"{}"[..]).await.unwrap();
+        let (size, mut f) = b.open_local_blocking(&k).unwrap().unwrap();
+        let mut body = String::new();
+        f.read_to_string(&mut body).unwrap();
+        assert_eq!((size, body.as_str()), (2, "{}"));
+        assert!(matches!(
+            b.open_local_blocking(&Key::status(&host("zz"))),
+            Some(Err(BucketError::NotFound { .. }))
+        ));
+        let m = Bucket::open_url("memory://").unwrap();
+        assert!(m.open_local_blocking(&k).is_none());
+    }
+
+    #[tokio::test]
     async fn file_cas_is_exclusive_under_contention() {
         let d = tempfile::tempdir().unwrap();
         let url = format!("file://{}", d.path().display());
@@ -922,6 +1318,233 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(&b.get(&k, 100).await.unwrap().bytes[..], b"16");
+    }
+
+    #[tokio::test]
+    async fn get_many_reads_like_get_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let file = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+        for b in [file, Bucket::open_url("memory://").unwrap()] {
+            let keys: Vec<Key> = (0..5)
+                .map(|i| Key::status(&host(&format!("h-{i}"))))
+                .collect();
+            for (i, k) in keys.iter().enumerate().take(4) {
+                b.put(k, "x".repeat(i + 1)).await.unwrap();
+            }
+            let got = b.get_many(&keys, 3).await;
+            assert_eq!(got.len(), 5);
+            for (i, r) in got.iter().enumerate().take(3) {
+                let o = r.as_ref().unwrap();
+                assert_eq!(o.bytes.len(), i + 1);
+                assert_eq!(o.etag, b.get(&keys[i], 3).await.unwrap().etag);
+            }
+            assert!(matches!(got[3], Err(BucketError::TooLarge { size: 4, .. })));
+            assert!(
+                matches!(&got[4], Err(BucketError::NotFound { key, .. }) if key == keys[4].as_str())
+            );
+            assert!(b.get_many(&[], 3).await.is_empty());
+        }
+    }
+
+    /// Objects in and around pruned folders, listed with and without pruning.
+    async fn pruned_listing(b: &Bucket) {
+        let mut all = vec![
+            "status/stray.json".to_owned(),
+            "status/Bad_Host/x/y.json".to_owned(),
+            "status/Bad_Host/status.json".to_owned(),
+            "hosts/web-1/manifest.json".to_owned(),
+        ];
+        for i in 0..150 {
+            all.push(format!("status/web-{i}/status.json"));
+            all.push(format!("status/web-{i}/events/a-{i}.json"));
+            all.push(format!("status/web-{i}/events/b-{i}.json"));
+        }
+        all.push("status/web-1-a/status.json".to_owned());
+        for k in &all {
+            // Raw keys: some are deliberately outside the layout.
+            b.store
+                .put(&b.path(k), PutPayload::from_static(b"{}"))
+                .await
+                .unwrap();
+        }
+        // Skip every folder two levels below status/ (events and the like).
+        let prune = |d: &str| {
+            if d.matches('/').count() >= 3 {
+                Visit::Skip
+            } else {
+                Visit::All
+            }
+        };
+        let mut want: Vec<_> = b
+            .list(&KeyPrefix::status())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.key.matches('/').count() <= 2)
+            .collect();
+        want.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(want.len(), 150 + 3);
+        let key_etag = |v: &[ObjectInfo]| {
+            v.iter()
+                .map(|i| (i.key.clone(), i.etag.clone(), i.size, i.last_modified))
+                .collect::<Vec<_>>()
+        };
+        // Split points anywhere: before, inside and after the keys, at a key, at a
+        // folder, and between `web-1-a/` and `web-1/` (which sort around each other).
+        let splits: Vec<String> = [
+            "a",
+            "status/web-1",
+            "status/web-1/",
+            "status/web-1/status.json",
+            "status/web-50/events/a-50.json",
+            "status/web-7",
+            "status/web-99/",
+            "zzz",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for split in [&[][..], &splits[..]] {
+            let mut got = b
+                .list_pruned(&KeyPrefix::status(), prune, split)
+                .await
+                .unwrap();
+            got.sort_by(|a, b| a.key.cmp(&b.key));
+            assert_eq!(key_etag(&got), key_etag(&want), "splits {split:?}");
+        }
+        // Nothing pruned: every object under the prefix, each once.
+        let got = b
+            .list_pruned(&KeyPrefix::status(), |_| Visit::All, &splits)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), all.len() - 1);
+        // Only status.json of each folder directly under status/: no events, no other
+        // object of those folders, top-level objects still listed.
+        let only = |d: &str| {
+            if d.matches('/').count() == 2 {
+                Visit::Only("status.json")
+            } else {
+                Visit::All
+            }
+        };
+        // What the one-stat path gives equals what the walk gives.
+        let walked = b
+            .list_pruned(&KeyPrefix::status(), |_| Visit::All, &[])
+            .await
+            .unwrap();
+        for o in b
+            .list_pruned(&KeyPrefix::status(), only, &[])
+            .await
+            .unwrap()
+        {
+            let w = walked.iter().find(|w| w.key == o.key).unwrap();
+            assert_eq!(
+                (&w.etag, w.size, w.last_modified),
+                (&o.etag, o.size, o.last_modified)
+            );
+        }
+        let want: Vec<String> = all
+            .iter()
+            .filter(|k| {
+                k.starts_with("status/")
+                    && (k.matches('/').count() == 1
+                        || (k.matches('/').count() == 2 && k.ends_with("/status.json")))
+            })
+            .cloned()
+            .collect();
+        for split in [&[][..], &splits[..]] {
+            let mut got: Vec<String> = b
+                .list_pruned(&KeyPrefix::status(), only, split)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.key)
+                .collect();
+            got.sort();
+            let mut want = want.clone();
+            want.sort();
+            assert_eq!(got, want);
+        }
+        // An absent prefix lists nothing.
+        assert!(
+            b.list_pruned(&KeyPrefix::audit(), |_| Visit::All, &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn pruned_listing_on_memory() {
+        pruned_listing(&Bucket::open_url("memory://").unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn pruned_listing_on_file_skips_pruned_folders_and_keeps_etags() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+        pruned_listing(&b).await;
+        // ETags agree with get; a part file, a broken link and a folder link are left
+        // out, a link to a file is listed; an unreadable pruned folder is never read.
+        let k = Key::status(&host("web-3"));
+        let listed = b
+            .list_pruned(&KeyPrefix::status(), |_| Visit::All, &[])
+            .await
+            .unwrap();
+        let info = listed.iter().find(|i| i.key == k.as_str()).unwrap();
+        assert_eq!(info.etag, b.get(&k, 10).await.unwrap().etag);
+        let root = d.path().join("status/web-3");
+        std::fs::write(root.join("x.json#1"), "{}").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", root.join("broken")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("status"), root.join("loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("status.json"), root.join("alias.json")).unwrap();
+        let mut keys: Vec<String> = b
+            .list_pruned(&KeyPrefix::status(), |_| Visit::All, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .filter(|k| k.starts_with("status/web-3/"))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "status/web-3/alias.json",
+                "status/web-3/events/a-3.json",
+                "status/web-3/events/b-3.json",
+                "status/web-3/status.json"
+            ]
+        );
+        let events = root.join("events");
+        std::fs::set_permissions(&events, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        let pruned = b
+            .list_pruned(
+                &KeyPrefix::status(),
+                |d| {
+                    if d.ends_with("/events/") {
+                        Visit::Skip
+                    } else {
+                        Visit::All
+                    }
+                },
+                &[],
+            )
+            .await;
+        let unpruned = b
+            .list_pruned(&KeyPrefix::status(), |_| Visit::All, &[])
+            .await;
+        // Root reads it anyway; for anyone else the folder is unreadable.
+        let readable = std::fs::read_dir(&events).is_ok();
+        std::fs::set_permissions(&events, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert!(pruned.is_ok());
+        if !readable {
+            assert!(
+                matches!(unpruned, Err(BucketError::AccessDenied { ref key, .. }) if key == "status/web-3/events/"),
+                "{unpruned:?}"
+            );
+        }
     }
 
     #[test]

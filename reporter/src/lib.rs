@@ -34,6 +34,7 @@ pub mod fleet;
 pub mod html;
 pub mod lambda;
 pub mod metrics;
+mod par;
 pub mod summary;
 pub mod synth;
 
@@ -192,7 +193,13 @@ impl Reporter {
                         .clone()
                         .map(SummaryTag::Etag)
                         .unwrap_or(SummaryTag::Unknown);
-                    match SummaryFile::parse(&obj.bytes, key.as_str()) {
+                    // Decoding is CPU work on every core: off the async threads.
+                    let parsed = tokio::task::spawn_blocking(move || {
+                        SummaryFile::parse(&obj.bytes, Key::dashboard_summary().as_str())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decoding the summary failed: {e}")));
+                    match parsed {
                         Ok(s) => {
                             st.summary = Some(Arc::new(s));
                             source = "bucket";
@@ -228,9 +235,16 @@ impl Reporter {
     }
 
     /// Writes the summary with compare-and-swap; losing to another reporter is fine.
-    async fn write_summary(&self, st: &mut State, summary: &SummaryFile) -> String {
+    async fn write_summary(&self, st: &mut State, summary: &Arc<SummaryFile>) -> String {
         let key = Key::dashboard_summary();
-        let bytes = Bytes::from(summary.to_bytes());
+        let s = summary.clone();
+        let bytes = match tokio::task::spawn_blocking(move || Bytes::from(s.to_bytes())).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("encoding the summary failed: {e}");
+                return "error".into();
+            }
+        };
         if matches!(st.tag, SummaryTag::Unknown) {
             st.tag = match self.bucket.head(&key).await {
                 Ok(Some(info)) => info
@@ -240,7 +254,8 @@ impl Reporter {
                 Ok(None) => SummaryTag::Absent,
                 Err(e) => {
                     tracing::warn!("not writing the summary: {e}");
-                    return "error".into();
+                    let denied = matches!(e, BucketError::AccessDenied { .. });
+                    return if denied { "denied" } else { "error" }.into();
                 }
             };
         }

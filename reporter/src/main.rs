@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! fleet-reporter serve --store URL [--listen 127.0.0.1:8080] [--token-file F] …
+//! fleet-reporter summary --store URL [--trusted-key K]   # one text table, then exit
 //! fleet-reporter lambda          # run under the AWS Lambda runtime
 //! fleet-reporter                 # = lambda when AWS_LAMBDA_RUNTIME_API is set
 //! ```
@@ -31,6 +32,8 @@ enum Command {
     Serve(Config),
     /// Run as an AWS Lambda function (API Gateway or Function URL events).
     Lambda(Config),
+    /// Print the fleet once as a text table (host, state, generations, last error).
+    Summary(Config),
 }
 
 /// Only the configuration, read from the environment, for the implicit Lambda mode.
@@ -53,6 +56,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Serve(c)) => cmd::serve::run(c).await,
         Some(Command::Lambda(c)) => cmd::lambda::run(c).await,
+        Some(Command::Summary(c)) => cmd::summary::run(c).await,
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
             cmd::lambda::run(EnvOnly::parse_from(["fleet-reporter"]).config).await
         }

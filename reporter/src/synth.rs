@@ -4,6 +4,7 @@
 //! Host `i` is named `host-NNNNNN` and its state is fixed by `i` (see
 //! [`planned_state`]), so a test or benchmark knows what the reporter must find.
 
+use fleet_core::layout::ObjectName;
 use fleet_core::status::{AgentState, Facts, Generation, ReportedError};
 use fleet_core::{
     Activation, Bucket, BucketError, HostName, Key, Manifest, SecretKey, StatusReport, StorePath,
@@ -162,6 +163,43 @@ pub async fn touch(
                 )
                 .await
                 .map(|_| ())
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<()>()
+        .await
+}
+
+/// Writes `per_host` event objects (`status/<host>/events/<time>-<n>.json`, as an agent
+/// writes one per state change) for each of hosts `ids`, `concurrency` hosts at a time.
+/// A real fleet has far more event objects than status objects, and they share the
+/// `status/` prefix, so a benchmark without them would flatter every listing.
+pub async fn write_events(
+    bucket: &Bucket,
+    ids: impl IntoIterator<Item = usize>,
+    per_host: usize,
+    time: Timestamp,
+    concurrency: usize,
+) -> Result<(), BucketError> {
+    let states = [
+        AgentState::Checking,
+        AgentState::Fetching,
+        AgentState::Activating,
+        AgentState::CheckingHealth,
+        AgentState::Healthy,
+    ];
+    futures::stream::iter(ids)
+        .map(|i| async move {
+            let host = host_name(i);
+            for n in 0..per_host {
+                let at = time - SignedDuration::from_secs((per_host - n) as i64);
+                let name = ObjectName::new(&format!("{}-{n:06}", at.strftime("%Y%m%dT%H%M%SZ")))
+                    .expect("event names are valid object names");
+                let r = report(&host, states[n % states.len()], 1, 2, at);
+                bucket
+                    .put(&Key::status_event(&host, &name), r.to_bytes())
+                    .await?;
+            }
+            Ok(())
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect::<()>()

@@ -204,6 +204,31 @@ async fn warm_refreshes_fetch_only_what_changed() {
     let f = a.refresh().await.unwrap();
     assert_eq!(f.stats.summary_write, "written");
 
+    // A manifest rewritten with the same bytes (a new ETag) keeps its outcome without
+    // a second signature check.
+    let key = Key::manifest(&synth::host_name(12));
+    let bytes = bucket.get(&key, 1 << 16).await.unwrap().bytes;
+    bucket.delete(&key).await.unwrap();
+    bucket.put(&key, bytes).await.unwrap();
+    let f = a.refresh().await.unwrap();
+    assert_eq!(
+        (f.stats.fetched_manifests, f.stats.same_manifest_bytes),
+        (1, 1)
+    );
+    assert_eq!(
+        state_of(&f, "host-000012"),
+        synth::planned_state(12),
+        "{:?}",
+        f.host(&synth::host_name(12)).unwrap().flags
+    );
+    // Events are not listed: one status object per reporting host, one manifest each.
+    synth::write_events(&bucket, 0..300, 3, Timestamp::now(), 16)
+        .await
+        .unwrap();
+    let f = a.refresh().await.unwrap();
+    assert_eq!(f.stats.listed, 297 + 300);
+    assert_eq!(f.stats.fetched_status + f.stats.fetched_manifests, 0);
+
     // A deleted host disappears; the summary changes.
     bucket
         .delete(&Key::status(&synth::host_name(10)))
@@ -230,21 +255,37 @@ async fn warm_refreshes_fetch_only_what_changed() {
     );
 }
 
+/// Summary text (`zstd -dc` of the object) encoded again as the reporter lays it out:
+/// a header frame, then one shard frame of host lines.
+fn encode_summary(text: &str) -> Vec<u8> {
+    let (header, hosts) = text.split_once('\n').unwrap();
+    let mut out = zstd::bulk::compress(format!("{header}\n").as_bytes(), 1).unwrap();
+    out.extend(zstd::bulk::compress(hosts.as_bytes(), 1).unwrap());
+    out
+}
+
 #[tokio::test]
 async fn a_corrupt_or_forged_summary_is_ignored() {
     let fx = fixture().await;
     let key = Key::dashboard_summary();
+    let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
+    r.refresh().await.unwrap();
+    let stored = fx.bucket.get(&key, 1 << 30).await.unwrap().bytes;
+    let text = String::from_utf8(zstd::decode_all(&stored[..]).unwrap()).unwrap();
+
+    // Re-encoded as it was, it is used.
+    fx.bucket.put(&key, encode_summary(&text)).await.unwrap();
+    let f = Reporter::new(fx.bucket.clone(), opts(&fx.trusted))
+        .refresh()
+        .await
+        .unwrap();
+    assert_eq!(f.stats.previous, "bucket");
+    assert_eq!(f.stats.fetched_status, 0);
+
     for bad in [
-        "not json".to_owned(),
+        b"not zstd".to_vec(),
         // A summary that files a healthy report under a failing host.
-        {
-            let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
-            r.refresh().await.unwrap();
-            let text =
-                String::from_utf8(fx.bucket.get(&key, 1 << 30).await.unwrap().bytes.to_vec())
-                    .unwrap();
-            text.replace("\"host\":\"web-ok\"", "\"host\":\"web-failed\"")
-        },
+        encode_summary(&text.replace("\"host\":\"web-ok\"", "\"host\":\"web-failed\"")),
     ] {
         fx.bucket.put(&key, bad).await.unwrap();
         let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));

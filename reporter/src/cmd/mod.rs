@@ -2,3 +2,4 @@
 
 pub mod lambda;
 pub mod serve;
+pub mod summary;

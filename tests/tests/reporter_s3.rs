@@ -1,0 +1,225 @@
+//! `fleet-reporter` against a real SeaweedFS server that enforces IAM (issue 5): with
+//! the reporter's scoped credentials (`fleet_core::iam::policy(Role::Reporter, …)`) it
+//! reads `status/` and `hosts/`, writes its summary under `dashboard/` and nothing
+//! else.
+//!
+//! - a reporter aggregates a small fleet (hosts in every state, event objects, one
+//!   hostile status) with those credentials, writes `dashboard/summary.json`, and a
+//!   second reporter (a fresh Lambda container) starts from that summary;
+//! - the same credentials are refused every write outside `dashboard/`;
+//! - a reporter run with credentials that may read the fleet but not write
+//!   `dashboard/` (the publisher's) still answers, and reports its summary write as
+//!   `denied`: the refusal goes through the reporter's own write path;
+//! - SeaweedFS's `start-after` on a key that names a folder skips that whole folder,
+//!   so the reporter cuts its concurrent range listings at `…/<host>/~`: such cuts
+//!   list exactly what one listing does, with the reporter's credentials.
+
+use std::time::Duration;
+
+use fleet_core::bucket::{BucketError, Visit};
+use fleet_core::iam::Role;
+use fleet_core::status::AgentState;
+use fleet_core::{Bucket, HostName, Key, KeyPrefix, ObjectName, SecretKey, TrustedKeys};
+use fleet_reporter::fleet::HostState;
+use fleet_reporter::summary::{MAX_SUMMARY_SIZE, SummaryFile};
+use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_tests::s3::S3Server;
+use jiff::Timestamp;
+
+const HOSTS: usize = 40;
+
+struct Fleet {
+    server: &'static S3Server,
+    name: String,
+    admin: Bucket,
+    trusted: TrustedKeys,
+}
+
+/// A fresh bucket holding `HOSTS` synthetic hosts (two events each) and one host
+/// whose status is not JSON, written with the admin credentials.
+async fn fleet(label: &str) -> Fleet {
+    let server = S3Server::seaweedfs().await.unwrap();
+    let name = server.new_bucket(label).await.unwrap();
+    let admin = server
+        .bucket(&name, "", &server.admin_credentials())
+        .unwrap();
+    let publisher = SecretKey::generate("publisher-1").unwrap();
+    let now = Timestamp::now();
+    synth::populate(&admin, &publisher, HOSTS, now, 16)
+        .await
+        .unwrap();
+    synth::write_events(&admin, 0..HOSTS, 2, now, 16)
+        .await
+        .unwrap();
+    let evil = HostName::new("evil-junk").unwrap();
+    admin
+        .put(&Key::status(&evil), &b"<script>"[..])
+        .await
+        .unwrap();
+    Fleet {
+        server,
+        name,
+        admin,
+        trusted: TrustedKeys::new([publisher.public()]),
+    }
+}
+
+fn options(trusted: &TrustedKeys) -> ReporterOptions {
+    ReporterOptions {
+        trusted: trusted.clone(),
+        cache_ttl: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
+    let f = fleet("reporter-creds").await;
+    let creds = f
+        .server
+        .user_for(&Role::Reporter, &f.name, "")
+        .await
+        .unwrap();
+    let bucket = f.server.bucket(&f.name, "", &creds).unwrap();
+
+    // Aggregation with the reporter's credentials: every host, in its planned state.
+    let r = Reporter::new(bucket.clone(), options(&f.trusted));
+    let fl = r.refresh().await.unwrap();
+    assert_eq!(fl.hosts.len(), HOSTS + 1);
+    for i in 0..HOSTS {
+        let row = fl.host(&synth::host_name(i)).unwrap();
+        assert_eq!(row.state, synth::planned_state(i), "{}", row.host);
+    }
+    let evil = fl.host(&HostName::new("evil-junk").unwrap()).unwrap();
+    assert_eq!(evil.state, HostState::Flagged);
+    assert!(evil.flags[0].contains("malformed"), "{:?}", evil.flags);
+    // Events are never listed: one status object per reporting host, one manifest
+    // per host, the hostile status.
+    let reporting = (0..HOSTS)
+        .filter(|i| synth::planned_state(*i) != HostState::NeverSeen)
+        .count();
+    assert_eq!(fl.stats.listed, reporting + HOSTS + 1);
+    assert_eq!(fl.stats.read_errors, 0);
+    assert_eq!(
+        (fl.stats.previous, fl.stats.summary_write.as_str()),
+        ("none", "written")
+    );
+
+    // The summary is there, readable with the same credentials, and a fresh reporter
+    // starts from it without reading any object again.
+    let stored = bucket
+        .get(&Key::dashboard_summary(), MAX_SUMMARY_SIZE)
+        .await
+        .unwrap();
+    let summary = SummaryFile::parse(&stored.bytes, Key::dashboard_summary().as_str()).unwrap();
+    assert_eq!(summary.hosts.len(), HOSTS + 1);
+    let fresh = Reporter::new(bucket.clone(), options(&f.trusted));
+    let fl = fresh.refresh().await.unwrap();
+    assert_eq!(fl.stats.previous, "bucket");
+    assert_eq!(fl.stats.fetched_status + fl.stats.fetched_manifests, 0);
+    // One host reports again: one object read, the summary swapped (compare-and-swap
+    // on SeaweedFS's ETag).
+    synth::touch(&f.admin, [4], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let fl = fresh.refresh().await.unwrap();
+    assert_eq!(
+        (fl.stats.fetched_status, fl.stats.fetched_manifests),
+        (1, 0)
+    );
+    assert_eq!(fl.stats.summary_write, "written");
+    assert_eq!(
+        fl.host(&synth::host_name(4)).unwrap().state,
+        HostState::UpToDate
+    );
+
+    // Every write outside dashboard/ is refused, whatever the prefix.
+    let host = synth::host_name(1);
+    let status = synth::report(&host, AgentState::Healthy, 2, 2, Timestamp::now()).to_bytes();
+    let refused = [
+        Key::status(&host),
+        Key::status_event(&host, &ObjectName::new("x").unwrap()),
+        Key::manifest(&host),
+        Key::release(&ObjectName::new("r-1").unwrap()),
+        Key::audit(&ObjectName::new("a-1").unwrap()),
+        Key::cache_info(),
+    ];
+    for key in &refused {
+        let e = bucket.put(key, status.clone()).await.unwrap_err();
+        assert!(
+            matches!(&e, BucketError::AccessDenied { key: k, .. } if k == key.as_str()),
+            "{key}: {e}"
+        );
+        assert!(e.to_string().contains("access denied"), "{e}");
+    }
+    let e = bucket.delete(&Key::status(&host)).await.unwrap_err();
+    assert!(matches!(e, BucketError::AccessDenied { .. }), "{e}");
+    // Nothing was changed by those attempts.
+    let still = f.admin.get(&Key::status(&host), 1 << 16).await.unwrap();
+    assert_ne!(still.bytes, status);
+    assert!(f.admin.head(&refused[1]).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporter_without_dashboard_rights_still_answers_and_says_denied() {
+    let f = fleet("reporter-denied").await;
+    // The publisher may read and list status/ and hosts/, but not write dashboard/.
+    let creds = f
+        .server
+        .user_for(&Role::Publisher, &f.name, "")
+        .await
+        .unwrap();
+    let bucket = f.server.bucket(&f.name, "", &creds).unwrap();
+    let r = Reporter::new(bucket, options(&f.trusted));
+    let fl = r.refresh().await.unwrap();
+    assert_eq!(fl.hosts.len(), HOSTS + 1);
+    assert_eq!(fl.stats.summary_write, "denied");
+    assert!(
+        f.admin
+            .head(&Key::dashboard_summary())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_listings_cut_after_hosts_list_exactly_once_on_seaweedfs() {
+    let f = fleet("reporter-ranges").await;
+    let creds = f
+        .server
+        .user_for(&Role::Reporter, &f.name, "")
+        .await
+        .unwrap();
+    let bucket = f.server.bucket(&f.name, "", &creds).unwrap();
+    let all: Vec<String> = {
+        let mut v: Vec<String> = bucket
+            .list(&KeyPrefix::status())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        v.sort();
+        v
+    };
+    // Status objects, two events per host and the hostile one.
+    let reporting = (0..HOSTS)
+        .filter(|i| synth::planned_state(*i) != HostState::NeverSeen)
+        .count();
+    assert_eq!(all.len(), reporting + 2 * HOSTS + 1);
+    let cuts: Vec<String> = [3, 17, 18, 30]
+        .iter()
+        .map(|i| format!("status/{}/~", synth::host_name(*i)))
+        .chain(["status/9~".to_owned(), "status/e~".to_owned()])
+        .collect();
+    let mut listed: Vec<String> = bucket
+        .list_pruned(&KeyPrefix::status(), |_| Visit::All, &cuts)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, all);
+}
