@@ -31,6 +31,7 @@
 //! max-closure-paths = 100000                  # default: most store paths walked per closure
 //! max-download-size = 274877906944            # default 256 GiB: most NAR bytes staged per deploy
 //! fetch-concurrency = 4                       # default: NAR downloads at once
+//! import-in-waves = false                     # import verified paths while others download
 //! restart-after-switch = false                # `run` exits after a switch, for systemd to restart it
 //! log-format = "human"                        # or "json"
 //! ```
@@ -262,6 +263,20 @@ pub struct Config {
     #[serde(default)]
     pub fetch_concurrency: Option<usize>,
 
+    /// Import verified paths into the Nix store while later ones still download, in
+    /// dependency order, instead of all at once at the end. Faster on large closures;
+    /// a refusal of a later path then leaves earlier (verified) paths imported, for
+    /// the garbage collector [default: false].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_IMPORT_IN_WAVES",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(default)]
+    pub import_in_waves: Option<bool>,
+
     /// After `run` switched the system (a new generation or a rollback), exit so the
     /// service manager restarts the agent with the new system's binary and settings
     /// (the agent's unit must not be restarted during the switch itself) [default: false].
@@ -449,6 +464,7 @@ impl Config {
                 .max_download_size
                 .unwrap_or(defaults.max_total_nar_size),
             concurrency: self.fetch_concurrency.unwrap_or(defaults.concurrency),
+            import_in_waves: self.import_in_waves.unwrap_or(defaults.import_in_waves),
             request_timeout,
             ..defaults
         };

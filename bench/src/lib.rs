@@ -1,5 +1,5 @@
 //! `fleet-bench`: the measuring kit shared by fleet's benchmark binaries
-//! (`bench-publish` here; `bench-agent`, `bench-reporter` to come).
+//! (`bench-publish`, `bench-agent-fetch`, `bench-reporter`).
 //!
 //! - [`run_once`] runs one command and measures its wall time and the peak resident
 //!   memory of the child process itself (from `wait4`'s `rusage`, so each run is
@@ -11,6 +11,11 @@
 //! - [`Report`] is written as JSON to `bench/results/<name>.json` (gitignored):
 //!   `{"bench": name, "cpus": n, "rows": [{…}, …], "notes": […]}`, one object per
 //!   table row with the same keys as the columns.
+//!
+//! - [`load_average`] reads the machine's load, to report next to numbers measured on
+//!   a shared machine; [`reset_peak_rss`], [`own_peak_rss_bytes`] and
+//!   [`own_cpu_seconds`] measure the peak memory and CPU time of one phase inside a
+//!   process (a child that times its own work).
 //!
 //! Benchmarks are not tests: they print numbers and write JSON; they assert only
 //! that the measured commands succeeded.
@@ -183,6 +188,147 @@ pub fn sync_disks() {
     unsafe { libc::sync() };
 }
 
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), if readable.
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// A report note with the load average before the run (`before`) and now.
+pub fn load_note(before: Option<[f64; 3]>) -> String {
+    let load = |l: Option<[f64; 3]>| {
+        l.map_or("unknown".into(), |[a, b, c]| {
+            format!("{a:.2} {b:.2} {c:.2}")
+        })
+    };
+    format!(
+        "load average (1, 5, 15 min) before: {}, after: {}",
+        load(before),
+        load(load_average())
+    )
+}
+
+/// Resets this process's peak resident set size (`VmHWM`) to its current size, so
+/// [`own_peak_rss_bytes`] measures from here (Linux `clear_refs`, value 5). Returns
+/// whether the kernel accepted it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// This process's peak resident set size in bytes (`VmHWM` of `/proc/self/status`).
+pub fn own_peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The Nix expression of [`text_closure`]: like `tests/fixtures/bulk.nix`, one
+/// derivation with one output per data path, but each data path holds 1 MiB files of
+/// text that zstd level 3 shrinks about 2.6x (a decimal dump, `od -An -tu1`, of the
+/// same deterministic AES-CTR keystream), closer to real closures than random bytes.
+const TEXT_NIX: &str = r#"{ paths, bytesPerPath, salt }:
+let n = builtins.fromJSON paths;
+in derivation {
+  name = "fleet-bench-text-${paths}x${bytesPerPath}-${salt}";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  PATH = "/bin:/usr/bin";
+  outputs = [ "out" ] ++ builtins.genList (i: "p${toString (i + 1)}") (n - 1);
+  inherit bytesPerPath salt;
+  args = [ "-eu" "-c" ''
+    key=$(printf 'fleet-bench-text %s' "$salt" | sha256sum | cut -c1-32)
+    gen() {
+      openssl enc -aes-128-ctr -nosalt -K "$key" -iv 00000000000000000000000000000000         -in /dev/zero 2>/dev/null | od -An -v -tu1 -w16
+    }
+    mkdir -p $out
+    dirs=
+    for o in $outputs; do
+      [ "$o" = out ] && continue
+      eval "p=\$$o"
+      dirs="$dirs $p"
+    done
+    mkdir $dirs
+    gen | for p in $dirs; do
+      head -c "$bytesPerPath" | split -b 1048576 -d -a 3 - "$p/part-"
+      printf '%s
+' "$p" >> $out/index
+    done
+  '' ];
+}
+"#;
+
+/// Builds (once per machine; later calls find it in the store) a closure of
+/// `n_paths` store paths: a top holding `index` and `n_paths - 1` paths sharing
+/// `total_bytes` of compressible text (see [`TEXT_NIX`]). Needs `openssl` on the
+/// machine, as the bulk fixtures do.
+pub fn text_closure(
+    nix: &fleet_tests::nix::Nix,
+    n_paths: usize,
+    total_bytes: u64,
+    salt: &str,
+) -> anyhow::Result<fleet_tests::nix::Closure> {
+    if n_paths < 2 {
+        bail!("a text closure needs at least 2 paths, not {n_paths}");
+    }
+    if which("openssl").is_none() {
+        bail!("openssl is not on PATH; the text fixture generates its data with it");
+    }
+    let dir = tempfile::tempdir().context("creating a directory for the text fixture")?;
+    let file = dir.path().join("text.nix");
+    std::fs::write(&file, TEXT_NIX).with_context(|| format!("writing {}", file.display()))?;
+    let mut cmd = nix.command("nix-build");
+    cmd.arg("--no-out-link")
+        .arg(&file)
+        .args(["-A", "out", "--argstr", "paths"])
+        .arg(n_paths.to_string())
+        .args(["--argstr", "bytesPerPath"])
+        .arg((total_bytes / (n_paths as u64 - 1)).to_string())
+        .args(["--argstr", "salt", salt]);
+    let out = nix.output(cmd).map_err(anyhow::Error::msg)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let top = text
+        .lines()
+        .rfind(|l| !l.is_empty())
+        .context("nix-build of the text fixture printed no path")?;
+    let top = fleet_core::StorePath::new(top.trim())
+        .with_context(|| format!("nix-build printed {top:?}"))?;
+    let paths = nix.closure(&top)?;
+    if paths.len() != n_paths {
+        bail!(
+            "text closure {top} has {} paths, expected {n_paths}",
+            paths.len()
+        );
+    }
+    Ok(fleet_tests::nix::Closure { top, paths })
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// CPU time (user + system) this process has used so far, in seconds: the work a
+/// phase did, whatever else the machine was running.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain data, zero is a valid value; getrusage fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// A text table with named columns.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
@@ -324,6 +470,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("false"), "{e}");
+    }
+
+    #[test]
+    fn load_and_own_peak_memory() {
+        let l = load_average().unwrap();
+        assert!(l.iter().all(|v| *v >= 0.0));
+        let before = own_peak_rss_bytes().unwrap();
+        // Touch 64 MiB, then reset: the peak drops back once it is freed.
+        let big = std::hint::black_box(vec![1u8; 64 << 20]);
+        assert!(own_peak_rss_bytes().unwrap() >= before + (60 << 20));
+        drop(big);
+        let cpu = own_cpu_seconds();
+        let t = Instant::now();
+        while t.elapsed().as_millis() < 50 {
+            std::hint::black_box(t.elapsed());
+        }
+        assert!(own_cpu_seconds() - cpu >= 0.02, "{cpu}");
+        if reset_peak_rss() {
+            assert!(own_peak_rss_bytes().unwrap() < before + (32 << 20));
+        }
+    }
+
+    #[test]
+    fn text_closures_are_deterministic_and_compress_like_text() {
+        let nix = fleet_tests::nix::Nix::new().unwrap();
+        let c = text_closure(&nix, 3, 2 << 20, "lib-test").unwrap();
+        assert_eq!(c.paths.len(), 3);
+        // Building again finds the same paths.
+        assert_eq!(text_closure(&nix, 3, 2 << 20, "lib-test").unwrap(), c);
+        let data = c.paths.iter().find(|p| **p != c.top).unwrap();
+        let nar = nix.dump(data).unwrap();
+        assert!(nar.len() > 1 << 20, "{} bytes", nar.len());
+        let mut enc =
+            fleet_core::stream::Encoder::new(fleet_core::Compression::Zstd, Vec::new(), Some(3))
+                .unwrap();
+        std::io::Write::write_all(&mut enc, &nar).unwrap();
+        let packed = enc.finish().unwrap();
+        let ratio = nar.len() as f64 / packed.len() as f64;
+        assert!((2.0..4.0).contains(&ratio), "zstd ratio {ratio:.2}");
     }
 
     #[test]

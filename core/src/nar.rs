@@ -26,7 +26,7 @@
 //! of them (`/run/current-system/sw`, other store paths).
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -40,7 +40,8 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Longest symlink target accepted (Linux `PATH_MAX - 1`).
 pub const MAX_TARGET_LEN: usize = 4095;
 
-/// Size of the copy buffer used for file contents.
+/// Size of the copy buffer used for file contents by [`dump`], and of the read-ahead
+/// buffer of [`validate`].
 const BUF: usize = 256 * 1024;
 
 fn write_str(out: &mut impl Write, s: &[u8]) -> io::Result<()> {
@@ -206,23 +207,34 @@ pub struct NarSummary {
     pub symlinks: u64,
 }
 
+/// The validator's view of its input: one read-ahead buffer serves both the small
+/// tokens (a decoder or hasher underneath is called once per buffer, not once per
+/// 8-byte token) and file contents (skipped in place, without a second copy).
 struct Reader<R> {
-    inner: R,
+    inner: io::BufReader<R>,
     offset: u64,
     buf: Vec<u8>,
 }
 
 impl<R: Read> Reader<R> {
-    fn exact(&mut self, n: usize, ctx: &'static str) -> Result<(), NarError> {
-        self.buf.resize(n, 0);
-        let mut got = 0;
-        while got < n {
-            match self.inner.read(&mut self.buf[got..n]) {
-                Ok(0) => return Err(NarError::Truncated(ctx)),
-                Ok(k) => got += k,
+    /// Bytes buffered (at least one), reading more if none are; `Truncated` at the end.
+    fn fill(&mut self, ctx: &'static str) -> Result<usize, NarError> {
+        loop {
+            match self.inner.fill_buf() {
+                Ok([]) => return Err(NarError::Truncated(ctx)),
+                Ok(b) => return Ok(b.len()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(NarError::Io(e)),
             }
+        }
+    }
+
+    fn exact(&mut self, n: usize, ctx: &'static str) -> Result<(), NarError> {
+        self.buf.clear();
+        while self.buf.len() < n {
+            let k = (n - self.buf.len()).min(self.fill(ctx)?);
+            self.buf.extend_from_slice(&self.inner.buffer()[..k]);
+            self.inner.consume(k);
         }
         self.offset += n as u64;
         Ok(())
@@ -287,15 +299,11 @@ impl<R: Read> Reader<R> {
     fn contents(&mut self) -> Result<(), NarError> {
         let len = self.u64("file contents")?;
         let mut left = len;
-        let mut chunk = vec![0u8; BUF.min(len as usize).max(1)];
         while left > 0 {
-            let want = chunk.len().min(left as usize);
-            let n = match self.inner.read(&mut chunk[..want]) {
-                Ok(0) => return Err(NarError::Truncated("file contents")),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NarError::Io(e)),
-            };
+            let n = self
+                .fill("file contents")?
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.inner.consume(n);
             left -= n as u64;
             self.offset += n as u64;
         }
@@ -306,7 +314,7 @@ impl<R: Read> Reader<R> {
 /// Reads and checks a whole NAR from `input`, which must end where the NAR ends.
 pub fn validate(input: impl Read) -> Result<NarSummary, NarError> {
     let mut r = Reader {
-        inner: input,
+        inner: io::BufReader::with_capacity(BUF, input),
         offset: 0,
         buf: Vec::with_capacity(256),
     };

@@ -4,8 +4,10 @@
 //! A NAR file is handled as a stream, never as a whole buffer, so memory stays flat
 //! whatever the size of the store path: the publisher goes
 //! `nar::dump → HashingWriter (NarHash, NarSize) → Encoder → HashingWriter (FileHash,
-//! FileSize) → file`, and the agent goes `download → HashingReader (FileHash, FileSize)
-//! → decoder → HashingReader (NarHash, NarSize) → nar::validate`.
+//! FileSize) → file`, and the agent goes `download → hash and count (FileHash,
+//! FileSize) → decoder → hash and count (NarHash, NarSize) → nar::validate`, hashing
+//! in place from its buffers (`agent/src/fetch/verify.rs`); [`HashingReader`] is the
+//! plain form of those taps.
 
 use std::io::{self, BufRead, Read, Write};
 

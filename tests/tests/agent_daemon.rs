@@ -171,7 +171,7 @@ fn restart_after_switch_exits_once_the_switch_is_reported() {
     let st = w.status();
     assert_eq!(st.state, AgentState::Healthy);
     assert_eq!(st.current.unwrap().closure, g1.top);
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
     let log = std::fs::read_to_string(w.daemon_log()).unwrap();
     assert!(log.contains("restart-after-switch"), "{log}");
 

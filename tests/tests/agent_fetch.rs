@@ -577,6 +577,46 @@ fn refuses_a_file_size_mismatch_either_way() {
 }
 
 #[test]
+fn imports_in_waves_while_downloading() {
+    let env = Env::new();
+    let g1 = fixture(&env, "1");
+    env.publish(&g1, Compression::Zstd);
+    let limits = FetchLimits {
+        import_in_waves: true,
+        ..Env::limits()
+    };
+    let rep = rt()
+        .block_on(env.fetch_from(&env.bucket, &g1.top, limits))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rep.fetched, g1.paths);
+    env.assert_all_valid(&g1.paths);
+    assert_eq!(env.staged(), [".lock"]);
+}
+
+#[test]
+fn a_refusal_while_importing_in_waves_never_makes_the_top_valid() {
+    let env = Env::new();
+    let g1 = fixture(&env, "1");
+    env.publish(&g1, Compression::Zstd);
+    // The library is a leaf the others depend on: altering its NAR leaves nothing
+    // that depends on it importable, so the top must stay invalid.
+    let lib = lib(&g1);
+    let nar = env.nar_file(&lib);
+    let mut body = std::fs::read(&nar).unwrap();
+    let mid = body.len() / 2;
+    body[mid] ^= 0x55;
+    std::fs::write(&nar, body).unwrap();
+    let limits = FetchLimits {
+        import_in_waves: true,
+        ..Env::limits()
+    };
+    let r = rt().block_on(env.fetch_from(&env.bucket, &g1.top, limits));
+    assert!(r.is_err(), "{r:?}");
+    assert!(!env.valid(&g1.top));
+    assert!(!env.valid(&lib));
+}
+
+#[test]
 fn refuses_too_many_paths() {
     let env = Env::new();
     let g1 = fixture(&env, "1");

@@ -12,7 +12,9 @@ use fleet_core::BucketError;
 use fleet_core::narinfo::{NarInfoError, Sha256Hash};
 use fleet_core::nixcli::NixError;
 
-/// Why a closure was not fetched. Nothing was imported when this is returned.
+/// Why a closure was not fetched. Nothing was imported when this is returned, except
+/// verified paths of earlier waves with [`super::FetchLimits::import_in_waves`], and
+/// whatever `nix copy` got through before an [`FetchError::ImportFailed`].
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// Another fetch holds the staging directory.

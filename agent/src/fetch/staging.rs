@@ -6,9 +6,18 @@
 //! ```text
 //! <staging>/.lock              flock held while a fetch uses the directory
 //! <staging>/nix-cache-info     StoreDir: /nix/store
-//! <staging>/<hash>.narinfo     the narinfo as fleet-core parsed and verified it
-//! <staging>/nar/<file>         the NAR file exactly as downloaded and verified
+//! <staging>/<hash>.narinfo     the narinfo as fleet-core parsed and verified it,
+//!                              describing the staged file (see below)
+//! <staging>/nar/<file>         the verified NAR, decompressed, under the name of the
+//!                              bucket's file (the narinfo's `URL`)
 //! ```
+//!
+//! The NAR is staged uncompressed so that Nix does not decompress it a second time:
+//! the staged narinfo says `Compression: none`, and its `FileHash`/`FileSize` are the
+//! `NarHash`/`NarSize`. Those fields are not signed (the signature covers the
+//! fingerprint: path, `NarHash`, `NarSize`, references), so it still verifies. The
+//! file keeps the bucket's name, `.zst` or `.xz` included: Nix goes by the
+//! `Compression` field, and a rerun finds the file where the narinfo's `URL` says.
 //!
 //! Every file appears by rename from a hidden temporary file (`.<name>.…`) in the same
 //! directory, so a kill never leaves a file under its final name that was not fully
@@ -101,8 +110,9 @@ impl Staging {
     /// Stages a verified narinfo as `<hash>.narinfo`.
     ///
     /// It is written from the parsed form, not as downloaded: Nix then reads exactly
-    /// the fields fleet verified, so no difference between fleet's parser and Nix's
-    /// (duplicate fields, spacing, line endings) can make Nix see another narinfo.
+    /// the fields fleet verified (with the file fields describing the staged file),
+    /// so no difference between fleet's parser and Nix's (duplicate fields, spacing,
+    /// line endings) can make Nix see another narinfo.
     pub(crate) fn write_narinfo(&self, ni: &NarInfo) -> Result<(), FetchError> {
         let name = format!("{}.narinfo", ni.store_path.hash());
         self.write_file(Path::new(&name), ni.to_text().as_bytes())

@@ -4,10 +4,16 @@
 //! The pipeline (bounded memory whatever the NAR's size):
 //!
 //! ```text
-//! source ─► tee (staged copy) ─► HashingReader (FileHash, FileSize; cut off past the
-//! bound) ─► decoder (Compression) ─► HashingReader (NarHash, NarSize; cut off past
-//! the signed NarSize) ─► nar::validate
+//! source (BufRead) ─► FileTap (FileHash, FileSize; cut off past the bound)
+//!   ─► decoder (Compression) ─► NarTap (NarHash, NarSize; cut off past the signed
+//!   NarSize; copies the NAR to the staged file) ─► nar::validate
 //! ```
+//!
+//! The staged copy is the *decompressed* NAR: Nix then imports it without
+//! decompressing it a second time (the staged narinfo says `Compression: none`).
+//! Bytes are hashed where they are consumed, straight from the source's buffers, so
+//! the compressed file is copied once (into the decoder) and the NAR once (into the
+//! validator's read-ahead buffer, from which the staged copy is written).
 //!
 //! After the NAR ends, the rest of the file is read too: compressed bytes after the end
 //! of the compressed stream are refused, and every byte is counted into FileHash and
@@ -15,15 +21,17 @@
 //! (bounded by the same limit), so that a file that is simply not the one the narinfo
 //! describes is reported as a `FileHash`/`FileSize` mismatch rather than as whatever
 //! the decoder tripped over first.
+//!
+//! An uncompressed file *is* its NAR, byte for byte, so it is hashed once: the file's
+//! hash stands for the NAR's (they can only differ when the NAR check failed or bytes
+//! follow it, and both are refused before the NAR hash is looked at).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use fleet_core::nar::{self, NarError};
 use fleet_core::narinfo::{Compression, Sha256Hash};
-use fleet_core::stream::{HashingReader, decoder};
-
-/// Copy buffer between the compressed source and the decoder.
-const BUF: usize = 64 * 1024;
+use fleet_core::stream::decoder;
+use sha2::{Digest, Sha256};
 
 /// What the narinfo says the file and the NAR are, and how many bytes may be read.
 #[derive(Clone, Debug)]
@@ -41,6 +49,20 @@ pub(crate) struct Expect {
     pub nar_size: u64,
     /// The signed `NarHash:`.
     pub nar_hash: Sha256Hash,
+}
+
+impl Expect {
+    /// What a staged file must be: the uncompressed NAR, nothing more.
+    pub(crate) fn staged(nar_size: u64, nar_hash: Sha256Hash) -> Self {
+        Self {
+            compression: Compression::None,
+            file_size: Some(nar_size),
+            file_hash: Some(nar_hash),
+            file_limit: nar_size,
+            nar_size,
+            nar_hash,
+        }
+    }
 }
 
 /// Sizes of a file that passed every check.
@@ -83,25 +105,92 @@ pub(crate) enum Refusal {
     Sink(io::Error),
 }
 
-/// Copies what it reads into `sink` and remembers which side failed.
-struct Tee<'a, R> {
+fn too_many(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("more than the expected {limit} bytes"),
+    )
+}
+
+/// The file side: hashes (when `hasher` is set) and counts what the decoder consumes
+/// from `inner`, offers nothing past `limit + 1` bytes, and remembers the source's own
+/// errors (a failed download is not the file's fault).
+struct FileTap<R> {
     inner: R,
-    sink: Option<&'a mut dyn Write>,
+    hasher: Option<Sha256>,
+    count: u64,
+    limit: u64,
     /// Kind and text of the source's error (the error itself travels up the chain).
     source_err: Option<(io::ErrorKind, String)>,
+}
+
+impl<R: BufRead> BufRead for FileTap<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.count > self.limit {
+            return Err(too_many(self.limit));
+        }
+        // One byte past the limit is offered, so that going over it is seen.
+        let allowed = usize::try_from(self.limit - self.count)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        match self.inner.fill_buf() {
+            Ok(b) => Ok(&b[..b.len().min(allowed)]),
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.source_err = Some((e.kind(), e.to_string()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Some(h) = &mut self.hasher {
+            // The bytes are still buffered (fill_buf just returned them), so this
+            // reads nothing.
+            if let Ok(b) = self.inner.fill_buf() {
+                h.update(&b[..n.min(b.len())]);
+            }
+        }
+        self.inner.consume(n);
+        self.count += n as u64;
+    }
+}
+
+impl<R: BufRead> Read for FileTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The NAR side: hashes (when `hasher` is set) and counts the decoder's output, fails
+/// once more than `limit` bytes arrive, and copies everything to `sink`.
+struct NarTap<'a, R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    count: u64,
+    limit: u64,
+    sink: Option<&'a mut dyn Write>,
     sink_err: Option<io::Error>,
 }
 
-impl<R: Read> Read for Tee<'_, R> {
+impl<R: Read> Read for NarTap<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => {
-                self.source_err = Some((e.kind(), e.to_string()));
-                return Err(e);
-            }
-        };
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        if self.count > self.limit {
+            return Err(too_many(self.limit));
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         if let Some(sink) = self.sink.as_deref_mut()
             && let Err(e) = sink.write_all(&buf[..n])
         {
@@ -134,57 +223,74 @@ struct NarStage {
     result: Result<(), NarError>,
     /// NAR bytes read (past the limit when it was cut off).
     count: u64,
-    hash: Sha256Hash,
+    /// `None` when the file's hash stands for it (uncompressed files).
+    hash: Option<Sha256Hash>,
+    sink_err: Option<io::Error>,
 }
 
-fn nar_stage(input: &mut BufReader<impl Read>, exp: &Expect) -> NarStage {
+fn nar_stage(
+    input: &mut FileTap<impl BufRead>,
+    exp: &Expect,
+    sink: Option<&mut dyn Write>,
+) -> NarStage {
     let dec = match decoder(exp.compression, &mut *input) {
         Ok(d) => d,
         Err(e) => {
             return NarStage {
                 result: Err(NarError::Io(e)),
                 count: 0,
-                hash: Sha256Hash([0; 32]),
+                hash: None,
+                sink_err: None,
             };
         }
     };
-    let mut hashed = HashingReader::new(dec, exp.nar_size);
-    let result = nar::validate(&mut hashed).map(drop);
-    let (_, hash, count) = hashed.finish();
+    let mut tap = NarTap {
+        inner: dec,
+        hasher: (exp.compression != Compression::None).then(Sha256::new),
+        count: 0,
+        limit: exp.nar_size,
+        sink,
+        sink_err: None,
+    };
+    let result = nar::validate(&mut tap).map(drop);
     NarStage {
         result,
-        count,
-        hash,
+        count: tap.count,
+        hash: tap.hasher.map(|h| Sha256Hash(h.finalize().into())),
+        sink_err: tap.sink_err,
     }
 }
 
-/// Streams `source` through every check of `exp`, copying what it reads to `sink`.
+/// Streams `source` through every check of `exp`, copying the NAR it holds
+/// (decompressed) to `sink`.
 pub(crate) fn verify(
-    source: impl Read,
+    source: impl BufRead,
     exp: &Expect,
     sink: Option<&mut dyn Write>,
 ) -> Result<Verified, Refusal> {
-    let tee = Tee {
+    let mut file = FileTap {
         inner: source,
-        sink,
+        hasher: Some(Sha256::new()),
+        count: 0,
+        limit: exp.file_limit,
         source_err: None,
-        sink_err: None,
     };
-    let mut file = HashingReader::new(tee, exp.file_limit);
-    let (nar, trailing, drain_err) = {
-        let mut buffered = BufReader::with_capacity(BUF, &mut file);
-        let nar = nar_stage(&mut buffered, exp);
-        // Whatever follows the compressed stream (or the rest of a file the NAR check
-        // gave up on) is read too, so FileHash and FileSize cover the whole file.
-        let (trailing, drain_err) = drain(&mut buffered);
-        (nar, trailing, drain_err)
-    };
-    let (tee, file_hash, file_count) = file.finish();
+    let nar = nar_stage(&mut file, exp, sink);
+    // Whatever follows the compressed stream (or the rest of a file the NAR check
+    // gave up on) is read too, so FileHash and FileSize cover the whole file.
+    let (trailing, drain_err) = drain(&mut file);
+    let file_count = file.count;
+    let file_hash = Sha256Hash(
+        file.hasher
+            .take()
+            .map(|h| h.finalize().into())
+            .unwrap_or_default(),
+    );
 
-    if let Some(e) = tee.sink_err {
+    if let Some(e) = nar.sink_err {
         return Err(Refusal::Sink(e));
     }
-    if let Some((kind, text)) = tee.source_err {
+    if let Some((kind, text)) = file.source_err {
         return Err(Refusal::Source(io::Error::new(kind, text)));
     }
     if file_count > exp.file_limit {
@@ -194,8 +300,8 @@ pub(crate) fn verify(
         });
     }
     if let Some(e) = drain_err {
-        // Neither side of the tee failed and the limit held: only an OS error of the
-        // source reaches here.
+        // The source did not fail and the limit held: nothing else should reach
+        // here, but an error is never taken for the end of the file.
         return Err(Refusal::Source(e));
     }
     if let Some(expected) = exp.file_size {
@@ -249,10 +355,13 @@ pub(crate) fn verify(
             got: nar.count,
         });
     }
-    if nar.hash != exp.nar_hash {
+    // Only an uncompressed file leaves the NAR unhashed, and then, with no trailing
+    // bytes and the NAR stage passed, the file's bytes are the NAR's.
+    let nar_hash = nar.hash.unwrap_or(file_hash);
+    if nar_hash != exp.nar_hash {
         return Err(Refusal::NarHash {
             expected: exp.nar_hash,
-            got: nar.hash,
+            got: nar_hash,
         });
     }
     Ok(Verified {
@@ -304,11 +413,15 @@ mod tests {
     #[test]
     fn accepts_honest_files_and_copies_them() {
         for c in ALL {
-            let (file, exp) = encode(&sample_nar(), c);
+            let nar_bytes = sample_nar();
+            let (file, exp) = encode(&nar_bytes, c);
             let mut copy = Vec::new();
             let v = verify(&file[..], &exp, Some(&mut copy)).unwrap();
             assert_eq!(v.file_size, file.len() as u64, "{c}");
-            assert_eq!(copy, file, "{c}");
+            assert_eq!(v.nar_size, nar_bytes.len() as u64, "{c}");
+            // The staged copy is the NAR itself, and verifies as a staged file.
+            assert_eq!(copy, nar_bytes, "{c}");
+            verify(&copy[..], &Expect::staged(exp.nar_size, exp.nar_hash), None).unwrap();
             // Without FileHash/FileSize, the signed NAR fields still decide.
             let loose = Expect {
                 file_size: None,
@@ -432,7 +545,7 @@ mod tests {
             }
         }
         let (file, exp) = encode(&sample_nar(), Compression::Zstd);
-        let r = verify(Failing, &exp, None);
+        let r = verify(io::BufReader::new(Failing), &exp, None);
         assert!(
             matches!(&r, Err(Refusal::Source(e)) if e.kind() == io::ErrorKind::TimedOut),
             "{r:?}"

@@ -3,13 +3,22 @@
 //! `nix copy --from file://…` of the same signed cache into the same kind of store
 //! (see bench/README.md).
 //!
-//! Cases, each run `--runs N` times (default 3) into fresh chroot stores:
+//! Cases, each run `--runs N` times (default 3) into fresh chroot stores, the tools
+//! interleaved (run `i` starts with a different tool) with `sync(2)` before each run:
 //!
 //! 1. a ~200 MB closure of 20 store paths of incompressible data
 //!    (`fleet_tests::nix::BULK_LARGE`), published with
 //!    `nix copy --to 'file://…?compression=zstd&secret-key=…'`;
-//! 2. the same for 1,000 tiny paths (`BULK_MANY`): per-path cost;
-//! 3. a no-op fetch of the 1,000-path closure (already valid: one validity query).
+//! 2. the same size of compressible text (`fleet_bench::text_closure`, about 2.6x
+//!    with zstd), closer to real closures;
+//! 3. 1,000 tiny paths (`BULK_MANY`): per-path cost;
+//! 4. a no-op fetch of the 1,000-path closure (already valid: one validity query).
+//!
+//! Tools per case: `nix copy --from` the bucket's cache (the baseline); `nix copy
+//! --no-recursive --from` a signed uncompressed copy of it, which is the agent's
+//! import step alone (Nix's share of the agent's time, its floor); the agent's fetch
+//! as configured by default (everything imported at the end); and the agent's fetch
+//! with `import_in_waves` (imports overlapping the downloads).
 //!
 //! The fetch runs in a child process (this binary with `--worker`), so wall time and
 //! peak RSS are measured the same way for both tools: `wait4` of the child, whose
@@ -24,7 +33,10 @@ use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
 use fleet_agent::fetch::{FetchLimits, FetchRequest, fetch_closure};
-use fleet_bench::{Report, Stats, Table, measure};
+use fleet_bench::{
+    Report, Stats, Table, load_average, load_note, measure, run_once, stats, sync_disks,
+    text_closure,
+};
 use fleet_core::keys::PublicKey;
 use fleet_core::narinfo::Compression;
 use fleet_core::{Bucket, StorePath, TrustedKeys, nixcli};
@@ -58,8 +70,12 @@ fn self_peak_rss() -> anyhow::Result<u64> {
 /// `--worker BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR`: one fetch; prints
 /// the report and the peak RSS as JSON.
 fn worker(args: &[String]) -> anyhow::Result<()> {
+    let (args, waves) = match args {
+        [rest @ .., last] if last == "--waves" => (rest, true),
+        all => (all, false),
+    };
     let [bucket, top, pk, store, staging] = args else {
-        bail!("--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR");
+        bail!("--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR [--waves]");
     };
     let bucket = Bucket::open_url(bucket)?;
     let top = StorePath::new(top)?;
@@ -74,7 +90,10 @@ fn worker(args: &[String]) -> anyhow::Result<()> {
         trusted_cache_keys: &trusted,
         nix: &nix,
         staging_dir: Path::new(staging),
-        limits: FetchLimits::default(),
+        limits: FetchLimits {
+            import_in_waves: waves,
+            ..FetchLimits::default()
+        },
     }))?;
     let out = serde_json::json!({
         "fetched": report.fetched.len(),
@@ -119,6 +138,34 @@ fn worker_output(s: &Stats) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("worker output {:?}", run.stdout))
 }
 
+/// Builds the command of one run (its index given).
+type MakeCommand<'a> = dyn FnMut(usize) -> anyhow::Result<Command> + 'a;
+
+/// Runs each command of `tools` `runs` times, interleaved (run `i` starts with tool
+/// `i % n`, so none always goes first), with `sync(2)` before each run so none pays
+/// for another's writeback. One [`Stats`] per tool, in `tools` order.
+fn interleaved(
+    runs: usize,
+    tools: &mut [(&str, &mut MakeCommand<'_>)],
+) -> anyhow::Result<Vec<Stats>> {
+    let n = tools.len();
+    let mut all: Vec<Vec<fleet_bench::Run>> = (0..n).map(|_| Vec::new()).collect();
+    for i in 0..runs {
+        for k in 0..n {
+            let t = (i + k) % n;
+            let (label, make) = &mut tools[t];
+            let mut cmd = make(i)?;
+            sync_disks();
+            all[t].push(run_once(&mut cmd).with_context(|| format!("{label}, run {}", i + 1))?);
+        }
+    }
+    Ok(all
+        .into_iter()
+        .zip(tools.iter())
+        .map(|(r, (label, _))| stats(label, r))
+        .collect())
+}
+
 fn real_main(args: &[String]) -> anyhow::Result<()> {
     let runs = runs_arg(args)?;
     let me = std::env::current_exe().context("locating this binary")?;
@@ -128,9 +175,11 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         .tempdir()?;
     let (sk, pk) = nix.generate_binary_cache_key("bench-cache-1", work.path())?;
     let trusted = PublicKey::load(&pk)?.to_nix_string();
+    let load_before = load_average();
 
     eprintln!("building the fixture closures (once per machine)…");
     let large = nix.bulk_closure(BULK_LARGE, "bench")?;
+    let text = text_closure(&nix, BULK_LARGE.n_paths, BULK_LARGE.total_bytes, "bench")?;
     let many = nix.bulk_closure(BULK_MANY, "bench")?;
 
     let fresh = |tag: &str, i: usize| -> PathBuf { work.path().join(format!("{tag}-{i}")) };
@@ -139,9 +188,11 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         "tool",
         "paths",
         "NAR MiB",
+        "file MiB",
         "median s",
         "min s",
         "max s",
+        "CPU s",
         "peak RSS MiB (tree)",
         "fetch RSS MiB",
         "vs nix copy",
@@ -149,59 +200,77 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
     let mut report = Report::new("bench-agent-fetch");
     report.notes.push(nix.version()?);
     report.notes.push(format!(
-        "{runs} runs per case; file:// bucket and chroot stores on the same disk; cache written by nix copy (zstd level 3, signed)"
+        "{runs} runs per case, the tools interleaved, sync(2) before each run; file:// bucket and chroot stores on the same disk; cache written by nix copy (zstd level 3, signed)"
     ));
     report.notes.push(
-        "peak RSS (tree) is wait4's ru_maxrss of the measured child: the largest process of its tree, nix included; fetch RSS is the fleet worker's own VmHWM".into(),
+        "peak RSS (tree) is wait4's ru_maxrss of the measured child: the largest process of its tree, nix included; fetch RSS is the fleet worker's own VmHWM; CPU s is the child's user + system time (its nix children included)".into(),
+    );
+    report.notes.push(
+        "`nix copy, import alone` imports a signed uncompressed copy of the cache with --no-recursive, as the agent imports its staged cache: the part of the fleet fetch that is Nix's own work, with nothing verified or downloaded by fleet".into(),
     );
 
+    let fleet_cmd =
+        |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path, waves: bool| {
+            let mut c = Command::new(&me);
+            c.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
+                .env("NIX_USER_CONF_FILES", "")
+                .arg("--worker")
+                .arg(format!("file://{}", cache_root.display()))
+                .arg(top.to_string())
+                .arg(&pk)
+                .arg(store)
+                .arg(staging);
+            if waves {
+                c.arg("--waves");
+            }
+            c
+        };
     let worker_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
-        let mut c = Command::new(&me);
-        c.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
-            .env("NIX_USER_CONF_FILES", "")
-            .arg("--worker")
-            .arg(format!("file://{}", cache_root.display()))
-            .arg(top.to_string())
-            .arg(&pk)
-            .arg(store)
-            .arg(staging);
-        c
+        fleet_cmd(cache_root, top, store, staging, false)
+    };
+    let waves_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
+        fleet_cmd(cache_root, top, store, staging, true)
     };
 
     let mut add = |case: &str,
                    tool: &str,
                    c: &Closure,
                    nar: u64,
+                   file: u64,
                    s: &Stats,
                    fetch_rss: Option<u64>,
                    base: Option<&Stats>| {
-        let ratio = base.map(|b| s.median_s / b.median_s);
+        let ratio = base.map(|b| b.median_s / s.median_s);
         table.row(vec![
             case.into(),
             tool.into(),
             c.paths.len().to_string(),
             format!("{:.1}", nar as f64 / 1048576.0),
+            format!("{:.1}", file as f64 / 1048576.0),
             format!("{:.3}", s.median_s),
             format!("{:.3}", s.min_s),
             format!("{:.3}", s.max_s),
+            format!("{:.3}", s.median_cpu_s),
             format!("{:.1}", s.peak_rss_mib),
             fetch_rss.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
             match ratio {
-                Some(r) => format!("{r:.2}x the time"),
+                Some(r) => format!("{r:.2}x the speed"),
                 None => "baseline".into(),
             },
         ]);
         report.rows.push(serde_json::json!({
             "case": case, "tool": tool, "paths": c.paths.len(), "nar_bytes": nar,
+            "file_bytes": file,
             "median_s": s.median_s, "min_s": s.min_s, "max_s": s.max_s,
-            "seconds": s.seconds, "peak_rss_mib": s.peak_rss_mib,
+            "seconds": s.seconds, "median_cpu_s": s.median_cpu_s, "peak_rss_mib": s.peak_rss_mib,
             "fetch_peak_rss_bytes": fetch_rss,
-            "time_ratio_vs_nix_copy": ratio,
+            "speed_vs_nix_copy": ratio,
         }));
     };
 
     for (case, closure, tag) in [
-        ("fetch ~200 MB, 20 paths", &large, "large"),
+        ("fetch ~200 MB random, 20 paths", &large, "large"),
+        ("fetch ~200 MB text, 20 paths", &text, "text"),
         ("fetch 1,000 tiny paths", &many, "many"),
     ] {
         // The bucket: <root>/cache, written by nix copy, as the publisher would.
@@ -213,6 +282,14 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             Some(&sk),
             Compression::Zstd,
         )?;
+        // What the agent stages: the same narinfos and signatures, NARs uncompressed.
+        let plain = work.path().join(format!("plain-{tag}"));
+        nix.copy_to_file_cache(
+            std::slice::from_ref(&closure.top),
+            &plain,
+            Some(&sk),
+            Compression::None,
+        )?;
         let nar: u64 = {
             let info = nix.path_info_json(None, &closure.paths)?;
             info.as_array()
@@ -221,15 +298,29 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 .filter_map(|i| i["narSize"].as_u64())
                 .sum()
         };
-        // Warm the page cache so neither tool pays for the first read.
-        for e in walk(&cache)? {
+        let files = walk(&cache)?;
+        let file_bytes: u64 = files
+            .iter()
+            .filter(|f| f.parent().is_some_and(|d| d.ends_with("nar")))
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        // Warm the page cache so no tool pays for the first read.
+        for e in files.iter().chain(walk(&plain)?.iter()) {
             std::fs::read(e)?;
         }
         let cache_url = format!("file://{}", cache.display());
+        let plain_url = format!("file://{}", plain.display());
 
-        eprintln!("{case}: nix copy --from…");
-        let base_tag = format!("nix-{tag}");
-        let base = measure(&format!("{case} nix copy"), runs, |i| {
+        eprintln!(
+            "{case}: nix copy, nix copy of the import alone and fleet-agent fetch, {runs} runs each, interleaved…"
+        );
+        let (base_tag, floor_tag, ours_tag, waves_tag) = (
+            format!("nix-{tag}"),
+            format!("floor-{tag}"),
+            format!("fleet-{tag}"),
+            format!("waves-{tag}"),
+        );
+        let mut base_cmd = |i: usize| {
             let mut c = nix.command("nix");
             c.args(["copy", "--from", &cache_url, "--to"])
                 .arg(fresh(&base_tag, i))
@@ -237,17 +328,17 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 .args(["--option", "require-sigs", "true"])
                 .arg(closure.top.to_string());
             Ok(c)
-        })?;
-        for i in 0..runs {
-            ensure!(
-                nix.is_valid_in(&fresh(&base_tag, i), &closure.top)?,
-                "nix copy run {i} did not import the closure"
-            );
-        }
-
-        eprintln!("{case}: fleet-agent fetch…");
-        let ours_tag = format!("fleet-{tag}");
-        let ours = measure(&format!("{case} fleet fetch"), runs, |i| {
+        };
+        let mut floor_cmd = |i: usize| {
+            let mut c = nix.command("nix");
+            c.args(["copy", "--no-recursive", "--from", &plain_url, "--to"])
+                .arg(fresh(&floor_tag, i))
+                .args(["--option", "trusted-public-keys", &trusted])
+                .args(["--option", "require-sigs", "true"])
+                .args(closure.paths.iter().map(|p| p.to_string()));
+            Ok(c)
+        };
+        let mut ours_cmd = |i: usize| {
             let store = fresh(&ours_tag, i);
             Ok(worker_cmd(
                 &bucket_root,
@@ -255,36 +346,87 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 &store,
                 &store.with_extension("staging"),
             ))
-        })?;
+        };
+        let mut waves_run = |i: usize| {
+            let store = fresh(&waves_tag, i);
+            Ok(waves_cmd(
+                &bucket_root,
+                &closure.top,
+                &store,
+                &store.with_extension("staging"),
+            ))
+        };
+        let measured = interleaved(
+            runs,
+            &mut [
+                ("nix copy", &mut base_cmd),
+                ("nix copy, import alone", &mut floor_cmd),
+                ("fleet fetch", &mut ours_cmd),
+                ("fleet fetch, import in waves", &mut waves_run),
+            ],
+        )
+        .with_context(|| case.to_owned())?;
+        let [base, floor, ours, waves] = &measured[..] else {
+            bail!("{case}: expected four measurements");
+        };
         for i in 0..runs {
-            ensure!(
-                nix.is_valid_in(&fresh(&ours_tag, i), &closure.top)?,
-                "fleet fetch run {i} did not import the closure"
-            );
+            for t in [&base_tag, &floor_tag, &ours_tag, &waves_tag] {
+                ensure!(
+                    nix.is_valid_in(&fresh(t, i), &closure.top)?,
+                    "{case}: run {i} into {t} did not import the closure"
+                );
+            }
         }
-        let out = worker_output(&ours)?;
+        let out = worker_output(ours)?;
         ensure!(
             out["fetched"].as_u64() == Some(closure.paths.len() as u64),
             "the fetch did not download every path: {out}"
         );
         let fetch_rss = out["self_peak_rss_bytes"].as_u64();
+        let waves_out = worker_output(waves)?;
+        ensure!(
+            waves_out["fetched"].as_u64() == Some(closure.paths.len() as u64),
+            "the fetch in waves did not download every path: {waves_out}"
+        );
         add(
             case,
             "nix copy --from file://",
             closure,
             nar,
-            &base,
+            file_bytes,
+            base,
             None,
             None,
+        );
+        add(
+            case,
+            "nix copy, import alone",
+            closure,
+            nar,
+            nar,
+            floor,
+            None,
+            Some(base),
         );
         add(
             case,
             "fleet-agent fetch",
             closure,
             nar,
-            &ours,
+            file_bytes,
+            ours,
             fetch_rss,
-            Some(&base),
+            Some(base),
+        );
+        add(
+            case,
+            "fleet-agent fetch, import in waves",
+            closure,
+            nar,
+            file_bytes,
+            waves,
+            waves_out["self_peak_rss_bytes"].as_u64(),
+            Some(base),
         );
 
         if tag == "many" {
@@ -308,14 +450,23 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 "fleet-agent fetch",
                 closure,
                 0,
+                0,
                 &noop,
                 out["self_peak_rss_bytes"].as_u64(),
                 None,
             );
         }
+        // Each run wrote a store and a cache copy: free the disk before the next case.
+        for i in 0..runs {
+            for t in [&base_tag, &floor_tag, &ours_tag, &waves_tag] {
+                let _ = std::fs::remove_dir_all(fresh(t, i));
+            }
+        }
     }
+    report.notes.push(load_note(load_before));
 
     println!("{}", table.render());
+    println!("{}", report.notes.last().map_or("", String::as_str));
     let path = report.write()?;
     eprintln!("results: {}", path.display());
     Ok(())

@@ -15,7 +15,9 @@
 //! 1. The closure comes from the local store (`nix-store --query --requisites`); one
 //!    LIST of `cache/` tells which narinfos are already there, and only the missing
 //!    paths go further. `nix path-info` is asked about those only, so a no-op
-//!    republish costs one `nix-store` call and one listing, whatever the closure size.
+//!    republish costs a validity check of the roots, the closure query and one
+//!    listing, whatever the closure size; the three run at once (as do `nix path-info`
+//!    and writing `nix-cache-info`).
 //! 2. Up to `jobs` paths at once, each on a blocking thread: `nar::dump` →
 //!    [`HashingWriter`] (NarHash, NarSize) → [`Encoder`] → [`HashingWriter`]
 //!    (FileHash, FileSize) → memory, or a temporary file once the compressed NAR
@@ -59,8 +61,10 @@ pub const DEFAULT_SPILL_THRESHOLD: usize = 32 * 1024 * 1024;
 /// Bytes read from a temporary file per part of a multipart upload.
 const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
-/// `nix path-info` is asked about this many paths per call (command-line length).
-const PATH_INFO_BATCH: usize = 500;
+/// `nix path-info` is asked about this many paths per call: each call costs a process
+/// start, and 2,000 paths of about 80 bytes stay far below the kernel's limit on a
+/// command line (2 MiB).
+const PATH_INFO_BATCH: usize = 2000;
 
 /// How to push.
 #[derive(Clone, Debug)]
@@ -190,28 +194,30 @@ pub async fn push(
     settings: &PushSettings,
 ) -> anyhow::Result<PushSummary> {
     let start = Instant::now();
-    crate::check_valid(nix, roots).await?;
-    let closure = nix
-        .closure(roots)
-        .await
-        .context("listing the closure in the local Nix store")?;
-    let listing = CacheListing::read(bucket).await?;
-    if !listing.has_cache_info {
+    // The three questions are independent: ask them at once. The validity check's
+    // answer is looked at first, as it says best what is wrong with an unbuilt root.
+    let (valid, closure, listing) = tokio::join!(
+        crate::check_valid(nix, roots),
+        nix.closure(roots),
+        CacheListing::read(bucket)
+    );
+    valid?;
+    let closure = closure.context("listing the closure in the local Nix store")?;
+    let listing = listing?;
+    let write_cache_info = async {
+        if listing.has_cache_info {
+            return Ok(());
+        }
         match bucket
             .put_if_absent(&Key::cache_info(), narinfo::nix_cache_info())
             .await
         {
-            Ok(_) | Err(BucketError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e).context("writing the binary cache's nix-cache-info"),
+            Ok(_) | Err(BucketError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e).context("writing the binary cache's nix-cache-info"),
         }
-    }
-    let missing: Vec<StorePath> = listing.missing(&closure).into_iter().cloned().collect();
-    let mut summary = PushSummary {
-        closure_paths: closure.len(),
-        skipped: closure.len() - missing.len(),
-        ..Default::default()
     };
-    if !missing.is_empty() {
+    let missing: Vec<StorePath> = listing.missing(&closure).into_iter().cloned().collect();
+    let read_infos = async {
         let mut infos = Vec::with_capacity(missing.len());
         for batch in missing.chunks(PATH_INFO_BATCH) {
             infos.extend(
@@ -220,6 +226,17 @@ pub async fn push(
                     .context("reading path info from the local Nix store")?,
             );
         }
+        anyhow::Ok(infos)
+    };
+    let (wrote, infos) = tokio::join!(write_cache_info, read_infos);
+    wrote?;
+    let infos = infos?;
+    let mut summary = PushSummary {
+        closure_paths: closure.len(),
+        skipped: closure.len() - missing.len(),
+        ..Default::default()
+    };
+    if !missing.is_empty() {
         upload_all(
             bucket,
             cache_key,
@@ -257,6 +274,25 @@ struct Ctx {
     existing_nars: HashMap<String, u64>,
     jobs: Semaphore,
     progress: ProgressBar,
+    /// Buffers of compressed NARs already uploaded, for the next ones: a fresh
+    /// buffer per NAR costs a page fault per 4 KiB written to it.
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Ctx {
+    fn take_buffer(&self) -> Vec<u8> {
+        let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        pool.pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
+        // At most one per job is ever in use at once.
+        if pool.len() < self.settings.jobs {
+            pool.push(buf);
+        }
+    }
 }
 
 /// Orders `infos` so every path comes after the paths it references.
@@ -331,6 +367,7 @@ async fn upload_all(
         existing_nars,
         jobs: Semaphore::new(settings.jobs.max(1)),
         progress: progress.clone(),
+        buffers: std::sync::Mutex::new(Vec::new()),
     });
     let index: HashMap<StorePath, usize> = infos
         .iter()
@@ -419,10 +456,12 @@ async fn upload_one(
             s.spill_threshold,
             info.nar_size,
         );
-        let packed = tokio::task::spawn_blocking(move || pack(&p, compression, level, spill, hint))
-            .await
-            .context("the packing thread stopped unexpectedly")?
-            .with_context(|| format!("serialising and compressing {path}"))?;
+        let buf = ctx.take_buffer();
+        let packed =
+            tokio::task::spawn_blocking(move || pack(&p, compression, level, spill, hint, buf))
+                .await
+                .context("the packing thread stopped unexpectedly")?
+                .with_context(|| format!("serialising and compressing {path}"))?;
         let Packed { sums, data } = packed;
         if sums.nar_hash != info.nar_hash || sums.nar_size != info.nar_size {
             bail!(
@@ -443,10 +482,18 @@ async fn upload_one(
         );
         let nar_key = Key::nar(&url).context("making the NAR file name")?;
         let reused = ctx.existing_nars.get(nar_key.as_str()) == Some(&sums.file_size);
-        if !reused {
+        let spare = if reused {
+            match data {
+                Data::Mem(v) => Some(v),
+                Data::File(_) => None,
+            }
+        } else {
             upload_nar(&ctx.bucket, &nar_key, data)
                 .await
-                .with_context(|| format!("uploading the NAR of {path}"))?;
+                .with_context(|| format!("uploading the NAR of {path}"))?
+        };
+        if let Some(buf) = spare {
+            ctx.give_back(buf);
         }
         (sums, nar_key, reused)
     };
@@ -570,19 +617,23 @@ impl Spill {
 }
 
 /// Serialises `path` as a NAR and compresses it, hashing both; see the module docs.
-/// `nar_size` (what Nix registered) sizes the buffer, so it is never reallocated.
+/// `nar_size` (what Nix registered) sizes the buffer `mem` (empty, possibly used
+/// before), so it is never reallocated.
 fn pack(
     path: &StorePath,
     compression: Compression,
     level: Option<i32>,
     spill_threshold: usize,
     nar_size: u64,
+    mut mem: Vec<u8>,
 ) -> io::Result<Packed> {
     // zstd's and xz's worst case is the input plus a small fraction.
     let bound = nar_size.saturating_add(nar_size / 128).saturating_add(4096);
+    mem.clear();
+    mem.reserve(bound.min(spill_threshold as u64 + 1) as usize);
     let sink = HashingWriter::new(Spill {
         threshold: spill_threshold,
-        mem: Vec::with_capacity(bound.min(spill_threshold as u64 + 1) as usize),
+        mem,
         file: None,
     });
     let encoder = Encoder::new(compression, sink, level)?;
@@ -604,10 +655,14 @@ fn pack(
     })
 }
 
-async fn upload_nar(bucket: &Bucket, key: &Key, data: Data) -> anyhow::Result<()> {
+/// Uploads a compressed NAR; returns its memory buffer, when it had one and the
+/// upload let go of it, for reuse.
+async fn upload_nar(bucket: &Bucket, key: &Key, data: Data) -> anyhow::Result<Option<Vec<u8>>> {
     match data {
         Data::Mem(v) => {
-            bucket.put(key, Bytes::from(v)).await?;
+            let bytes = Bytes::from(v);
+            bucket.put(key, bytes.clone()).await?;
+            return Ok(bytes.try_into_mut().ok().map(Vec::from));
         }
         Data::File(f) => {
             let mut f = tokio::fs::File::from_std(f);
@@ -647,7 +702,7 @@ async fn upload_nar(bucket: &Bucket, key: &Key, data: Data) -> anyhow::Result<()
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// `fleet-publish push`.
