@@ -16,6 +16,10 @@ scripts/deps.sh
 # PATH is for tests and tools that call them by name.
 export PATH="$repo/.venv/bin:$PATH"
 
+# The end-to-end tests run the real binaries (fleet_tests::bin finds them next to the
+# test binaries); cargo builds a package's binaries only for that package's own tests.
+cargo build --workspace --bins
+
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 cargo test --doc --workspace || status=$?
