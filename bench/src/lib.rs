@@ -1,5 +1,5 @@
 //! `fleet-bench`: the measuring kit shared by fleet's benchmark binaries
-//! (`bench-publish`, `bench-agent-fetch`, `bench-reporter`).
+//! (`bench-publish`, `bench-agent-fetch`, `bench-agent-idle`, `bench-reporter`).
 //!
 //! - [`run_once`] runs one command and measures its wall time and the peak resident
 //!   memory of the child process itself (from `wait4`'s `rusage`, so each run is

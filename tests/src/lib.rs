@@ -4,13 +4,16 @@
 //!   started per test binary on free loopback ports with temporary data directories,
 //!   with per-role users whose policies come from `fleet_core::iam`;
 //! - [`nix`]: real Nix (Debian's `nix-bin`: sandbox off, no substituters, offline)
-//!   and fixture closures built from plain `derivation`s.
+//!   and fixture closures built from plain `derivation`s;
+//! - [`proxy`]: a counting HTTP proxy, to count the requests a client makes to an S3
+//!   server by what goes over the wire.
 //!
 //! Tests live in `tests/tests/`. They need the tools `scripts/test.sh` installs; a
 //! test whose tool is missing fails with a message naming the install command,
 //! except the Docker-based ones, which skip with a printed reason.
 
 pub mod nix;
+pub mod proxy;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -1,11 +1,10 @@
 //! `fleet-agent` against real SeaweedFS with the host's own scoped IAM keys (policy
 //! from `fleet_core::iam`, made by the harness with real IAM calls), and real Nix.
 //!
-//! A small counting proxy sits between the agent and the server: it parses each
-//! HTTP/1.1 request the agent sends (request line, headers, `Content-Length` body),
-//! records method and path, and forwards the bytes unchanged both ways (SigV4 signs
-//! the `Host` header the agent sent, which the proxy does not touch). That is how the
-//! requests per cycle are counted, not by the agent's own word.
+//! The harness's counting proxy ([`fleet_tests::proxy`]) sits between the agent and
+//! the server: it records the method and path of each HTTP request the agent sends
+//! and forwards the bytes unchanged. That is how the requests per cycle are counted,
+//! not by the agent's own word (`bench-agent-idle` counts idle polls the same way).
 //!
 //! - the happy path over S3, then a second `once` that makes exactly one GET (a 304)
 //!   and one PUT (status.json), and a daemon whose idle polls are exactly one request
@@ -15,97 +14,14 @@
 
 mod agent_common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_common::World;
 use fleet_core::iam::Role;
 use fleet_core::status::AgentState;
 use fleet_core::{HostName, Key};
+use fleet_tests::proxy::{Requests, counting_proxy};
 use fleet_tests::s3::S3Server;
-
-/// Requests seen by the proxy, as `METHOD /path` (query dropped).
-#[derive(Clone, Default)]
-struct Requests(Arc<Mutex<Vec<String>>>);
-
-impl Requests {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-/// Starts the counting proxy in front of `upstream` (`host:port`); returns its port.
-fn counting_proxy(upstream: String, seen: Requests) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { return };
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let (mut c_read, mut s_write) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (mut s_read, mut c_write) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s_read, &mut c_write);
-                let _ = c_write.shutdown(std::net::Shutdown::Both);
-            });
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let _ = forward_requests(&mut c_read, &mut s_write, &seen);
-                let _ = s_write.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    port
-}
-
-/// Copies requests from `from` to `to`, recording each one.
-fn forward_requests(
-    from: &mut TcpStream,
-    to: &mut TcpStream,
-    seen: &Requests,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(from);
-    loop {
-        let mut head = Vec::new();
-        let mut request_line = String::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            head.extend_from_slice(line.as_bytes());
-            if request_line.is_empty() {
-                request_line = line.trim_end().to_owned();
-                continue;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-            assert!(
-                !lower.starts_with("transfer-encoding:"),
-                "the counting proxy does not parse chunked request bodies: {line}"
-            );
-        }
-        let mut parts = request_line.split(' ');
-        let method = parts.next().unwrap_or("").to_owned();
-        let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
-        seen.0.lock().unwrap().push(format!("{method} {path}"));
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        to.write_all(&head)?;
-        to.write_all(&body)?;
-    }
-}
 
 struct S3World {
     w: World,
@@ -135,8 +51,8 @@ fn s3_world(host: &str, agent_host: &str) -> S3World {
         (server, name, admin, agent)
     });
     let requests = Requests::default();
-    let upstream = server.endpoint().trim_start_matches("http://").to_owned();
-    let port = counting_proxy(upstream, requests.clone());
+    let upstream = server.endpoint().trim_start_matches("http://");
+    let port = counting_proxy(upstream, requests.clone()).unwrap();
     let url = format!("s3://{bucket_name}?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let w = World::s3(host, &url, admin, &agent);
     S3World {
