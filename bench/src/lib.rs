@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 
 /// One measured run.
@@ -193,6 +193,32 @@ pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// The `--runs N` of a benchmark whose only option it is (`default` without it);
+/// `--help` prints the usage of `name` and exits.
+pub fn runs_arg(name: &str, args: &[String], default: usize) -> anyhow::Result<usize> {
+    let usage = format!("usage: {name} [--runs N]   (see bench/README.md)");
+    let mut it = args.iter();
+    let mut runs = default;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .context("--runs needs a number")?
+                    .parse()
+                    .context("--runs needs a number")?;
+            }
+            "-h" | "--help" => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}; {usage}"),
+        }
+    }
+    ensure!(runs >= 1, "--runs must be at least 1");
+    Ok(runs)
 }
 
 /// A report note with the load average before the run (`before`) and now.

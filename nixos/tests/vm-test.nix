@@ -113,12 +113,12 @@ pkgs.testers.runNixOSTest {
               "mc admin user add local ${publisherCreds.id} ${publisherCreds.secret}",
               "mc admin policy attach local fleet-agent-agent --user ${agentCreds.id}",
               "mc admin policy attach local fleet-publisher --user ${publisherCreds.id}",
-              "printf '%s' '${signingSecret}' > /root/signing.key",
+              "printf '%s' '${signingSecret}' > /tmp/signing.key",
           )
 
       publish_env = (
           "AWS_ACCESS_KEY_ID=${publisherCreds.id} AWS_SECRET_ACCESS_KEY=${publisherCreds.secret} "
-          "FLEET_STORE='${store}' FLEET_CACHE_KEY=/root/signing.key FLEET_SIGNING_KEY=/root/signing.key"
+          "FLEET_STORE='${store}' FLEET_CACHE_KEY=/tmp/signing.key FLEET_SIGNING_KEY=/tmp/signing.key"
       )
 
       def status():

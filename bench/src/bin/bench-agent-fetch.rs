@@ -34,7 +34,7 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use fleet_agent::fetch::{FetchLimits, FetchRequest, fetch_closure};
 use fleet_bench::{
-    Report, Stats, Table, load_average, load_note, measure, run_once, stats, sync_disks,
+    Report, Stats, Table, load_average, load_note, measure, run_once, runs_arg, stats, sync_disks,
     text_closure,
 };
 use fleet_core::keys::PublicKey;
@@ -108,29 +108,6 @@ fn worker(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runs_arg(args: &[String]) -> anyhow::Result<usize> {
-    let mut it = args.iter();
-    let mut runs = 3;
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => {
-                runs = it
-                    .next()
-                    .context("--runs needs a number")?
-                    .parse()
-                    .context("--runs needs a number")?;
-            }
-            "-h" | "--help" => {
-                println!("usage: bench-agent-fetch [--runs N]   (see bench/README.md)");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}; usage: bench-agent-fetch [--runs N]"),
-        }
-    }
-    ensure!(runs >= 1, "--runs must be at least 1");
-    Ok(runs)
-}
-
 /// The worker's JSON line from a run's stdout.
 fn worker_output(s: &Stats) -> anyhow::Result<serde_json::Value> {
     let run = s.last.as_ref().context("no run")?;
@@ -167,7 +144,7 @@ fn interleaved(
 }
 
 fn real_main(args: &[String]) -> anyhow::Result<()> {
-    let runs = runs_arg(args)?;
+    let runs = runs_arg("bench-agent-fetch", args, 3)?;
     let me = std::env::current_exe().context("locating this binary")?;
     let nix = Nix::new()?;
     let work = tempfile::Builder::new()

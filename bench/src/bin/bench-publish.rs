@@ -23,10 +23,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use fleet_bench::{
-    Report, Run, Stats, Table, load_average, load_note, measure, run_once, sibling_binary, stats,
-    sync_disks, text_closure,
+    Report, Run, Stats, Table, load_average, load_note, measure, run_once, runs_arg,
+    sibling_binary, stats, sync_disks, text_closure,
 };
 use fleet_tests::nix::{BULK_LARGE, BULK_MANY, Closure, Nix};
 
@@ -35,29 +35,6 @@ fn main() {
         eprintln!("bench-publish: error: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn runs_arg() -> anyhow::Result<usize> {
-    let mut args = std::env::args().skip(1);
-    let mut runs = 5;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--runs" => {
-                runs = args
-                    .next()
-                    .context("--runs needs a number")?
-                    .parse()
-                    .context("--runs needs a number")?;
-            }
-            "-h" | "--help" => {
-                println!("usage: bench-publish [--runs N]   (see bench/README.md)");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}; usage: bench-publish [--runs N]"),
-        }
-    }
-    ensure!(runs >= 1, "--runs must be at least 1");
-    Ok(runs)
 }
 
 fn count_narinfos(cache: &Path) -> usize {
@@ -84,7 +61,11 @@ fn nar_file_bytes(dir: &Path) -> u64 {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let runs = runs_arg()?;
+    let runs = runs_arg(
+        "bench-publish",
+        &std::env::args().skip(1).collect::<Vec<_>>(),
+        5,
+    )?;
     let publish = sibling_binary("fleet-publish")?;
     let nix = Nix::new()?;
     let work = tempfile::Builder::new()
