@@ -511,8 +511,11 @@ impl Agent {
 
     fn manifest_unreadable(&mut self, key: &Key, e: BucketError) -> anyhow::Result<Outcome> {
         let (kind, outcome, state) = match &e {
-            BucketError::TooLarge { .. } => {
-                return self.refuse("manifest-too-large", e.to_string(), None, None, None);
+            BucketError::TooLarge { etag, .. } => {
+                // Remembering the ETag makes the next polls conditional GETs answered
+                // 304, instead of downloading up to the bound again every time.
+                let etag = etag.clone().filter(|e| e.len() <= 1024);
+                return self.refuse("manifest-too-large", e.to_string(), etag, None, None);
             }
             BucketError::NotFound { .. } => {
                 ("manifest-missing", Outcome::Failed, AgentState::Failed)

@@ -170,6 +170,9 @@ pub enum BucketError {
         size: u64,
         /// The bound.
         limit: u64,
+        /// The object's ETag, when the store sent one: lets a caller ask again with
+        /// `If-None-Match` instead of downloading the same oversized object.
+        etag: Option<String>,
     },
     /// The store could not be reached, or stopped answering.
     #[error(
@@ -421,16 +424,17 @@ impl Bucket {
             Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
             Err(e) => return Err(self.err(Op::Read, key.as_str(), e)),
         };
+        let etag = res.meta.e_tag.clone();
         let too_large = |size: u64| BucketError::TooLarge {
             url: self.url_text.clone(),
             key: key.to_string(),
             size,
             limit,
+            etag: etag.clone(),
         };
         if res.meta.size > limit {
             return Err(too_large(res.meta.size));
         }
-        let etag = res.meta.e_tag.clone();
         let mut body = res.into_stream();
         let mut buf = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -853,6 +857,7 @@ fn read_local(
         key: key.clone(),
         size,
         limit,
+        etag: Some(etag.clone()),
     };
     if meta.len() > limit {
         return Err(too_large(meta.len()));
