@@ -13,6 +13,7 @@
 //! write-summary = true        # keep dashboard/summary.json up to date
 //! max-host-series = 10000     # per-host Prometheus series up to this many hosts
 //! listen = "127.0.0.1:8080"   # serve only
+//! header-timeout = "10s"      # serve only: a client must send its request headers within this
 //! token-file = "/run/secrets/fleet-reporter-token"
 //! ```
 //!
@@ -45,6 +46,8 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_HOST_SERIES: usize = 10_000;
 /// Default listen address of `serve`: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default time a `serve` client has to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Flags, environment and file keys (kebab-case, like the long flags).
 #[derive(clap::Args, Serialize, Deserialize, Debug, Default, Clone)]
@@ -116,6 +119,12 @@ pub struct Config {
     #[serde(default)]
     pub listen: Option<SocketAddr>,
 
+    /// `serve`: time a client has to send a request's headers before its connection
+    /// is closed (a client trickling bytes cannot hold a connection) [default: 10s].
+    #[arg(long, env = "FLEET_REPORTER_HEADER_TIMEOUT")]
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+
     /// Bearer token required on every request (also accepted as the password of
     /// HTTP Basic auth, so browsers can log in). Prefer --token-file.
     #[arg(long, env = "FLEET_REPORTER_TOKEN", hide_env_values = true)]
@@ -149,6 +158,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Whether a non-loopback listen address without a token is allowed.
     pub insecure_no_auth: bool,
+    /// `serve`'s bound on reading a request's headers.
+    pub header_timeout: Duration,
 }
 
 fn duration(field: &str, text: &str) -> anyhow::Result<SignedDuration> {
@@ -190,6 +201,13 @@ impl Config {
             Some(t) => duration("cache-ttl", t)?.unsigned_abs(),
             None => DEFAULT_CACHE_TTL,
         };
+        let header_timeout = match &c.header_timeout {
+            Some(t) => duration("header-timeout", t)?.unsigned_abs(),
+            None => DEFAULT_HEADER_TIMEOUT,
+        };
+        if header_timeout.is_zero() {
+            bail!("header-timeout = 0 would close every connection; give at least 1s");
+        }
         let concurrency = c.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         if !(1..=4096).contains(&concurrency) {
             bail!("concurrency = {concurrency} is out of range; give 1 to 4096");
@@ -230,6 +248,7 @@ impl Config {
                 .listen
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             insecure_no_auth: c.insecure_no_auth.unwrap_or(false),
+            header_timeout,
         })
     }
 }

@@ -8,9 +8,17 @@
 //!
 //! Prints `fleet-reporter listening on http://ADDR/` on standard output once the
 //! socket is bound (with `--listen 127.0.0.1:0` this names the port chosen).
+//!
+//! Connections are served by hyper directly rather than by `axum::serve`, which
+//! installs no timer and so leaves hyper's header-read timeout inert: a client must
+//! send each request's headers within `header-timeout`, at most
+//! [`MAX_CONNECTIONS`] connections are open at once (more are closed on accept), and
+//! a connection is wound down gracefully after [`MAX_CONNECTION_AGE`], so neither
+//! trickled headers nor idle keep-alives can hold the server's slots forever.
 
 use std::io::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -20,6 +28,13 @@ use fleet_reporter::config::{Config, Settings};
 
 /// Largest request body read (the reporter serves GET only).
 const MAX_BODY: usize = 64 * 1024;
+/// Connections served at once; a dashboard needs a handful per viewer.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Age after which a connection finishes its request in flight and closes (the
+/// browser reconnects), so idle keep-alive connections do not pile up.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// How long shutdown waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
 
 fn check_bind(s: &Settings) -> anyhow::Result<()> {
     if s.listen.ip().is_loopback() {
@@ -82,11 +97,74 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map(axum::body::Body::from)
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving HTTP")?;
+    serve(listener, app, s.header_timeout).await;
     Ok(())
+}
+
+/// Accepts connections until SIGINT or SIGTERM, then lets requests in flight finish
+/// (up to [`DRAIN`]).
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, header_timeout: Duration) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop = std::pin::pin!(shutdown());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "{MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let age = tokio::time::sleep(MAX_CONNECTION_AGE);
+            let mut age = std::pin::pin!(age);
+            let mut winding_down = false;
+            let result = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    () = &mut age, if !winding_down => {
+                        winding_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = stop_rx.wait_for(|s| *s), if !winding_down => {
+                        winding_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = result {
+                // Timeouts and clients going away: worth a trace, not a warning.
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends: all slots back means all done.
+    let all = u32::try_from(MAX_CONNECTIONS).expect("MAX_CONNECTIONS fits u32");
+    if tokio::time::timeout(DRAIN, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
+    }
 }
 
 async fn shutdown() {
