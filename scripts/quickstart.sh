@@ -230,16 +230,16 @@ say "      pushed $(pushed)"
 step "starting ${#hosts[@]} agents (fleet-agent run: own state dir and Nix store each, polling every $poll) and the dashboard"
 for h in "${hosts[@]}"; do
     d="$work/hosts/$h"
-    mkdir -p "$d/state" "$d/root"
+    mkdir -p "$d/state" "$d/chroot"
     cat >"$d/agent.toml" <<EOF
 store = "$store"
 host = "$h"
 trusted-publisher-keys = ["$publisher_pub"]
 trusted-cache-keys = ["$cache_pub"]
 state-dir = "$d/state"
-nix-store = "$d/root"
-store-root = "$d/root"
-profile = "$d/root/nix/var/nix/profiles/system"
+nix-store = "$d/chroot"
+store-root = "$d/chroot"
+profile = "$d/chroot/nix/var/nix/profiles/system"
 poll-interval = "$poll"
 poll-jitter = "1s"
 heartbeat-interval = "30s"
