@@ -142,6 +142,10 @@ pub struct FetchLimits {
     /// later path then leaves the verified paths of earlier waves imported (each of
     /// them passed every check, and the garbage collector removes them).
     pub import_in_waves: bool,
+    /// Most paths one `nix copy` is given: its command line must stay below the
+    /// kernel's limit (about 2 MiB, some 20,000 store paths). More go in dependency
+    /// order, batch by batch.
+    pub import_batch: usize,
 }
 
 impl Default for FetchLimits {
@@ -156,6 +160,7 @@ impl Default for FetchLimits {
             stall_timeout: Duration::from_secs(30),
             min_bytes_per_sec: 16 * 1024,
             import_in_waves: false,
+            import_batch: 2000,
         }
     }
 }
@@ -165,6 +170,7 @@ impl FetchLimits {
         Self {
             max_narinfo_size: self.max_narinfo_size.min(MAX_NARINFO_SIZE),
             concurrency: self.concurrency.max(1),
+            import_batch: self.import_batch.max(1),
             min_bytes_per_sec: self.min_bytes_per_sec.max(1),
             ..self.clone()
         }
@@ -304,7 +310,7 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     rest.sort();
 
     tracing::info!(closure = %root, paths = rest.len(), "importing verified paths");
-    import(&ctx, &url, &rest).await?;
+    import(&ctx, &url, &dependency_order(&rest, &fetched.refs)).await?;
     let still = invalid_paths(req.nix, std::slice::from_ref(root)).await?;
     if !still.is_empty() {
         return Err(FetchError::ImportFailed {
@@ -538,15 +544,57 @@ struct NarOutcome {
     reused: bool,
 }
 
-/// `nix copy` of `paths` from the staging directory at `url`.
+/// `nix copy` of `paths` (in dependency order: see [`dependency_order`]) from the
+/// staging directory at `url`, in batches of [`FetchLimits::import_batch`]: each
+/// batch's references are valid already, in an earlier batch or in the same one.
 async fn import(ctx: &Ctx<'_>, url: &str, paths: &[StorePath]) -> Result<(), FetchError> {
-    ctx.nix
-        .copy_from(url, paths, ctx.trusted)
-        .await
-        .map_err(|e| FetchError::ImportFailed {
-            root: ctx.root.to_string(),
-            why: e.to_string(),
-        })
+    for batch in paths.chunks(ctx.limits.import_batch) {
+        ctx.nix
+            .copy_from(url, batch, ctx.trusted)
+            .await
+            .map_err(|e| FetchError::ImportFailed {
+                root: ctx.root.to_string(),
+                why: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// `paths` ordered so that every path comes after those of its references that are
+/// among `paths` (`refs` maps a path to its narinfo's `References`). Self-references
+/// are ignored, and a cycle (which Nix never makes) cannot loop: each path is placed
+/// once.
+fn dependency_order(
+    paths: &[StorePath],
+    refs: &HashMap<StorePath, Vec<StorePath>>,
+) -> Vec<StorePath> {
+    let wanted: HashSet<&StorePath> = paths.iter().collect();
+    let mut placed: HashSet<&StorePath> = HashSet::with_capacity(paths.len());
+    let mut order = Vec::with_capacity(paths.len());
+    // Depth-first, without recursion (closures can be deep chains): a path is placed
+    // once the references on its stack frame are all placed.
+    for start in paths {
+        if placed.contains(start) {
+            continue;
+        }
+        let mut stack: Vec<(&StorePath, usize)> = vec![(start, 0)];
+        let mut on_stack: HashSet<&StorePath> = HashSet::from([start]);
+        while let Some((p, i)) = stack.last_mut() {
+            let p: &StorePath = p;
+            let deps = refs.get(p).map(Vec::as_slice).unwrap_or_default();
+            if let Some(d) = deps.get(*i) {
+                *i += 1;
+                if d != p && wanted.contains(d) && !placed.contains(d) && on_stack.insert(d) {
+                    stack.push((d, 0));
+                }
+            } else {
+                stack.pop();
+                placed.insert(p);
+                order.push(p.clone());
+            }
+        }
+    }
+    order
 }
 
 /// What [`download_all`] brought in.
@@ -555,6 +603,8 @@ struct Fetched {
     nars: Vec<(StorePath, NarOutcome)>,
     /// The paths already imported, in waves ([`FetchLimits::import_in_waves`]).
     imported: HashSet<StorePath>,
+    /// Each missing path's references, from its verified narinfo.
+    refs: HashMap<StorePath, Vec<StorePath>>,
 }
 
 /// Which staged paths may be imported. Once the walk has named every missing path,
@@ -658,6 +708,7 @@ async fn download_all(
     let mut downloads = futures::stream::FuturesUnordered::new();
     let mut nars = Vec::new();
     let mut imported = HashSet::new();
+    let mut refs: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
     let mut receiving = true;
     let mut walking = waves_wanted;
     // What arrived before the walk named every missing path (when `waves` starts).
@@ -672,7 +723,7 @@ async fn download_all(
             && let Some(w) = &mut waves
             && w.worth_a_wave(all_in)
         {
-            let wave = w.next();
+            let wave = dependency_order(&w.next(), &refs);
             if !wave.is_empty() {
                 tracing::debug!(paths = wave.len(), "importing a wave of verified paths");
                 let fut = Box::pin({
@@ -702,6 +753,7 @@ async fn download_all(
             },
             ni = rx.recv(), if receiving && downloads.len() < ctx.limits.concurrency => match ni {
                 Some(ni) => {
+                    refs.insert(ni.store_path.clone(), ni.references.clone());
                     if waves_wanted {
                         match &mut waves {
                             Some(w) => w.arrived(&ni.store_path, &ni.references),
@@ -744,7 +796,11 @@ async fn download_all(
         }
         return Err(e);
     }
-    Ok(Fetched { nars, imported })
+    Ok(Fetched {
+        nars,
+        imported,
+        refs,
+    })
 }
 
 /// What the narinfo promises about its file, after checking the claims against the
@@ -1200,6 +1256,35 @@ mod tests {
     fn sp(name: &str) -> StorePath {
         let c = name.as_bytes()[0] as char;
         StorePath::new(&format!("/nix/store/{}-{name}", c.to_string().repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn dependency_order_puts_references_first() {
+        // d -> b, c, d (itself), x (not among the paths); b -> a; c -> a, b; a -> v.
+        let (a, b, c, d, v, x) = (sp("a"), sp("b"), sp("c"), sp("d"), sp("v"), sp("x"));
+        let refs = HashMap::from([
+            (d.clone(), vec![b.clone(), c.clone(), d.clone(), x.clone()]),
+            (b.clone(), vec![a.clone()]),
+            (c.clone(), vec![a.clone(), b.clone()]),
+            (a.clone(), vec![v.clone()]),
+        ]);
+        for paths in [
+            vec![d.clone(), c.clone(), b.clone(), a.clone()],
+            vec![a.clone(), b.clone(), c.clone(), d.clone()],
+            vec![c.clone(), a.clone(), d.clone(), b.clone()],
+        ] {
+            let order = dependency_order(&paths, &refs);
+            assert_eq!(order.len(), 4, "{order:?}");
+            let at = |p: &StorePath| order.iter().position(|q| q == p).unwrap();
+            assert!(
+                at(&a) < at(&b) && at(&b) < at(&c) && at(&c) < at(&d),
+                "{order:?}"
+            );
+        }
+        // A cycle (Nix never makes one) still places every path once.
+        let cyclic = HashMap::from([(a.clone(), vec![b.clone()]), (b.clone(), vec![a.clone()])]);
+        let order = dependency_order(&[a.clone(), b.clone()], &cyclic);
+        assert_eq!(order.len(), 2);
     }
 
     #[test]

@@ -412,7 +412,7 @@ impl Bucket {
     ) -> Result<Fetched, BucketError> {
         if let Some(root) = &self.local_root {
             return self
-                .get_local(root.join(key.as_str()), key, if_none_match, limit)
+                .get_local(root.clone(), key, if_none_match, limit)
                 .await;
         }
         let opts = GetOptions {
@@ -456,7 +456,7 @@ impl Bucket {
     /// `list` and `put` stay comparable.
     async fn get_local(
         &self,
-        path: PathBuf,
+        root: PathBuf,
         key: &Key,
         if_none_match: Option<&str>,
         limit: u64,
@@ -464,7 +464,7 @@ impl Bucket {
         let url = self.url_text.clone();
         let k = key.to_string();
         let inm = if_none_match.map(str::to_owned);
-        tokio::task::spawn_blocking(move || read_local(&path, &url, k, inm.as_deref(), limit))
+        tokio::task::spawn_blocking(move || read_local(&root, &url, k, inm.as_deref(), limit))
             .await
             .expect("local read task does not panic")
     }
@@ -479,7 +479,7 @@ impl Bucket {
         let root = self.local_root.as_ref()?;
         let io_err = |e| local_io_error(&self.url_text, Op::Read, key.as_str(), e);
         Some((|| {
-            let file = std::fs::File::open(root.join(key.as_str())).map_err(io_err)?;
+            let file = open_local_object(root, key.as_str()).map_err(io_err)?;
             let meta = file.metadata().map_err(io_err)?;
             if !meta.is_file() {
                 return Err(BucketError::NotFound {
@@ -509,10 +509,7 @@ impl Bucket {
         let (root, url, keys) = (root.clone(), self.url_text.clone(), keys.to_vec());
         tokio::task::spawn_blocking(move || {
             keys.into_iter()
-                .map(|k| {
-                    let path = root.join(k.as_str());
-                    as_object(read_local(&path, &url, k.to_string(), None, limit))
-                })
+                .map(|k| as_object(read_local(&root, &url, k.to_string(), None, limit)))
                 .collect()
         })
         .await
@@ -828,11 +825,51 @@ fn local_etag(meta: &std::fs::Metadata) -> String {
     format!("\"{:x}-{:x}-{:x}\"", meta.ino(), mtime, meta.len())
 }
 
+/// Opens the object at `rel` below a `file://` bucket's `root` for reading.
+///
+/// Whoever can write the bucket's directory must not be able to make a reader (the
+/// agent runs as root) open anything else: no symlink below the root is followed
+/// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; on kernels before 5.6, at
+/// least not in the last component), and the open does not block on a FIFO or claim
+/// a terminal. Callers then refuse anything that is not a regular file.
+fn open_local_object(root: &std::path::Path, rel: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // O_NONBLOCK only matters for the open itself: reads of regular files ignore it.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = match rustix::fs::openat2(
+        &dir,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        // No openat2 (old kernel, or a seccomp filter that refuses unknown calls).
+        Err(Errno::NOSYS | Errno::PERM) => {
+            rustix::fs::openat(&dir, rel, flags | OFlags::NOFOLLOW, Mode::empty())?
+        }
+        Err(Errno::LOOP | Errno::XDEV) => {
+            return Err(std::io::Error::other(format!(
+                "{rel} is or passes through a symlink below the bucket root; a file:// bucket \
+                 holds plain files and directories only, and fleet follows no symlink in it"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(std::fs::File::from(fd))
+}
+
 /// Reads a `file://` object in the calling (blocking) thread: opens, checks and reads
 /// the file. The ETag is computed exactly as `object_store` computes it for local
 /// files, so ETags from `get`, `head`, `list` and `put` stay comparable.
 fn read_local(
-    path: &std::path::Path,
+    root: &std::path::Path,
     url: &str,
     key: String,
     if_none_match: Option<&str>,
@@ -840,7 +877,7 @@ fn read_local(
 ) -> Result<Fetched, BucketError> {
     use std::io::Read;
     let io_err = |e: std::io::Error| local_io_error(url, Op::Read, &key, e);
-    let file = std::fs::File::open(path).map_err(io_err)?;
+    let file = open_local_object(root, &key).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
         return Err(BucketError::NotFound {
@@ -1290,6 +1327,52 @@ mod tests {
         ));
         let m = Bucket::open_url("memory://").unwrap();
         assert!(m.open_local_blocking(&k).is_none());
+    }
+
+    #[tokio::test]
+    async fn file_reads_follow_no_symlink_and_never_block_on_a_fifo() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("bucket");
+        let b = Bucket::open_url(&format!("file://{}", root.display())).unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, b"outside the bucket").unwrap();
+
+        // The object itself a symlink to a file outside the bucket.
+        let k = Key::status(&host("a"));
+        b.put(&k, &b"{}"[..]).await.unwrap();
+        let file = root.join(k.as_str());
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&secret, &file).unwrap();
+        let e = b.get(&k, 1 << 20).await.unwrap_err();
+        assert!(!e.to_string().contains("outside the bucket"), "{e}");
+        assert!(b.open_local_blocking(&k).unwrap().is_err());
+        assert!(b.get_many(std::slice::from_ref(&k), 1 << 20).await[0].is_err());
+
+        // A folder on the way a symlink (to a real folder holding a real object).
+        let other = d.path().join("elsewhere");
+        std::fs::create_dir_all(other.join("b")).unwrap();
+        std::fs::write(other.join("b/status.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(other.join("b"), root.join("status/b")).unwrap();
+        let e = b.get(&Key::status(&host("b")), 1 << 20).await.unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+
+        // A FIFO where an object should be: refused at once, not waited on.
+        let k = Key::status(&host("c"));
+        let fifo = root.join(k.as_str());
+        std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), b.get(&k, 1 << 20))
+            .await
+            .expect("a FIFO in the bucket must not block the read");
+        assert!(matches!(got, Err(BucketError::NotFound { .. })), "{got:?}");
+        assert!(b.open_local_blocking(&k).unwrap().is_err());
     }
 
     #[tokio::test]

@@ -594,6 +594,27 @@ fn imports_in_waves_while_downloading() {
 }
 
 #[test]
+fn imports_one_path_per_nix_copy_in_dependency_order() {
+    // Nix refuses to import a path before its references: with one path per
+    // `nix copy`, any misordering fails the fetch.
+    for waves in [false, true] {
+        let env = Env::new();
+        let g1 = fixture(&env, "1");
+        env.publish(&g1, Compression::Zstd);
+        let limits = FetchLimits {
+            import_batch: 1,
+            import_in_waves: waves,
+            ..Env::limits()
+        };
+        let rep = rt()
+            .block_on(env.fetch_from(&env.bucket, &g1.top, limits))
+            .unwrap_or_else(|e| panic!("waves {waves}: {e}"));
+        assert_eq!(rep.fetched, g1.paths);
+        env.assert_all_valid(&g1.paths);
+    }
+}
+
+#[test]
 fn a_refusal_while_importing_in_waves_never_makes_the_top_valid() {
     let env = Env::new();
     let g1 = fixture(&env, "1");
