@@ -1,6 +1,7 @@
 //! `fleet-reporter serve` as a network server, over raw TCP: a client that never
 //! finishes its request headers, or trickles them a byte at a time, has its
-//! connection closed after `--header-timeout`, while complete requests are answered.
+//! connection closed after `--header-timeout`, a body announced and never sent is
+//! answered 408 after the same time, and complete requests are answered.
 //! (`axum::serve` installs no timer, so without serve's own accept loop such a
 //! client would hold its connection forever.)
 
@@ -58,6 +59,31 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads the first answer's status line, or until the server closes the connection;
+/// fails if neither happens within `within`.
+fn read_until_closed_or_answered(s: &mut TcpStream, within: Duration) -> String {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.windows(2).any(|w| w == b"\r\n") {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "no answer and no close within {within:?} ({e}); read so far: {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[test]
 fn unfinished_or_trickled_headers_are_cut_off_and_requests_still_answered() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,6 +116,14 @@ fn unfinished_or_trickled_headers_are_cut_off_and_requests_still_answered() {
 
     // The stalled client was cut off too (well within the time the trickle took).
     read_until_closed(&mut stalled, Duration::from_secs(10));
+
+    // A body announced and never sent: answered 408, not waited on.
+    let mut no_body = TcpStream::connect(&addr).unwrap();
+    no_body
+        .write_all(b"POST /api/v1/summary HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    let answer = read_until_closed_or_answered(&mut no_body, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
     // A complete request on a new connection is answered.
     let mut ok = TcpStream::connect(&addr).unwrap();

@@ -77,18 +77,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("fleet-reporter listening on http://{addr}/");
     let _ = std::io::stdout().flush();
 
+    let header_timeout = s.header_timeout;
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let reporter = reporter.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body: Bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-                Ok(b) => b,
+            // The body is bounded in time as well as size: a client announcing a body
+            // and never sending it must not hold its connection.
+            let read = tokio::time::timeout(header_timeout, axum::body::to_bytes(body, MAX_BODY));
+            let body: Bytes = match read.await {
+                Ok(Ok(b)) => b,
+                Ok(Err(_)) => {
+                    return error_response(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large",
+                    );
+                }
                 Err(_) => {
-                    let mut r = http::Response::new(axum::body::Body::from(
-                        "{\"error\":\"request body too large\"}\n",
-                    ));
-                    *r.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
-                    return r;
+                    return error_response(
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        "request body not sent in time",
+                    );
                 }
             };
             reporter
@@ -99,6 +108,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     serve(listener, app, s.header_timeout).await;
     Ok(())
+}
+
+/// A JSON error answer.
+fn error_response(status: http::StatusCode, msg: &str) -> http::Response<axum::body::Body> {
+    let mut r = http::Response::new(axum::body::Body::from(format!("{{\"error\":\"{msg}\"}}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// Accepts connections until SIGINT or SIGTERM, then lets requests in flight finish
@@ -135,22 +155,32 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, header_time
             let age = tokio::time::sleep(MAX_CONNECTION_AGE);
             let mut age = std::pin::pin!(age);
             let mut winding_down = false;
+            // Graceful shutdown waits for the request in flight, which a client that
+            // stops reading its answer could stretch forever: after DRAIN the
+            // connection is dropped.
+            let grace = tokio::time::sleep(Duration::MAX);
+            let mut grace = std::pin::pin!(grace);
             let result = loop {
                 tokio::select! {
-                    r = conn.as_mut() => break r,
+                    r = conn.as_mut() => break Some(r),
                     () = &mut age, if !winding_down => {
                         winding_down = true;
                         conn.as_mut().graceful_shutdown();
+                        grace.as_mut().reset(tokio::time::Instant::now() + DRAIN);
                     }
                     _ = stop_rx.wait_for(|s| *s), if !winding_down => {
                         winding_down = true;
                         conn.as_mut().graceful_shutdown();
+                        grace.as_mut().reset(tokio::time::Instant::now() + DRAIN);
                     }
+                    () = &mut grace, if winding_down => break None,
                 }
             };
-            if let Err(e) = result {
+            match result {
                 // Timeouts and clients going away: worth a trace, not a warning.
-                tracing::debug!(%peer, "connection ended: {e}");
+                Some(Err(e)) => tracing::debug!(%peer, "connection ended: {e}"),
+                None => tracing::debug!(%peer, "connection dropped after {DRAIN:?} winding down"),
+                Some(Ok(())) => {}
             }
             drop(slot);
         });
