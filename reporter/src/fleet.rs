@@ -760,8 +760,10 @@ fn status_done(
             // object stays the same.
             done(obj.etag.or(list_etag), Some(outcome), false)
         }
+        // Cached under the ETag of what was read, as above: the listed one may be
+        // of an earlier version.
         Err(e @ BucketError::TooLarge { .. }) => done(
-            list_etag,
+            too_large_etag(&e),
             Some(StatusOutcome::Flagged(cut(e.to_string()))),
             false,
         ),
@@ -832,12 +834,24 @@ fn manifest_done(
             };
             done(etag, Some(outcome), false, false)
         }
-        Err(e @ BucketError::TooLarge { .. }) => done(list_etag, Some(flag(&e)), false, false),
+        // Cached under the ETag of what was read (see `status_done`).
+        Err(e @ BucketError::TooLarge { .. }) => {
+            done(too_large_etag(&e), Some(flag(&e)), false, false)
+        }
         Err(BucketError::NotFound { .. }) => done(None, None, false, false),
         Err(e) => {
             tracing::warn!("{e}");
             done(None, Some(flag(&format!("cannot read: {e}"))), true, false)
         }
+    }
+}
+
+/// The ETag an oversized object was refused under (not the listing's, which may be
+/// of an earlier version of it).
+fn too_large_etag(e: &BucketError) -> Option<String> {
+    match e {
+        BucketError::TooLarge { etag, .. } => etag.clone(),
+        _ => None,
     }
 }
 

@@ -64,6 +64,13 @@ pub const MAX_SUMMARY_SIZE: u64 = 256 * 1024 * 1024;
 pub const MAX_SUMMARY_DECOMPRESSED: u64 = 1024 * 1024 * 1024;
 /// Hosts per shard (one zstd frame of JSON lines).
 pub const HOSTS_PER_SHARD: usize = 2000;
+/// Most hosts a summary may hold. Parsed, a host line takes several times its text,
+/// so the decompressed bound alone would let a tampered file of tiny lines exhaust
+/// memory; the header's count is checked against this before any shard is read.
+pub const MAX_SUMMARY_HOSTS: usize = 1_000_000;
+/// Most decompressed bytes per host accepted (a host takes about 1 KiB, 6 KiB when
+/// every bounded string is at its bound).
+const MAX_HOST_BYTES: u64 = 8 * 1024;
 /// Largest header frame accepted, decompressed.
 const MAX_HEADER_SIZE: u64 = 4096;
 /// zstd level: -1 (the fastest "fast" level worth having) compresses this JSON about
@@ -206,7 +213,8 @@ impl SummaryFile {
                 bytes.len()
             ));
         }
-        let frames = split_frames(bytes).map_err(|why| format!("{key}: {why}"))?;
+        let max_frames = MAX_SUMMARY_HOSTS.div_ceil(HOSTS_PER_SHARD) + 1;
+        let frames = split_frames(bytes, max_frames).map_err(|why| format!("{key}: {why}"))?;
         let Some((first, shards)) = frames.split_first() else {
             return Err(format!("{key} is empty"));
         };
@@ -224,6 +232,22 @@ impl SummaryFile {
         if header.trusted_keys.len() > 64 {
             return Err(format!("{key}: field trusted_keys is too long"));
         }
+        if header.hosts > MAX_SUMMARY_HOSTS {
+            return Err(format!(
+                "{key}: the header announces {} hosts, more than the {MAX_SUMMARY_HOSTS} accepted",
+                header.hosts
+            ));
+        }
+        if header.shards != header.hosts.div_ceil(HOSTS_PER_SHARD) {
+            return Err(format!(
+                "{key}: the header announces {} shards for {} hosts; a summary holds {HOSTS_PER_SHARD} hosts per shard",
+                header.shards, header.hosts
+            ));
+        }
+        // The hosts announced bound what the shards may decompress to.
+        let bound =
+            MAX_SUMMARY_DECOMPRESSED.min((header.hosts as u64).saturating_mul(MAX_HOST_BYTES));
+        budget = budget.min(bound);
         if header.shards != shards.len() {
             return Err(format!(
                 "{key}: the header announces {} shards, the file holds {}",
@@ -237,7 +261,9 @@ impl SummaryFile {
         for (i, f) in shards.iter().enumerate() {
             let size = declared_size(f).map_err(|why| format!("{key}: shard {i}: {why}"))?;
             budget = budget.checked_sub(size).ok_or_else(|| {
-                format!("{key} decompresses to more than the {MAX_SUMMARY_DECOMPRESSED}-byte bound")
+                format!(
+                    "{key} decompresses to more than {bound} bytes ({MAX_HOST_BYTES} per host announced, {MAX_SUMMARY_DECOMPRESSED} in all)"
+                )
             })?;
             sizes.push(size);
         }
@@ -293,10 +319,13 @@ fn compress(data: &[u8]) -> Vec<u8> {
 }
 
 /// Cuts a sequence of zstd frames into frames.
-fn split_frames(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+fn split_frames(bytes: &[u8], max_frames: usize) -> Result<Vec<&[u8]>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
+        if out.len() == max_frames {
+            return Err(format!("more than {max_frames} zstd frames"));
+        }
         let n = zstd::zstd_safe::find_frame_compressed_size(&bytes[at..]).map_err(|code| {
             format!(
                 "byte {at} does not start a complete zstd frame ({})",
@@ -348,14 +377,24 @@ fn inflate(frame: &[u8], size: u64) -> Result<Vec<u8>, String> {
 
 fn parse_shard(frame: &[u8], size: u64) -> Result<Vec<(HostName, CachedHost)>, String> {
     let text = inflate(frame, size)?;
-    let mut out = Vec::new();
+    let mut out: Vec<(HostName, CachedHost)> = Vec::new();
     for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
+        if out.len() == HOSTS_PER_SHARD {
+            return Err(format!("more than {HOSTS_PER_SHARD} hosts"));
+        }
         let (host, c): (HostName, CachedHost) =
             serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
         check_host(&host, &c).map_err(|why| format!("host {host}: {why}"))?;
+        if let Some((prev, _)) = out.last()
+            && *prev >= host
+        {
+            return Err(format!(
+                "host {host} follows host {prev}: hosts must be unique and in order"
+            ));
+        }
         out.push((host, c));
     }
     Ok(out)
@@ -499,7 +538,8 @@ mod tests {
         // Several shards, decoded in parallel, in order.
         let big = many(HOSTS_PER_SHARD * 2 + 7);
         let bytes = big.to_bytes();
-        assert_eq!(split_frames(&bytes).unwrap().len(), 1 + 3);
+        assert_eq!(split_frames(&bytes, 4).unwrap().len(), 1 + 3);
+        assert!(split_frames(&bytes, 3).unwrap_err().contains("more than 3"));
         assert_eq!(SummaryFile::parse(&bytes, KEY).unwrap(), big);
         // Compact: far less than the JSON.
         assert!(bytes.len() * 5 < text(&bytes).len());
@@ -552,6 +592,21 @@ mod tests {
                 "header",
             ),
         ];
+        // More hosts than any summary holds, announced before any shard is read.
+        bad.push((
+            encode(&t.replace(
+                "\"hosts\":1",
+                &format!("\"hosts\":{}", MAX_SUMMARY_HOSTS + 1),
+            )),
+            "more than the 1000000",
+        ));
+        // A shard with more lines than a shard holds (the header's counts agree).
+        let over = text(&many(HOSTS_PER_SHARD + 1).to_bytes());
+        let (head, lines) = over.split_once('\n').unwrap();
+        let mut crammed = compress(format!("{head}\n").as_bytes());
+        crammed.extend(compress(lines.as_bytes()));
+        crammed.extend(compress(b""));
+        bad.push((crammed, "more than 2000 hosts"));
         let good = sample().to_bytes();
         bad.push((good[..good.len() - 1].to_vec(), "zstd frame"));
         // A frame that does not record its size cannot be bounded before it is read.
@@ -586,7 +641,13 @@ mod tests {
             vec![MAX_SUMMARY_DECOMPRESSED + 1],
             vec![MAX_SUMMARY_DECOMPRESSED / 2 + 1; 2],
         ] {
-            let h = header.replace("\"shards\":1", &format!("\"shards\":{}", sizes.len()));
+            // As many hosts as the shards could hold, so only the sizes are wrong.
+            let h = header
+                .replace("\"shards\":1", &format!("\"shards\":{}", sizes.len()))
+                .replace(
+                    "\"hosts\":1",
+                    &format!("\"hosts\":{}", HOSTS_PER_SHARD * sizes.len()),
+                );
             let mut bytes = compress(format!("{h}\n").as_bytes());
             for s in &sizes {
                 bytes.extend(frame_declaring(*s));
