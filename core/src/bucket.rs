@@ -747,11 +747,16 @@ impl Bucket {
                     Some(a) => self.store.list_with_offset(Some(p), a),
                 };
                 let mut out = Vec::new();
+                let (after, upto) = (after.map(OsPath::as_ref), upto.map(OsPath::as_ref));
                 while let Some(item) = s.next().await {
                     match item {
                         Ok(meta) => {
-                            if upto.is_some_and(|u| meta.location.as_ref() > u.as_ref()) {
+                            let at = meta.location.as_ref();
+                            if upto.is_some_and(|u| range_passed(at, u)) {
                                 break;
+                            }
+                            if !in_range(at, after, upto) {
+                                continue;
                             }
                             let info = self.info(meta);
                             if kept(&info.key, rel_prefix, visit) {
@@ -766,7 +771,12 @@ impl Bucket {
             }
         });
         let parts = futures::future::try_join_all(lists).await?;
-        Ok(parts.into_iter().flatten().collect())
+        // A key in the byte range of one cut and the folder range of another is
+        // listed by both.
+        let mut all: Vec<ObjectInfo> = parts.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        all.dedup_by(|a, b| a.key == b.key);
+        Ok(all)
     }
 
     /// Deletes an object (absent objects are not an error).
@@ -823,6 +833,28 @@ fn local_etag(meta: &std::fs::Metadata) -> String {
         .unwrap_or_default()
         .as_micros();
     format!("\"{:x}-{:x}-{:x}\"", meta.ino(), mtime, meta.len())
+}
+
+/// Stores list in one of two orders: S3 proper (AWS, MinIO, moto) by the key's bytes,
+/// SeaweedFS folder by folder (`a/x` before `a-b/x`, though `-` sorts before `/`),
+/// and `start-after` follows the same order. A range listing must be right in both:
+/// it keeps a key inside its range in either order, and stops only at a key past its
+/// end in both.
+fn range_passed(key: &str, upto: &str) -> bool {
+    key > upto && folder_order(key, upto).is_gt()
+}
+
+/// Whether `key` lies in `(after, upto]` by bytes or by folders (see [`range_passed`]).
+fn in_range(key: &str, after: Option<&str>, upto: Option<&str>) -> bool {
+    let by_bytes = after.is_none_or(|a| key > a) && upto.is_none_or(|u| key <= u);
+    let by_folders = after.is_none_or(|a| folder_order(key, a).is_gt())
+        && upto.is_none_or(|u| folder_order(key, u).is_le());
+    by_bytes || by_folders
+}
+
+/// Compares keys folder by folder, as a store that walks folders lists them.
+fn folder_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 /// Opens the object at `rel` below a `file://` bucket's `root` for reading.
@@ -1373,6 +1405,37 @@ mod tests {
             .expect("a FIFO in the bucket must not block the read");
         assert!(matches!(got, Err(BucketError::NotFound { .. })), "{got:?}");
         assert!(b.open_local_blocking(&k).unwrap().is_err());
+    }
+
+    #[test]
+    fn range_listings_are_right_in_byte_and_folder_order() {
+        // Hosts db, db-2 and db0: by bytes db-2/ < db/ < db0/, by folders db/ < db-2/
+        // < db0/. Every key must land in some range, whichever order the store lists
+        // in, for a cut after either host.
+        let keys = ["s/db-2/x", "s/db/x", "s/db0/x", "s/c/x", "s/e/x"];
+        for cut in ["s/db/~", "s/db-2/~", "s/db0/~"] {
+            for k in keys {
+                let first = in_range(k, None, Some(cut));
+                let second = in_range(k, Some(cut), None);
+                assert!(first || second, "{k} in no range for cut {cut}");
+            }
+            // A store in either order reaches every key of the first range before
+            // the listing stops.
+            for order in [
+                vec!["s/c/x", "s/db-2/x", "s/db/x", "s/db0/x", "s/e/x"],
+                vec!["s/c/x", "s/db/x", "s/db-2/x", "s/db0/x", "s/e/x"],
+            ] {
+                let stop = order
+                    .iter()
+                    .position(|k| range_passed(k, cut))
+                    .unwrap_or(order.len());
+                for k in &order[stop..] {
+                    assert!(!in_range(k, None, Some(cut)), "{k} after the stop at {cut}");
+                }
+            }
+        }
+        assert!(!range_passed("s/db/x", "s/db-2/~"));
+        assert!(range_passed("s/db0/x", "s/db-2/~"));
     }
 
     #[tokio::test]

@@ -192,6 +192,16 @@ async fn range_listings_cut_after_hosts_list_exactly_once_on_seaweedfs() {
         .await
         .unwrap();
     let bucket = f.server.bucket(&f.name, "", &creds).unwrap();
+    // Hosts whose names extend another's with `-` (db, db-2): SeaweedFS lists folder
+    // by folder (db/ before db-2/), S3 by bytes (db-2/ before db/).
+    for h in ["db", "db-2", "db0"] {
+        let host = HostName::new(h).unwrap();
+        let report = synth::report(&host, AgentState::Healthy, 1, 1, Timestamp::now());
+        f.admin
+            .put(&Key::status(&host), report.to_bytes())
+            .await
+            .unwrap();
+    }
     let all: Vec<String> = {
         let mut v: Vec<String> = bucket
             .list(&KeyPrefix::status())
@@ -207,19 +217,31 @@ async fn range_listings_cut_after_hosts_list_exactly_once_on_seaweedfs() {
     let reporting = (0..HOSTS)
         .filter(|i| synth::planned_state(*i) != HostState::NeverSeen)
         .count();
-    assert_eq!(all.len(), reporting + 2 * HOSTS + 1);
-    let cuts: Vec<String> = [3, 17, 18, 30]
+    assert_eq!(all.len(), reporting + 2 * HOSTS + 1 + 3);
+    let synth_cuts: Vec<String> = [3, 17, 18, 30]
         .iter()
         .map(|i| format!("status/{}/~", synth::host_name(*i)))
         .chain(["status/9~".to_owned(), "status/e~".to_owned()])
         .collect();
-    let mut listed: Vec<String> = bucket
-        .list_pruned(&KeyPrefix::status(), |_| Visit::All, &cuts)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.key)
-        .collect();
-    listed.sort();
-    assert_eq!(listed, all);
+    for extra in [
+        None,
+        Some("status/db/~"),
+        Some("status/db-2/~"),
+        Some("status/db0/~"),
+    ] {
+        let mut cuts = synth_cuts.clone();
+        cuts.extend(extra.map(str::to_owned));
+        let mut listed: Vec<String> = bucket
+            .list_pruned(&KeyPrefix::status(), |_| Visit::All, &cuts)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.key)
+            .collect();
+        // Each key once, none missing, not even sorted by the store.
+        let n = listed.len();
+        listed.sort();
+        assert_eq!(listed, all, "cut {extra:?}");
+        assert_eq!(n, all.len(), "cut {extra:?}: duplicates");
+    }
 }
