@@ -61,7 +61,14 @@ fn clean(s: &str, max: usize) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+        // Controls and every bidirectional formatting mark, so host text cannot
+        // reorder what the terminal shows.
+        if c.is_control()
+            || matches!(
+                c,
+                '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            )
+        {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -228,7 +235,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let evil = "boom \u{1b}[2J\u{1b}]0;pwned\u{7}\nsecond line \u{202e}txt.exe";
+        let evil = "boom \u{1b}[2J\u{1b}]0;pwned\u{7}\nsecond line \u{202e}txt.exe \u{200f}\u{61c}";
         bucket
             .put(
                 &Key::status(&h("web-2")),
@@ -272,9 +279,8 @@ mod tests {
             .unwrap_or_else(|| panic!("{text}"));
         assert!(detail.contains("\\u{1b}[2J") && detail.contains("second line \\u{202e}txt"));
         assert!(
-            !text
-                .chars()
-                .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+            !text.chars().any(|c| c != '\n'
+                && (c.is_control() || matches!(c, '\u{202e}' | '\u{200f}' | '\u{61c}'))),
             "{text:?}"
         );
         assert_eq!(clean("abcdef", 3), "abc…");
