@@ -679,6 +679,25 @@ async fn start_seaweedfs() -> Result<S3Server> {
     Err(last_err.expect("three attempts were made"))
 }
 
+/// Least free space SeaweedFS is started with.
+const MIN_FREE_FOR_SEAWEEDFS: u64 = 3 << 30;
+
+/// SeaweedFS sizes its volumes from the free disk space and, with too little, stops
+/// taking writes: PUTs then hang until the client's timeout. Say so up front instead.
+fn check_free_space(dir: &Path) -> Result<()> {
+    let st = rustix::fs::statvfs(dir).with_context(|| format!("statvfs {}", dir.display()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < MIN_FREE_FOR_SEAWEEDFS {
+        bail!(
+            "only {} MiB free on the disk of {}: SeaweedFS stops taking writes on a nearly full disk (its PUTs then time out); free at least {} MiB (old cargo target/ directories are the usual culprit)",
+            free >> 20,
+            dir.display(),
+            MIN_FREE_FOR_SEAWEEDFS >> 20
+        );
+    }
+    Ok(())
+}
+
 async fn try_start_seaweedfs(weed: &Path) -> Result<S3Server> {
     let dir = server_dir(ServerKind::SeaweedFs)?;
     let admin = S3Credentials {
@@ -704,6 +723,7 @@ async fn try_start_seaweedfs(weed: &Path) -> Result<S3Server> {
         .expect("five ports were asked for");
     let data = dir.join("data");
     std::fs::create_dir(&data)?;
+    check_free_space(&data)?;
     let log = dir.join("weed.log");
     let log_file = std::fs::File::create(&log)?;
 
