@@ -285,10 +285,27 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
 
     let (tx, rx) = mpsc::channel(NARINFOS_IN_FLIGHT);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let (walked, fetched) = tokio::try_join!(
-        walk.run(tx, root_ni, level, done_tx),
-        download_all(&ctx, rx, done_rx, &url)
-    )?;
+    let walking = walk.run(tx, root_ni, level, done_tx);
+    let downloading = download_all(&ctx, rx, done_rx, &url);
+    let mut walking = std::pin::pin!(walking);
+    let mut downloading = std::pin::pin!(downloading);
+    let (walked, fetched) = tokio::select! {
+        w = &mut walking => match w {
+            Ok(w) => (w, downloading.await?),
+            Err(e) => {
+                // The walk's channel is closed: the downloads take nothing new, and a
+                // wave's `nix copy` under way is let finish rather than killed in the
+                // middle of writing a path (what it imports passed every check).
+                let _ = downloading.await;
+                return Err(e);
+            }
+        },
+        // A refused download ends the fetch at once (the walk has nothing to finish).
+        d = &mut downloading => {
+            let d = d?;
+            (walking.await?, d)
+        }
+    };
     report.already_valid = walked.already_valid;
     report.narinfos = walked.narinfos;
     report.bytes_downloaded = walked.narinfo_bytes;

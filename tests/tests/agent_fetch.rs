@@ -615,6 +615,29 @@ fn imports_one_path_per_nix_copy_in_dependency_order() {
 }
 
 #[test]
+fn a_walk_refusal_while_importing_in_waves_is_reported_and_the_top_stays_invalid() {
+    let env = Env::new();
+    let g1 = fixture(&env, "1");
+    env.publish(&g1, Compression::Zstd);
+    // The library sits deepest in the walk: its narinfo, signed by a stranger, is
+    // refused while waves of the paths above may already be importing.
+    let other = SecretKey::generate("attacker-1").unwrap();
+    let mut ni = env.narinfo(&lib(&g1));
+    ni.sigs.clear();
+    ni.sign(&other);
+    std::fs::write(env.narinfo_file(&lib(&g1)), ni.to_text()).unwrap();
+    let limits = FetchLimits {
+        import_in_waves: true,
+        ..Env::limits()
+    };
+    let r = rt().block_on(env.fetch_from(&env.bucket, &g1.top, limits));
+    let e = expect_kind(r, "narinfo-untrusted");
+    assert!(e.to_string().contains("attacker-1"), "{e}");
+    assert!(!env.valid(&g1.top));
+    assert!(!env.valid(&lib(&g1)));
+}
+
+#[test]
 fn a_refusal_while_importing_in_waves_never_makes_the_top_valid() {
     let env = Env::new();
     let g1 = fixture(&env, "1");
