@@ -195,6 +195,16 @@ impl Agent {
         &self.state
     }
 
+    /// Whether the last error reported is that the bucket cannot be reached, when
+    /// writing the status would only fail again.
+    pub fn bucket_unreachable(&self) -> bool {
+        self.state
+            .reported
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.kind == "bucket-unreachable")
+    }
+
     /// What the agent is doing now (see [`phase`]).
     pub fn phase(&self) -> Arc<AtomicU8> {
         self.phase.clone()

@@ -442,6 +442,17 @@ impl Report {
         }
     }
 
+    /// Ends a benchmark run: notes the load average since `load_before`, prints the
+    /// table and that note, and writes the report (see [`Report::write`]).
+    pub fn finish(mut self, table: &Table, load_before: Option<[f64; 3]>) -> anyhow::Result<()> {
+        self.notes.push(load_note(load_before));
+        println!("{}", table.render());
+        println!("{}", self.notes.last().map_or("", String::as_str));
+        let path = self.write()?;
+        eprintln!("results: {}", path.display());
+        Ok(())
+    }
+
     /// Writes the report to `bench/results/<bench>.json`; returns the path.
     pub fn write(&self) -> anyhow::Result<PathBuf> {
         let dir = results_dir();

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use fleet_core::narinfo::{Compression, NarInfo, Sha256Hash};
-use fleet_core::nixcli::Nix as CoreNix;
 use fleet_core::{Bucket, Key, StorePath, TrustedKeys};
-use fleet_publish::{PushSettings, push};
+use fleet_publish::PushSettings;
 use fleet_tests::nix::{BulkOptions, Closure, FixtureOptions};
 use publish_support::*;
 use sha2::{Digest, Sha256};
@@ -88,15 +87,9 @@ async fn real_nix_copies_what_push_wrote_in_every_compression() {
             compression,
             ..settings()
         };
-        let sum = push(
-            &bucket,
-            &CoreNix::default_store(),
-            &cache.key,
-            std::slice::from_ref(&closure.top),
-            &s,
-        )
-        .await
-        .unwrap();
+        let sum = push_top(&bucket, &cache.key, &closure.top, &s)
+            .await
+            .unwrap();
         assert_eq!(
             (sum.closure_paths, sum.uploaded, sum.skipped),
             (closure.paths.len(), closure.paths.len(), 0)
@@ -126,15 +119,9 @@ async fn nar_files_are_nix_store_dump_and_narinfos_match_nix() {
     let cache = KeyFiles::new(dir.path(), "cache-pub-1");
     let root = dir.path().join("bucket");
     let (bucket, _) = file_bucket(&root);
-    push(
-        &bucket,
-        &CoreNix::default_store(),
-        &cache.key,
-        std::slice::from_ref(&closure.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    push_top(&bucket, &cache.key, &closure.top, &settings())
+        .await
+        .unwrap();
 
     let trusted = TrustedKeys::new([cache.public_key()]);
     let infos = nix.path_info_json(None, &closure.paths).unwrap();
@@ -199,26 +186,13 @@ async fn a_noop_republish_touches_nothing_and_shared_paths_go_once() {
     let cache = KeyFiles::new(dir.path(), "cache-pub-1");
     let root = dir.path().join("bucket");
     let (bucket, _) = file_bucket(&root);
-    let core_nix = CoreNix::default_store();
-    push(
-        &bucket,
-        &core_nix,
-        &cache.key,
-        std::slice::from_ref(&g1.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    push_top(&bucket, &cache.key, &g1.top, &settings())
+        .await
+        .unwrap();
     let before = narinfos(&root);
-    let again = push(
-        &bucket,
-        &core_nix,
-        &cache.key,
-        std::slice::from_ref(&g1.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let again = push_top(&bucket, &cache.key, &g1.top, &settings())
+        .await
+        .unwrap();
     assert_eq!(
         (again.uploaded, again.skipped, again.file_bytes),
         (0, g1.paths.len(), 0)
@@ -232,15 +206,9 @@ async fn a_noop_republish_touches_nothing_and_shared_paths_go_once() {
     // The next generation shares 3 paths: only the others are uploaded.
     let shared = g2.paths.iter().filter(|p| g1.paths.contains(p)).count();
     assert_eq!(shared, 3);
-    let next = push(
-        &bucket,
-        &core_nix,
-        &cache.key,
-        std::slice::from_ref(&g2.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let next = push_top(&bucket, &cache.key, &g2.top, &settings())
+        .await
+        .unwrap();
     assert_eq!(
         (next.uploaded, next.skipped),
         (g2.paths.len() - shared, shared)
@@ -292,16 +260,9 @@ async fn an_interrupted_push_leaves_a_consistent_cache_and_a_rerun_resumes() {
     check_cache_invariants(&bucket, &root, &trusted).await;
 
     // The rerun skips every path whose narinfo made it and leaves those untouched.
-    let core_nix = CoreNix::default_store();
-    let sum = push(
-        &bucket,
-        &core_nix,
-        &cache.key,
-        std::slice::from_ref(&closure.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let sum = push_top(&bucket, &cache.key, &closure.top, &settings())
+        .await
+        .unwrap();
     assert_eq!(sum.skipped, before.len(), "{sum:?}");
     assert_eq!(sum.uploaded, closure.paths.len() - before.len(), "{sum:?}");
     let after = narinfos(&root);
@@ -323,15 +284,9 @@ async fn an_interrupted_push_leaves_a_consistent_cache_and_a_rerun_resumes() {
     // A NAR that made it without its narinfo (killed between the two) is not sent again.
     let leaf = closure.paths.iter().find(|p| **p != closure.top).unwrap();
     std::fs::remove_file(root.join(format!("cache/{}.narinfo", leaf.hash()))).unwrap();
-    let sum = push(
-        &bucket,
-        &core_nix,
-        &cache.key,
-        std::slice::from_ref(&closure.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let sum = push_top(&bucket, &cache.key, &closure.top, &settings())
+        .await
+        .unwrap();
     assert_eq!(
         (sum.uploaded, sum.nars_reused, sum.file_bytes),
         (1, 1, 0),
@@ -387,15 +342,9 @@ async fn a_corrupted_store_path_is_refused_and_nothing_of_it_uploaded() {
     let cache = KeyFiles::new(dir.path(), "cache-pub-1");
     let root = dir.path().join("bucket");
     let (bucket, _) = file_bucket(&root);
-    let err = push(
-        &bucket,
-        &CoreNix::default_store(),
-        &cache.key,
-        std::slice::from_ref(&closure.top),
-        &settings(),
-    )
-    .await
-    .unwrap_err();
+    let err = push_top(&bucket, &cache.key, &closure.top, &settings())
+        .await
+        .unwrap_err();
     let msg = format!("{err:#}");
     drop(guard);
     assert!(

@@ -14,9 +14,12 @@
 
 mod publish_support;
 
+use std::path::Path;
+use std::process::Command;
+
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
 use fleet_core::nixcli::Nix as CoreNix;
-use fleet_core::{Activation, HostName, Key, KeyPrefix, Manifest, TrustedKeys};
+use fleet_core::{Activation, HostName, Key, KeyPrefix, Manifest, StorePath, TrustedKeys};
 use fleet_publish::{DeploySettings, DeployTarget, deploy};
 use fleet_tests::nix::{Closure, FixtureOptions};
 use jiff::SignedDuration;
@@ -262,6 +265,27 @@ async fn concurrent_deploys_of_one_host_each_get_a_sequence() {
     race_deploys(&bucket, &url, &[], 6).await;
 }
 
+/// `fleet-publish deploy --force-sequence SEQ` of `top` to web-1.
+fn force_deploy(url: &str, cache: &Path, publisher: &Path, top: &StorePath, seq: u64) -> Command {
+    let mut cmd = publish_cmd();
+    cmd.args([
+        "deploy",
+        "--store",
+        url,
+        "--host",
+        "web-1",
+        "--force-sequence",
+    ])
+    .arg(seq.to_string())
+    .arg("--cache-key")
+    .arg(cache)
+    .arg("--signing-key")
+    .arg(publisher)
+    .arg("--closure")
+    .arg(top.to_string());
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unverifiable_current_manifest_stops_the_deploy() {
     let nix = nix();
@@ -357,22 +381,7 @@ async fn an_unverifiable_current_manifest_stops_the_deploy() {
 
     // --force-sequence: below the verified current one is refused, above it works, and
     // over an unverifiable manifest it is the way out.
-    let mut cmd = publish_cmd();
-    cmd.args([
-        "deploy",
-        "--store",
-        &url,
-        "--host",
-        "web-1",
-        "--force-sequence",
-        "3",
-    ])
-    .arg("--cache-key")
-    .arg(&cache.secret)
-    .arg("--signing-key")
-    .arg(&publisher.secret)
-    .arg("--closure")
-    .arg(g1.top.to_string());
+    let cmd = force_deploy(&url, &cache.secret, &publisher.secret, &g1.top, 3);
     let (ok, _, stderr) = run(cmd);
     assert!(
         !ok && stderr.contains("not above the current manifest's sequence 5"),
@@ -401,22 +410,7 @@ async fn an_unverifiable_current_manifest_stops_the_deploy() {
     )
     .await
     .unwrap();
-    let mut cmd = publish_cmd();
-    cmd.args([
-        "deploy",
-        "--store",
-        &url,
-        "--host",
-        "web-1",
-        "--force-sequence",
-        "100",
-    ])
-    .arg("--cache-key")
-    .arg(&cache.secret)
-    .arg("--signing-key")
-    .arg(&publisher.secret)
-    .arg("--closure")
-    .arg(g1.top.to_string());
+    let cmd = force_deploy(&url, &cache.secret, &publisher.secret, &g1.top, 100);
     let (ok, stdout, stderr) = run(cmd);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("sequence 100 (was none)"), "{stdout}");

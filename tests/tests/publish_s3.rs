@@ -18,9 +18,8 @@ use std::io::Read;
 
 use fleet_core::iam::Role;
 use fleet_core::narinfo::NarInfo;
-use fleet_core::nixcli::Nix as CoreNix;
 use fleet_core::{HostName, Key, S3Credentials, TrustedKeys};
-use fleet_publish::{PushSettings, push};
+use fleet_publish::PushSettings;
 use fleet_tests::nix::{BulkOptions, FixtureOptions};
 use fleet_tests::s3::S3Server;
 use publish_support::*;
@@ -169,15 +168,9 @@ async fn real_nix_reads_the_cache_over_http_from_the_s3_server() {
     let cache = KeyFiles::new(dir.path(), "cache-pub-1");
     let other = KeyFiles::new(dir.path(), "cache-other-1");
     let b = server.bucket(&bucket, "", &publisher).unwrap();
-    push(
-        &b,
-        &CoreNix::default_store(),
-        &cache.key,
-        std::slice::from_ref(&closure.top),
-        &settings(),
-    )
-    .await
-    .unwrap();
+    push_top(&b, &cache.key, &closure.top, &settings())
+        .await
+        .unwrap();
     // Plain HTTP readers (nix) get the cache, and only the cache.
     let public_cache = fleet_core::iam::public_cache_policy(&bucket, "").unwrap();
     server
@@ -219,15 +212,7 @@ async fn large_nars_go_up_as_multipart_uploads() {
         spill_threshold: 1024 * 1024,
         ..settings()
     };
-    let sum = push(
-        &b,
-        &CoreNix::default_store(),
-        &cache.key,
-        std::slice::from_ref(&closure.top),
-        &s,
-    )
-    .await
-    .unwrap();
+    let sum = push_top(&b, &cache.key, &closure.top, &s).await.unwrap();
     assert_eq!(sum.uploaded, 2);
     let big = closure.paths.iter().find(|p| **p != closure.top).unwrap();
     let text = b

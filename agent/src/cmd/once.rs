@@ -9,13 +9,9 @@ use crate::{Agent, Outcome, facts, report};
 pub async fn once(settings: Settings) -> anyhow::Result<Outcome> {
     let mut agent = Agent::open(settings)?;
     let outcome = agent.cycle().await;
-    let unreachable = agent
-        .state()
-        .reported
-        .last_error
-        .as_ref()
-        .is_some_and(|e| e.kind == "bucket-unreachable");
-    if !unreachable && let Err(e) = agent.flush(true).await {
+    if !agent.bucket_unreachable()
+        && let Err(e) = agent.flush(true).await
+    {
         tracing::error!(
             queued = agent.state().pending_events.len(),
             "could not write status (events stay queued for the next run): {e}"

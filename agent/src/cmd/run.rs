@@ -85,13 +85,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::info!("stop requested: leaving (nothing half done)");
             break;
         };
-        let unreachable = agent
-            .state()
-            .reported
-            .last_error
-            .as_ref()
-            .is_some_and(|e| e.kind == "bucket-unreachable");
-        if !unreachable {
+        if !agent.bucket_unreachable() {
             agent.flush_quietly().await;
         }
         let st = &agent.state().reported;

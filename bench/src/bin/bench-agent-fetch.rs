@@ -34,7 +34,7 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use fleet_agent::fetch::{FetchLimits, FetchRequest, fetch_closure};
 use fleet_bench::{
-    Report, Stats, Table, load_average, load_note, measure, run_once, runs_arg, stats, sync_disks,
+    Report, Stats, Table, load_average, measure, run_once, runs_arg, stats, sync_disks,
     text_closure,
 };
 use fleet_core::keys::PublicKey;
@@ -440,13 +440,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    report.notes.push(load_note(load_before));
-
-    println!("{}", table.render());
-    println!("{}", report.notes.last().map_or("", String::as_str));
-    let path = report.write()?;
-    eprintln!("results: {}", path.display());
-    Ok(())
+    report.finish(&table, load_before)
 }
 
 fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {

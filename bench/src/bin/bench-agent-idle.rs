@@ -35,7 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use fleet_bench::{Report, Table, load_average, load_note, sibling_binary};
+use fleet_bench::{Report, Table, load_average, sibling_binary};
 use fleet_core::iam::Role;
 use fleet_core::keys::{PublicKey, SecretKey};
 use fleet_core::manifest::Manifest;
@@ -652,13 +652,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             "requests_target_met": requests_met,
         }));
     }
-    report.notes.push(load_note(load_before));
-
-    println!("{}", table.render());
-    println!("{}", report.notes.last().map_or("", String::as_str));
-    let path = report.write()?;
-    eprintln!("results: {}", path.display());
-    Ok(())
+    report.finish(&table, load_before)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

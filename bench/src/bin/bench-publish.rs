@@ -25,8 +25,8 @@ use std::process::Command;
 
 use anyhow::{Context, ensure};
 use fleet_bench::{
-    Report, Run, Stats, Table, load_average, load_note, measure, run_once, runs_arg,
-    sibling_binary, stats, sync_disks, text_closure,
+    Report, Run, Stats, Table, load_average, measure, run_once, runs_arg, sibling_binary, stats,
+    sync_disks, text_closure,
 };
 use fleet_tests::nix::{BULK_LARGE, BULK_MANY, Closure, Nix};
 
@@ -282,10 +282,5 @@ fn real_main() -> anyhow::Result<()> {
         None,
         false,
     );
-    report.notes.push(load_note(load_before));
-    println!("{}", table.render());
-    println!("{}", report.notes.last().map_or("", String::as_str));
-    let path = report.write()?;
-    println!("results written to {}", path.display());
-    Ok(())
+    report.finish(&table, load_before)
 }

@@ -65,6 +65,23 @@ pub fn settings() -> PushSettings {
 
 /// The `fleet-publish` binary with Nix's test environment and no AWS or FLEET
 /// variables from the caller.
+/// `fleet_publish::push` of `top`'s closure from the default Nix store.
+pub async fn push_top(
+    bucket: &Bucket,
+    cache_key: &SecretKey,
+    top: &StorePath,
+    settings: &PushSettings,
+) -> anyhow::Result<fleet_publish::PushSummary> {
+    fleet_publish::push(
+        bucket,
+        &fleet_core::nixcli::Nix::default_store(),
+        cache_key,
+        std::slice::from_ref(top),
+        settings,
+    )
+    .await
+}
+
 pub fn publish_cmd() -> Command {
     let mut cmd = Command::new(fleet_tests::bin("fleet-publish"));
     cmd.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
