@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! # /etc/fleet/agent.toml
-//! store = "s3://fleet-prod?region=eu-west-1"
+//! bucket = "s3://fleet-prod?region=eu-west-1"
 //! host = "web-1"
 //! trusted-publisher-keys = ["publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI="]
 //! trusted-cache-keys = ["cache-1:…"]
@@ -38,7 +38,9 @@
 //!
 //! On the command line a health check is `--health-checks KIND=VALUE` with KIND one of
 //! `systemd-unit`, `http`, `command` (the command split at spaces), repeatable.
-//! Durations are jiff's friendly or ISO 8601 forms (`90s`, `5m`, `1h 30m`, `PT5M`).
+//! Durations are read by [`fleet_core::duration`] (`90s`, `5m`, `1h 30m`, `7d`, `PT5M`).
+//! `store` / `--store` / `FLEET_AGENT_STORE` are the old spelling of `bucket` and still
+//! work, with a warning.
 //! S3 credentials come from the standard AWS environment (`AWS_ACCESS_KEY_ID`, …).
 
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use fleet_core::duration::{Zero, parse_duration};
+pub use fleet_core::logging::LogFormat;
 use fleet_core::nixcli::Nix;
 use fleet_core::{HostName, PublicKey, StoreUrl, TrustedKeys};
 use serde::{Deserialize, Serialize};
@@ -73,17 +77,6 @@ pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default bound on queued, unsent events.
 pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 100;
-
-/// Log output format.
-#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
 
 /// One health check as written in the file (`{ systemd-unit = "…" }`, `{ command =
 /// […] }`, `{ http = "…" }`, each with an optional `timeout`) or on the command line
@@ -138,8 +131,13 @@ pub struct Config {
     pub config: Option<PathBuf>,
 
     /// The fleet bucket: s3://BUCKET[/PREFIX][?endpoint=…&region=…] or file:///PATH (required).
-    #[arg(long, env = "FLEET_AGENT_STORE", value_name = "URL")]
+    #[arg(long, env = "FLEET_BUCKET", value_name = "URL")]
     #[serde(default)]
+    pub bucket: Option<String>,
+
+    /// Deprecated spelling of `bucket`.
+    #[arg(long, env = "FLEET_AGENT_STORE", value_name = "URL", hide = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
 
     /// This host's name, as in hosts/<host>/manifest.json (required).
@@ -343,24 +341,13 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
-/// Parses a duration option; `field` names it in errors. Zero is refused unless
-/// `allow_zero`.
-pub fn parse_duration(field: &str, text: &str, allow_zero: bool) -> anyhow::Result<Duration> {
-    let d: jiff::SignedDuration = text.trim().parse().map_err(|e| {
-        anyhow::anyhow!("{field} = {text:?} is not a duration such as \"90s\" or \"5m\": {e}")
-    })?;
-    ensure!(
-        !d.is_negative() && (allow_zero || !d.is_zero()),
-        "{field} = {text:?} must be longer than zero"
-    );
-    Duration::try_from(d).with_context(|| format!("{field} = {text:?} is out of range"))
-}
-
 fn duration_or(field: &str, v: &Option<String>, default: Duration) -> anyhow::Result<Duration> {
-    v.as_deref()
-        .map(|t| parse_duration(field, t, false))
-        .transpose()
-        .map(|d| d.unwrap_or(default))
+    Ok(fleet_core::duration::duration_or(
+        field,
+        v.as_deref(),
+        Zero::Refused,
+        default,
+    )?)
 }
 
 fn absolute(field: &str, p: &Path) -> anyhow::Result<PathBuf> {
@@ -399,12 +386,16 @@ impl Config {
 
     /// Checks every field and applies defaults.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let Some(store) = &self.store else {
-            bail!(
-                "store is not set: give --store, FLEET_AGENT_STORE or `store` in the config file"
-            );
+        let bucket = fleet_core::config::renamed(
+            self.bucket.as_ref(),
+            "bucket",
+            self.store.as_ref(),
+            "store (--store, FLEET_AGENT_STORE)",
+        );
+        let Some(bucket) = bucket else {
+            bail!("bucket is not set: give --bucket, FLEET_BUCKET or `bucket` in the config file");
         };
-        let store = StoreUrl::parse(store)?;
+        let store = StoreUrl::parse(bucket).context("bucket")?;
         let Some(host) = &self.host else {
             bail!("host is not set: give --host, FLEET_AGENT_HOST or `host` in the config file");
         };
@@ -493,7 +484,7 @@ impl Config {
             )?,
             // Zero jitter is allowed: a single host or a test may want exact timing.
             poll_jitter: match self.poll_jitter.as_deref() {
-                Some(t) => parse_duration("poll-jitter", t, true)?,
+                Some(t) => parse_duration("poll-jitter", t, Zero::Allowed)?,
                 None => DEFAULT_POLL_JITTER,
             },
             heartbeat_interval: duration_or(
@@ -581,7 +572,7 @@ mod tests {
             &f,
             format!(
                 r#"
-store = "file:///srv/bucket"
+bucket = "file:///srv/bucket"
 host = "web-1"
 trusted-publisher-keys = ["{k}"]
 trusted-cache-keys = ["{k}"]
@@ -638,7 +629,7 @@ health-checks = [
     #[test]
     fn bad_values_name_the_field() {
         let base = || Config {
-            store: Some("file:///b".into()),
+            bucket: Some("file:///b".into()),
             host: Some("web-1".into()),
             trusted_publisher_keys: vec![key()],
             trusted_cache_keys: vec![key()],
@@ -723,5 +714,34 @@ health-checks = [
         };
         let e = c.layered().unwrap_err().to_string();
         assert!(e.contains("pol-interval"), "{e}");
+    }
+
+    /// Configs written before `store` was renamed `bucket` still load.
+    #[test]
+    fn the_old_store_spelling_still_loads() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("agent.toml");
+        std::fs::write(
+            &f,
+            format!(
+                "store = \"file:///old\"\nhost = \"web-1\"\ntrusted-publisher-keys = [\"{k}\"]\ntrusted-cache-keys = [\"{k}\"]\n",
+                k = key()
+            ),
+        )
+        .unwrap();
+        let from_file = Cli::parse_from(["x", "--config", f.to_str().unwrap()]);
+        let s = from_file.config.layered().unwrap().settings().unwrap();
+        assert_eq!(s.store.to_string(), "file:///old");
+        let both = Cli::parse_from([
+            "x",
+            "--config",
+            f.to_str().unwrap(),
+            "--bucket",
+            "file:///new",
+        ]);
+        let s = both.config.layered().unwrap().settings().unwrap();
+        assert_eq!(s.store.to_string(), "file:///new");
+        let flag = Cli::parse_from(["x", "--store", "file:///flag", "--host", "web-1"]);
+        assert_eq!(flag.config.store.as_deref(), Some("file:///flag"));
     }
 }

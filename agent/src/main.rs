@@ -39,9 +39,10 @@ enum Command {
 }
 
 fn settings(c: Config) -> anyhow::Result<fleet_agent::config::Settings> {
-    let s = c.layered()?.settings()?;
-    cmd::init_logging(s.log_format);
-    Ok(s)
+    let c = c.layered()?;
+    // Before the settings are checked, so that their warnings (deprecated names) are logged.
+    fleet_core::logging::init_logging("info", c.log_format.unwrap_or_default());
+    c.settings()
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -76,6 +76,29 @@ pub fn layer<T: Serialize + DeserializeOwned>(
     serde_json::from_value(merged).map_err(|e| invalid(e.to_string()))
 }
 
+/// One setting given under its current name (`new`) or the name it had before
+/// (`old`): a renamed setting keeps loading from old configs, flags and environments,
+/// with a warning that names the new spelling. When both are given the new one wins.
+pub fn renamed<T>(new: Option<T>, new_name: &str, old: Option<T>, old_name: &str) -> Option<T> {
+    match (new, old) {
+        (Some(v), None) => Some(v),
+        (None, None) => None,
+        (None, Some(v)) => {
+            tracing::warn!(
+                "{old_name} is deprecated: use {new_name} instead (it means the same; the old \
+                 spelling will be removed in a later release)"
+            );
+            Some(v)
+        }
+        (Some(v), Some(_)) => {
+            tracing::warn!(
+                "both {new_name} and the deprecated {old_name} are set: using {new_name}"
+            );
+            Some(v)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,13 @@ pub struct ObjectNameError {
 }
 
 impl ObjectName {
+    /// The name of a host's status event number `counter`, made at `time`:
+    /// `<YYYYmmddTHHMMSSZ>-<counter, 6 digits or more>`. Names sort by time, and by
+    /// counter within one second, so a listing is the host's history in order.
+    pub fn status_event(time: jiff::Timestamp, counter: u64) -> Self {
+        Self(format!("{}-{counter:06}", time.strftime("%Y%m%dT%H%M%SZ")))
+    }
+
     /// Validates `name` as one key segment.
     pub fn new(name: &str) -> Result<Self, ObjectNameError> {
         let ok = !name.is_empty()
@@ -125,7 +132,8 @@ impl Key {
         Self(format!("{STATUS_DIR}/{host}/status.json"))
     }
 
-    /// `status/<host>/events/<name>.json`: one state change of a host.
+    /// `status/<host>/events/<name>.json`: one state change of a host, with a name
+    /// from [`ObjectName::status_event`].
     pub fn status_event(host: &HostName, name: &ObjectName) -> Self {
         Self(format!("{STATUS_DIR}/{host}/events/{name}.json"))
     }
@@ -271,5 +279,20 @@ mod tests {
         assert_eq!(Key::status_host("status/../status.json"), None);
         assert_eq!(Key::status_host("status/a/events/x.json"), None);
         assert_eq!(Key::manifest_host("hosts/b/manifest.json"), Some(h("b")));
+    }
+
+    #[test]
+    fn status_event_names_are_valid_and_sort_by_time_then_counter() {
+        let t: jiff::Timestamp = "2026-11-26T21:25:00Z".parse().unwrap();
+        let n = ObjectName::status_event(t, 42);
+        assert_eq!(n.as_str(), "20261126T212500Z-000042");
+        assert!(ObjectName::new(n.as_str()).is_ok());
+        assert!(ObjectName::status_event(t, 9) < ObjectName::status_event(t, 10));
+        let later: jiff::Timestamp = "2026-11-26T21:25:01Z".parse().unwrap();
+        assert!(ObjectName::status_event(t, 999) < ObjectName::status_event(later, 1));
+        assert_eq!(
+            Key::status_event(&HostName::new("web-1").unwrap(), &n).as_str(),
+            "status/web-1/events/20261126T212500Z-000042.json"
+        );
     }
 }

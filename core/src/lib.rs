@@ -17,7 +17,9 @@
 //!   fingerprints, compression);
 //! - [`nixcli`]: calls to the local `nix` tools (closures, path info, import, profiles);
 //! - [`store_path`], [`nixbase32`]: Nix store paths and base-32;
-//! - [`config`]: flags, environment and TOML file in one schema;
+//! - [`config`]: flags, environment and TOML file in one schema; [`duration`]: the
+//!   one duration syntax of every setting; [`logging`]: the one logging set-up;
+//! - [`error_kind`]: the stable `last_error.kind` values ([`ErrorKind`]);
 //! - [`fsutil`]: crash-safe local writes.
 //!
 //! `docs/formats.md` describes every format with a real example.
@@ -27,12 +29,15 @@
 pub mod audit;
 pub mod bucket;
 pub mod config;
+pub mod duration;
 pub mod envelope;
+pub mod error_kind;
 pub mod fsutil;
 pub mod host;
 pub mod iam;
 pub mod keys;
 pub mod layout;
+pub mod logging;
 pub mod manifest;
 pub mod nar;
 pub mod narinfo;
@@ -44,6 +49,7 @@ pub mod stream;
 pub mod url;
 
 pub use bucket::{Bucket, BucketError, BucketOptions, S3Credentials};
+pub use error_kind::ErrorKind;
 pub use host::HostName;
 pub use keys::{PublicKey, SecretKey, Signature, TrustedKeys};
 pub use layout::{Key, KeyPrefix, ObjectName};

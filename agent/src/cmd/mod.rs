@@ -1,4 +1,5 @@
-//! The subcommands, one file each, and what they share (logging set-up).
+//! The subcommands, one file each. Logging is set up by `main.rs` with
+//! [`fleet_core::logging`], so every fleet binary logs the same way.
 //!
 //! | command | does | exit code |
 //! |---|---|---|
@@ -9,21 +10,3 @@
 pub mod once;
 pub mod run;
 pub mod state;
-
-use crate::config::LogFormat;
-
-/// Sets up `tracing` on stderr: `RUST_LOG` filters (default `info`), `format` picks
-/// human lines or one JSON object per line.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests calling commands in one process) is harmless.
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
