@@ -1,5 +1,7 @@
 //! `fleet-tests`: the harness the end-to-end tests stand on, and those tests.
 //!
+//! - [`agent`]: a clean environment for fleet binaries and the one writer of test
+//!   agents' config files;
 //! - [`s3`]: real S3 servers that enforce IAM (SeaweedFS `weed mini`, moto's server),
 //!   started per test binary on free loopback ports with temporary data directories,
 //!   with per-role users whose policies come from `fleet_core::iam`;
@@ -12,6 +14,7 @@
 //! test whose tool is missing fails with a message naming the install command,
 //! except the Docker-based ones, which skip with a printed reason.
 
+pub mod agent;
 pub mod nix;
 pub mod proxy;
 pub mod s3;

@@ -168,52 +168,35 @@ impl World<'_> {
             facts.join("etc/os-release"),
             "NAME=NixOS\nVERSION_ID=\"24.05\"\n",
         )?;
-        let chroot = self.dir.join("chroot");
-        // Paths are written with {:?}: a TOML basic string takes Rust's escapes.
-        let text = format!(
-            r#"store = {store:?}
-host = "{host}"
-trusted-publisher-keys = [{pk:?}]
-trusted-cache-keys = [{ck:?}]
-state-dir = {state:?}
-nix-store = {chroot:?}
-store-root = {chroot:?}
-profile = {profile:?}
-facts-root = {facts:?}
-poll-interval = "{poll}ms"
-poll-jitter = "0s"
-heartbeat-interval = "1h"
-activation-timeout = "60s"
-request-timeout = "5s"
-"#,
-            store = self.store_url,
-            host = self.host,
-            pk = self.common.publisher.public().to_nix_string(),
-            ck = self.common.cache_public.to_nix_string(),
-            state = self.dir.join("state"),
-            profile = self.profile(),
-            poll = self.common.poll_ms,
-        );
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        fleet_tests::agent::AgentConfig {
+            bucket: self.store_url.clone(),
+            host: self.host.to_string(),
+            publisher_keys: vec![self.common.publisher.public().to_nix_string()],
+            cache_keys: vec![self.common.cache_public.to_nix_string()],
+            state_dir: self.dir.join("state"),
+            chroot: self.dir.join("chroot"),
+            profile: self.profile(),
+            facts_root: Some(facts),
+            request_timeout: "5s".into(),
+            activation_timeout: "60s".into(),
+            extra: format!(
+                "poll-interval = \"{}ms\"\nheartbeat-interval = \"1h\"\n",
+                self.common.poll_ms
+            ),
+        }
+        .write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
     /// `fleet-agent SUB` with this world's config and Nix's environment, and no
     /// FLEET_, AWS_ or systemd variables from the caller.
     fn agent_cmd(&self, sub: &str) -> anyhow::Result<Command> {
-        let mut cmd = Command::new(&self.common.agent);
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("FLEET_") || k.starts_with("AWS_") || k == "NOTIFY_SOCKET" {
-                cmd.env_remove(&k);
-            }
-        }
+        let mut cmd =
+            fleet_tests::agent::clean_command(&self.common.agent, &self.dir.join("xdg-cache"));
         cmd.arg(sub)
             .arg("--config")
             .arg(self.config_file()?)
-            .env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
-            .env("NIX_USER_CONF_FILES", "")
-            .env("XDG_CACHE_HOME", self.dir.join("xdg-cache"))
             // The poll lines are debug events; the counts are read from them.
             .env("RUST_LOG", "info,fleet_agent=debug")
             .stdin(Stdio::null());

@@ -85,7 +85,7 @@ pub struct World {
     pub local_cache: PathBuf,
     upload_cache: bool,
     rt: tokio::runtime::Runtime,
-    /// `store` option of the agent; `file://<bucket_root>` unless changed.
+    /// `bucket` option of the agent; `file://<bucket_root>` unless changed.
     pub store_url: String,
     pub chroot: PathBuf,
     pub profile: PathBuf,
@@ -289,51 +289,34 @@ impl World {
     /// Writes the agent's config file and returns its path.
     pub fn config_file(&self) -> PathBuf {
         let path = self.dir.path().join("agent.toml");
-        let text = format!(
-            r#"store = "{store}"
-host = "{host}"
-trusted-publisher-keys = ["{pk}"]
-trusted-cache-keys = ["{ck}"]
-state-dir = "{state}"
-nix-store = "{chroot}"
-store-root = "{chroot}"
-profile = "{profile}"
-facts-root = "{facts}"
-poll-jitter = "0s"
-activation-timeout = "60s"
-request-timeout = "5s"
-{extra}
-"#,
-            store = self.store_url,
-            host = self.host,
-            pk = self.publisher.public().to_nix_string(),
-            ck = self.cache_public.to_nix_string(),
-            state = self.state_dir.display(),
-            chroot = self.chroot.display(),
-            profile = self.profile.display(),
-            facts = self.facts_root.display(),
-            extra = self.extra_config,
-        );
-        std::fs::write(&path, text).unwrap();
+        fleet_tests::agent::AgentConfig {
+            bucket: self.store_url.clone(),
+            host: self.host.to_string(),
+            publisher_keys: vec![self.publisher.public().to_nix_string()],
+            cache_keys: vec![self.cache_public.to_nix_string()],
+            state_dir: self.state_dir.clone(),
+            chroot: self.chroot.clone(),
+            profile: self.profile.clone(),
+            facts_root: Some(self.facts_root.clone()),
+            request_timeout: "5s".into(),
+            activation_timeout: "60s".into(),
+            extra: self.extra_config.clone(),
+        }
+        .write(&path)
+        .unwrap();
         path
     }
 
     /// The agent binary with Nix's test environment, this world's config, and no
     /// AWS or FLEET variables from the caller.
     pub fn agent_cmd(&self, sub: &str) -> Command {
-        let mut cmd = Command::new(fleet_tests::bin("fleet-agent"));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("FLEET_") || k.starts_with("AWS_") || k == "NOTIFY_SOCKET" {
-                cmd.env_remove(&k);
-            }
-        }
+        let mut cmd = fleet_tests::agent::clean_command(
+            &fleet_tests::bin("fleet-agent"),
+            &self.dir.path().join("xdg-cache"),
+        );
         cmd.arg(sub)
             .arg("--config")
             .arg(self.config_file())
-            .env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
-            .env("NIX_USER_CONF_FILES", "")
-            .env("XDG_CACHE_HOME", self.dir.path().join("xdg-cache"))
             .env("FLEET_ACTIVATION_LOG", &self.activation_log)
             .env("RUST_LOG", "info,fleet_agent=debug")
             .stdin(Stdio::null());

@@ -22,6 +22,7 @@ use fleet_core::iam::Role;
 use fleet_core::keys::PublicKey;
 use fleet_core::status::StatusReport;
 use fleet_core::{Bucket, HostName, Key, Manifest, S3Credentials, StorePath, TrustedKeys};
+use fleet_tests::agent::clean_command;
 use fleet_tests::nix::{Closure, FixtureOptions, Nix, read_activation_log};
 use fleet_tests::s3::S3Server;
 
@@ -82,24 +83,6 @@ pub struct FleetWorld {
     /// Label of the fixture closures (their salt), so each test has its own paths.
     pub salt: String,
     rt: tokio::runtime::Runtime,
-}
-
-/// The environment every fleet binary gets: Nix's test settings, and no `FLEET_*`
-/// or `AWS_*` variable of the caller.
-fn clean_command(program: &Path, xdg_cache: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("FLEET_") || k.starts_with("AWS_") || k == "NOTIFY_SOCKET" {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
-        .env("NIX_USER_CONF_FILES", "")
-        .env("XDG_CACHE_HOME", xdg_cache)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    cmd
 }
 
 fn with_creds(cmd: &mut Command, creds: &S3Credentials) {
@@ -327,33 +310,25 @@ impl FleetWorld {
             .dir
             .path()
             .join(format!("agent-{}.toml", host.name.as_str()));
-        let text = format!(
-            r#"store = "{store}"
-host = "{host}"
-trusted-publisher-keys = ["{pk}"]
-trusted-cache-keys = [{ck}]
-state-dir = "{state}"
-nix-store = "{chroot}"
-store-root = "{chroot}"
-profile = "{profile}"
-poll-jitter = "0s"
-request-timeout = "10s"
-activation-timeout = "60s"
-"#,
-            store = self.store_url,
-            host = host.name,
-            pk = self.publisher_public.to_nix_string(),
-            ck = self
+        fleet_tests::agent::AgentConfig {
+            bucket: self.store_url.clone(),
+            host: host.name.to_string(),
+            publisher_keys: vec![self.publisher_public.to_nix_string()],
+            cache_keys: self
                 .agent_cache_keys
                 .iter()
-                .map(|k| format!("\"{}\"", k.to_nix_string()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            state = host.state_dir.display(),
-            chroot = host.chroot.display(),
-            profile = host.profile.display(),
-        );
-        std::fs::write(&path, text).unwrap();
+                .map(|k| k.to_nix_string())
+                .collect(),
+            state_dir: host.state_dir.clone(),
+            chroot: host.chroot.clone(),
+            profile: host.profile.clone(),
+            facts_root: None,
+            request_timeout: "10s".into(),
+            activation_timeout: "60s".into(),
+            extra: String::new(),
+        }
+        .write(&path)
+        .unwrap();
         path
     }
 
