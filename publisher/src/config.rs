@@ -84,7 +84,7 @@ impl ConfigFile {
 }
 
 /// The keys of an options struct in the file: its serde field names.
-pub fn keys_of<T: Serialize + Default>() -> Vec<String> {
+pub(crate) fn keys_of<T: Serialize + Default>() -> Vec<String> {
     match serde_json::to_value(T::default()) {
         Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),

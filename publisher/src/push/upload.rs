@@ -52,11 +52,13 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A spare buffer from an earlier NAR, or a new one.
     fn take_buffer(&self) -> Vec<u8> {
         let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         pool.pop().unwrap_or_default()
     }
 
+    /// Keeps `buf` for the next NAR.
     fn give_back(&self, mut buf: Vec<u8>) {
         buf.clear();
         let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
