@@ -3,7 +3,8 @@
 //! For each [`DeployTarget`] (the command line gives one with `--host/--closure`,
 //! many with `--hosts FILE`):
 //!
-//! 1. push every closure ([`crate::push`], one run for all hosts, shared paths once);
+//! 1. push every closure ([`mod@crate::push`], one run for all hosts, shared paths
+//!    once);
 //! 2. confirm with a fresh LIST of `cache/` that every path of each closure has its
 //!    narinfo (a narinfo is only ever written after its NAR), so no manifest can
 //!    point at a closure that is not fully uploaded;

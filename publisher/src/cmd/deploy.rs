@@ -1,6 +1,6 @@
 //! `fleet-publish deploy`: turns the options into [`DeployTarget`]s and
-//! [`DeploySettings`], runs the deploy engine ([`crate::deploy`]: push, then one
-//! signed manifest per host by compare-and-swap, then an audit entry), and prints
+//! [`DeploySettings`], runs the deploy engine ([`mod@crate::deploy`]: push, then
+//! one signed manifest per host by compare-and-swap, then an audit entry), and prints
 //! the push summary on standard error and one line per host on standard output:
 //!
 //! ```text

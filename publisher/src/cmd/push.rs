@@ -1,6 +1,6 @@
 //! `fleet-publish push`: uploads store paths and their closures to the bucket's
-//! binary cache with the push engine ([`crate::push`]), then prints one line saying
-//! what it did:
+//! binary cache with the push engine ([`mod@crate::push`]), then prints one line
+//! saying what it did:
 //!
 //! ```text
 //! pushed to s3://fleet-prod: 812 paths in the closure: 3 uploaded, 809 already in the cache; 41.2 MiB of NAR, 12.0 MiB sent; 3.10 s
