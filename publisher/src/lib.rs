@@ -1,19 +1,27 @@
 //! `fleet-publish`: makes closures that CI built deployable.
 //!
-//! - [`push`](cmd::push): uploads store paths with their closures to the bucket's
+//! - [`push`](mod@push): uploads store paths with their closures to the bucket's
 //!   `cache/`, a Nix binary cache that real `nix copy --from` reads (narinfos signed
 //!   with the cache key over Nix's fingerprint, NARs byte-identical to
 //!   `nix-store --dump`, compressed);
-//! - [`deploy`](cmd::deploy): pushes a host's closure, then writes its signed
+//! - [`deploy`](mod@deploy): pushes a host's closure, then writes its signed
 //!   manifest with the next sequence number by compare-and-swap, and an audit entry;
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
 //!
-//! The logic lives here so tests can call it in process; `main.rs` only parses the
-//! command line ([`config`]) and maps errors to exit codes. Every format comes from
+//! The logic lives here so tests can call it in process. The engines ([`mod@push`],
+//! [`mod@deploy`]) take settings and know nothing of the command line; each
+//! `cmd/<verb>.rs` holds its subcommand's arguments and the `run` that layers them
+//! ([`config`]), calls the engine and prints; [`cli`] gathers the subcommands;
+//! `main.rs` only dispatches and maps errors to exit codes. Every format comes from
 //! `fleet-core`; this crate only orchestrates.
 
+#![warn(missing_docs)]
+
+pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod deploy;
+pub mod push;
 
 use std::path::Path;
 
@@ -21,9 +29,9 @@ use anyhow::{Context, bail};
 use fleet_core::nixcli::Nix;
 use fleet_core::{Bucket, BucketOptions, PublicKey, SecretKey, StorePath, StoreUrl};
 
-pub use cmd::deploy::{DeployOutcome, DeploySettings, DeployTarget, deploy};
-pub use cmd::push::{PushSettings, PushSummary, push};
 pub use cmd::show::{Shown, show};
+pub use deploy::{DeployOutcome, DeploySettings, DeployTarget, deploy};
+pub use push::{PushSettings, PushSummary, push};
 
 /// Opens the bucket at `url` with credentials from the standard AWS environment.
 pub fn open_bucket(url: &str) -> anyhow::Result<Bucket> {

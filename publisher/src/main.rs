@@ -6,8 +6,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use fleet_publish::cli::{Cli, Command};
 use fleet_publish::cmd;
-use fleet_publish::config::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = cli.config.as_deref();
+    let config = &cli.config_file();
     let result = match cli.command {
         Command::Keygen(o) => cmd::keygen::run(o, config),
         Command::Policy(o) => cmd::policy::run(o, config),

@@ -1,364 +1,111 @@
-//! `fleet-publish deploy`: makes hosts run a closure.
+//! `fleet-publish deploy`: turns the options into [`DeployTarget`]s and
+//! [`DeploySettings`], runs the deploy engine ([`mod@crate::deploy`]: push, then
+//! one signed manifest per host by compare-and-swap, then an audit entry), and prints
+//! the push summary on standard error and one line per host on standard output:
 //!
-//! For each host (one with `--host/--closure`, many with `--hosts FILE`):
+//! ```text
+//! web-1: sequence 8 (was 7) -> /nix/store/…-nixos-system-web-1, expires 2026-01-08T12:00:00Z, audit audit/20260101T120000.000Z-web-1-8.json
+//! ```
 //!
-//! 1. push every closure ([`crate::push`], one run for all hosts, shared paths once);
-//! 2. confirm with a fresh LIST of `cache/` that every path of each closure has its
-//!    narinfo (a narinfo is only ever written after its NAR), so no manifest can
-//!    point at a closure that is not fully uploaded;
-//! 3. read `hosts/<host>/manifest.json` and verify it with the publisher's own public
-//!    key (and any `--trusted-key`), without the expiry check: an expired manifest
-//!    is still the sequence to beat. A manifest that does not verify stops the deploy
-//!    with an error saying so; `--force-sequence N` is the escape hatch for a lost or
-//!    rotated key;
-//! 4. sign a new manifest (`fleet_core::Manifest`) with sequence = current + 1 and
-//!    write it by compare-and-swap: `put_if_absent` when there was none, else
-//!    `put_if_match` on the ETag that was read. When another publisher won the race
-//!    (`Conflict`/`AlreadyExists`) start again from 3, at most
-//!    [`DeploySettings::max_attempts`] times. Two racing publishers therefore get
-//!    distinct sequence numbers and neither update is lost;
-//! 5. append an audit entry ([`crate::audit`]) create-only.
+//! `--hosts FILE` deploys many hosts at once: a JSON object mapping host names to
+//! closures, `{"web-1": "/nix/store/…", …}`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use fleet_core::bucket::BucketError;
-use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
+use clap::{Args, ValueEnum};
 use fleet_core::nixcli::Nix;
-use fleet_core::{
-    Activation, Bucket, HostName, Key, Manifest, PublicKey, SecretKey, StorePath, TrustedKeys,
+use fleet_core::{Activation, HostName};
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, ConfigFile, PushOptions};
+use crate::deploy::{
+    DEFAULT_EXPIRES_IN, DEFAULT_MAX_ATTEMPTS, DeploySettings, DeployTarget, MAX_EXPIRES_IN, deploy,
 };
-use jiff::{SignedDuration, Timestamp};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::cmd::push::{CacheListing, PushSettings, PushSummary};
-use crate::config::{self, DeployArgs};
-use fleet_core::audit::AuditEntry;
-
-/// Default manifest lifetime.
-pub const DEFAULT_EXPIRES_IN: SignedDuration = SignedDuration::from_hours(7 * 24);
-/// Longest manifest lifetime accepted: a year. Longer ones defeat the freeze bound.
-pub const MAX_EXPIRES_IN: SignedDuration = SignedDuration::from_hours(366 * 24);
-/// Default compare-and-swap attempts per host.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
-
-/// One host to deploy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeployTarget {
-    /// The host.
-    pub host: HostName,
-    /// Its system closure.
-    pub closure: StorePath,
+/// How the agent activates the closure.
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationArg {
+    /// Make it the boot default and switch to it now.
+    Switch,
+    /// Make it the boot default; it runs after the next reboot.
+    Boot,
+    /// Switch to it now without making it the boot default.
+    Test,
 }
 
-/// How to deploy.
-#[derive(Clone, Debug)]
-pub struct DeploySettings {
-    /// How to push the closures.
-    pub push: PushSettings,
-    /// Manifest lifetime.
-    pub expires_in: SignedDuration,
-    /// Activation mode written into the manifests.
-    pub activation: Activation,
-    /// Other publisher keys accepted on the current manifest (the signing key's own
-    /// public key always is).
-    pub trusted: Vec<PublicKey>,
-    /// Write this sequence even if the current manifest does not verify.
+impl From<ActivationArg> for fleet_core::Activation {
+    fn from(a: ActivationArg) -> Self {
+        match a {
+            ActivationArg::Switch => fleet_core::Activation::Switch,
+            ActivationArg::Boot => fleet_core::Activation::Boot,
+            ActivationArg::Test => fleet_core::Activation::Test,
+        }
+    }
+}
+
+/// `deploy` options.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct DeployOptions {
+    /// Push options.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub push: PushOptions,
+    /// Secret key file that signs manifests (the publisher key) (required).
+    #[arg(long, env = "FLEET_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// The host to deploy (with --closure).
+    #[arg(long, env = "FLEET_HOST", value_name = "HOST")]
+    pub host: Option<String>,
+    /// The host's system closure: a store path or a symlink to one such as ./result.
+    #[arg(long, env = "FLEET_CLOSURE", value_name = "PATH")]
+    pub closure: Option<String>,
+    /// JSON file mapping host names to closures, `{"web-1": "/nix/store/…", …}`, to
+    /// deploy many hosts at once (instead of --host/--closure).
+    #[arg(long, env = "FLEET_HOSTS", value_name = "FILE", conflicts_with_all = ["host", "closure"])]
+    pub hosts: Option<PathBuf>,
+    /// How long the manifest stays valid: "7d", "12h", "90m", "P7D" [default: 7d].
+    #[arg(long, env = "FLEET_EXPIRES_IN", value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// How the agent activates the closure [default: switch].
+    #[arg(long, env = "FLEET_ACTIVATION", value_enum)]
+    pub activation: Option<ActivationArg>,
+    /// Public key file of another publisher whose signature on the current manifest
+    /// is accepted (this publisher's own key always is); repeatable.
+    #[arg(
+        long,
+        env = "FLEET_TRUSTED_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub trusted_key: Vec<PathBuf>,
+    /// Public key file of another cache key whose narinfo signatures hosts should also
+    /// accept for this closure, e.g. the old key while rotating cache keys (paths
+    /// already in the cache keep the old key's signature); repeatable.
+    #[arg(
+        long,
+        env = "FLEET_EXTRA_CACHE_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub extra_cache_key: Vec<PathBuf>,
+}
+
+/// `deploy` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// Options (also from environment and file).
+    #[command(flatten)]
+    pub options: DeployOptions,
+    /// Emergency override: write this sequence number even if the current manifest
+    /// cannot be verified (lost or rotated publisher key). It must be higher than any
+    /// sequence the host has accepted. Command line only.
+    #[arg(long, value_name = "N")]
     pub force_sequence: Option<u64>,
-    /// Compare-and-swap attempts per host before giving up.
-    pub max_attempts: u32,
-    /// Cache public keys listed in the manifests besides the cache key's own (key
-    /// rotation: narinfos pushed before the rotation carry the old key's signature).
-    pub extra_cache_keys: Vec<PublicKey>,
-}
-
-impl Default for DeploySettings {
-    fn default() -> Self {
-        Self {
-            push: PushSettings::default(),
-            expires_in: DEFAULT_EXPIRES_IN,
-            activation: Activation::Switch,
-            trusted: Vec::new(),
-            force_sequence: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            extra_cache_keys: Vec::new(),
-        }
-    }
-}
-
-/// What deploying one host did.
-#[derive(Clone, Debug, Serialize)]
-pub struct DeployOutcome {
-    /// The host.
-    pub host: HostName,
-    /// Its closure.
-    pub closure: StorePath,
-    /// The sequence written.
-    pub sequence: u64,
-    /// The sequence replaced, if a verified manifest was there.
-    pub previous_sequence: Option<u64>,
-    /// SHA-256 (hex) of the manifest written.
-    pub manifest_sha256: String,
-    /// When it expires.
-    pub expires_at: Timestamp,
-    /// The audit entry's key.
-    pub audit_key: String,
-    /// Compare-and-swap attempts it took (1 without contention).
-    pub attempts: u32,
-}
-
-/// Pushes every target's closure, then writes each host's manifest; see the module
-/// docs. Hosts are written one after the other; the first failure stops the run
-/// (hosts already written stay written, and say so in the error).
-pub async fn deploy(
-    bucket: &Bucket,
-    nix: &Nix,
-    cache_key: &SecretKey,
-    signing_key: &SecretKey,
-    targets: &[DeployTarget],
-    settings: &DeploySettings,
-) -> anyhow::Result<(PushSummary, Vec<DeployOutcome>)> {
-    if targets.is_empty() {
-        bail!("no host to deploy");
-    }
-    let roots: Vec<StorePath> = targets.iter().map(|t| t.closure.clone()).collect();
-    let summary = crate::push(bucket, nix, cache_key, &roots, &settings.push)
-        .await
-        .context("pushing the closures (no manifest was written)")?;
-
-    // Independent of what the push believes: every path of every closure must have
-    // its narinfo in the bucket now.
-    let listing = CacheListing::read(bucket).await?;
-    for t in targets {
-        let closure = nix
-            .closure(std::slice::from_ref(&t.closure))
-            .await
-            .context("listing the closure in the local Nix store")?;
-        let missing = listing.missing(&closure);
-        if let Some(first) = missing.first() {
-            bail!(
-                "{} of the closure of {} (host {}) have no narinfo in {} after the push, e.g. {first}; \
-                 no manifest was written. Run the deploy again; if it persists, check that \
-                 nothing deletes from cache/",
-                missing.len(),
-                t.closure,
-                t.host,
-                bucket.url()
-            );
-        }
-    }
-
-    let mut outcomes = Vec::with_capacity(targets.len());
-    for t in targets {
-        match write_manifest(bucket, cache_key, signing_key, t, settings).await {
-            Ok(o) => outcomes.push(o),
-            Err(e) if !outcomes.is_empty() => {
-                let done: Vec<String> = outcomes.iter().map(|o| o.host.to_string()).collect();
-                return Err(e.context(format!(
-                    "deploying host {} failed after hosts {} were deployed",
-                    t.host,
-                    done.join(", ")
-                )));
-            }
-            Err(e) => return Err(e.context(format!("deploying host {}", t.host))),
-        }
-    }
-    Ok((summary, outcomes))
-}
-
-/// The current manifest of a host as far as the next write needs it.
-struct Current {
-    etag: Option<String>,
-    sequence: Option<u64>,
-    digest: Option<String>,
-    exists: bool,
-}
-
-async fn read_current(
-    bucket: &Bucket,
-    key: &Key,
-    host: &HostName,
-    trusted: &TrustedKeys,
-    force: Option<u64>,
-) -> anyhow::Result<Current> {
-    let obj = match bucket.get(key, MAX_MANIFEST_SIZE).await {
-        Ok(o) => o,
-        Err(BucketError::NotFound { .. }) => {
-            return Ok(Current {
-                etag: None,
-                sequence: None,
-                digest: None,
-                exists: false,
-            });
-        }
-        Err(e) => return Err(e).context("reading the current manifest"),
-    };
-    let policy = VerifyPolicy {
-        trusted,
-        host,
-        highest_seen: None,
-        now: None,
-    };
-    match Manifest::verify(&obj.bytes, &policy) {
-        Ok(v) => Ok(Current {
-            etag: obj.etag,
-            sequence: Some(v.manifest.sequence),
-            digest: Some(v.digest),
-            exists: true,
-        }),
-        Err(e) if force.is_some() => {
-            tracing::warn!(%key, error = %e, "current manifest does not verify; --force-sequence given");
-            Ok(Current {
-                etag: obj.etag,
-                sequence: None,
-                digest: Some(hex::encode(Sha256::digest(&obj.bytes))),
-                exists: true,
-            })
-        }
-        Err(e) => bail!(
-            "the current manifest {key} in {} does not verify with the publisher key(s) {:?}: {e}. \
-             If another publisher legitimately signed it, pass its public key with --trusted-key; \
-             if the bucket was tampered with, investigate before deploying. To replace it anyway \
-             (lost or rotated publisher key) pass --force-sequence N with N above any sequence \
-             the host has accepted.",
-            bucket.url(),
-            trusted.keys().iter().map(|k| k.name()).collect::<Vec<_>>()
-        ),
-    }
-}
-
-async fn write_manifest(
-    bucket: &Bucket,
-    cache_key: &SecretKey,
-    signing_key: &SecretKey,
-    target: &DeployTarget,
-    settings: &DeploySettings,
-) -> anyhow::Result<DeployOutcome> {
-    let key = Key::manifest(&target.host);
-    let mut trusted = vec![signing_key.public()];
-    trusted.extend(settings.trusted.iter().cloned());
-    let trusted = TrustedKeys::new(trusted);
-    let attempts = settings.max_attempts.max(1);
-    for attempt in 1..=attempts {
-        let current = read_current(
-            bucket,
-            &key,
-            &target.host,
-            &trusted,
-            settings.force_sequence,
-        )
-        .await?;
-        let sequence = match (settings.force_sequence, current.sequence) {
-            (Some(n), Some(cur)) if n <= cur => bail!(
-                "--force-sequence {n} is not above the current manifest's sequence {cur}; \
-                 give a higher number (or drop --force-sequence: the current manifest verifies)"
-            ),
-            (Some(n), _) => n,
-            (None, Some(cur)) => cur.checked_add(1).with_context(|| {
-                format!("the current manifest's sequence {cur} cannot be incremented")
-            })?,
-            (None, None) => 1,
-        };
-        let issued_at = Timestamp::now();
-        let expires_at = issued_at
-            .checked_add(settings.expires_in)
-            .context("the expiry is out of range")?;
-        let manifest = Manifest {
-            version: 1,
-            host: target.host.clone(),
-            sequence,
-            closure: target.closure.clone(),
-            issued_at,
-            expires_at,
-            cache_keys: std::iter::once(cache_key.public())
-                .chain(
-                    settings
-                        .extra_cache_keys
-                        .iter()
-                        .filter(|k| **k != cache_key.public())
-                        .cloned(),
-                )
-                .collect(),
-            activation: settings.activation,
-        };
-        let bytes = manifest.sign(signing_key);
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let written = match (&current.etag, current.exists) {
-            (_, false) => bucket.put_if_absent(&key, bytes).await,
-            (Some(etag), true) => bucket.put_if_match(&key, bytes, etag).await,
-            (None, true) => bail!(
-                "{} gave no ETag for {key}, so the manifest cannot be replaced by compare-and-swap; \
-                 use a store that returns ETags (S3, MinIO, SeaweedFS, file://)",
-                bucket.url()
-            ),
-        };
-        match written {
-            Ok(_) => {}
-            Err(BucketError::Conflict { .. } | BucketError::AlreadyExists { .. }) => {
-                if settings.force_sequence.is_some() {
-                    bail!(
-                        "another publisher wrote {key} while this forced deploy ran; \
-                         look at it (fleet-publish show) before forcing again"
-                    );
-                }
-                tracing::info!(host = %target.host, attempt, "lost the compare-and-swap; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                continue;
-            }
-            Err(e) => return Err(e).context("writing the new manifest"),
-        }
-        let entry = AuditEntry {
-            version: 1,
-            action: "deploy".into(),
-            time: issued_at,
-            key_name: signing_key.name().to_owned(),
-            host: target.host.clone(),
-            sequence,
-            previous_sequence: current.sequence,
-            closure: target.closure.clone(),
-            activation: settings.activation,
-            expires_at,
-            previous_manifest_sha256: current.digest,
-            new_manifest_sha256: digest.clone(),
-            publisher_version: fleet_core::VERSION.into(),
-        };
-        let audit_key = entry.key();
-        bucket
-            .put_if_absent(&audit_key, entry.to_bytes())
-            .await
-            .with_context(|| {
-                format!(
-                    "the manifest of {} (sequence {sequence}) IS written and live, but its audit \
-                     entry {audit_key} could not be written; record it by hand",
-                    target.host
-                )
-            })?;
-        return Ok(DeployOutcome {
-            host: target.host.clone(),
-            closure: target.closure.clone(),
-            sequence,
-            previous_sequence: current.sequence,
-            manifest_sha256: digest,
-            expires_at,
-            audit_key: audit_key.to_string(),
-            attempts: attempt,
-        });
-    }
-    bail!(
-        "gave up writing {key} after {attempts} attempts: other publishers kept changing it \
-         (compare-and-swap lost every time); try again"
-    )
-}
-
-/// A growing, jittered pause between compare-and-swap attempts.
-fn backoff(attempt: u32) -> Duration {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() % 50_000_000);
-    Duration::from_millis(20 * u64::from(attempt.min(10))) + Duration::from_nanos(u64::from(jitter))
 }
 
 /// Parses a manifest lifetime: jiff's friendly format ("7d", "12h", "1w 2d", "90m")
@@ -413,8 +160,8 @@ pub fn read_hosts_file(path: &Path) -> anyhow::Result<Vec<DeployTarget>> {
 }
 
 /// `fleet-publish deploy`.
-pub async fn run(args: DeployArgs, config_file: Option<&Path>) -> anyhow::Result<()> {
-    let o = config::layer(args.options, config_file)?;
+pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
+    let o = config_file.layer(args.options)?;
     let store = config::required(&o.push.store, "store", "FLEET_STORE")?;
     let cache_key_file = config::required(&o.push.cache_key, "cache-key", "FLEET_CACHE_KEY")?;
     let signing_key_file = config::required(&o.signing_key, "signing-key", "FLEET_SIGNING_KEY")?;
@@ -433,7 +180,7 @@ pub async fn run(args: DeployArgs, config_file: Option<&Path>) -> anyhow::Result
         ),
     };
     let settings = DeploySettings {
-        push: crate::cmd::push::settings_from(&o.push)?,
+        push: o.push.settings()?,
         expires_in: match &o.expires_in {
             Some(t) => parse_expires_in(t)?,
             None => DEFAULT_EXPIRES_IN,
@@ -536,12 +283,5 @@ mod tests {
         let t = read_hosts_file(&f).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].host.as_str(), "web-1");
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        assert!(backoff(1) < Duration::from_millis(80));
-        assert!(backoff(10) >= Duration::from_millis(200));
-        assert!(backoff(100) < Duration::from_millis(260));
     }
 }

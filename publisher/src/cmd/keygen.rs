@@ -5,12 +5,29 @@
 //! The secret key file is created with mode 0600 and never replaces an existing
 //! file; the public key file is (re)written with mode 0644 and printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::Args;
 use fleet_core::SecretKey;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{self, KeygenOptions};
+use crate::config::{self, ConfigFile};
+
+/// `keygen` options.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct KeygenOptions {
+    /// Key name, by convention `<who>-<n>` such as `cache.example.org-1` (required).
+    #[arg(long, env = "FLEET_KEY_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where to write the secret key (mode 0600; an existing file is never replaced) (required).
+    #[arg(long, env = "FLEET_SECRET_OUT", value_name = "FILE")]
+    pub secret_out: Option<PathBuf>,
+    /// Where to write the public key (required).
+    #[arg(long, env = "FLEET_PUBLIC_OUT", value_name = "FILE")]
+    pub public_out: Option<PathBuf>,
+}
 
 /// Makes a key named `name`, writes both halves, returns the public key text.
 pub fn keygen(name: &str, secret_out: &Path, public_out: &Path) -> anyhow::Result<String> {
@@ -23,8 +40,8 @@ pub fn keygen(name: &str, secret_out: &Path, public_out: &Path) -> anyhow::Resul
 }
 
 /// `fleet-publish keygen`.
-pub fn run(o: KeygenOptions, config_file: Option<&Path>) -> anyhow::Result<()> {
-    let o = config::layer(o, config_file)?;
+pub fn run(o: KeygenOptions, config_file: &ConfigFile) -> anyhow::Result<()> {
+    let o = config_file.layer(o)?;
     let name = config::required(&o.name, "name", "FLEET_KEY_NAME")?;
     let secret_out = config::required(&o.secret_out, "secret-out", "FLEET_SECRET_OUT")?;
     let public_out = config::required(&o.public_out, "public-out", "FLEET_PUBLIC_OUT")?;

@@ -1,5 +1,8 @@
-//! One module per subcommand: the library function tests call, and the `run`
-//! function `main.rs` calls with the parsed command line.
+//! One module per subcommand: its clap arguments (also its part of the
+//! configuration file) and the `run` function `main.rs` calls, which layers them,
+//! calls the library and prints. The engines of `push` and `deploy` live in
+//! [`mod@crate::push`] and [`mod@crate::deploy`];
+//! `show` and `keygen` are small enough to keep their library function here.
 
 pub mod deploy;
 pub mod keygen;

@@ -2,23 +2,53 @@
 //! `fleet_core::iam::policy` makes (the same text Terraform deploys and the tests
 //! attach to users of a real IAM-enforcing S3 server).
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
 use fleet_core::HostName;
 use fleet_core::iam::{Role, policy};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{self, PolicyOptions, RoleArg};
+use crate::config::{self, ConfigFile};
+
+/// A role that gets an IAM policy.
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleArg {
+    /// One host's agent (needs --host).
+    Agent,
+    /// CI or an admin running fleet-publish.
+    Publisher,
+    /// The dashboard.
+    Reporter,
+}
+
+/// `policy` options.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct PolicyOptions {
+    /// The role (required).
+    #[arg(long, env = "FLEET_ROLE", value_enum)]
+    pub role: Option<RoleArg>,
+    /// S3 bucket name (required).
+    #[arg(long, env = "FLEET_BUCKET", value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// Root prefix inside the bucket [default: none].
+    #[arg(long, env = "FLEET_PREFIX", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// The agent's host (role agent only).
+    #[arg(long, env = "FLEET_HOST", value_name = "HOST")]
+    pub host: Option<String>,
+}
 
 /// `fleet-publish policy`.
-pub fn run(o: PolicyOptions, config_file: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(o: PolicyOptions, config_file: &ConfigFile) -> anyhow::Result<()> {
     print!("{}", render(o, config_file)?);
     Ok(())
 }
 
 /// The policy text for the layered options.
-pub fn render(o: PolicyOptions, config_file: Option<&Path>) -> anyhow::Result<String> {
-    let o = config::layer(o, config_file)?;
+pub fn render(o: PolicyOptions, config_file: &ConfigFile) -> anyhow::Result<String> {
+    let o = config_file.layer(o)?;
     let role = config::required(&o.role, "role", "FLEET_ROLE")?;
     let bucket = config::required(&o.bucket, "bucket", "FLEET_BUCKET")?;
     let role = match (role, &o.host) {
@@ -48,7 +78,7 @@ mod tests {
 
     #[test]
     fn prints_core_policies() {
-        let p = render(opts(RoleArg::Agent, Some("web-1")), None).unwrap();
+        let p = render(opts(RoleArg::Agent, Some("web-1")), &ConfigFile::default()).unwrap();
         let want = policy(
             &Role::Agent(HostName::new("web-1").unwrap()),
             "fleet-prod",
@@ -58,15 +88,15 @@ mod tests {
         assert_eq!(p, want);
         assert!(p.contains("site-a/status/web-1/*"));
         assert!(
-            render(opts(RoleArg::Agent, None), None)
+            render(opts(RoleArg::Agent, None), &ConfigFile::default())
                 .unwrap_err()
                 .to_string()
                 .contains("--host")
         );
-        assert!(render(opts(RoleArg::Publisher, Some("a")), None).is_err());
+        assert!(render(opts(RoleArg::Publisher, Some("a")), &ConfigFile::default()).is_err());
         let e = format!(
             "{:#}",
-            render(opts(RoleArg::Agent, Some("A/b")), None).unwrap_err()
+            render(opts(RoleArg::Agent, Some("A/b")), &ConfigFile::default()).unwrap_err()
         );
         assert!(e.contains("A/b"), "{e}");
     }

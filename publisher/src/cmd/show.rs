@@ -9,14 +9,35 @@
 //! An expired manifest is still shown (with `"expired": true`): it is what the host
 //! refuses, which is worth seeing. Anything else that fails verification is an error.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use clap::Args;
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
 use fleet_core::{Bucket, BucketError, HostName, Key, Manifest, TrustedKeys, VerifiedManifest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{self, ShowOptions};
+use crate::config::{self, ConfigFile};
+
+/// `show` options.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ShowOptions {
+    /// The fleet bucket (required).
+    #[arg(long, env = "FLEET_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// The host whose manifest to show (required).
+    #[arg(long, env = "FLEET_HOST", value_name = "HOST")]
+    pub host: Option<String>,
+    /// Publisher public key file trusted to sign manifests; repeatable (at least one).
+    #[arg(
+        long,
+        env = "FLEET_TRUSTED_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub trusted_key: Vec<PathBuf>,
+}
 
 /// A verified manifest, as shown.
 #[derive(Clone, Debug, Serialize)]
@@ -70,8 +91,8 @@ pub async fn show(
 }
 
 /// `fleet-publish show`.
-pub async fn run(o: ShowOptions, config_file: Option<&Path>) -> anyhow::Result<()> {
-    let o = config::layer(o, config_file)?;
+pub async fn run(o: ShowOptions, config_file: &ConfigFile) -> anyhow::Result<()> {
+    let o = config_file.layer(o)?;
     let store = config::required(&o.store, "store", "FLEET_STORE")?;
     let host = HostName::new(config::required(&o.host, "host", "FLEET_HOST")?).context("--host")?;
     if o.trusted_key.is_empty() {
