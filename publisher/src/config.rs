@@ -6,13 +6,13 @@
 //! Every subcommand has one options struct (`KeygenOptions`, `PushOptions`, …, each
 //! beside its `run` in `cmd/<verb>.rs`) that is both its clap arguments and its part
 //! of the file. A key means the same thing in every subcommand that takes it
-//! (`store`, `cache-key`, …), and the file's schema is the union of all of them
+//! (`bucket`, `cache-key`, …), and the file's schema is the union of all of them
 //! (gathered by [`Cli::config_file`](crate::cli::Cli::config_file)), so one file can
 //! serve every subcommand; a key no subcommand knows is an error that names it.
 //!
 //! ```toml
 //! # fleet-publish.toml, given with --config FILE or FLEET_CONFIG
-//! store = "s3://fleet-prod?region=eu-west-1"
+//! bucket = "s3://fleet-prod?region=eu-west-1"
 //! cache-key = "/run/secrets/fleet-cache-1.secret"
 //! signing-key = "/run/secrets/fleet-publisher-1.secret"
 //! compression = "zstd"       # zstd (default), xz or none
@@ -20,8 +20,13 @@
 //! jobs = 8                   # store paths packed and uploaded at once (default: CPUs)
 //! expires-in = "7d"          # manifest lifetime (default 7d)
 //! activation = "switch"      # switch (default), boot or test
-//! trusted-key = ["/etc/fleet/publisher-2.public"]
+//! trusted-key-file = ["/etc/fleet/publisher-2.public"]
 //! ```
+//!
+//! Names mean the same in every fleet binary: `bucket` is the fleet bucket's URL (the
+//! old spelling `store` still works, with a warning); a public-key option such as
+//! `trusted-key` takes key text (`name:base64`) and its `-file` twin a file holding
+//! it. Secret keys (`cache-key`, `signing-key`) are only ever files.
 //!
 //! S3 credentials are not options: they come from the standard AWS environment
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`-less web identity,
@@ -91,6 +96,58 @@ pub(crate) fn keys_of<T: Serialize + Default>() -> Vec<String> {
     }
 }
 
+/// The bucket URL from `bucket`, or from its deprecated spelling `store` (with a
+/// warning), or an error saying the three ways to give it.
+pub fn bucket<'a>(
+    bucket: &'a Option<String>,
+    store: &'a Option<String>,
+) -> anyhow::Result<&'a str> {
+    fleet_core::config::renamed(
+        bucket.as_deref(),
+        "bucket",
+        store.as_deref(),
+        "store (--store, FLEET_STORE)",
+    )
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "no bucket given: pass --bucket URL, set FLEET_BUCKET, or put `bucket = …` in the config file (--config)"
+        )
+    })
+}
+
+/// Public keys given as text (`texts`, the `what` option) and as files (`files`, the
+/// `what-file` option). For configs written before the two were told apart, a `what`
+/// value that is not key text but names a file is read as a file, with a warning.
+pub fn public_keys(
+    what: &str,
+    texts: &[String],
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<fleet_core::PublicKey>> {
+    let mut keys = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        match fleet_core::PublicKey::parse(t, &format!("{what}[{i}]")) {
+            Ok(k) => keys.push(k),
+            Err(e) if !t.contains(':') && std::path::Path::new(t).is_file() => {
+                tracing::warn!(
+                    "--{what} {t} names a file: pass key files with --{what}-file (--{what} takes \
+                     the key text, name:base64)"
+                );
+                let k = crate::load_public_key(std::path::Path::new(t), &format!("--{what}"))
+                    .with_context(|| e.to_string())?;
+                keys.push(k);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for f in files {
+        keys.push(crate::load_public_key(
+            f,
+            &format!("a key file of --{what}-file"),
+        )?);
+    }
+    Ok(keys)
+}
+
 /// The value of a required setting, or an error saying the three ways to give it.
 pub fn required<'a, T>(value: &'a Option<T>, key: &str, env: &str) -> anyhow::Result<&'a T> {
     value.as_ref().ok_or_else(|| {
@@ -126,8 +183,11 @@ impl From<CompressionArg> for Compression {
 #[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct PushOptions {
-    /// The fleet bucket: s3://BUCKET[/PREFIX][?endpoint=URL&region=R] or file:///PATH (required).
-    #[arg(long, env = "FLEET_STORE", value_name = "URL")]
+    /// The fleet bucket: `s3://BUCKET[/PREFIX][?endpoint=URL&region=R]` or `file:///PATH` (required).
+    #[arg(long, env = "FLEET_BUCKET", value_name = "URL")]
+    pub bucket: Option<String>,
+    /// Deprecated spelling of `bucket`.
+    #[arg(long, env = "FLEET_STORE", value_name = "URL", hide = true)]
     pub store: Option<String>,
     /// Secret key file that signs narinfos (the cache key) (required).
     #[arg(long, env = "FLEET_CACHE_KEY", value_name = "FILE")]
@@ -202,9 +262,15 @@ mod tests {
 
     #[test]
     fn required_settings_say_how_to_give_them() {
-        let e = required::<String>(&None, "store", "FLEET_STORE")
+        let e = required::<String>(&None, "host", "FLEET_HOST")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--store") && e.contains("FLEET_STORE"), "{e}");
+        assert!(e.contains("--host") && e.contains("FLEET_HOST"), "{e}");
+        let e = bucket(&None, &None).unwrap_err().to_string();
+        assert!(e.contains("--bucket") && e.contains("FLEET_BUCKET"), "{e}");
+        let old = Some("file:///old".to_owned());
+        assert_eq!(bucket(&None, &old).unwrap(), "file:///old");
+        let new = Some("file:///new".to_owned());
+        assert_eq!(bucket(&new, &old).unwrap(), "file:///new");
     }
 }

@@ -11,13 +11,8 @@ use fleet_publish::cmd;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLEET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Only warnings by default: results go to stdout, and stderr is for what went wrong.
+    fleet_core::logging::init_logging("warn", fleet_core::logging::LogFormat::Human);
     let config = &cli.config_file();
     let result = match cli.command {
         Command::Keygen(o) => cmd::keygen::run(o, config),

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use fleet_core::duration::{Zero, parse_duration};
 use fleet_core::nixcli::Nix;
 use fleet_core::{Activation, HostName};
 use jiff::SignedDuration;
@@ -74,25 +75,41 @@ pub struct DeployOptions {
     /// How the agent activates the closure [default: switch].
     #[arg(long, env = "FLEET_ACTIVATION", value_enum)]
     pub activation: Option<ActivationArg>,
-    /// Public key file of another publisher whose signature on the current manifest
-    /// is accepted (this publisher's own key always is); repeatable.
+    /// Public key (`name:base64`) of another publisher whose signature on the current
+    /// manifest is accepted (this publisher's own key always is); repeatable.
     #[arg(
         long,
         env = "FLEET_TRUSTED_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_key: Vec<String>,
+    /// File holding such a key; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_TRUSTED_KEY_FILE",
         value_name = "FILE",
         value_delimiter = ','
     )]
-    pub trusted_key: Vec<PathBuf>,
-    /// Public key file of another cache key whose narinfo signatures hosts should also
-    /// accept for this closure, e.g. the old key while rotating cache keys (paths
-    /// already in the cache keep the old key's signature); repeatable.
+    pub trusted_key_file: Vec<PathBuf>,
+    /// Public key (`name:base64`) of another cache key whose narinfo signatures hosts
+    /// should also accept for this closure, e.g. the old key while rotating cache keys
+    /// (paths already in the cache keep the old key's signature); repeatable.
     #[arg(
         long,
         env = "FLEET_EXTRA_CACHE_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub extra_cache_key: Vec<String>,
+    /// File holding such a key; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_EXTRA_CACHE_KEY_FILE",
         value_name = "FILE",
         value_delimiter = ','
     )]
-    pub extra_cache_key: Vec<PathBuf>,
+    pub extra_cache_key_file: Vec<PathBuf>,
 }
 
 /// `deploy` arguments.
@@ -108,28 +125,17 @@ pub struct DeployArgs {
     pub force_sequence: Option<u64>,
 }
 
-/// Parses a manifest lifetime: jiff's friendly format ("7d", "12h", "1w 2d", "90m")
-/// or ISO 8601 ("P7D"); days are 24 hours.
+/// Parses a manifest lifetime ([`fleet_core::duration`]: "7d", "12h", "P7D", …),
+/// refusing zero and anything over a year.
 pub fn parse_expires_in(text: &str) -> anyhow::Result<SignedDuration> {
-    let bad = |why: String| {
-        anyhow::anyhow!(
-            "expires-in = {text:?} is not a usable duration ({why}); write it like \"7d\", \"12h\" or \"P7D\""
-        )
-    };
-    let span: jiff::Span = text
-        .trim()
-        .parse()
-        .map_err(|e: jiff::Error| bad(e.to_string()))?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| bad(e.to_string()))?;
-    if d <= SignedDuration::ZERO {
-        return Err(bad("it must be positive".into()));
-    }
+    let d = parse_duration("expires-in", text, Zero::Refused)?;
+    let d = SignedDuration::try_from(d)
+        .map_err(|e| anyhow::anyhow!("expires-in = {text:?} is out of range ({e})"))?;
     if d > MAX_EXPIRES_IN {
-        return Err(bad(
-            "it is longer than a year, which would make the freeze-attack bound meaningless".into(),
-        ));
+        bail!(
+            "expires-in = {text:?} is longer than a year, which would make the freeze-attack \
+             bound meaningless; give at most 365d"
+        );
     }
     Ok(d)
 }
@@ -162,7 +168,7 @@ pub fn read_hosts_file(path: &Path) -> anyhow::Result<Vec<DeployTarget>> {
 /// `fleet-publish deploy`.
 pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let o = config_file.layer(args.options)?;
-    let store = config::required(&o.push.store, "store", "FLEET_STORE")?;
+    let store = config::bucket(&o.push.bucket, &o.push.store)?;
     let cache_key_file = config::required(&o.push.cache_key, "cache-key", "FLEET_CACHE_KEY")?;
     let signing_key_file = config::required(&o.signing_key, "signing-key", "FLEET_SIGNING_KEY")?;
     let targets = match (&o.hosts, &o.host, &o.closure) {
@@ -186,18 +192,14 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
             None => DEFAULT_EXPIRES_IN,
         },
         activation: o.activation.map_or(Activation::Switch, Into::into),
-        trusted: o
-            .trusted_key
-            .iter()
-            .map(|f| crate::load_public_key(f, "a trusted publisher key (--trusted-key)"))
-            .collect::<anyhow::Result<_>>()?,
+        trusted: config::public_keys("trusted-key", &o.trusted_key, &o.trusted_key_file)?,
         force_sequence: args.force_sequence,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
-        extra_cache_keys: o
-            .extra_cache_key
-            .iter()
-            .map(|f| crate::load_public_key(f, "an extra cache key (--extra-cache-key)"))
-            .collect::<anyhow::Result<_>>()?,
+        extra_cache_keys: config::public_keys(
+            "extra-cache-key",
+            &o.extra_cache_key,
+            &o.extra_cache_key_file,
+        )?,
     };
     if settings.force_sequence.is_some() && targets.len() > 1 {
         bail!("--force-sequence applies to one host; use --host/--closure, not --hosts");

@@ -26,7 +26,7 @@ pub struct PushArgs {
 /// `fleet-publish push`.
 pub async fn run(args: PushArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let o = config_file.layer(args.options)?;
-    let store = config::required(&o.store, "store", "FLEET_STORE")?;
+    let store = config::bucket(&o.bucket, &o.store)?;
     let key_file = config::required(&o.cache_key, "cache-key", "FLEET_CACHE_KEY")?;
     let settings = o.settings()?;
     let key = crate::load_secret_key(key_file, "cache key (--cache-key)")?;

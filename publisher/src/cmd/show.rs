@@ -24,19 +24,31 @@ use crate::config::{self, ConfigFile};
 #[serde(rename_all = "kebab-case", default)]
 pub struct ShowOptions {
     /// The fleet bucket (required).
-    #[arg(long, env = "FLEET_STORE", value_name = "URL")]
+    #[arg(long, env = "FLEET_BUCKET", value_name = "URL")]
+    pub bucket: Option<String>,
+    /// Deprecated spelling of `bucket`.
+    #[arg(long, env = "FLEET_STORE", value_name = "URL", hide = true)]
     pub store: Option<String>,
     /// The host whose manifest to show (required).
     #[arg(long, env = "FLEET_HOST", value_name = "HOST")]
     pub host: Option<String>,
-    /// Publisher public key file trusted to sign manifests; repeatable (at least one).
+    /// Publisher public key (`name:base64`) trusted to sign manifests; repeatable.
     #[arg(
         long,
         env = "FLEET_TRUSTED_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_key: Vec<String>,
+    /// File holding a publisher public key trusted to sign manifests; repeatable.
+    /// At least one `trusted-key` or `trusted-key-file` is needed.
+    #[arg(
+        long,
+        env = "FLEET_TRUSTED_KEY_FILE",
         value_name = "FILE",
         value_delimiter = ','
     )]
-    pub trusted_key: Vec<PathBuf>,
+    pub trusted_key_file: Vec<PathBuf>,
 }
 
 /// A verified manifest, as shown.
@@ -93,19 +105,16 @@ pub async fn show(
 /// `fleet-publish show`.
 pub async fn run(o: ShowOptions, config_file: &ConfigFile) -> anyhow::Result<()> {
     let o = config_file.layer(o)?;
-    let store = config::required(&o.store, "store", "FLEET_STORE")?;
+    let store = config::bucket(&o.bucket, &o.store)?;
     let host = HostName::new(config::required(&o.host, "host", "FLEET_HOST")?).context("--host")?;
-    if o.trusted_key.is_empty() {
+    if o.trusted_key.is_empty() && o.trusted_key_file.is_empty() {
         bail!(
-            "no trusted publisher key given: pass --trusted-key FILE (the publisher's public key), \
-             set FLEET_TRUSTED_KEY, or put `trusted-key = [\"…\"]` in the config file"
+            "no trusted publisher key given: pass --trusted-key-file FILE (the publisher's public \
+             key) or --trusted-key name:base64, set FLEET_TRUSTED_KEY_FILE, or put \
+             `trusted-key-file = [\"…\"]` in the config file"
         );
     }
-    let keys = o
-        .trusted_key
-        .iter()
-        .map(|f| crate::load_public_key(f, "a trusted publisher key (--trusted-key)"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys = config::public_keys("trusted-key", &o.trusted_key, &o.trusted_key_file)?;
     let bucket = crate::open_bucket(store)?;
     let shown = show(&bucket, &host, &TrustedKeys::new(keys)).await?;
     println!("{}", serde_json::to_string_pretty(&shown)?);
