@@ -42,7 +42,7 @@ pub enum Command {
     /// Upload store paths and their closures to the bucket's binary cache.
     Push(PushArgs),
     /// Push a host's closure, then sign and write its manifest (sequence + 1).
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Print a host's current manifest after verifying its signature.
     Show(ShowOptions),
     /// Print the IAM policy JSON of a role.

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(async {
                 match command {
                     Command::Push(a) => cmd::push::run(a, config).await,
-                    Command::Deploy(a) => cmd::deploy::run(a, config).await,
+                    Command::Deploy(a) => cmd::deploy::run(*a, config).await,
                     Command::Show(o) => cmd::show::run(o, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
