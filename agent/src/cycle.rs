@@ -46,7 +46,8 @@ use fleet_core::bucket::Fetched;
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
 use fleet_core::status::{AgentState, Generation, ReportedError};
 use fleet_core::{
-    Activation, Bucket, BucketError, BucketOptions, Key, Manifest, ManifestError, TrustedKeys,
+    Activation, Bucket, BucketError, BucketOptions, Key, Manifest, ManifestError, StorePath,
+    TrustedKeys, VerifiedManifest,
 };
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -145,6 +146,14 @@ fn describe(g: &Generation) -> String {
     match g.sequence {
         Some(s) => format!("sequence {s} ({})", g.closure),
         None => format!("{} (found running before any deploy)", g.closure),
+    }
+}
+
+/// The generation a manifest asks for.
+fn target_of(m: &Manifest) -> Generation {
+    Generation {
+        sequence: Some(m.sequence),
+        closure: m.closure.clone(),
     }
 }
 
@@ -323,6 +332,8 @@ impl Agent {
         outcome
     }
 
+    /// A new manifest object: verify it, then fetch and activate its closure unless
+    /// it is a re-upload, is refused or names the system already running.
     async fn new_manifest(
         &mut self,
         key: &Key,
@@ -333,40 +344,81 @@ impl Agent {
         // The ETag is the server's word and lands in the state file: keep it short.
         let etag = etag.filter(|e| e.len() <= 1024);
         let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(memo) = self.state.manifest.as_mut()
-            && memo.digest.as_deref() == Some(digest.as_str())
-            && !memo.retry_due(now)
-        {
-            // The same bytes under a new ETag (a re-upload): nothing new to do.
-            memo.etag = etag;
-            let memo = memo.clone();
-            self.save()?;
+        if let Some(memo) = self.reuploaded(&digest, &etag, now)? {
             return Ok(self.report_memo(&memo));
         }
+        let verified = match self.verify_manifest(bytes, now) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!("{key} refused: {e}");
+                return self.refuse(manifest_kind(&e), message, etag, Some(digest), None);
+            }
+        };
+        let m = self.accept(verified)?;
+        if self.already_running(&m, &etag, &digest)? {
+            return Ok(Outcome::Healthy);
+        }
+        let Some(cache_keys) = self.trusted_cache_keys(&m) else {
+            return self.refuse_cache_keys(key, &m, etag, digest);
+        };
+        if let Some(stopped) = self.fetch(&m, &cache_keys, &etag, &digest, now).await? {
+            return Ok(stopped);
+        }
+        let flight = InFlight {
+            target: target_of(&m),
+            activation: m.activation,
+            previous: self.state.current.clone(),
+            etag,
+            expires_at: m.expires_at,
+            started_at: Timestamp::now(),
+            step: Step::Activating,
+        };
+        // The in-flight record carries the ETag from here on; the memo is written
+        // when the activation ends.
+        self.state.manifest = None;
+        self.activate(flight).await
+    }
+
+    /// When the manifest's bytes are those of the last one finished, under a new
+    /// ETag (a re-upload), records the ETag and returns that memo: nothing new to
+    /// do, unless a refused closure is due for another try.
+    fn reuploaded(
+        &mut self,
+        digest: &str,
+        etag: &Option<String>,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<ManifestMemo>> {
+        let Some(memo) = self.state.manifest.as_mut() else {
+            return Ok(None);
+        };
+        if memo.digest.as_deref() != Some(digest) || memo.retry_due(now) {
+            return Ok(None);
+        }
+        memo.etag = etag.clone();
+        let memo = memo.clone();
+        self.save()?;
+        Ok(Some(memo))
+    }
+
+    /// Checks size, signature, host, sequence and expiry against this host's policy.
+    fn verify_manifest(
+        &self,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<VerifiedManifest, ManifestError> {
         let policy = VerifyPolicy {
             trusted: &self.settings.publisher_keys,
             host: &self.settings.host,
             highest_seen: self.state.highest_seen.as_ref(),
             now: Some(now),
         };
-        let verified = match Manifest::verify(bytes, &policy) {
-            Ok(v) => v,
-            Err(e) => {
-                let kind = manifest_kind(&e);
-                return self.refuse(
-                    kind,
-                    format!("{key} refused: {e}"),
-                    etag,
-                    Some(digest),
-                    None,
-                );
-            }
-        };
+        Manifest::verify(bytes, &policy)
+    }
+
+    /// Takes a verified manifest as the desired state: its sequence becomes the
+    /// highest seen (so an older one is never taken again) before anything runs.
+    fn accept(&mut self, verified: VerifiedManifest) -> anyhow::Result<Manifest> {
         let m = verified.manifest.clone();
-        let target = Generation {
-            sequence: Some(m.sequence),
-            closure: m.closure.clone(),
-        };
         tracing::info!(
             sequence = m.sequence,
             closure = %m.closure,
@@ -375,55 +427,90 @@ impl Agent {
             "accepted manifest"
         );
         self.state.highest_seen = Some(verified.seen());
-        self.state.desired = Some(target.clone());
+        self.state.desired = Some(target_of(&m));
         self.save()?;
+        Ok(m)
+    }
 
-        let memo_applied = ManifestMemo {
+    /// Whether `m` names the system already running (republished, or rolled
+    /// forward onto it); if so it is recorded as applied and the host is healthy.
+    fn already_running(
+        &mut self,
+        m: &Manifest,
+        etag: &Option<String>,
+        digest: &str,
+    ) -> anyhow::Result<bool> {
+        let Some(cur) = self.state.current.as_mut() else {
+            return Ok(false);
+        };
+        if cur.closure != m.closure {
+            return Ok(false);
+        }
+        cur.sequence = Some(m.sequence);
+        self.state.manifest = Some(ManifestMemo {
             etag: etag.clone(),
             outcome: MemoOutcome::Applied,
             error: None,
-            digest: Some(digest.clone()),
+            digest: Some(digest.to_owned()),
             expires_at: Some(m.expires_at),
             retry_after: None,
-        };
-        if let Some(cur) = self.state.current.as_mut()
-            && cur.closure == target.closure
-        {
-            // Republished (or rolled forward onto) the system already running.
-            cur.sequence = target.sequence;
-            self.state.manifest = Some(memo_applied);
-            self.set(AgentState::Healthy, None);
-            self.save()?;
-            return Ok(Outcome::Healthy);
-        }
+        });
+        self.set(AgentState::Healthy, None);
+        self.save()?;
+        Ok(true)
+    }
 
-        let cache_keys = TrustedKeys::new(
+    /// The cache keys `m` names that this host trusts; `None` when there is none.
+    fn trusted_cache_keys(&self, m: &Manifest) -> Option<TrustedKeys> {
+        let keys = TrustedKeys::new(
             m.cache_keys
                 .iter()
                 .filter(|k| self.settings.cache_keys.keys().contains(k))
                 .cloned(),
         );
-        if cache_keys.is_empty() {
-            let names: Vec<&str> = m.cache_keys.iter().map(|k| k.name()).collect();
-            let trusted: Vec<&str> = self
-                .settings
-                .cache_keys
-                .keys()
-                .iter()
-                .map(|k| k.name())
-                .collect();
-            return self.refuse(
-                "manifest-untrusted-cache-keys",
-                format!(
-                    "{key} sequence {} field cache_keys lists {names:?}, none of which this host trusts (trusted-cache-keys: {trusted:?}); add the cache's public key to trusted-cache-keys if it is legitimate",
-                    m.sequence
-                ),
-                etag,
-                Some(digest),
-                None,
-            );
-        }
+        (!keys.is_empty()).then_some(keys)
+    }
 
+    /// Refuses `m` because this host trusts none of its cache keys.
+    fn refuse_cache_keys(
+        &mut self,
+        key: &Key,
+        m: &Manifest,
+        etag: Option<String>,
+        digest: String,
+    ) -> anyhow::Result<Outcome> {
+        let names: Vec<&str> = m.cache_keys.iter().map(|k| k.name()).collect();
+        let trusted: Vec<&str> = self
+            .settings
+            .cache_keys
+            .keys()
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        let message = format!(
+            "{key} sequence {} field cache_keys lists {names:?}, none of which this host trusts (trusted-cache-keys: {trusted:?}); add the cache's public key to trusted-cache-keys if it is legitimate",
+            m.sequence
+        );
+        self.refuse(
+            "manifest-untrusted-cache-keys",
+            message,
+            etag,
+            Some(digest),
+            None,
+        )
+    }
+
+    /// Fetches `m`'s closure into the store. `Some` is the cycle's outcome when it
+    /// is not there: refused (tried again after `backoff-max`), or failed (retried
+    /// with backoff, the running generation kept).
+    async fn fetch(
+        &mut self,
+        m: &Manifest,
+        cache_keys: &TrustedKeys,
+        etag: &Option<String>,
+        digest: &str,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<Outcome>> {
         let keep = self.state.reported.last_error.clone();
         self.set(AgentState::Fetching, keep);
         self.save()?;
@@ -432,7 +519,7 @@ impl Agent {
         let fetched = crate::fetch::fetch_closure(crate::fetch::FetchRequest {
             bucket: &self.bucket,
             closure: &m.closure,
-            trusted_cache_keys: &cache_keys,
+            trusted_cache_keys: cache_keys,
             nix: &self.settings.nix,
             staging_dir: &self.settings.staging_dir,
             limits: self.settings.fetch_limits.clone(),
@@ -440,22 +527,25 @@ impl Agent {
         .await;
         match fetched {
             Ok(r) => {
-                tracing::info!(closure = %m.closure, report = ?r, "closure fetched and imported")
+                tracing::info!(closure = %m.closure, report = ?r, "closure fetched and imported");
+                Ok(None)
             }
             Err(e) if e.is_refusal() => {
                 let retry = now
                     .checked_add(jiff::SignedDuration::try_from(self.settings.backoff_max)?)
                     .ok();
-                return self.refuse(
-                    e.kind(),
-                    format!(
-                        "closure {} of manifest sequence {} refused: {e}",
-                        m.closure, m.sequence
-                    ),
-                    etag,
-                    Some(digest),
-                    retry,
+                let message = format!(
+                    "closure {} of manifest sequence {} refused: {e}",
+                    m.closure, m.sequence
                 );
+                let outcome = self.refuse(
+                    e.kind(),
+                    message,
+                    etag.clone(),
+                    Some(digest.to_owned()),
+                    retry,
+                )?;
+                Ok(Some(outcome))
             }
             Err(e) => {
                 let kind = e.kind();
@@ -472,26 +562,13 @@ impl Agent {
                 tracing::warn!(kind, "{msg}");
                 self.set(AgentState::Failed, Some(report::error(kind, msg)));
                 self.save()?;
-                return Ok(if kind == "access-denied" {
+                Ok(Some(if kind == "access-denied" {
                     Outcome::AccessDenied
                 } else {
                     Outcome::Retry
-                });
+                }))
             }
         }
-        let flight = InFlight {
-            target,
-            activation: m.activation,
-            previous: self.state.current.clone(),
-            etag,
-            expires_at: m.expires_at,
-            started_at: Timestamp::now(),
-            step: Step::Activating,
-        };
-        // The in-flight record carries the ETag from here on; the memo is written
-        // when the activation ends.
-        self.state.manifest = None;
-        self.activate(flight).await
     }
 
     /// Refuses a manifest (or its closure): the running generation is kept and
@@ -571,23 +648,9 @@ impl Agent {
             );
         }
         self.flush_quietly().await;
-        let s = &self.settings;
         let target = &flight.target;
         tracing::info!(target = %describe(target), mode = %flight.activation, "activating");
-        let mut result = Ok(());
-        if flight.activation != Activation::Test {
-            result = activate::set_profile(&s.nix, &s.profile, &target.closure).await;
-        }
-        if result.is_ok() {
-            result = activate::switch(
-                &s.store_root,
-                &target.closure,
-                flight.activation,
-                s.activation_timeout,
-            )
-            .await;
-        }
-        if let Err(e) = result {
+        if let Err(e) = self.switch_to(&target.closure, flight.activation).await {
             let reason = report::error(
                 "activation-failed",
                 format!("activating {} failed: {e}", describe(target)),
@@ -604,6 +667,21 @@ impl Agent {
         self.save()?;
         self.flush_quietly().await;
         self.check_health(flight).await
+    }
+
+    /// Makes `closure` the running system in `mode`: points the profile at it (mode
+    /// `test` leaves the profile alone, as `nixos-rebuild test` does), then runs its
+    /// `switch-to-configuration`.
+    async fn switch_to(
+        &self,
+        closure: &StorePath,
+        mode: Activation,
+    ) -> Result<(), activate::ActivationError> {
+        let s = &self.settings;
+        if mode != Activation::Test {
+            activate::set_profile(&s.nix, &s.profile, closure).await?;
+        }
+        activate::switch(&s.store_root, closure, mode, s.activation_timeout).await
     }
 
     async fn check_health(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
@@ -658,7 +736,6 @@ impl Agent {
         };
         self.state.in_flight = Some(flight.clone());
         self.save()?;
-        let s = &self.settings;
         let (outcome, err) = match &flight.previous {
             None => (
                 MemoOutcome::Failed,
@@ -672,20 +749,7 @@ impl Agent {
             ),
             Some(prev) => {
                 tracing::warn!(previous = %describe(prev), "rolling back");
-                let mut result = Ok(());
-                if flight.activation != Activation::Test {
-                    result = activate::set_profile(&s.nix, &s.profile, &prev.closure).await;
-                }
-                if result.is_ok() {
-                    result = activate::switch(
-                        &s.store_root,
-                        &prev.closure,
-                        flight.activation,
-                        s.activation_timeout,
-                    )
-                    .await;
-                }
-                match result {
+                match self.switch_to(&prev.closure, flight.activation).await {
                     Ok(()) => (
                         MemoOutcome::RolledBack,
                         report::error(
