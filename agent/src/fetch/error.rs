@@ -4,13 +4,17 @@
 //!
 //! Messages are complete on their own (the daemon puts `to_string()` in its status),
 //! so the errors they quote are fields, not `source()`s that a printer would repeat.
+//! A bucket's errors and the verifier's refusals are turned into these here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleet_core::BucketError;
 use fleet_core::narinfo::{NarInfoError, Sha256Hash};
 use fleet_core::nixcli::NixError;
+use fleet_core::{Key, NarInfo, StorePath};
+
+use super::verify::Refusal;
 
 /// Why a closure was not fetched. Nothing was imported when this is returned, except
 /// verified paths of earlier waves with [`super::FetchLimits::import_in_waves`], and
@@ -324,5 +328,100 @@ impl FetchError {
                 | FetchError::NarTruncated { .. }
                 | FetchError::NarMalformed { .. }
         )
+    }
+}
+
+/// Maps a bucket error on `key` (for `path`) to a fetch error.
+pub(super) fn bucket_error(
+    e: BucketError,
+    path: &StorePath,
+    key: &Key,
+    narinfo: bool,
+) -> FetchError {
+    let (path, key) = (path.to_string(), key.to_string());
+    match e {
+        BucketError::NotFound { .. } if narinfo => FetchError::NarinfoMissing { path, key },
+        BucketError::NotFound { .. } => FetchError::NarMissing { path, key },
+        BucketError::TooLarge { size, limit, .. } if narinfo => FetchError::NarinfoTooLarge {
+            path,
+            key,
+            size,
+            limit,
+        },
+        e @ BucketError::AccessDenied { .. } => FetchError::AccessDenied {
+            path,
+            key,
+            error: Box::new(e),
+        },
+        e @ BucketError::Unreachable { .. } => FetchError::Unreachable {
+            path,
+            key,
+            error: Box::new(e),
+        },
+        e => FetchError::Bucket {
+            path,
+            key,
+            error: Box::new(e),
+        },
+    }
+}
+
+/// Turns a verifier's refusal into the error naming the path and key.
+pub(super) fn refusal_error(r: Refusal, ni: &NarInfo, key: &Key, staged: &Path) -> FetchError {
+    let (path, key) = (ni.store_path.to_string(), key.to_string());
+    match r {
+        Refusal::FileTooLong { limit, announced } => FetchError::FileSizeMismatch {
+            path,
+            key,
+            why: if announced {
+                format!("it is longer than the narinfo's FileSize {limit} (cut off there)")
+            } else {
+                format!(
+                    "the narinfo has no FileSize and the file is longer than {limit} bytes, the most its NarSize allows (cut off there)"
+                )
+            },
+        },
+        Refusal::FileSize { expected, got } => FetchError::FileSizeMismatch {
+            path,
+            key,
+            why: format!("it is {got} bytes, but the narinfo's FileSize is {expected}"),
+        },
+        Refusal::FileHash { expected, got } => FetchError::FileHashMismatch {
+            path,
+            key,
+            expected,
+            got,
+        },
+        Refusal::Truncated(why) => FetchError::NarTruncated { path, key, why },
+        Refusal::NarTooLong { limit } => FetchError::NarSizeMismatch {
+            path,
+            key,
+            why: format!(
+                "it decompresses to more than the signed NarSize of {limit} bytes (cut off there)"
+            ),
+        },
+        Refusal::NarSize { expected, got } => FetchError::NarSizeMismatch {
+            path,
+            key,
+            why: format!("it decompresses to {got} bytes, but the signed NarSize is {expected}"),
+        },
+        Refusal::NarHash { expected, got } => FetchError::NarHashMismatch {
+            path,
+            key,
+            expected,
+            got,
+        },
+        Refusal::Malformed(why) => FetchError::NarMalformed { path, key, why },
+        // Download failures are reported by the download side; this is a local read.
+        Refusal::Source(source) => FetchError::Staging {
+            action: "reading",
+            path: staged.to_owned(),
+            error: source,
+        },
+        Refusal::Sink(source) => FetchError::Staging {
+            action: "writing",
+            path: staged.to_owned(),
+            error: source,
+        },
     }
 }

@@ -1,0 +1,177 @@
+//! Listings: [`Bucket::list`] and [`Bucket::list_pruned`], the latter as concurrent
+//! range listings on object stores (right in both orders stores list in) and as a
+//! pruned walk of the folders on `file://` (`local.rs`).
+
+use futures::StreamExt;
+use object_store::path::Path as OsPath;
+
+use super::local::walk_local;
+use super::{Bucket, BucketError, ObjectInfo, Op, Visit};
+use crate::layout::KeyPrefix;
+
+impl Bucket {
+    /// Lists every object under `prefix`.
+    pub async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectInfo>, BucketError> {
+        let p = self.path(prefix.as_str().trim_end_matches('/'));
+        let mut out = Vec::new();
+        let mut s = self.store.list(Some(&p));
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(meta) => out.push(self.info(meta)),
+                // A missing directory on file:// is an empty listing.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(self.err(Op::List, prefix.as_str(), e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists the objects under `prefix` that `visit` keeps, in no particular order.
+    ///
+    /// `visit` is asked about each folder strictly below `prefix`, as a key relative
+    /// to the root ending in `/` (`status/web-1/`), outermost first, and answers with
+    /// a [`Visit`]: an object is listed when every folder it is in answers
+    /// [`Visit::All`], or when the first one that does not answers
+    /// [`Visit::Only`] with its name (directly in that folder). What that buys depends
+    /// on the store:
+    ///
+    /// - `file://`: skipped folders are never read, an `Only` folder costs one `stat`
+    ///   of that name, and `All` folders are walked by several threads (one `readdir`
+    ///   per folder and one `stat` per object, against about three path-resolving
+    ///   `stat`s per object in `object_store`'s walker).
+    ///   Files get the same ETag as from [`Bucket::get`], [`Bucket::head`] and
+    ///   [`Bucket::list`]; a symbolic link to a file is listed as that file, a
+    ///   symbolic link to a folder is not followed (so a link loop cannot hang it);
+    /// - object stores: the server lists everything, so `split_after` cuts the key
+    ///   space after each of these keys (relative to the root) into ranges that are
+    ///   listed concurrently with `ListObjectsV2`'s `start-after`, each range stopping
+    ///   at its first key past its end (S3 lists in key order). Objects `visit` does
+    ///   not keep are dropped as the pages arrive, so they are never held. Give split keys that cut
+    ///   the expected keys into similar shares; none lists one range, as
+    ///   [`Bucket::list`] does. A split key must not name a folder (`status/web-1`
+    ///   while `status/web-1/…` exists): SeaweedFS's `start-after` then skips that
+    ///   whole folder. End it in a character no name there has, such as
+    ///   `status/web-1/~`.
+    pub async fn list_pruned<F>(
+        &self,
+        prefix: &KeyPrefix,
+        visit: F,
+        split_after: &[String],
+    ) -> Result<Vec<ObjectInfo>, BucketError>
+    where
+        F: Fn(&str) -> Visit + Send + Sync + 'static,
+    {
+        Ok(match &self.local_root {
+            Some(root) => {
+                let (root, prefix, url) = (
+                    root.clone(),
+                    prefix.as_str().to_owned(),
+                    self.url_text.clone(),
+                );
+                tokio::task::spawn_blocking(move || walk_local(&root, &prefix, &visit, &url))
+                    .await
+                    .expect("local list task does not panic")?
+            }
+            None => self.list_ranges(prefix, &visit, split_after).await?,
+        })
+    }
+
+    async fn list_ranges(
+        &self,
+        prefix: &KeyPrefix,
+        visit: &(dyn Fn(&str) -> Visit + Send + Sync),
+        split_after: &[String],
+    ) -> Result<Vec<ObjectInfo>, BucketError> {
+        let p = self.path(prefix.as_str().trim_end_matches('/'));
+        // Bounds are compared as the store compares them: full paths, as sent.
+        let mut bounds: Vec<OsPath> = split_after
+            .iter()
+            .map(|s| self.path(s))
+            .filter(|b| b.as_ref().starts_with(p.as_ref()))
+            .collect();
+        bounds.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        bounds.dedup();
+        let ranges: Vec<(Option<&OsPath>, Option<&OsPath>)> = (0..=bounds.len())
+            .map(|i| (i.checked_sub(1).map(|j| &bounds[j]), bounds.get(i)))
+            .collect();
+        let rel_prefix = prefix.as_str();
+        let lists = ranges.into_iter().map(|(after, upto)| {
+            let p = &p;
+            async move {
+                let mut s = match after {
+                    None => self.store.list(Some(p)),
+                    Some(a) => self.store.list_with_offset(Some(p), a),
+                };
+                let mut out = Vec::new();
+                let (after, upto) = (after.map(OsPath::as_ref), upto.map(OsPath::as_ref));
+                while let Some(item) = s.next().await {
+                    match item {
+                        Ok(meta) => {
+                            let at = meta.location.as_ref();
+                            if upto.is_some_and(|u| range_passed(at, u)) {
+                                break;
+                            }
+                            if !in_range(at, after, upto) {
+                                continue;
+                            }
+                            let info = self.info(meta);
+                            if kept(&info.key, rel_prefix, visit) {
+                                out.push(info);
+                            }
+                        }
+                        Err(object_store::Error::NotFound { .. }) => break,
+                        Err(e) => return Err(self.err(Op::List, rel_prefix, e)),
+                    }
+                }
+                Ok(out)
+            }
+        });
+        let parts = futures::future::try_join_all(lists).await?;
+        // A key in the byte range of one cut and the folder range of another is
+        // listed by both.
+        let mut all: Vec<ObjectInfo> = parts.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        all.dedup_by(|a, b| a.key == b.key);
+        Ok(all)
+    }
+}
+
+/// Stores list in one of two orders: S3 proper (AWS, MinIO, moto) by the key's bytes,
+/// SeaweedFS folder by folder (`a/x` before `a-b/x`, though `-` sorts before `/`),
+/// and `start-after` follows the same order. A range listing must be right in both:
+/// it keeps a key inside its range in either order, and stops only at a key past its
+/// end in both.
+pub(super) fn range_passed(key: &str, upto: &str) -> bool {
+    key > upto && folder_order(key, upto).is_gt()
+}
+
+/// Whether `key` lies in `(after, upto]` by bytes or by folders (see [`range_passed`]).
+pub(super) fn in_range(key: &str, after: Option<&str>, upto: Option<&str>) -> bool {
+    let by_bytes = after.is_none_or(|a| key > a) && upto.is_none_or(|u| key <= u);
+    let by_folders = after.is_none_or(|a| folder_order(key, a).is_gt())
+        && upto.is_none_or(|u| folder_order(key, u).is_le());
+    by_bytes || by_folders
+}
+
+/// Compares keys folder by folder, as a store that walks folders lists them.
+fn folder_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// Whether [`Bucket::list_pruned`] keeps `key`, by what `visit` answers for the
+/// folders it is in below `prefix`.
+pub(super) fn kept(key: &str, prefix: &str, visit: &(dyn Fn(&str) -> Visit + Send + Sync)) -> bool {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return true;
+    };
+    let start = prefix.len();
+    for (i, _) in rest.match_indices('/') {
+        let end = start + i + 1;
+        match visit(&key[..end]) {
+            Visit::All => {}
+            Visit::Skip => return false,
+            Visit::Only(name) => return &key[end..] == name,
+        }
+    }
+    true
+}

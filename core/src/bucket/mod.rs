@@ -1,0 +1,488 @@
+//! `Bucket`: every read and write fleet makes to S3, MinIO, SeaweedFS, a local
+//! directory or memory, through one type over [`object_store`].
+//!
+//! Keys are [`Key`]s relative to the bucket's root prefix; the bucket adds the prefix.
+//! Operations and their guarantees:
+//!
+//! - [`Bucket::get`] reads a whole object under a size bound (the bound is checked on
+//!   the object's size before its body is read, and again while reading, so a
+//!   server lying about sizes cannot make us buffer more);
+//! - [`Bucket::get_if_changed`] is a conditional GET (`If-None-Match`), one request
+//!   that answers [`Fetched::NotModified`] when the ETag still matches;
+//! - [`Bucket::put`], [`Bucket::put_if_absent`] (create-only) and
+//!   [`Bucket::put_if_match`] (compare-and-swap on the ETag). S3 servers do the
+//!   conditional writes themselves; on `file://` fleet serialises them with an
+//!   advisory lock on `<root>/.fleet-cas.lock`, which all fleet writers take;
+//! - [`Bucket::list`], [`Bucket::list_pruned`] (`list.rs`), [`Bucket::get_stream`]
+//!   (`body.rs`), [`Bucket::writer`] (multipart for large objects).
+//!
+//! `file://` buckets are read by fleet itself (`local.rs`), not through
+//! `object_store`'s local store: faster, and safe against a bucket directory whose
+//! writers plant symlinks or FIFOs. Writes go through `object_store` everywhere.
+//!
+//! Every error names the key, the store and what to do ([`BucketError`], `error.rs`).
+//! HTTP 403 becomes [`BucketError::AccessDenied`] however the server phrases it
+//! (SeaweedFS's 403 on a list reaches `object_store` as a generic error).
+
+mod body;
+mod error;
+mod list;
+mod local;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as OsPath;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion,
+};
+
+use crate::layout::Key;
+use crate::url::StoreUrl;
+
+pub use body::{BodyFeed, BodyReader, FeedError, ObjectStream};
+use error::classify;
+pub use error::{BucketError, Op};
+use local::read_local;
+
+/// Explicit S3 credentials (instead of the standard AWS environment chain).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to talk to the store.
+#[derive(Clone, Debug)]
+pub struct BucketOptions {
+    /// Explicit credentials; `None` uses the standard AWS environment chain.
+    pub credentials: Option<S3Credentials>,
+    /// Bound on one request, body included.
+    pub request_timeout: Duration,
+    /// Bound on opening a connection.
+    pub connect_timeout: Duration,
+    /// Retries of a failed request (with backoff) before giving up.
+    pub max_retries: usize,
+}
+
+impl Default for BucketOptions {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_retries: 3,
+        }
+    }
+}
+
+/// An object read whole.
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Its ETag, if the store gives one.
+    pub etag: Option<String>,
+}
+
+/// Result of a conditional GET.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// The ETag still matches; nothing was transferred.
+    NotModified,
+    /// The object changed (or no ETag was given).
+    Object(Object),
+}
+
+/// An entry of a listing.
+#[derive(Clone, Debug)]
+pub struct ObjectInfo {
+    /// Key relative to the bucket's root prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, if the store gives one.
+    pub etag: Option<String>,
+    /// Last modification time.
+    pub last_modified: jiff::Timestamp,
+}
+
+/// What [`Bucket::list_pruned`] lists of one folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// Its objects, and its sub-folders as each is answered for.
+    All,
+    /// Nothing in it.
+    Skip,
+    /// Only the object of this name directly in it (nothing else, no sub-folder).
+    Only(&'static str),
+}
+
+/// A fleet bucket.
+#[derive(Clone)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: StoreUrl,
+    url_text: String,
+    local_root: Option<PathBuf>,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bucket")
+            .field("url", &self.url_text)
+            .finish()
+    }
+}
+
+/// Name of the lock file serialising conditional writes on `file://` buckets.
+pub const LOCAL_LOCK_FILE: &str = ".fleet-cas.lock";
+
+impl Bucket {
+    /// Opens the store at `url`. For `file://` the directory is created if missing.
+    pub fn open(url: &StoreUrl, opts: &BucketOptions) -> Result<Self, BucketError> {
+        let url_text = url.to_string();
+        let open_err = |why: String| BucketError::Open {
+            url: url_text.clone(),
+            why,
+        };
+        let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, Option<PathBuf>) = match url
+        {
+            StoreUrl::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                virtual_hosted,
+            } => {
+                // Explicit credentials mean nothing is taken from the environment: an
+                // ambient AWS_SESSION_TOKEN must not be mixed with other keys (and an
+                // empty token header is refused by some servers).
+                let mut b = match &opts.credentials {
+                    None => AmazonS3Builder::from_env(),
+                    Some(c) => {
+                        let b = AmazonS3Builder::new()
+                            .with_access_key_id(&c.access_key_id)
+                            .with_secret_access_key(&c.secret_access_key);
+                        match &c.session_token {
+                            Some(t) => b.with_token(t),
+                            None => b,
+                        }
+                    }
+                }
+                .with_bucket_name(bucket);
+                if let Some(e) = endpoint {
+                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+                }
+                let region = region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".into());
+                b = b.with_region(region);
+                b = b
+                    .with_virtual_hosted_style_request(*virtual_hosted)
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_timeout(opts.request_timeout)
+                            .with_connect_timeout(opts.connect_timeout)
+                            .with_allow_http(
+                                endpoint
+                                    .as_deref()
+                                    .is_some_and(|e| e.starts_with("http://")),
+                            ),
+                    )
+                    .with_retry(RetryConfig {
+                        backoff: BackoffConfig::default(),
+                        max_retries: opts.max_retries,
+                        retry_timeout: opts.request_timeout * (opts.max_retries as u32 + 1),
+                    });
+                let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
+                (Arc::new(s3), prefix.clone(), None)
+            }
+            StoreUrl::File { root } => {
+                std::fs::create_dir_all(root)
+                    .map_err(|e| open_err(format!("creating directory {}: {e}", root.display())))?;
+                let fs =
+                    LocalFileSystem::new_with_prefix(root).map_err(|e| open_err(e.to_string()))?;
+                (Arc::new(fs), String::new(), Some(root.clone()))
+            }
+            StoreUrl::Memory { .. } => (Arc::new(InMemory::new()), String::new(), None),
+        };
+        Ok(Self {
+            store,
+            prefix,
+            url: url.clone(),
+            url_text,
+            local_root,
+        })
+    }
+
+    /// Parses `url` and opens it with default options and environment credentials.
+    pub fn open_url(url: &str) -> Result<Self, BucketError> {
+        let parsed = StoreUrl::parse(url).map_err(|e| BucketError::Open {
+            url: url.to_owned(),
+            why: e.to_string(),
+        })?;
+        Self::open(&parsed, &BucketOptions::default())
+    }
+
+    /// The store URL.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> OsPath {
+        // Keys are built from validated parts, so this parse cannot fail; fall back to
+        // a raw path that object_store would refuse to resolve outside the store.
+        let full = format!("{}{}", self.prefix, key);
+        OsPath::parse(&full).unwrap_or_else(|_| OsPath::from(full.as_str()))
+    }
+
+    fn rel(&self, location: &OsPath) -> String {
+        let s = location.as_ref();
+        s.strip_prefix(&self.prefix).unwrap_or(s).to_owned()
+    }
+
+    fn err(&self, op: Op, key: &str, e: object_store::Error) -> BucketError {
+        classify(&self.url_text, op, key, e)
+    }
+
+    /// Reads a whole object of at most `limit` bytes.
+    pub async fn get(&self, key: &Key, limit: u64) -> Result<Object, BucketError> {
+        match self.get_opts(key, None, limit).await? {
+            Fetched::Object(o) => Ok(o),
+            Fetched::NotModified => unreachable!("no If-None-Match was sent"),
+        }
+    }
+
+    /// Conditional GET: [`Fetched::NotModified`] when `etag` still matches.
+    pub async fn get_if_changed(
+        &self,
+        key: &Key,
+        etag: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        self.get_opts(key, etag, limit).await
+    }
+
+    async fn get_opts(
+        &self,
+        key: &Key,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        if let Some(root) = &self.local_root {
+            return self
+                .get_local(root.clone(), key, if_none_match, limit)
+                .await;
+        }
+        let opts = GetOptions {
+            if_none_match: if_none_match.map(str::to_owned),
+            ..Default::default()
+        };
+        let res = match self.store.get_opts(&self.path(key.as_str()), opts).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
+            Err(e) => return Err(self.err(Op::Read, key.as_str(), e)),
+        };
+        let etag = res.meta.e_tag.clone();
+        let too_large = |size: u64| BucketError::TooLarge {
+            url: self.url_text.clone(),
+            key: key.to_string(),
+            size,
+            limit,
+            etag: etag.clone(),
+        };
+        if res.meta.size > limit {
+            return Err(too_large(res.meta.size));
+        }
+        let mut body = res.into_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.err(Op::Read, key.as_str(), e))?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(too_large((buf.len() + chunk.len()) as u64));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::Object(Object {
+            bytes: buf.into(),
+            etag,
+        }))
+    }
+
+    /// `file://` reads without `object_store`'s per-8-KiB blocking hops: one blocking
+    /// task opens, checks and reads the file. The ETag is computed exactly as
+    /// `object_store` computes it for local files, so ETags from `get`, `head`,
+    /// `list` and `put` stay comparable.
+    async fn get_local(
+        &self,
+        root: PathBuf,
+        key: &Key,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        let url = self.url_text.clone();
+        let k = key.to_string();
+        let inm = if_none_match.map(str::to_owned);
+        tokio::task::spawn_blocking(move || read_local(&root, &url, k, inm.as_deref(), limit))
+            .await
+            .expect("local read task does not panic")
+    }
+
+    /// Reads several whole objects of at most `limit` bytes each; the results are in
+    /// the order of `keys`, each as [`Bucket::get`] would give it.
+    ///
+    /// On `file://` one blocking task reads them all: for small objects the hop to a
+    /// blocking thread and back costs more than the read, so a batch pays it once.
+    /// Elsewhere the GETs run concurrently.
+    pub async fn get_many(&self, keys: &[Key], limit: u64) -> Vec<Result<Object, BucketError>> {
+        let as_object = |r: Result<Fetched, BucketError>| match r {
+            Ok(Fetched::Object(o)) => Ok(o),
+            Ok(Fetched::NotModified) => unreachable!("no If-None-Match was sent"),
+            Err(e) => Err(e),
+        };
+        let Some(root) = &self.local_root else {
+            return futures::future::join_all(keys.iter().map(|k| self.get(k, limit))).await;
+        };
+        let (root, url, keys) = (root.clone(), self.url_text.clone(), keys.to_vec());
+        tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .map(|k| as_object(read_local(&root, &url, k.to_string(), None, limit)))
+                .collect()
+        })
+        .await
+        .expect("local read task does not panic")
+    }
+
+    /// Size and ETag of an object, or `None` if it does not exist.
+    pub async fn head(&self, key: &Key) -> Result<Option<ObjectInfo>, BucketError> {
+        match self.store.head(&self.path(key.as_str())).await {
+            Ok(meta) => Ok(Some(self.info(meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(Op::Read, key.as_str(), e)),
+        }
+    }
+
+    fn info(&self, meta: object_store::ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            key: self.rel(&meta.location),
+            size: meta.size,
+            etag: meta.e_tag,
+            last_modified: jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    async fn put_mode(
+        &self,
+        key: &Key,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<Option<String>, BucketError> {
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(
+                &self.path(key.as_str()),
+                PutPayload::from_bytes(bytes),
+                opts,
+            )
+            .await
+            .map(|r| r.e_tag)
+            .map_err(|e| self.err(Op::Write, key.as_str(), e))
+    }
+
+    /// Writes an object, replacing any there. Returns its new ETag.
+    pub async fn put(
+        &self,
+        key: &Key,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Option<String>, BucketError> {
+        self.put_mode(key, bytes.into(), PutMode::Overwrite).await
+    }
+
+    /// Writes an object only if none exists; [`BucketError::AlreadyExists`] otherwise.
+    pub async fn put_if_absent(
+        &self,
+        key: &Key,
+        bytes: impl Into<Bytes>,
+    ) -> Result<Option<String>, BucketError> {
+        let bytes = bytes.into();
+        let _guard = self.local_lock().await?;
+        self.put_mode(key, bytes, PutMode::Create).await
+    }
+
+    /// Replaces an object only if its ETag is still `etag` (compare-and-swap);
+    /// [`BucketError::Conflict`] otherwise, including when it was deleted.
+    pub async fn put_if_match(
+        &self,
+        key: &Key,
+        bytes: impl Into<Bytes>,
+        etag: &str,
+    ) -> Result<Option<String>, BucketError> {
+        let bytes = bytes.into();
+        if self.local_root.is_some() {
+            let _guard = self.local_lock().await?;
+            let current = self.head(key).await?;
+            if current.as_ref().and_then(|c| c.etag.as_deref()) != Some(etag) {
+                return Err(BucketError::Conflict {
+                    url: self.url_text.clone(),
+                    key: key.to_string(),
+                });
+            }
+            return self.put_mode(key, bytes, PutMode::Overwrite).await;
+        }
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: Some(etag.to_owned()),
+            version: None,
+        });
+        match self.put_mode(key, bytes, mode).await {
+            // AWS answers If-Match on a missing key with 404, SeaweedFS with 412: both
+            // mean the object is not the one that was read.
+            Err(BucketError::NotFound { url, key }) => Err(BucketError::Conflict { url, key }),
+            other => other,
+        }
+    }
+
+    /// A buffered writer for large objects: small ones become one PUT, large ones a
+    /// multipart upload. Call `shutdown` to complete it; dropping it aborts.
+    pub fn writer(&self, key: &Key) -> BufWriter {
+        BufWriter::new(self.store.clone(), self.path(key.as_str()))
+    }
+
+    /// Deletes an object (absent objects are not an error).
+    pub async fn delete(&self, key: &Key) -> Result<(), BucketError> {
+        match self.store.delete(&self.path(key.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(Op::Delete, key.as_str(), e)),
+        }
+    }
+}
