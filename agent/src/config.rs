@@ -298,7 +298,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The bucket.
-    pub store: StoreUrl,
+    pub bucket: StoreUrl,
     /// This host.
     pub host: HostName,
     /// Keys trusted to sign manifests.
@@ -395,7 +395,7 @@ impl Config {
         let Some(bucket) = bucket else {
             bail!("bucket is not set: give --bucket, FLEET_BUCKET or `bucket` in the config file");
         };
-        let store = StoreUrl::parse(bucket).context("bucket")?;
+        let bucket = StoreUrl::parse(bucket).context("bucket")?;
         let Some(host) = &self.host else {
             bail!("host is not set: give --host, FLEET_AGENT_HOST or `host` in the config file");
         };
@@ -471,7 +471,7 @@ impl Config {
             fetch_limits.concurrency
         );
         Ok(Settings {
-            store,
+            bucket,
             host,
             publisher_keys,
             cache_keys,
@@ -731,7 +731,7 @@ health-checks = [
         .unwrap();
         let from_file = Cli::parse_from(["x", "--config", f.to_str().unwrap()]);
         let s = from_file.config.layered().unwrap().settings().unwrap();
-        assert_eq!(s.store.to_string(), "file:///old");
+        assert_eq!(s.bucket.to_string(), "file:///old");
         let both = Cli::parse_from([
             "x",
             "--config",
@@ -740,7 +740,7 @@ health-checks = [
             "file:///new",
         ]);
         let s = both.config.layered().unwrap().settings().unwrap();
-        assert_eq!(s.store.to_string(), "file:///new");
+        assert_eq!(s.bucket.to_string(), "file:///new");
         let flag = Cli::parse_from(["x", "--store", "file:///flag", "--host", "web-1"]);
         assert_eq!(flag.config.store.as_deref(), Some("file:///flag"));
     }

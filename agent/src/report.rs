@@ -14,6 +14,7 @@
 //! [`StatusReport::to_bytes`]; keys come from [`fleet_core::Key`], so they can only
 //! name this host's prefix.
 
+use fleet_core::ErrorKind;
 use fleet_core::status::{AgentState, Generation, ReportedError, StatusReport, truncate_message};
 use fleet_core::{Bucket, BucketError, HostName, Key, ObjectName};
 use jiff::Timestamp;
@@ -36,21 +37,14 @@ pub fn build(host: &HostName, state: &State, facts: fleet_core::status::Facts) -
 }
 
 /// An error for the status object: `kind` plus a message cut to the format's bound.
-pub fn error(kind: &str, message: impl AsRef<str>) -> ReportedError {
+pub fn error(kind: ErrorKind, message: impl AsRef<str>) -> ReportedError {
     ReportedError {
-        kind: kind
-            .chars()
-            .take(fleet_core::status::MAX_SHORT_LEN)
-            .collect(),
+        kind,
         message: truncate_message(message.as_ref()),
         at: Timestamp::now(),
     }
 }
 
-/// The event object name for `counter` at `time`.
-pub fn event_name(time: Timestamp, counter: u64) -> String {
-    format!("{}-{counter:06}", time.strftime("%Y%m%dT%H%M%SZ"))
-}
 
 /// What identifies a state change: the state, the error kind, desired and current.
 /// Messages and times are left out so that, say, repeated network errors with
@@ -72,7 +66,9 @@ pub fn change_key(
 /// Queues `report` as an event, dropping the oldest beyond `max`.
 pub fn queue_event(state: &mut State, report: StatusReport, max: usize) {
     state.event_counter += 1;
-    let name = event_name(report.time, state.event_counter);
+    let name = ObjectName::status_event(report.time, state.event_counter)
+        .as_str()
+        .to_owned();
     state
         .pending_events
         .push_back(PendingEvent { name, report });
@@ -102,7 +98,7 @@ pub async fn send_one_event(
             bucket.put(&key, ev.report.to_bytes()).await?;
             tracing::debug!(%key, "wrote status event");
         }
-        // Names are made by event_name, so this means a hand-edited state file.
+        // Names are made by ObjectName::status_event, so this means a hand-edited state file.
         Err(e) => tracing::warn!("dropping queued event with a bad name: {e}"),
     }
     state.pending_events.pop_front();
@@ -127,15 +123,6 @@ mod tests {
     use fleet_core::status::Facts;
 
     #[test]
-    fn event_names_are_object_names_that_sort_by_time() {
-        let t: Timestamp = "2026-11-26T21:25:00.123Z".parse().unwrap();
-        let n = event_name(t, 42);
-        assert_eq!(n, "20261126T212500Z-000042");
-        ObjectName::new(&n).unwrap();
-        assert!(event_name(t, 9) < event_name(t, 10));
-    }
-
-    #[test]
     fn the_queue_is_bounded_and_keeps_the_newest() {
         let host = HostName::new("web-1").unwrap();
         let mut s = State::default();
@@ -153,7 +140,7 @@ mod tests {
     fn reports_stay_within_the_format_bounds() {
         let host = HostName::new("web-1").unwrap();
         let mut s = State::default();
-        s.reported.last_error = Some(error(&"k".repeat(1000), "m".repeat(100_000)));
+        s.reported.last_error = Some(error(ErrorKind::HealthCheckFailed, "m".repeat(100_000)));
         let r = build(&host, &s, Facts::default());
         StatusReport::parse(&r.to_bytes(), "status/web-1/status.json", &host).unwrap();
     }

@@ -324,7 +324,7 @@ mod tests {
             started_at: Timestamp::UNIX_EPOCH,
             step: Step::RollingBack {
                 reason: ReportedError {
-                    kind: "health-check-failed".into(),
+                    kind: fleet_core::ErrorKind::HealthCheckFailed,
                     message: "m".into(),
                     at: Timestamp::UNIX_EPOCH,
                 },

@@ -27,6 +27,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::error_kind::ErrorKind;
 use crate::host::HostName;
 use crate::store_path::StorePath;
 
@@ -101,7 +102,7 @@ pub struct Generation {
 #[serde(deny_unknown_fields)]
 pub struct ReportedError {
     /// Stable kind, such as `manifest-bad-signature` or `health-check-failed`.
-    pub kind: String,
+    pub kind: ErrorKind,
     /// What went wrong, naming the key, field or path.
     pub message: String,
     /// When it happened.
@@ -238,7 +239,7 @@ impl StatusReport {
         short("facts.kernel", report.facts.kernel.as_ref())?;
         short("facts.boot_id", report.facts.boot_id.as_ref())?;
         if let Some(e) = &report.last_error {
-            short("last_error.kind", Some(&e.kind))?;
+            short("last_error.kind", Some(&e.kind.to_string()))?;
             if e.message.len() > MAX_MESSAGE_LEN {
                 return Err(malformed(format!(
                     "field last_error.message is {} bytes, longer than {MAX_MESSAGE_LEN}",
@@ -359,7 +360,7 @@ mod tests {
     fn truncation_keeps_reports_parseable() {
         let mut r = report();
         r.last_error = Some(ReportedError {
-            kind: "x".into(),
+            kind: ErrorKind::Other("x".into()),
             message: truncate_message(&"é".repeat(MAX_MESSAGE_LEN)),
             at: r.time,
         });

@@ -50,7 +50,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut next_heartbeat = Instant::now() + s.heartbeat_interval;
     tracing::info!(
         host = %s.host,
-        store = %s.store,
+        bucket = %s.bucket,
         poll = ?s.poll_interval,
         "fleet-agent {} running",
         fleet_core::VERSION

@@ -2,6 +2,7 @@
 //! runs, profile and switch, health checks, then commit or roll back; and resuming
 //! from the step an interrupted activation recorded.
 
+use fleet_core::ErrorKind;
 use std::sync::atomic::Ordering;
 
 use fleet_core::status::{AgentState, ReportedError};
@@ -30,7 +31,7 @@ impl Agent {
         tracing::info!(target = %describe(target), mode = %flight.activation, "activating");
         if let Err(e) = self.switch_to(&target.closure, flight.activation).await {
             let reason = report::error(
-                "activation-failed",
+                ErrorKind::ActivationFailed,
                 format!("activating {} failed: {e}", describe(target)),
             );
             return self.rollback(flight, reason).await;
@@ -70,7 +71,7 @@ impl Agent {
             );
         } else if let Err(f) = health::run_all(&self.settings.health_checks).await {
             let reason = report::error(
-                "health-check-failed",
+                ErrorKind::HealthCheckFailed,
                 format!("after activating {}: {f}", describe(&flight.target)),
             );
             return self.rollback(flight, reason).await;
@@ -118,7 +119,7 @@ impl Agent {
             None => (
                 MemoOutcome::Failed,
                 report::error(
-                    &reason.kind,
+                    reason.kind.clone(),
                     format!(
                         "{}; there is no previous generation to roll back to",
                         reason.message
@@ -131,14 +132,14 @@ impl Agent {
                     Ok(()) => (
                         MemoOutcome::RolledBack,
                         report::error(
-                            &reason.kind,
+                            reason.kind.clone(),
                             format!("{}; rolled back to {}", reason.message, describe(prev)),
                         ),
                     ),
                     Err(e) => (
                         MemoOutcome::Failed,
                         report::error(
-                            "rollback-failed",
+                            ErrorKind::RollbackFailed,
                             format!(
                                 "{}; rolling back to {} failed too: {e}",
                                 reason.message,
@@ -168,7 +169,7 @@ impl Agent {
         match flight.step.clone() {
             Step::Activating => {
                 let reason = report::error(
-                    "activation-interrupted",
+                    ErrorKind::ActivationInterrupted,
                     format!(
                         "the agent stopped (killed, crashed or power lost) while activating {}; whether switch-to-configuration finished is unknown, so it is not run again",
                         describe(&flight.target)

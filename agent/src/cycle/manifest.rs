@@ -2,6 +2,7 @@
 //! its closure fetched, and then handed to the activation (`activation.rs`); or it
 //! is refused, with the `last_error.kind` that says why.
 
+use fleet_core::ErrorKind;
 use std::sync::atomic::Ordering;
 
 use fleet_core::manifest::VerifyPolicy;
@@ -14,17 +15,17 @@ use super::{Agent, Outcome, describe, phase};
 use crate::report;
 use crate::state::{InFlight, ManifestMemo, MemoOutcome, Step};
 
-fn manifest_kind(e: &ManifestError) -> &'static str {
+fn manifest_kind(e: &ManifestError) -> ErrorKind {
     match e {
-        ManifestError::TooLarge { .. } => "manifest-too-large",
-        ManifestError::Malformed(_) => "manifest-malformed",
-        ManifestError::UnknownKey { .. } => "manifest-unknown-key",
-        ManifestError::BadSignature { .. } => "manifest-bad-signature",
-        ManifestError::WrongHost { .. } => "manifest-wrong-host",
-        ManifestError::SequenceRollback { .. } => "manifest-rollback",
-        ManifestError::SequenceReused { .. } => "manifest-sequence-reused",
-        ManifestError::Expired { .. } => "manifest-expired",
-        ManifestError::UnsupportedVersion(_) => "manifest-unsupported-version",
+        ManifestError::TooLarge { .. } => ErrorKind::ManifestTooLarge,
+        ManifestError::Malformed(_) => ErrorKind::ManifestMalformed,
+        ManifestError::UnknownKey { .. } => ErrorKind::ManifestUnknownKey,
+        ManifestError::BadSignature { .. } => ErrorKind::ManifestBadSignature,
+        ManifestError::WrongHost { .. } => ErrorKind::ManifestWrongHost,
+        ManifestError::SequenceRollback { .. } => ErrorKind::ManifestRollback,
+        ManifestError::SequenceReused { .. } => ErrorKind::ManifestSequenceReused,
+        ManifestError::Expired { .. } => ErrorKind::ManifestExpired,
+        ManifestError::UnsupportedVersion(_) => ErrorKind::ManifestUnsupportedVersion,
     }
 }
 
@@ -197,7 +198,7 @@ impl Agent {
             m.sequence
         );
         self.refuse(
-            "manifest-untrusted-cache-keys",
+            ErrorKind::ManifestUntrustedCacheKeys,
             message,
             etag,
             Some(digest),
@@ -264,10 +265,11 @@ impl Agent {
                         .map(describe)
                         .unwrap_or_else(|| "the running system".into())
                 );
-                tracing::warn!(kind, "{msg}");
+                tracing::warn!(kind = kind.as_str(), "{msg}");
+                let denied = kind == ErrorKind::AccessDenied;
                 self.set(AgentState::Failed, Some(report::error(kind, msg)));
                 self.save()?;
-                Ok(Some(if kind == "access-denied" {
+                Ok(Some(if denied {
                     Outcome::AccessDenied
                 } else {
                     Outcome::Retry
@@ -280,13 +282,13 @@ impl Agent {
     /// `highest_seen` is not touched by the refusal.
     fn refuse(
         &mut self,
-        kind: &str,
+        kind: ErrorKind,
         message: String,
         etag: Option<String>,
         digest: Option<String>,
         retry_after: Option<Timestamp>,
     ) -> anyhow::Result<Outcome> {
-        tracing::warn!(kind, "refused: {message}");
+        tracing::warn!(kind = kind.as_str(), "refused: {message}");
         let err = report::error(kind, message);
         self.state.manifest = Some(ManifestMemo {
             etag,
@@ -311,33 +313,33 @@ impl Agent {
                 // Remembering the ETag makes the next polls conditional GETs answered
                 // 304, instead of downloading up to the bound again every time.
                 let etag = etag.clone().filter(|e| e.len() <= 1024);
-                return self.refuse("manifest-too-large", e.to_string(), etag, None, None);
+                return self.refuse(ErrorKind::ManifestTooLarge, e.to_string(), etag, None, None);
             }
             BucketError::NotFound { .. } => {
-                ("manifest-missing", Outcome::Failed, AgentState::Failed)
+                (ErrorKind::ManifestMissing, Outcome::Failed, AgentState::Failed)
             }
             BucketError::AccessDenied { .. } => {
-                ("access-denied", Outcome::AccessDenied, AgentState::Failed)
+                (ErrorKind::AccessDenied, Outcome::AccessDenied, AgentState::Failed)
             }
             // The host keeps running what it runs; only the error is new.
             BucketError::Unreachable { .. } => (
-                "bucket-unreachable",
+                ErrorKind::BucketUnreachable,
                 Outcome::Retry,
                 self.state.reported.state,
             ),
-            _ => ("bucket-error", Outcome::Retry, self.state.reported.state),
+            _ => (ErrorKind::BucketError, Outcome::Retry, self.state.reported.state),
         };
         let msg = match kind {
-            "manifest-missing" => format!(
+            ErrorKind::ManifestMissing => format!(
                 "{key} does not exist: nothing is published for host {} yet (fleet-publish deploy)",
                 self.settings.host
             ),
-            "access-denied" => format!(
+            ErrorKind::AccessDenied => format!(
                 "{e}; the manifest {key} is missing or these credentials may not read it (without list rights S3 answers 403 for both); keeping the running generation and backing off"
             ),
             _ => format!("{e}; keeping the running generation and retrying with backoff"),
         };
-        tracing::warn!(kind, "{msg}");
+        tracing::warn!(kind = kind.as_str(), "{msg}");
         self.set(state, Some(report::error(kind, msg)));
         self.save()?;
         Ok(outcome)

@@ -43,6 +43,7 @@
 mod activation;
 mod manifest;
 
+use fleet_core::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -146,7 +147,7 @@ impl Agent {
             // Few retries inside one cycle: the daemon's own backoff takes over.
             max_retries: 2,
         };
-        let bucket = Bucket::open(&settings.store, &opts)?;
+        let bucket = Bucket::open(&settings.bucket, &opts)?;
         Self::with_bucket(settings, bucket)
     }
 
@@ -190,7 +191,7 @@ impl Agent {
             .reported
             .last_error
             .as_ref()
-            .is_some_and(|e| e.kind == "bucket-unreachable")
+            .is_some_and(|e| e.kind == ErrorKind::BucketUnreachable)
     }
 
     /// What the agent is doing now (see [`phase`]).
@@ -206,7 +207,7 @@ impl Agent {
             Err(e) => {
                 let msg = format!("{e:#}");
                 tracing::error!("cycle failed: {msg}");
-                let err = report::error("agent-error", &msg);
+                let err = report::error(ErrorKind::AgentError, &msg);
                 let state = self.state.reported.state;
                 self.set(state, Some(err));
                 let _ = self.save();
@@ -280,7 +281,7 @@ impl Agent {
                 Some(exp) if now >= exp => (
                     AgentState::Refused,
                     Some(report::error(
-                        "manifest-expired",
+                        ErrorKind::ManifestExpired,
                         format!(
                             "the manifest this host runs ({}) expired at {exp} and no newer one is published (freeze?); keeping the running generation until the publisher re-signs it",
                             self.state

@@ -6,6 +6,7 @@
 //! so the errors they quote are fields, not `source()`s that a printer would repeat.
 //! A bucket's errors and the verifier's refusals are turned into these here.
 
+use fleet_core::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -278,32 +279,32 @@ pub enum FetchError {
 
 impl FetchError {
     /// Stable machine-readable kind, for `StatusReport.last_error.kind`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            FetchError::StagingBusy { .. } => "staging-busy",
-            FetchError::Staging { .. } => "staging-io",
-            FetchError::StoreQuery(_) => "store-query-failed",
-            FetchError::NarinfoMissing { .. } => "narinfo-missing",
-            FetchError::NarMissing { .. } => "nar-missing",
-            FetchError::AccessDenied { .. } => "access-denied",
-            FetchError::Unreachable { .. } => "bucket-unreachable",
-            FetchError::Timeout { .. } => "bucket-timeout",
-            FetchError::Bucket { .. } => "bucket-error",
-            FetchError::NarinfoTooLarge { .. } => "narinfo-too-large",
-            FetchError::NarinfoMalformed { .. } => "narinfo-malformed",
-            FetchError::NarinfoWrongPath { .. } => "narinfo-wrong-path",
-            FetchError::NarinfoUntrusted { .. } => "narinfo-untrusted",
-            FetchError::NarTooLarge { .. } => "nar-too-large",
-            FetchError::TooManyPaths { .. } => "too-many-paths",
-            FetchError::ClosureTooLarge { .. } => "closure-too-large",
-            FetchError::FileSizeMismatch { .. } => "file-size-mismatch",
-            FetchError::FileHashMismatch { .. } => "file-hash-mismatch",
-            FetchError::NarSizeMismatch { .. } => "nar-size-mismatch",
-            FetchError::NarHashMismatch { .. } => "nar-hash-mismatch",
-            FetchError::NarTruncated { .. } => "nar-truncated",
-            FetchError::NarMalformed { .. } => "nar-malformed",
-            FetchError::ImportFailed { .. } => "import-failed",
-            FetchError::Internal { .. } => "internal",
+            FetchError::StagingBusy { .. } => ErrorKind::StagingBusy,
+            FetchError::Staging { .. } => ErrorKind::StagingIo,
+            FetchError::StoreQuery(_) => ErrorKind::StoreQueryFailed,
+            FetchError::NarinfoMissing { .. } => ErrorKind::NarinfoMissing,
+            FetchError::NarMissing { .. } => ErrorKind::NarMissing,
+            FetchError::AccessDenied { .. } => ErrorKind::AccessDenied,
+            FetchError::Unreachable { .. } => ErrorKind::BucketUnreachable,
+            FetchError::Timeout { .. } => ErrorKind::BucketTimeout,
+            FetchError::Bucket { .. } => ErrorKind::BucketError,
+            FetchError::NarinfoTooLarge { .. } => ErrorKind::NarinfoTooLarge,
+            FetchError::NarinfoMalformed { .. } => ErrorKind::NarinfoMalformed,
+            FetchError::NarinfoWrongPath { .. } => ErrorKind::NarinfoWrongPath,
+            FetchError::NarinfoUntrusted { .. } => ErrorKind::NarinfoUntrusted,
+            FetchError::NarTooLarge { .. } => ErrorKind::NarTooLarge,
+            FetchError::TooManyPaths { .. } => ErrorKind::TooManyPaths,
+            FetchError::ClosureTooLarge { .. } => ErrorKind::ClosureTooLarge,
+            FetchError::FileSizeMismatch { .. } => ErrorKind::FileSizeMismatch,
+            FetchError::FileHashMismatch { .. } => ErrorKind::FileHashMismatch,
+            FetchError::NarSizeMismatch { .. } => ErrorKind::NarSizeMismatch,
+            FetchError::NarHashMismatch { .. } => ErrorKind::NarHashMismatch,
+            FetchError::NarTruncated { .. } => ErrorKind::NarTruncated,
+            FetchError::NarMalformed { .. } => ErrorKind::NarMalformed,
+            FetchError::ImportFailed { .. } => ErrorKind::ImportFailed,
+            FetchError::Internal { .. } => ErrorKind::Internal,
         }
     }
 
