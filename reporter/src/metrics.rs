@@ -15,7 +15,8 @@
 
 use std::fmt::Write as _;
 
-use crate::fleet::{Fleet, ManifestView};
+use crate::fleet::Fleet;
+use crate::outcome::ManifestView;
 
 /// The content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use common::{EXPECTED, fixture, h};
 use fleet_core::status::AgentState;
 use fleet_core::{Bucket, Key, SecretKey, TrustedKeys};
-use fleet_reporter::fleet::{Fleet, HostState};
-use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_reporter::config::ReporterOptions;
+use fleet_reporter::fleet::Fleet;
+use fleet_reporter::outcome::HostState;
+use fleet_reporter::{Reporter, synth};
 use jiff::Timestamp;
 
 fn opts(trusted: &TrustedKeys) -> ReporterOptions {
@@ -166,7 +168,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
         (297, 300)
     );
     assert_eq!(
-        (f.stats.previous, f.stats.summary_write.as_str()),
+        (f.stats.previous, f.stats.snapshot_write.as_str()),
         ("none", "written")
     );
 
@@ -175,7 +177,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
     let f = b.refresh().await.unwrap();
     assert_eq!(f.stats.fetched_status + f.stats.fetched_manifests, 0);
     assert_eq!(
-        (f.stats.previous, f.stats.summary_write.as_str()),
+        (f.stats.previous, f.stats.snapshot_write.as_str()),
         ("bucket", "unchanged")
     );
 
@@ -185,7 +187,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
         .unwrap();
     let f = b.refresh().await.unwrap();
     assert_eq!((f.stats.fetched_status, f.stats.fetched_manifests), (3, 0));
-    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(f.stats.snapshot_write, "written");
     assert_eq!(state_of(&f, "host-000004"), HostState::UpToDate);
 
     // a still holds the old ETag: its compare-and-swap loses, its answer is right anyway.
@@ -195,14 +197,14 @@ async fn warm_refreshes_fetch_only_what_changed() {
     let f = a.refresh().await.unwrap();
     assert_eq!(f.stats.previous, "memory");
     assert_eq!(f.stats.fetched_status, 4);
-    assert_eq!(f.stats.summary_write, "conflict");
+    assert_eq!(f.stats.snapshot_write, "conflict");
     assert_eq!(state_of(&f, "host-000007"), HostState::UpToDate);
     // Next time it re-reads the ETag and writes.
     synth::touch(&bucket, [3], Timestamp::now(), 1)
         .await
         .unwrap();
     let f = a.refresh().await.unwrap();
-    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(f.stats.snapshot_write, "written");
 
     // A manifest rewritten with the same bytes (a new ETag) keeps its outcome without
     // a second signature check.
@@ -240,7 +242,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
         .unwrap();
     let f = a.refresh().await.unwrap();
     assert_eq!(f.hosts.len(), 299);
-    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(f.stats.snapshot_write, "written");
 
     // Another publisher key set invalidates the cached manifest outcomes.
     let other = TrustedKeys::new([
@@ -267,7 +269,7 @@ fn encode_summary(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_corrupt_or_forged_summary_is_ignored() {
     let fx = fixture().await;
-    let key = Key::dashboard_summary();
+    let key = Key::dashboard_snapshot();
     let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
     r.refresh().await.unwrap();
     let stored = fx.bucket.get(&key, 1 << 30).await.unwrap().bytes;

@@ -20,9 +20,10 @@ use fleet_core::bucket::{BucketError, Visit};
 use fleet_core::iam::Role;
 use fleet_core::status::AgentState;
 use fleet_core::{Bucket, HostName, Key, KeyPrefix, ObjectName, SecretKey, TrustedKeys};
-use fleet_reporter::fleet::HostState;
-use fleet_reporter::summary::{MAX_SUMMARY_SIZE, SummaryFile};
-use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_reporter::config::ReporterOptions;
+use fleet_reporter::outcome::HostState;
+use fleet_reporter::snapshot::{MAX_SNAPSHOT_SIZE, Snapshot};
+use fleet_reporter::{Reporter, synth};
 use fleet_tests::s3::S3Server;
 use jiff::Timestamp;
 
@@ -101,17 +102,17 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
     assert_eq!(fl.stats.listed, reporting + HOSTS + 1);
     assert_eq!(fl.stats.read_errors, 0);
     assert_eq!(
-        (fl.stats.previous, fl.stats.summary_write.as_str()),
+        (fl.stats.previous, fl.stats.snapshot_write.as_str()),
         ("none", "written")
     );
 
     // The summary is there, readable with the same credentials, and a fresh reporter
     // starts from it without reading any object again.
     let stored = bucket
-        .get(&Key::dashboard_summary(), MAX_SUMMARY_SIZE)
+        .get(&Key::dashboard_snapshot(), MAX_SNAPSHOT_SIZE)
         .await
         .unwrap();
-    let summary = SummaryFile::parse(&stored.bytes, Key::dashboard_summary().as_str()).unwrap();
+    let summary = Snapshot::parse(&stored.bytes, Key::dashboard_snapshot().as_str()).unwrap();
     assert_eq!(summary.hosts.len(), HOSTS + 1);
     let fresh = Reporter::new(bucket.clone(), options(&f.trusted));
     let fl = fresh.refresh().await.unwrap();
@@ -127,7 +128,7 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
         (fl.stats.fetched_status, fl.stats.fetched_manifests),
         (1, 0)
     );
-    assert_eq!(fl.stats.summary_write, "written");
+    assert_eq!(fl.stats.snapshot_write, "written");
     assert_eq!(
         fl.host(&synth::host_name(4)).unwrap().state,
         HostState::UpToDate
@@ -173,10 +174,10 @@ async fn a_reporter_without_dashboard_rights_still_answers_and_says_denied() {
     let r = Reporter::new(bucket, options(&f.trusted));
     let fl = r.refresh().await.unwrap();
     assert_eq!(fl.hosts.len(), HOSTS + 1);
-    assert_eq!(fl.stats.summary_write, "denied");
+    assert_eq!(fl.stats.snapshot_write, "denied");
     assert!(
         f.admin
-            .head(&Key::dashboard_summary())
+            .head(&Key::dashboard_snapshot())
             .await
             .unwrap()
             .is_none()

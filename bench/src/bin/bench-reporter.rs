@@ -37,8 +37,9 @@ use fleet_bench::{
 };
 use fleet_core::iam::Role;
 use fleet_core::{Bucket, BucketOptions, Key, S3Credentials, SecretKey, StoreUrl, TrustedKeys};
-use fleet_reporter::fleet::HostState;
-use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_reporter::config::ReporterOptions;
+use fleet_reporter::outcome::HostState;
+use fleet_reporter::{Reporter, synth};
 use jiff::{SignedDuration, Timestamp};
 
 const USAGE: &str = "usage: bench-reporter [--hosts 10000,100000] [--seaweedfs-hosts N (0: skip)] \
@@ -239,7 +240,7 @@ fn run(
                     _ => 2 + 2 * r,
                 };
                 match p {
-                    0 => rt.block_on(f.writer.delete(&Key::dashboard_summary()))?,
+                    0 => rt.block_on(f.writer.delete(&Key::dashboard_snapshot()))?,
                     2 => rt.block_on(touch(&f.writer, f.hosts, offset))?,
                     _ => {}
                 }
@@ -260,7 +261,7 @@ fn run(
             }
         }
         let summary_bytes = rt
-            .block_on(f.writer.head(&Key::dashboard_summary()))?
+            .block_on(f.writer.head(&Key::dashboard_snapshot()))?
             .map_or(0, |i| i.size);
         let cold_median = median(&runs[0].iter().map(|r| r.seconds).collect::<Vec<_>>());
         for (p, phase) in PHASES.iter().enumerate() {
@@ -517,9 +518,9 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         listed: s.listed,
         list_ms: s.list_ms,
         fetch_ms: s.fetch_ms,
-        summary_read_ms: s.summary_read_ms,
-        summary_write_ms: s.summary_write_ms,
-        summary_write: s.summary_write.clone(),
+        summary_read_ms: s.snapshot_read_ms,
+        summary_write_ms: s.snapshot_write_ms,
+        summary_write: s.snapshot_write.clone(),
         previous: s.previous.to_owned(),
         load: 0.0,
     };
