@@ -358,6 +358,41 @@ mod tests {
     }
 
     #[test]
+    fn write_summary_is_an_alias_of_write_snapshot() {
+        assert!(base().resolve().unwrap().options.write_snapshot);
+        // The old flag or environment variable.
+        let s = Config {
+            write_summary: Some(false),
+            ..base()
+        };
+        assert!(!s.resolve().unwrap().options.write_snapshot);
+        // The old file key, under a new flag, and alone.
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("r.toml");
+        std::fs::write(&f, "store = \"memory://\"\nwrite-summary = false\n").unwrap();
+        let from_file = |write_snapshot| Config {
+            config: Some(f.clone()),
+            write_snapshot,
+            ..Default::default()
+        };
+        assert!(!from_file(None).resolve().unwrap().options.write_snapshot);
+        assert!(
+            from_file(Some(true))
+                .resolve()
+                .unwrap()
+                .options
+                .write_snapshot
+        );
+        // The new key wins over the old one in the same source.
+        std::fs::write(
+            &f,
+            "store = \"memory://\"\nwrite-summary = false\nwrite-snapshot = true\n",
+        )
+        .unwrap();
+        assert!(from_file(None).resolve().unwrap().options.write_snapshot);
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         for (c, want) in [
             (Config::default(), "no store given"),

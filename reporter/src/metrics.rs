@@ -85,7 +85,7 @@ pub fn render(fleet: &Fleet, max_host_series: usize) -> String {
     header(
         &mut out,
         "fleet_reporter_refresh_fetched_objects",
-        "Objects read by the last aggregation (the rest came from the summary).",
+        "Objects read by the last aggregation (the rest came from the snapshot).",
     );
     let _ = writeln!(
         out,

@@ -1,14 +1,14 @@
 //! `fleet-reporter` against a real SeaweedFS server that enforces IAM (issue 5): with
 //! the reporter's scoped credentials (`fleet_core::iam::policy(Role::Reporter, …)`) it
-//! reads `status/` and `hosts/`, writes its summary under `dashboard/` and nothing
+//! reads `status/` and `hosts/`, writes its snapshot under `dashboard/` and nothing
 //! else.
 //!
 //! - a reporter aggregates a small fleet (hosts in every state, event objects, one
-//!   hostile status) with those credentials, writes `dashboard/summary.json`, and a
-//!   second reporter (a fresh Lambda container) starts from that summary;
+//!   hostile status) with those credentials, writes `dashboard/snapshot.json`, and a
+//!   second reporter (a fresh Lambda container) starts from that snapshot;
 //! - the same credentials are refused every write outside `dashboard/`;
 //! - a reporter run with credentials that may read the fleet but not write
-//!   `dashboard/` (the publisher's) still answers, and reports its summary write as
+//!   `dashboard/` (the publisher's) still answers, and reports its snapshot write as
 //!   `denied`: the refusal goes through the reporter's own write path;
 //! - SeaweedFS's `start-after` on a key that names a folder skips that whole folder,
 //!   so the reporter cuts its concurrent range listings at `…/<host>/~`: such cuts
@@ -106,19 +106,19 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
         ("none", "written")
     );
 
-    // The summary is there, readable with the same credentials, and a fresh reporter
+    // The snapshot is there, readable with the same credentials, and a fresh reporter
     // starts from it without reading any object again.
     let stored = bucket
         .get(&Key::dashboard_snapshot(), MAX_SNAPSHOT_SIZE)
         .await
         .unwrap();
-    let summary = Snapshot::parse(&stored.bytes, Key::dashboard_snapshot().as_str()).unwrap();
-    assert_eq!(summary.hosts.len(), HOSTS + 1);
+    let snapshot = Snapshot::parse(&stored.bytes, Key::dashboard_snapshot().as_str()).unwrap();
+    assert_eq!(snapshot.hosts.len(), HOSTS + 1);
     let fresh = Reporter::new(bucket.clone(), options(&f.trusted));
     let fl = fresh.refresh().await.unwrap();
     assert_eq!(fl.stats.previous, "bucket");
     assert_eq!(fl.stats.fetched_status + fl.stats.fetched_manifests, 0);
-    // One host reports again: one object read, the summary swapped (compare-and-swap
+    // One host reports again: one object read, the snapshot swapped (compare-and-swap
     // on SeaweedFS's ETag).
     synth::touch(&f.admin, [4], Timestamp::now(), 1)
         .await

@@ -123,7 +123,7 @@ pub struct Refreshed {
     pub fleet: Fleet,
     /// The snapshot to store for the next refresh.
     pub snapshot: Snapshot,
-    /// Whether `summary` differs from the previous one (so it is worth writing).
+    /// Whether `snapshot` differs from the previous one (so it is worth writing).
     pub changed: bool,
 }
 
