@@ -121,25 +121,27 @@ fn batches(jobs: Vec<Job>, counts: &mut Fetched) -> Vec<Vec<Job>> {
 fn record(slot: &mut Slot, etag: Option<String>, outcome: Option<Outcome>) {
     match outcome {
         None => {}
-        Some(Outcome::Status(outcome)) => {
-            if let Some(etag) = etag {
-                slot.entry.status = Some(Cached {
-                    etag,
-                    outcome: outcome.clone(),
-                });
-            }
-            slot.status_now = Some(outcome);
-        }
-        Some(Outcome::Manifest(outcome)) => {
-            if let Some(etag) = etag {
-                slot.entry.manifest = Some(Cached {
-                    etag,
-                    outcome: outcome.clone(),
-                });
-            }
-            slot.manifest_now = Some(outcome);
+        Some(Outcome::Status(o)) => keep(etag, o, &mut slot.entry.status, &mut slot.status_now),
+        Some(Outcome::Manifest(o)) => {
+            keep(etag, o, &mut slot.entry.manifest, &mut slot.manifest_now)
         }
     }
+}
+
+/// Holds `outcome` for this refresh, and caches it under `etag` when there is one.
+fn keep<T: Clone>(
+    etag: Option<String>,
+    outcome: T,
+    cached: &mut Option<Cached<T>>,
+    now: &mut Option<T>,
+) {
+    if let Some(etag) = etag {
+        *cached = Some(Cached {
+            etag,
+            outcome: outcome.clone(),
+        });
+    }
+    *now = Some(outcome);
 }
 
 /// Reads one batch of objects of one kind and turns each into its outcome.
