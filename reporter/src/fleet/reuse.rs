@@ -47,9 +47,11 @@ pub(super) fn plan(
     // The previous manifest outcomes are only reusable if they were verified with
     // the same keys.
     let prev_manifests_ok = prev.is_some_and(|p| p.trusted_keys == trusted_fingerprint);
-    let mut reused = 0usize;
-    let mut jobs = Vec::new();
-    let mut changed = prev.is_none() || !prev_manifests_ok;
+    let mut plan = Plan {
+        jobs: Vec::new(),
+        reused: 0,
+        changed: prev.is_none() || !prev_manifests_ok,
+    };
     let prev_entries = prev.map(|p| p.hosts.len()).unwrap_or(0);
     let mut reused_entries = 0usize;
     // The previous snapshot is in host order too: walk it alongside.
@@ -60,80 +62,93 @@ pub(super) fn plan(
         .peekable();
 
     for (i, slot) in slots.iter_mut().enumerate() {
-        let host = &slot.host;
-        while prev_iter.next_if(|(h, _)| *h < host).is_some() {}
-        let old = prev_iter.next_if(|(h, _)| *h == host).map(|(_, c)| c);
-        let entry = &mut slot.entry;
-        let mut fully_reused = true;
-        if let Some(info) = &slot.status {
-            let hit = old
-                .and_then(|o| o.status.as_ref())
-                .filter(|c| info.etag.as_deref() == Some(c.etag.as_str()));
-            match hit {
-                Some(c) => {
-                    reused += 1;
-                    slot.status_now = Some(c.outcome.clone());
-                    entry.status = Some(c.clone());
-                }
-                None if info.size > MAX_STATUS_SIZE => {
-                    // Refused from the listing alone: no need to download it.
-                    let o = StatusOutcome::Flagged(cut(format!(
-                        "status object {} is {} bytes, larger than the {MAX_STATUS_SIZE}-byte bound",
-                        info.key, info.size
-                    )));
-                    slot.status_now = Some(o.clone());
-                    if let Some(etag) = &info.etag {
-                        entry.status = Some(Cached {
-                            etag: etag.clone(),
-                            outcome: o,
-                        });
-                    }
-                    fully_reused = false;
-                }
-                None => {
-                    jobs.push(Job::Status(i, host.clone(), info.etag.clone()));
-                    fully_reused = false;
-                }
-            }
-        } else if old.is_some_and(|o| o.status.is_some()) {
-            fully_reused = false;
-        }
-        if let (Some(info), true) = (&slot.manifest, verify) {
-            let old_m = old
-                .and_then(|o| o.manifest.as_ref())
-                .filter(|_| prev_manifests_ok);
-            let hit = old_m.filter(|c| info.etag.as_deref() == Some(c.etag.as_str()));
-            match hit {
-                Some(c) => {
-                    reused += 1;
-                    slot.manifest_now = Some(c.outcome.clone());
-                    entry.manifest = Some(c.clone());
-                }
-                None => {
-                    // The manifest changed: it must not go below what was verified
-                    // before (a rollback or equivocation in the bucket), and if its
-                    // bytes are those verified before, that outcome stands.
-                    let before = old_m.and_then(|c| match &c.outcome {
-                        ManifestOutcome::Verified(m) => Some(m.clone()),
-                        ManifestOutcome::Flagged(_) => None,
-                    });
-                    jobs.push(Job::Manifest(i, host.clone(), info.etag.clone(), before));
-                    fully_reused = false;
-                }
-            }
-        } else if old.is_some_and(|o| o.manifest.is_some()) {
-            fully_reused = false;
-        }
-        if old.is_some() && fully_reused {
+        while prev_iter.next_if(|(h, _)| *h < &slot.host).is_some() {}
+        let old = prev_iter.next_if(|(h, _)| *h == &slot.host).map(|(_, c)| c);
+        let status_kept = plan_status(i, slot, old.and_then(|o| o.status.as_ref()), &mut plan);
+        let old_manifest = old.and_then(|o| o.manifest.as_ref());
+        let manifest_kept =
+            plan_manifest(i, slot, old_manifest, prev_manifests_ok, verify, &mut plan);
+        if old.is_some() && status_kept && manifest_kept {
             reused_entries += 1;
         }
     }
-    if reused_entries != prev_entries || !jobs.is_empty() {
-        changed = true;
+    if reused_entries != prev_entries || !plan.jobs.is_empty() {
+        plan.changed = true;
     }
-    Plan {
-        jobs,
-        reused,
-        changed,
+    plan
+}
+
+/// Reuses, flags or queues slot `i`'s status object. Whether its cache entry is
+/// the one `old` held (so the snapshot need not change for it).
+fn plan_status(
+    i: usize,
+    slot: &mut Slot,
+    old: Option<&Cached<StatusOutcome>>,
+    plan: &mut Plan,
+) -> bool {
+    let Some(info) = &slot.status else {
+        return old.is_none();
+    };
+    if let Some(c) = old.filter(|c| info.etag.as_deref() == Some(c.etag.as_str())) {
+        plan.reused += 1;
+        slot.status_now = Some(c.outcome.clone());
+        slot.entry.status = Some(c.clone());
+        return true;
     }
+    if info.size > MAX_STATUS_SIZE {
+        // Refused from the listing alone: no need to download it.
+        let o = StatusOutcome::Flagged(cut(format!(
+            "status object {} is {} bytes, larger than the {MAX_STATUS_SIZE}-byte bound",
+            info.key, info.size
+        )));
+        slot.status_now = Some(o.clone());
+        if let Some(etag) = &info.etag {
+            slot.entry.status = Some(Cached {
+                etag: etag.clone(),
+                outcome: o,
+            });
+        }
+    } else {
+        plan.jobs
+            .push(Job::Status(i, slot.host.clone(), info.etag.clone()));
+    }
+    false
+}
+
+/// Reuses or queues slot `i`'s manifest (when manifests are verified at all;
+/// `old` only counts when `reusable`, verified with today's keys). Whether its
+/// cache entry is the one `old` held.
+fn plan_manifest(
+    i: usize,
+    slot: &mut Slot,
+    old: Option<&Cached<ManifestOutcome>>,
+    reusable: bool,
+    verify: bool,
+    plan: &mut Plan,
+) -> bool {
+    let info = match (&slot.manifest, verify) {
+        (Some(info), true) => info,
+        _ => return old.is_none(),
+    };
+    let old = old.filter(|_| reusable);
+    if let Some(c) = old.filter(|c| info.etag.as_deref() == Some(c.etag.as_str())) {
+        plan.reused += 1;
+        slot.manifest_now = Some(c.outcome.clone());
+        slot.entry.manifest = Some(c.clone());
+        return true;
+    }
+    // The manifest changed: it must not go below what was verified before (a
+    // rollback or equivocation in the bucket), and if its bytes are those verified
+    // before, that outcome stands.
+    let before = old.and_then(|c| match &c.outcome {
+        ManifestOutcome::Verified(m) => Some(m.clone()),
+        ManifestOutcome::Flagged(_) => None,
+    });
+    plan.jobs.push(Job::Manifest(
+        i,
+        slot.host.clone(),
+        info.etag.clone(),
+        before,
+    ));
+    false
 }
