@@ -28,7 +28,7 @@
 //!
 //! Modules: `routes` answers a request (with `auth` for the token and [`response`]
 //! for headers and bodies); [`fleet`] aggregates the bucket into [`outcome`]s, which
-//! [`snapshot`] caches between refreshes (`state` holds them in the process); [`api`],
+//! [`snapshot`] caches between refreshes (`stored` reads and writes it around a refresh); [`api`],
 //! [`metrics`] and [`html`] render them; [`config`] holds the options; [`lambda`]
 //! adapts API Gateway events.
 
@@ -47,18 +47,51 @@ mod par;
 pub mod response;
 mod routes;
 pub mod snapshot;
-mod state;
+mod stored;
 #[cfg(feature = "synth")]
 pub mod synth;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use fleet_core::Bucket;
 use fleet_core::bucket::BucketError;
 
 use crate::config::ReporterOptions;
 use crate::fleet::{Fleet, RefreshParams};
-use crate::state::State;
+use crate::snapshot::Snapshot;
+
+/// What the reporter knows of `dashboard/snapshot.json` in the bucket.
+#[derive(Clone, Debug)]
+enum SnapshotTag {
+    /// Not known: read it (or its ETag) before writing.
+    Unknown,
+    /// There is none.
+    Absent,
+    /// It has this ETag.
+    Etag(String),
+}
+
+/// The reporter's state between requests.
+struct State {
+    /// The last aggregation and when it was made.
+    fleet: Option<(Arc<Fleet>, Instant)>,
+    /// The snapshot the next refresh starts from.
+    snapshot: Option<Arc<Snapshot>>,
+    /// What is known of the stored snapshot.
+    tag: SnapshotTag,
+}
+
+impl State {
+    /// Nothing known: the next refresh reads the stored snapshot first.
+    fn new() -> Self {
+        Self {
+            fleet: None,
+            snapshot: None,
+            tag: SnapshotTag::Unknown,
+        }
+    }
+}
 
 /// The dashboard over one bucket. Cheap to share (`Arc<Reporter>`).
 pub struct Reporter {

@@ -1,7 +1,7 @@
-//! What a reporter keeps between requests: its last aggregation (answering for
-//! `cache-ttl`) and the [`Snapshot`] it carries from one refresh to the next, read
-//! from `dashboard/snapshot.json` when the process has none and written back with
-//! compare-and-swap when it changed.
+//! The stored snapshot around a refresh: `dashboard/snapshot.json` is read when the
+//! process holds no [`Snapshot`] yet (a fresh Lambda container), and the new one is
+//! written back with compare-and-swap when it changed (losing to another reporter is
+//! fine: its answer is as right).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,41 +11,9 @@ use fleet_core::Key;
 use fleet_core::bucket::BucketError;
 use jiff::Timestamp;
 
-use crate::Reporter;
 use crate::fleet::{self, Fleet};
 use crate::snapshot::{MAX_SNAPSHOT_SIZE, Snapshot};
-
-/// What the reporter knows of `dashboard/snapshot.json` in the bucket.
-#[derive(Clone, Debug)]
-pub(crate) enum SnapshotTag {
-    /// Not known: read it (or its ETag) before writing.
-    Unknown,
-    /// There is none.
-    Absent,
-    /// It has this ETag.
-    Etag(String),
-}
-
-/// The reporter's state between requests.
-pub(crate) struct State {
-    /// The last aggregation and when it was made.
-    pub fleet: Option<(Arc<Fleet>, Instant)>,
-    /// The snapshot the next refresh starts from.
-    pub snapshot: Option<Arc<Snapshot>>,
-    /// What is known of the stored snapshot.
-    pub tag: SnapshotTag,
-}
-
-impl State {
-    /// Nothing known: the next refresh reads the stored snapshot first.
-    pub fn new() -> Self {
-        Self {
-            fleet: None,
-            snapshot: None,
-            tag: SnapshotTag::Unknown,
-        }
-    }
-}
+use crate::{Reporter, SnapshotTag, State};
 
 impl Reporter {
     /// Refreshes from the held snapshot (read from the bucket first if there is
