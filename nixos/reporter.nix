@@ -1,6 +1,6 @@
 # services.fleet-reporter: the fleet dashboard (`fleet-reporter serve`) as a
 # systemd service. It only reads the bucket over HTTPS (and writes
-# dashboard/summary.json), so unlike the agent it runs fully sandboxed as a
+# dashboard/snapshot.json), so unlike the agent it runs fully sandboxed as a
 # dynamic user.
 #
 # Not evaluated here (no nixpkgs on the project's machines); see nixos/README.md.

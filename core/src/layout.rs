@@ -12,7 +12,7 @@
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
 //! | `releases/<id>.json` | publisher | publisher, reporter |
 //! | `audit/<time>-<id>.json` | publisher | admins |
-//! | `dashboard/summary.json` | reporter | reporter |
+//! | `dashboard/snapshot.json` | reporter | reporter |
 //!
 //! A [`Key`] can only be built through the constructors below, each of which takes
 //! validated parts ([`HostName`], [`ObjectName`]), so no user input can produce `..`,
@@ -32,7 +32,7 @@ pub const STATUS_DIR: &str = "status";
 pub const RELEASES_DIR: &str = "releases";
 /// Folder of audit entries.
 pub const AUDIT_DIR: &str = "audit";
-/// Folder the reporter keeps its incremental summary in.
+/// Folder the reporter keeps its incremental snapshot in.
 pub const DASHBOARD_DIR: &str = "dashboard";
 
 /// Longest object name accepted in a key segment.
@@ -148,9 +148,9 @@ impl Key {
         Self(format!("{AUDIT_DIR}/{name}.json"))
     }
 
-    /// `dashboard/summary.json`: the reporter's incremental summary.
-    pub fn dashboard_summary() -> Self {
-        Self(format!("{DASHBOARD_DIR}/summary.json"))
+    /// `dashboard/snapshot.json`: the reporter's incremental cache of what it read.
+    pub fn dashboard_snapshot() -> Self {
+        Self(format!("{DASHBOARD_DIR}/snapshot.json"))
     }
 
     /// The key as a string, relative to the bucket's root prefix.
@@ -244,7 +244,10 @@ mod tests {
             Key::nar("nar/abc.nar.zst").unwrap().as_str(),
             "cache/nar/abc.nar.zst"
         );
-        assert_eq!(Key::dashboard_summary().as_str(), "dashboard/summary.json");
+        assert_eq!(
+            Key::dashboard_snapshot().as_str(),
+            "dashboard/snapshot.json"
+        );
     }
 
     #[test]

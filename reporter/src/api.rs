@@ -21,8 +21,8 @@ use fleet_core::status::MAX_SHORT_LEN;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::fleet::{Fleet, HostRow, HostState, ManifestView};
-use crate::summary::StatusOutcome;
+use crate::fleet::Fleet;
+use crate::outcome::{HostRow, HostState, ManifestView, StatusOutcome};
 
 /// Default page size.
 pub const DEFAULT_LIMIT: usize = 200;

@@ -10,7 +10,7 @@
 //! concurrency = 64            # GETs in flight during a refresh
 //! events = 20                 # events shown per host
 //! cache-ttl = "5s"            # how long one aggregation answers repeated requests
-//! write-summary = true        # keep dashboard/summary.json up to date
+//! write-snapshot = true       # keep dashboard/snapshot.json up to date
 //! max-host-series = 10000     # per-host Prometheus series up to this many hosts
 //! listen = "127.0.0.1:8080"   # serve only
 //! header-timeout = "10s"      # serve only: a client must send its request headers within this
@@ -29,8 +29,6 @@ use anyhow::{Context, bail};
 use fleet_core::{PublicKey, StoreUrl, TrustedKeys};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
-
-use crate::ReporterOptions;
 
 /// Default staleness bound: three poll intervals of the agent's default 60 s.
 pub const DEFAULT_STALE_AFTER: SignedDuration = SignedDuration::from_secs(180);
@@ -104,9 +102,16 @@ pub struct Config {
     #[serde(default)]
     pub cache_ttl: Option<String>,
 
-    /// Whether to write dashboard/summary.json (true/false). Default true.
-    #[arg(long, env = "FLEET_REPORTER_WRITE_SUMMARY")]
+    /// Whether to write dashboard/snapshot.json, the cache that keeps refreshes warm
+    /// (true/false). Default true.
+    #[arg(long, env = "FLEET_REPORTER_WRITE_SNAPSHOT")]
     #[serde(default)]
+    pub write_snapshot: Option<bool>,
+
+    /// Deprecated spelling of `write-snapshot` (flag, environment and file key):
+    /// still honoured, with a warning.
+    #[arg(long, env = "FLEET_REPORTER_WRITE_SUMMARY", hide = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_summary: Option<bool>,
 
     /// Per-host Prometheus series are emitted up to this many hosts. Default 10000.
@@ -147,6 +152,42 @@ pub struct Config {
     pub insecure_no_auth: Option<bool>,
 }
 
+/// What the reporter needs besides its bucket.
+#[derive(Clone, Debug)]
+pub struct ReporterOptions {
+    /// Publisher keys that sign manifests; empty: manifests are shown as not verified.
+    pub trusted: TrustedKeys,
+    /// A host whose status is older than this is stale.
+    pub stale_after: SignedDuration,
+    /// Most GETs in flight during a refresh.
+    pub concurrency: usize,
+    /// Events shown per host.
+    pub events: usize,
+    /// How long one aggregation answers repeated requests.
+    pub cache_ttl: Duration,
+    /// Whether to write `dashboard/snapshot.json`.
+    pub write_snapshot: bool,
+    /// Per-host Prometheus series up to this many hosts.
+    pub max_host_series: usize,
+    /// Token required on every request but `/healthz`.
+    pub token: Option<String>,
+}
+
+impl Default for ReporterOptions {
+    fn default() -> Self {
+        Self {
+            trusted: TrustedKeys::default(),
+            stale_after: DEFAULT_STALE_AFTER,
+            concurrency: DEFAULT_CONCURRENCY,
+            events: DEFAULT_EVENTS,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            write_snapshot: true,
+            max_host_series: DEFAULT_MAX_HOST_SERIES,
+            token: None,
+        }
+    }
+}
+
 /// The configuration with defaults applied and every value checked.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -175,11 +216,26 @@ fn duration(field: &str, text: &str) -> anyhow::Result<SignedDuration> {
 }
 
 impl Config {
+    /// Moves a value given under a deprecated name to its current one, warning that
+    /// the old name was used. A value under the current name wins. Called on the
+    /// flags and environment before the file is layered under them, and again on the
+    /// layered result for the file's keys, so each source keeps its precedence.
+    pub fn take_deprecated(&mut self) {
+        if let Some(v) = self.write_summary.take() {
+            tracing::warn!(
+                "write-summary (--write-summary, FLEET_REPORTER_WRITE_SUMMARY) is deprecated: use write-snapshot (--write-snapshot, FLEET_REPORTER_WRITE_SNAPSHOT)"
+            );
+            self.write_snapshot.get_or_insert(v);
+        }
+    }
+
     /// Layers the file under flags and environment, applies defaults and checks
     /// every value. Errors name the setting.
-    pub fn resolve(self) -> anyhow::Result<Settings> {
+    pub fn resolve(mut self) -> anyhow::Result<Settings> {
+        self.take_deprecated();
         let file = self.config.clone();
-        let c = fleet_core::config::layer(self, file.as_deref())?;
+        let mut c = fleet_core::config::layer(self, file.as_deref())?;
+        c.take_deprecated();
         let Some(store) = &c.store else {
             bail!(
                 "no store given: pass --store URL, set FLEET_REPORTER_STORE or put `store = \"…\"` in the config file"
@@ -240,7 +296,7 @@ impl Config {
                 concurrency,
                 events,
                 cache_ttl,
-                write_summary: c.write_summary.unwrap_or(true),
+                write_snapshot: c.write_snapshot.unwrap_or(true),
                 max_host_series: c.max_host_series.unwrap_or(DEFAULT_MAX_HOST_SERIES),
                 token,
             },
@@ -299,6 +355,41 @@ mod tests {
         assert_eq!(s.options.trusted.keys().len(), 1);
         assert_eq!(s.options.stale_after, SignedDuration::from_secs(600));
         assert_eq!(s.options.concurrency, 3);
+    }
+
+    #[test]
+    fn write_summary_is_an_alias_of_write_snapshot() {
+        assert!(base().resolve().unwrap().options.write_snapshot);
+        // The old flag or environment variable.
+        let s = Config {
+            write_summary: Some(false),
+            ..base()
+        };
+        assert!(!s.resolve().unwrap().options.write_snapshot);
+        // The old file key, under a new flag, and alone.
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("r.toml");
+        std::fs::write(&f, "store = \"memory://\"\nwrite-summary = false\n").unwrap();
+        let from_file = |write_snapshot| Config {
+            config: Some(f.clone()),
+            write_snapshot,
+            ..Default::default()
+        };
+        assert!(!from_file(None).resolve().unwrap().options.write_snapshot);
+        assert!(
+            from_file(Some(true))
+                .resolve()
+                .unwrap()
+                .options
+                .write_snapshot
+        );
+        // The new key wins over the old one in the same source.
+        std::fs::write(
+            &f,
+            "store = \"memory://\"\nwrite-summary = false\nwrite-snapshot = true\n",
+        )
+        .unwrap();
+        assert!(from_file(None).resolve().unwrap().options.write_snapshot);
     }
 
     #[test]

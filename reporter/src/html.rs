@@ -5,7 +5,7 @@
 //! page works under an API Gateway stage path too) and builds every element with
 //! `document.createElement` and `textContent`; it never assigns `innerHTML`, so a host
 //! that writes `<script>` into its status shows that text and nothing runs. The
-//! Content-Security-Policy (`script-src 'self'`, see [`crate::CSP`]) would block
+//! Content-Security-Policy (`script-src 'self'`, see [`crate::response::CSP`]) would block
 //! inline script even if that rule were broken. No asset comes from a CDN: the page
 //! works offline.
 //!

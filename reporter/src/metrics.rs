@@ -15,7 +15,8 @@
 
 use std::fmt::Write as _;
 
-use crate::fleet::{Fleet, ManifestView};
+use crate::fleet::Fleet;
+use crate::outcome::ManifestView;
 
 /// The content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -84,7 +85,7 @@ pub fn render(fleet: &Fleet, max_host_series: usize) -> String {
     header(
         &mut out,
         "fleet_reporter_refresh_fetched_objects",
-        "Objects read by the last aggregation (the rest came from the summary).",
+        "Objects read by the last aggregation (the rest came from the snapshot).",
     );
     let _ = writeln!(
         out,

@@ -1,4 +1,4 @@
-//! Data parallelism for the reporter's CPU work (summary encoding and decoding,
+//! Data parallelism for the reporter's CPU work (snapshot encoding and decoding,
 //! parsing and signature checks): a slice mapped on scoped threads, one per core.
 //!
 //! Call it from a blocking context (`tokio::task::spawn_blocking`), never directly on

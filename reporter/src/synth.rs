@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 
-use crate::fleet::HostState;
+use crate::outcome::HostState;
 
 /// A store path `/nix/store/<hash>-nixos-system-<host>-<n>` with a hash derived
 /// from its name (stable across runs).

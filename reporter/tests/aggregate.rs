@@ -1,5 +1,5 @@
 //! Aggregation over a real `file://` bucket: every state, every kind of hostile object,
-//! and the incremental summary with compare-and-swap.
+//! and the incremental snapshot with compare-and-swap.
 
 mod common;
 
@@ -9,8 +9,10 @@ use bytes::Bytes;
 use common::{EXPECTED, fixture, h};
 use fleet_core::status::AgentState;
 use fleet_core::{Bucket, Key, SecretKey, TrustedKeys};
-use fleet_reporter::fleet::{Fleet, HostState};
-use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_reporter::config::ReporterOptions;
+use fleet_reporter::fleet::Fleet;
+use fleet_reporter::outcome::HostState;
+use fleet_reporter::{Reporter, synth};
 use jiff::Timestamp;
 
 fn opts(trusted: &TrustedKeys) -> ReporterOptions {
@@ -154,7 +156,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
         .await
         .unwrap();
 
-    // Cold: everything is read, and the summary is created.
+    // Cold: everything is read, and the snapshot is created.
     let a = Reporter::new(bucket.clone(), opts(&trusted));
     let f = a.refresh().await.unwrap();
     assert_eq!(f.hosts.len(), 300);
@@ -166,26 +168,26 @@ async fn warm_refreshes_fetch_only_what_changed() {
         (297, 300)
     );
     assert_eq!(
-        (f.stats.previous, f.stats.summary_write.as_str()),
+        (f.stats.previous, f.stats.snapshot_write.as_str()),
         ("none", "written")
     );
 
-    // A fresh process (a new Lambda container) starts from the stored summary.
+    // A fresh process (a new Lambda container) starts from the stored snapshot.
     let b = Reporter::new(bucket.clone(), opts(&trusted));
     let f = b.refresh().await.unwrap();
     assert_eq!(f.stats.fetched_status + f.stats.fetched_manifests, 0);
     assert_eq!(
-        (f.stats.previous, f.stats.summary_write.as_str()),
+        (f.stats.previous, f.stats.snapshot_write.as_str()),
         ("bucket", "unchanged")
     );
 
-    // Three hosts report again: exactly three objects are read, and b swaps the summary.
+    // Three hosts report again: exactly three objects are read, and b swaps the snapshot.
     synth::touch(&bucket, [4, 5, 6], Timestamp::now(), 4)
         .await
         .unwrap();
     let f = b.refresh().await.unwrap();
     assert_eq!((f.stats.fetched_status, f.stats.fetched_manifests), (3, 0));
-    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(f.stats.snapshot_write, "written");
     assert_eq!(state_of(&f, "host-000004"), HostState::UpToDate);
 
     // a still holds the old ETag: its compare-and-swap loses, its answer is right anyway.
@@ -195,14 +197,14 @@ async fn warm_refreshes_fetch_only_what_changed() {
     let f = a.refresh().await.unwrap();
     assert_eq!(f.stats.previous, "memory");
     assert_eq!(f.stats.fetched_status, 4);
-    assert_eq!(f.stats.summary_write, "conflict");
+    assert_eq!(f.stats.snapshot_write, "conflict");
     assert_eq!(state_of(&f, "host-000007"), HostState::UpToDate);
     // Next time it re-reads the ETag and writes.
     synth::touch(&bucket, [3], Timestamp::now(), 1)
         .await
         .unwrap();
     let f = a.refresh().await.unwrap();
-    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(f.stats.snapshot_write, "written");
 
     // A manifest rewritten with the same bytes (a new ETag) keeps its outcome without
     // a second signature check.
@@ -229,7 +231,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
     assert_eq!(f.stats.listed, 297 + 300);
     assert_eq!(f.stats.fetched_status + f.stats.fetched_manifests, 0);
 
-    // A deleted host disappears; the summary changes.
+    // A deleted host disappears; the snapshot changes.
     bucket
         .delete(&Key::status(&synth::host_name(10)))
         .await
@@ -240,7 +242,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
         .unwrap();
     let f = a.refresh().await.unwrap();
     assert_eq!(f.hosts.len(), 299);
-    assert_eq!(f.stats.summary_write, "written");
+    assert_eq!(f.stats.snapshot_write, "written");
 
     // Another publisher key set invalidates the cached manifest outcomes.
     let other = TrustedKeys::new([
@@ -255,9 +257,9 @@ async fn warm_refreshes_fetch_only_what_changed() {
     );
 }
 
-/// Summary text (`zstd -dc` of the object) encoded again as the reporter lays it out:
+/// Snapshot text (`zstd -dc` of the object) encoded again as the reporter lays it out:
 /// a header frame, then one shard frame of host lines.
-fn encode_summary(text: &str) -> Vec<u8> {
+fn encode_snapshot(text: &str) -> Vec<u8> {
     let (header, hosts) = text.split_once('\n').unwrap();
     let mut out = zstd::bulk::compress(format!("{header}\n").as_bytes(), 1).unwrap();
     out.extend(zstd::bulk::compress(hosts.as_bytes(), 1).unwrap());
@@ -265,16 +267,16 @@ fn encode_summary(text: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_corrupt_or_forged_summary_is_ignored() {
+async fn a_corrupt_or_forged_snapshot_is_ignored() {
     let fx = fixture().await;
-    let key = Key::dashboard_summary();
+    let key = Key::dashboard_snapshot();
     let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
     r.refresh().await.unwrap();
     let stored = fx.bucket.get(&key, 1 << 30).await.unwrap().bytes;
     let text = String::from_utf8(zstd::decode_all(&stored[..]).unwrap()).unwrap();
 
     // Re-encoded as it was, it is used.
-    fx.bucket.put(&key, encode_summary(&text)).await.unwrap();
+    fx.bucket.put(&key, encode_snapshot(&text)).await.unwrap();
     let f = Reporter::new(fx.bucket.clone(), opts(&fx.trusted))
         .refresh()
         .await
@@ -284,8 +286,8 @@ async fn a_corrupt_or_forged_summary_is_ignored() {
 
     for bad in [
         b"not zstd".to_vec(),
-        // A summary that files a healthy report under a failing host.
-        encode_summary(&text.replace("\"host\":\"web-ok\"", "\"host\":\"web-failed\"")),
+        // A snapshot that files a healthy report under a failing host.
+        encode_snapshot(&text.replace("\"host\":\"web-ok\"", "\"host\":\"web-failed\"")),
     ] {
         fx.bucket.put(&key, bad).await.unwrap();
         let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));

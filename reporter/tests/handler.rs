@@ -8,7 +8,8 @@ use base64::Engine;
 use bytes::Bytes;
 use common::fixture;
 use fleet_core::{Bucket, BucketOptions, StoreUrl};
-use fleet_reporter::{Reporter, ReporterOptions};
+use fleet_reporter::Reporter;
+use fleet_reporter::config::ReporterOptions;
 use http::{Method, Request, Response};
 
 const TOKEN: &str = "s3cret-token-0123456789";
@@ -57,7 +58,11 @@ async fn routes_and_security_headers() {
         assert_eq!(res.status(), status, "{uri}: {}", body(&res));
         let h = res.headers();
         assert_eq!(h["content-type"], ctype, "{uri}");
-        assert_eq!(h["content-security-policy"], fleet_reporter::CSP, "{uri}");
+        assert_eq!(
+            h["content-security-policy"],
+            fleet_reporter::response::CSP,
+            "{uri}"
+        );
         assert_eq!(h["x-content-type-options"], "nosniff", "{uri}");
         assert!(h.get("access-control-allow-origin").is_none(), "{uri}");
     }

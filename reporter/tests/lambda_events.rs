@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::fixture;
 use fleet_core::TrustedKeys;
-use fleet_reporter::{Reporter, ReporterOptions};
+use fleet_reporter::Reporter;
+use fleet_reporter::config::ReporterOptions;
 use lambda_http::Body;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";

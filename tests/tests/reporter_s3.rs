@@ -1,14 +1,14 @@
 //! `fleet-reporter` against a real SeaweedFS server that enforces IAM (issue 5): with
 //! the reporter's scoped credentials (`fleet_core::iam::policy(Role::Reporter, …)`) it
-//! reads `status/` and `hosts/`, writes its summary under `dashboard/` and nothing
+//! reads `status/` and `hosts/`, writes its snapshot under `dashboard/` and nothing
 //! else.
 //!
 //! - a reporter aggregates a small fleet (hosts in every state, event objects, one
-//!   hostile status) with those credentials, writes `dashboard/summary.json`, and a
-//!   second reporter (a fresh Lambda container) starts from that summary;
+//!   hostile status) with those credentials, writes `dashboard/snapshot.json`, and a
+//!   second reporter (a fresh Lambda container) starts from that snapshot;
 //! - the same credentials are refused every write outside `dashboard/`;
 //! - a reporter run with credentials that may read the fleet but not write
-//!   `dashboard/` (the publisher's) still answers, and reports its summary write as
+//!   `dashboard/` (the publisher's) still answers, and reports its snapshot write as
 //!   `denied`: the refusal goes through the reporter's own write path;
 //! - SeaweedFS's `start-after` on a key that names a folder skips that whole folder,
 //!   so the reporter cuts its concurrent range listings at `…/<host>/~`: such cuts
@@ -20,9 +20,10 @@ use fleet_core::bucket::{BucketError, Visit};
 use fleet_core::iam::Role;
 use fleet_core::status::AgentState;
 use fleet_core::{Bucket, HostName, Key, KeyPrefix, ObjectName, SecretKey, TrustedKeys};
-use fleet_reporter::fleet::HostState;
-use fleet_reporter::summary::{MAX_SUMMARY_SIZE, SummaryFile};
-use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_reporter::config::ReporterOptions;
+use fleet_reporter::outcome::HostState;
+use fleet_reporter::snapshot::{MAX_SNAPSHOT_SIZE, Snapshot};
+use fleet_reporter::{Reporter, synth};
 use fleet_tests::s3::S3Server;
 use jiff::Timestamp;
 
@@ -101,23 +102,23 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
     assert_eq!(fl.stats.listed, reporting + HOSTS + 1);
     assert_eq!(fl.stats.read_errors, 0);
     assert_eq!(
-        (fl.stats.previous, fl.stats.summary_write.as_str()),
+        (fl.stats.previous, fl.stats.snapshot_write.as_str()),
         ("none", "written")
     );
 
-    // The summary is there, readable with the same credentials, and a fresh reporter
+    // The snapshot is there, readable with the same credentials, and a fresh reporter
     // starts from it without reading any object again.
     let stored = bucket
-        .get(&Key::dashboard_summary(), MAX_SUMMARY_SIZE)
+        .get(&Key::dashboard_snapshot(), MAX_SNAPSHOT_SIZE)
         .await
         .unwrap();
-    let summary = SummaryFile::parse(&stored.bytes, Key::dashboard_summary().as_str()).unwrap();
-    assert_eq!(summary.hosts.len(), HOSTS + 1);
+    let snapshot = Snapshot::parse(&stored.bytes, Key::dashboard_snapshot().as_str()).unwrap();
+    assert_eq!(snapshot.hosts.len(), HOSTS + 1);
     let fresh = Reporter::new(bucket.clone(), options(&f.trusted));
     let fl = fresh.refresh().await.unwrap();
     assert_eq!(fl.stats.previous, "bucket");
     assert_eq!(fl.stats.fetched_status + fl.stats.fetched_manifests, 0);
-    // One host reports again: one object read, the summary swapped (compare-and-swap
+    // One host reports again: one object read, the snapshot swapped (compare-and-swap
     // on SeaweedFS's ETag).
     synth::touch(&f.admin, [4], Timestamp::now(), 1)
         .await
@@ -127,7 +128,7 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
         (fl.stats.fetched_status, fl.stats.fetched_manifests),
         (1, 0)
     );
-    assert_eq!(fl.stats.summary_write, "written");
+    assert_eq!(fl.stats.snapshot_write, "written");
     assert_eq!(
         fl.host(&synth::host_name(4)).unwrap().state,
         HostState::UpToDate
@@ -173,10 +174,10 @@ async fn a_reporter_without_dashboard_rights_still_answers_and_says_denied() {
     let r = Reporter::new(bucket, options(&f.trusted));
     let fl = r.refresh().await.unwrap();
     assert_eq!(fl.hosts.len(), HOSTS + 1);
-    assert_eq!(fl.stats.summary_write, "denied");
+    assert_eq!(fl.stats.snapshot_write, "denied");
     assert!(
         f.admin
-            .head(&Key::dashboard_summary())
+            .head(&Key::dashboard_snapshot())
             .await
             .unwrap()
             .is_none()

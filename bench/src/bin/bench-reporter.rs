@@ -14,12 +14,12 @@
 //! interleaved (cold, warm, warm in a new process, cold, …), one child process of this
 //! binary per measurement:
 //!
-//! - **cold**: no `dashboard/summary.json`; a new reporter lists, reads and verifies
-//!   everything and writes the summary;
+//! - **cold**: no `dashboard/snapshot.json`; a new reporter lists, reads and verifies
+//!   everything and writes the snapshot;
 //! - **warm 1% (same process)**: the child refreshes once (not timed), 1% of the hosts
-//!   report again, and the timed refresh starts from the in-memory summary;
+//!   report again, and the timed refresh starts from the in-memory snapshot;
 //! - **warm 1% (new process)**: 1% of the hosts report again; a new process (a fresh
-//!   Lambda container) starts from `dashboard/summary.json`.
+//!   Lambda container) starts from `dashboard/snapshot.json`.
 //!
 //! The child times its own refresh and measures its peak RSS over it (`VmHWM`, reset
 //! just before); the 1-minute load average is recorded before each run. Every child
@@ -37,8 +37,9 @@ use fleet_bench::{
 };
 use fleet_core::iam::Role;
 use fleet_core::{Bucket, BucketOptions, Key, S3Credentials, SecretKey, StoreUrl, TrustedKeys};
-use fleet_reporter::fleet::HostState;
-use fleet_reporter::{Reporter, ReporterOptions, synth};
+use fleet_reporter::config::ReporterOptions;
+use fleet_reporter::outcome::HostState;
+use fleet_reporter::{Reporter, synth};
 use jiff::{SignedDuration, Timestamp};
 
 const USAGE: &str = "usage: bench-reporter [--hosts 10000,100000] [--seaweedfs-hosts N (0: skip)] \
@@ -120,7 +121,7 @@ struct Fleet {
     store: &'static str,
     url: StoreUrl,
     hosts: usize,
-    /// The writer (populates, makes hosts report, deletes the summary).
+    /// The writer (populates, makes hosts report, deletes the snapshot).
     writer: Bucket,
     writer_creds: Option<S3Credentials>,
     /// What the reporter child uses (`None`: the store needs none).
@@ -176,7 +177,7 @@ fn run(
         "listed",
         "list ms",
         "fetch ms",
-        "summary r/w ms",
+        "snapshot r/w ms",
         "load (1 min)",
     ]);
     let mut verdicts = Vec::new();
@@ -239,7 +240,7 @@ fn run(
                     _ => 2 + 2 * r,
                 };
                 match p {
-                    0 => rt.block_on(f.writer.delete(&Key::dashboard_summary()))?,
+                    0 => rt.block_on(f.writer.delete(&Key::dashboard_snapshot()))?,
                     2 => rt.block_on(touch(&f.writer, f.hosts, offset))?,
                     _ => {}
                 }
@@ -259,8 +260,8 @@ fn run(
                 runs[p].push(ChildResult { load, ..res });
             }
         }
-        let summary_bytes = rt
-            .block_on(f.writer.head(&Key::dashboard_summary()))?
+        let snapshot_bytes = rt
+            .block_on(f.writer.head(&Key::dashboard_snapshot()))?
             .map_or(0, |i| i.size);
         let cold_median = median(&runs[0].iter().map(|r| r.seconds).collect::<Vec<_>>());
         for (p, phase) in PHASES.iter().enumerate() {
@@ -295,8 +296,8 @@ fn run(
                 format!("{:.0}", col(|r| r.fetch_ms as f64)),
                 format!(
                     "{:.0}/{:.0}",
-                    col(|r| r.summary_read_ms as f64),
-                    col(|r| r.summary_write_ms as f64)
+                    col(|r| r.snapshot_read_ms as f64),
+                    col(|r| r.snapshot_write_ms as f64)
                 ),
                 format!(
                     "{:.2} (max {:.2})",
@@ -314,9 +315,9 @@ fn run(
                 "listed": col(|r| r.listed as f64),
                 "list_ms": col(|r| r.list_ms as f64),
                 "fetch_ms": col(|r| r.fetch_ms as f64),
-                "summary_read_ms": col(|r| r.summary_read_ms as f64),
-                "summary_write_ms": col(|r| r.summary_write_ms as f64),
-                "summary_bytes": summary_bytes,
+                "snapshot_read_ms": col(|r| r.snapshot_read_ms as f64),
+                "snapshot_write_ms": col(|r| r.snapshot_write_ms as f64),
+                "snapshot_bytes": snapshot_bytes,
                 "load_1min": loads,
             }));
             let target = match (f.store, f.hosts, p) {
@@ -335,7 +336,7 @@ fn run(
             }
         }
         report.notes.push(format!(
-            "{} {} hosts: summary object {summary_bytes} bytes",
+            "{} {} hosts: snapshot object {snapshot_bytes} bytes",
             f.store, f.hosts
         ));
     }
@@ -395,9 +396,9 @@ struct ChildResult {
     listed: usize,
     list_ms: u64,
     fetch_ms: u64,
-    summary_read_ms: u64,
-    summary_write_ms: u64,
-    summary_write: String,
+    snapshot_read_ms: u64,
+    snapshot_write_ms: u64,
+    snapshot_write: String,
     previous: String,
     #[serde(default)]
     load: f64,
@@ -517,16 +518,16 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         listed: s.listed,
         list_ms: s.list_ms,
         fetch_ms: s.fetch_ms,
-        summary_read_ms: s.summary_read_ms,
-        summary_write_ms: s.summary_write_ms,
-        summary_write: s.summary_write.clone(),
+        snapshot_read_ms: s.snapshot_read_ms,
+        snapshot_write_ms: s.snapshot_write_ms,
+        snapshot_write: s.snapshot_write.clone(),
         previous: s.previous.to_owned(),
         load: 0.0,
     };
     ensure!(
-        r.summary_write == "written",
-        "the summary was not written ({}): the next phase would not start from it",
-        r.summary_write
+        r.snapshot_write == "written",
+        "the snapshot was not written ({}): the next phase would not start from it",
+        r.snapshot_write
     );
     let want_prev = ["none", "memory", "bucket"][phase.min(2)];
     ensure!(

@@ -19,8 +19,9 @@
 //! clock. Every string a host wrote is hostile: control characters (terminal escape
 //! sequences) and bidirectional overrides are printed escaped, and long texts are cut.
 //!
-//! Unlike `serve`, it does not write `dashboard/summary.json` unless `--write-summary
-//! true` is given, so credentials that may only read (a publisher's) are enough.
+//! Unlike `serve`, it does not write the dashboard's cache `dashboard/snapshot.json`
+//! unless `--write-snapshot true` is given, so credentials that may only read (a
+//! publisher's) are enough.
 
 use std::fmt::Write as _;
 
@@ -29,7 +30,8 @@ use fleet_core::status::Generation;
 use fleet_core::{Bucket, BucketOptions};
 use fleet_reporter::Reporter;
 use fleet_reporter::config::Config;
-use fleet_reporter::fleet::{Fleet, HostRow};
+use fleet_reporter::fleet::Fleet;
+use fleet_reporter::outcome::HostRow;
 use jiff::Timestamp;
 
 /// Longest error kind shown in the table.
@@ -39,7 +41,8 @@ const MAX_MESSAGE: usize = 600;
 
 /// Aggregates once and prints the table on stdout.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    config.write_summary.get_or_insert(false);
+    config.take_deprecated();
+    config.write_snapshot.get_or_insert(false);
     let s = config.resolve()?;
     let bucket = Bucket::open(&s.store, &BucketOptions::default())
         .with_context(|| format!("opening store {}", s.store))?;
@@ -188,7 +191,7 @@ pub fn render(fleet: &Fleet) -> String {
 mod tests {
     use super::*;
     use fleet_core::{HostName, Key, Manifest, SecretKey, StatusReport};
-    use fleet_reporter::ReporterOptions;
+    use fleet_reporter::config::ReporterOptions;
 
     const CLOSURE: &str = "/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-nixos-system";
 
@@ -247,7 +250,7 @@ mod tests {
             bucket,
             ReporterOptions {
                 trusted: fleet_core::TrustedKeys::new([publisher.public()]),
-                write_summary: false,
+                write_snapshot: false,
                 ..Default::default()
             },
         );

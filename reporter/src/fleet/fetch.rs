@@ -1,0 +1,291 @@
+//! Step 3 of a refresh: read the objects the reuse step asked for, and parse or
+//! verify each into its outcome.
+//!
+//! Objects are read in batches of [`FETCH_BATCH`] ([`fleet_core::Bucket::get_many`]:
+//! one blocking read per batch on `file://`, concurrent GETs on S3), about
+//! `concurrency` objects in flight, and each batch is parsed and verified in its own
+//! task, so the CPU work spreads over the runtime's worker threads (all cores). Reads
+//! are bounded by core's `MAX_STATUS_SIZE` / `MAX_MANIFEST_SIZE`; statuses are parsed
+//! with [`StatusReport::parse`] and manifests verified with [`Manifest::verify`]. A
+//! manifest whose bytes hash to the digest of the one verified before (rewritten
+//! unchanged) keeps its outcome without a second signature check.
+
+use std::sync::Arc;
+
+use fleet_core::bucket::{BucketError, Object};
+use fleet_core::manifest::{MAX_MANIFEST_SIZE, SeenManifest, VerifyPolicy};
+use fleet_core::status::MAX_STATUS_SIZE;
+use fleet_core::{Bucket, HostName, Key, Manifest, StatusReport, TrustedKeys};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::list::Slot;
+use super::reuse::Job;
+use crate::outcome::{ManifestInfo, ManifestOutcome, StatusOutcome, cut};
+use crate::snapshot::Cached;
+
+/// Objects read per batch (one blocking read on `file://`).
+const FETCH_BATCH: usize = 32;
+
+/// Counters of the fetch step.
+#[derive(Default)]
+pub(super) struct Fetched {
+    /// Status objects read.
+    pub status: usize,
+    /// Manifests read.
+    pub manifests: usize,
+    /// Manifests whose bytes were those verified before (not verified again).
+    pub same_manifest_bytes: usize,
+    /// Reads that failed for reasons other than the object's content.
+    pub read_errors: usize,
+}
+
+/// A fetched outcome. `etag` is `None` when it must not be cached; `outcome` is
+/// `None` when the object vanished between the listing and the read.
+struct Done {
+    slot: usize,
+    etag: Option<String>,
+    outcome: Option<Outcome>,
+    /// The read failed for a reason other than the object's content.
+    read_error: bool,
+    /// A manifest whose bytes were verified before.
+    same_bytes: bool,
+}
+
+enum Outcome {
+    Status(StatusOutcome),
+    Manifest(ManifestOutcome),
+}
+
+/// Reads every job's object and records its outcome in its slot.
+pub(super) async fn fetch(
+    bucket: &Bucket,
+    trusted: &Arc<TrustedKeys>,
+    concurrency: usize,
+    jobs: Vec<Job>,
+    slots: &mut [Slot],
+) -> Fetched {
+    let mut counts = Fetched::default();
+    let batches = batches(jobs, &mut counts);
+    let in_flight = concurrency.div_ceil(FETCH_BATCH).max(2);
+    let mut fetched = futures::stream::iter(batches)
+        .map(|batch| {
+            let (bucket, trusted) = (bucket.clone(), trusted.clone());
+            tokio::spawn(async move { fetch_batch(&bucket, &trusted, batch).await })
+        })
+        .buffer_unordered(in_flight);
+    while let Some(batch) = fetched.next().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                // A panicking parse would be a bug; keep the rest of the fleet.
+                tracing::error!("a fetch task failed: {e}");
+                counts.read_errors += 1;
+                continue;
+            }
+        };
+        for done in batch {
+            counts.read_errors += usize::from(done.read_error);
+            counts.same_manifest_bytes += usize::from(done.same_bytes);
+            if let Some(slot) = slots.get_mut(done.slot) {
+                record(slot, done.etag, done.outcome);
+            }
+        }
+    }
+    counts
+}
+
+/// Cuts the jobs into batches of one kind, alternating the kinds so reading
+/// statuses overlaps verifying manifests.
+fn batches(jobs: Vec<Job>, counts: &mut Fetched) -> Vec<Vec<Job>> {
+    let mut batches: Vec<Vec<Job>> = Vec::new();
+    let (status_jobs, manifest_jobs): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| matches!(j, Job::Status(..)));
+    counts.status = status_jobs.len();
+    counts.manifests = manifest_jobs.len();
+    let mut status_jobs = status_jobs.into_iter().peekable();
+    let mut manifest_jobs = manifest_jobs.into_iter().peekable();
+    while status_jobs.peek().is_some() || manifest_jobs.peek().is_some() {
+        for it in [&mut status_jobs, &mut manifest_jobs] {
+            let batch: Vec<Job> = it.by_ref().take(FETCH_BATCH).collect();
+            if !batch.is_empty() {
+                batches.push(batch);
+            }
+        }
+    }
+    batches
+}
+
+/// Records a fetched outcome in its slot, and in the snapshot entry when it has an
+/// ETag to be cached under.
+fn record(slot: &mut Slot, etag: Option<String>, outcome: Option<Outcome>) {
+    match outcome {
+        None => {}
+        Some(Outcome::Status(o)) => keep(etag, o, &mut slot.entry.status, &mut slot.status_now),
+        Some(Outcome::Manifest(o)) => {
+            keep(etag, o, &mut slot.entry.manifest, &mut slot.manifest_now)
+        }
+    }
+}
+
+/// Holds `outcome` for this refresh, and caches it under `etag` when there is one.
+fn keep<T: Clone>(
+    etag: Option<String>,
+    outcome: T,
+    cached: &mut Option<Cached<T>>,
+    now: &mut Option<T>,
+) {
+    if let Some(etag) = etag {
+        *cached = Some(Cached {
+            etag,
+            outcome: outcome.clone(),
+        });
+    }
+    *now = Some(outcome);
+}
+
+/// Reads one batch of objects of one kind and turns each into its outcome.
+async fn fetch_batch(bucket: &Bucket, trusted: &TrustedKeys, batch: Vec<Job>) -> Vec<Done> {
+    // A batch holds one kind of object, so one size bound.
+    let keys: Vec<Key> = batch
+        .iter()
+        .map(|j| match j {
+            Job::Status(_, h, _) => Key::status(h),
+            Job::Manifest(_, h, ..) => Key::manifest(h),
+        })
+        .collect();
+    let limit = match batch.first() {
+        Some(Job::Status(..)) => MAX_STATUS_SIZE,
+        _ => MAX_MANIFEST_SIZE,
+    };
+    let got = bucket.get_many(&keys, limit).await;
+    batch
+        .into_iter()
+        .zip(got)
+        .map(|(job, read)| match job {
+            Job::Status(slot, host, etag) => status_done(slot, host, etag, read),
+            Job::Manifest(slot, host, etag, before) => {
+                manifest_done(trusted, slot, host, etag, before, read)
+            }
+        })
+        .collect()
+}
+
+fn status_done(
+    slot: usize,
+    host: HostName,
+    list_etag: Option<String>,
+    read: Result<Object, BucketError>,
+) -> Done {
+    let key = Key::status(&host);
+    let done = |etag, outcome: Option<StatusOutcome>, read_error| Done {
+        slot,
+        etag,
+        outcome: outcome.map(Outcome::Status),
+        read_error,
+        same_bytes: false,
+    };
+    match read {
+        Ok(obj) => {
+            let outcome = match StatusReport::parse(&obj.bytes, key.as_str(), &host) {
+                Ok(r) => StatusOutcome::Report(Arc::new(r)),
+                Err(e) => StatusOutcome::Flagged(cut(e.to_string())),
+            };
+            // The ETag of what was read is what the next listing shows while the
+            // object stays the same.
+            done(obj.etag.or(list_etag), Some(outcome), false)
+        }
+        // Cached under the ETag of what was read, as above: the listed one may be
+        // of an earlier version.
+        Err(e @ BucketError::TooLarge { .. }) => done(
+            too_large_etag(&e),
+            Some(StatusOutcome::Flagged(cut(e.to_string()))),
+            false,
+        ),
+        Err(BucketError::NotFound { .. }) => done(None, None, false),
+        Err(e) => {
+            tracing::warn!("{e}");
+            let f = StatusOutcome::Flagged(cut(format!("cannot read status: {e}")));
+            done(None, Some(f), true)
+        }
+    }
+}
+
+fn manifest_done(
+    trusted: &TrustedKeys,
+    slot: usize,
+    host: HostName,
+    list_etag: Option<String>,
+    before: Option<Arc<ManifestInfo>>,
+    read: Result<Object, BucketError>,
+) -> Done {
+    let key = Key::manifest(&host);
+    let flag = |e: &dyn std::fmt::Display| ManifestOutcome::Flagged(cut(format!("{key}: {e}")));
+    let done = |etag, outcome: Option<ManifestOutcome>, read_error, same_bytes| Done {
+        slot,
+        etag,
+        outcome: outcome.map(Outcome::Manifest),
+        read_error,
+        same_bytes,
+    };
+    match read {
+        Ok(obj) => {
+            let etag = obj.etag.clone().or(list_etag);
+            // The same bytes as verified before (a rewrite that changed only the
+            // ETag) verify the same way with the same keys: keep that outcome.
+            if let Some(b) = &before
+                && hex::encode(Sha256::digest(&obj.bytes)) == b.digest
+            {
+                return done(
+                    etag,
+                    Some(ManifestOutcome::Verified(b.clone())),
+                    false,
+                    true,
+                );
+            }
+            let seen = before.map(|b| SeenManifest {
+                sequence: b.sequence,
+                digest: b.digest.clone(),
+            });
+            // Expiry is checked at classification time against the clock of that
+            // refresh, so a cached outcome expires when the manifest does.
+            let policy = VerifyPolicy {
+                trusted,
+                host: &host,
+                highest_seen: seen.as_ref(),
+                now: None,
+            };
+            let outcome = match Manifest::verify(&obj.bytes, &policy) {
+                Ok(v) => ManifestOutcome::Verified(Arc::new(ManifestInfo {
+                    sequence: v.manifest.sequence,
+                    closure: v.manifest.closure,
+                    issued_at: v.manifest.issued_at,
+                    expires_at: v.manifest.expires_at,
+                    activation: v.manifest.activation,
+                    signed_by: v.signed_by,
+                    digest: v.digest,
+                })),
+                Err(e) => flag(&e),
+            };
+            done(etag, Some(outcome), false, false)
+        }
+        // Cached under the ETag of what was read (see `status_done`).
+        Err(e @ BucketError::TooLarge { .. }) => {
+            done(too_large_etag(&e), Some(flag(&e)), false, false)
+        }
+        Err(BucketError::NotFound { .. }) => done(None, None, false, false),
+        Err(e) => {
+            tracing::warn!("{e}");
+            done(None, Some(flag(&format!("cannot read: {e}"))), true, false)
+        }
+    }
+}
+
+/// The ETag an oversized object was refused under (not the listing's, which may be
+/// of an earlier version of it).
+fn too_large_etag(e: &BucketError) -> Option<String> {
+    match e {
+        BucketError::TooLarge { etag, .. } => etag.clone(),
+        _ => None,
+    }
+}

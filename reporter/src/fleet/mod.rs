@@ -1,0 +1,188 @@
+//! Aggregation: the state of every host, computed from the bucket alone.
+//!
+//! One refresh is four steps, each in its own file:
+//!
+//! 1. `list.rs`: LIST `status/` and `hosts/` (each entry carries its ETag and the
+//!    store's last-modified time); the hosts are the union of both, one slot each;
+//! 2. `reuse.rs`: for each host, reuse the outcome cached in the previous
+//!    [`Snapshot`] when the object's ETag is unchanged, otherwise plan a read;
+//! 3. `fetch.rs`: GET the planned objects in batches and parse or verify each;
+//! 4. `classify.rs`: classify every host, and return the rows plus the
+//!    new snapshot.
+//!
+//! A warm refresh therefore costs two LISTs plus one GET per changed object.
+//!
+//! Everything a host wrote is hostile: an object that is too large, malformed or
+//! claims another host is recorded as a *flag* on that host's row and never stops the
+//! rest of the fleet from rendering. "Last seen" is the store's last-modified time of
+//! `status.json`, not the time the agent claims, so a host cannot hide staleness by
+//! writing a time in the future.
+
+mod classify;
+mod fetch;
+mod list;
+mod reuse;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fleet_core::bucket::BucketError;
+use fleet_core::{Bucket, HostName, TrustedKeys};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+pub use self::classify::classify;
+pub use self::list::{Ignored, MAX_IGNORED_KEYS, MAX_LIST_RANGES};
+use crate::outcome::{HostRow, HostState};
+use crate::snapshot::Snapshot;
+
+/// Counters of one refresh, for the API and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RefreshStats {
+    /// Objects in the two listings.
+    pub listed: usize,
+    /// Status objects fetched (changed or new).
+    pub fetched_status: usize,
+    /// Manifests fetched and verified (changed or new).
+    pub fetched_manifests: usize,
+    /// Outcomes reused from the previous snapshot.
+    pub reused: usize,
+    /// Changed manifests whose bytes were those verified before (not re-verified).
+    pub same_manifest_bytes: usize,
+    /// Fetches that failed for reasons other than the object's content.
+    pub read_errors: usize,
+    /// Where the previous snapshot came from: `memory`, `bucket`, `none`.
+    pub previous: &'static str,
+    /// What happened to `dashboard/snapshot.json`.
+    pub snapshot_write: String,
+    /// Wall time of the refresh, in milliseconds.
+    pub duration_ms: u64,
+    /// Time spent reading the stored snapshot, in milliseconds.
+    pub snapshot_read_ms: u64,
+    /// Time spent listing, in milliseconds.
+    pub list_ms: u64,
+    /// Time spent fetching, parsing and verifying changed objects, in milliseconds.
+    pub fetch_ms: u64,
+    /// Time spent writing the snapshot, in milliseconds.
+    pub snapshot_write_ms: u64,
+}
+
+/// The whole fleet at one instant.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// When it was computed.
+    pub generated_at: Timestamp,
+    /// Every host, sorted by name.
+    pub hosts: Vec<HostRow>,
+    /// Objects that were skipped.
+    pub ignored: Ignored,
+    /// Counters of the refresh.
+    pub stats: RefreshStats,
+    /// Names of the trusted publisher keys (empty: manifests are not verified).
+    pub trusted_key_names: Vec<String>,
+    /// The staleness bound in force.
+    pub stale_after: SignedDuration,
+}
+
+impl Fleet {
+    /// Hosts per state, every state present.
+    pub fn counts(&self) -> BTreeMap<HostState, usize> {
+        let mut m: BTreeMap<HostState, usize> = HostState::ALL.iter().map(|s| (*s, 0)).collect();
+        for r in &self.hosts {
+            *m.entry(r.state).or_default() += 1;
+        }
+        m
+    }
+
+    /// The row of `host`.
+    pub fn host(&self, host: &HostName) -> Option<&HostRow> {
+        self.hosts
+            .binary_search_by(|r| r.host.cmp(host))
+            .ok()
+            .map(|i| &self.hosts[i])
+    }
+}
+
+/// What a refresh needs to know.
+#[derive(Clone, Debug)]
+pub struct RefreshParams {
+    /// Trusted publisher keys.
+    pub trusted: Arc<TrustedKeys>,
+    /// Fingerprint of `trusted`, recorded in the snapshot.
+    pub trusted_fingerprint: String,
+    /// Staleness bound.
+    pub stale_after: SignedDuration,
+    /// Most GETs in flight.
+    pub concurrency: usize,
+}
+
+/// Result of one refresh.
+pub struct Refreshed {
+    /// The fleet.
+    pub fleet: Fleet,
+    /// The snapshot to store for the next refresh.
+    pub snapshot: Snapshot,
+    /// Whether `snapshot` differs from the previous one (so it is worth writing).
+    pub changed: bool,
+}
+
+/// Lists the bucket, fetches what changed since `prev`, and classifies every host.
+pub async fn refresh(
+    bucket: &Bucket,
+    params: &RefreshParams,
+    prev: Option<&Snapshot>,
+    now: Timestamp,
+) -> Result<Refreshed, BucketError> {
+    let started = Instant::now();
+    let listing = list::list(bucket, params.concurrency, prev).await?;
+    let list_ms = started.elapsed().as_millis() as u64;
+    let mut slots = listing.slots;
+
+    let verify = !params.trusted.is_empty();
+    let plan = reuse::plan(&mut slots, prev, &params.trusted_fingerprint, verify);
+    let changed = plan.changed;
+    let reused = plan.reused;
+
+    let fetched = fetch::fetch(
+        bucket,
+        &params.trusted,
+        params.concurrency,
+        plan.jobs,
+        &mut slots,
+    )
+    .await;
+    let fetch_ms = (started.elapsed().as_millis() as u64).saturating_sub(list_ms);
+
+    let (hosts, cache) = classify::classify_all(slots, verify, now, params.stale_after);
+
+    let stats = RefreshStats {
+        listed: listing.listed,
+        fetched_status: fetched.status,
+        fetched_manifests: fetched.manifests,
+        reused,
+        same_manifest_bytes: fetched.same_manifest_bytes,
+        read_errors: fetched.read_errors,
+        list_ms,
+        fetch_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..Default::default()
+    };
+    Ok(Refreshed {
+        fleet: Fleet {
+            generated_at: now,
+            hosts,
+            ignored: listing.ignored,
+            stats,
+            trusted_key_names: params
+                .trusted
+                .keys()
+                .iter()
+                .map(|k| k.name().to_owned())
+                .collect(),
+            stale_after: params.stale_after,
+        },
+        snapshot: Snapshot::new(now, params.trusted_fingerprint.clone(), cache),
+        changed,
+    })
+}

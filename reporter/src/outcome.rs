@@ -1,0 +1,202 @@
+//! What the reporter makes of each host: the outcome of reading its objects
+//! ([`StatusOutcome`], [`ManifestOutcome`]) and the classification built from them
+//! ([`HostState`], [`HostRow`]).
+//!
+//! These are the values [`crate::fleet`] computes and [`crate::snapshot`] caches
+//! between refreshes; the API, the metrics and the `summary` command display them.
+//! Their serde forms are those of the snapshot format (see [`crate::snapshot`]) and
+//! of the JSON API (`HostState`'s kebab-case names).
+
+use std::sync::Arc;
+
+use fleet_core::manifest::Activation;
+use fleet_core::status::Generation;
+use fleet_core::{HostName, StatusReport, StorePath};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Longest flag message kept (messages quote hostile input, so they are cut).
+pub const MAX_FLAG_LEN: usize = 1024;
+
+/// Cuts a flag message to [`MAX_FLAG_LEN`] bytes on a character boundary.
+pub fn cut(msg: String) -> String {
+    if msg.len() <= MAX_FLAG_LEN {
+        return msg;
+    }
+    let mut end = MAX_FLAG_LEN - 3;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &msg[..end])
+}
+
+/// The facts of a verified manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestInfo {
+    /// Its sequence number.
+    pub sequence: u64,
+    /// The closure it asks for.
+    pub closure: StorePath,
+    /// When it was signed.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// How the agent activates it.
+    pub activation: Activation,
+    /// The publisher key that signed it.
+    pub signed_by: String,
+    /// SHA-256 of the stored object, hex.
+    pub digest: String,
+}
+
+/// What reading a host's `status.json` gave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StatusOutcome {
+    /// It parsed.
+    Report(Arc<StatusReport>),
+    /// It was refused; why.
+    Flagged(String),
+}
+
+/// What verifying a host's manifest gave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ManifestOutcome {
+    /// Signature, host and format checked.
+    Verified(Arc<ManifestInfo>),
+    /// Refused; why.
+    Flagged(String),
+}
+
+/// The dashboard's classification of a host. The order is the severity order used to
+/// put failing hosts first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostState {
+    /// A hostile or broken object: unparseable or wrong-host status, unverifiable
+    /// manifest.
+    Flagged,
+    /// The agent reports `failed`.
+    Failed,
+    /// The agent rolled back to its previous generation.
+    RolledBack,
+    /// The agent refused the newest manifest or its closure.
+    Refused,
+    /// No status written for longer than `stale-after`.
+    Stale,
+    /// Running something other than what it should, and not failing.
+    Pending,
+    /// A manifest exists but the host never reported.
+    NeverSeen,
+    /// Running what it should.
+    UpToDate,
+}
+
+impl HostState {
+    /// Every state, in severity order.
+    pub const ALL: [HostState; 8] = [
+        HostState::Flagged,
+        HostState::Failed,
+        HostState::RolledBack,
+        HostState::Refused,
+        HostState::Stale,
+        HostState::Pending,
+        HostState::NeverSeen,
+        HostState::UpToDate,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Flagged => "flagged",
+            HostState::Failed => "failed",
+            HostState::RolledBack => "rolled-back",
+            HostState::Refused => "refused",
+            HostState::Stale => "stale",
+            HostState::Pending => "pending",
+            HostState::NeverSeen => "never-seen",
+            HostState::UpToDate => "up-to-date",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the reporter knows of a host's manifest.
+#[derive(Clone, Debug)]
+pub enum ManifestView {
+    /// No `hosts/<host>/manifest.json`.
+    Missing,
+    /// There is one, but no trusted key is configured, so it cannot be opened.
+    NotVerified,
+    /// Verified against the trusted keys (expiry is checked at classification).
+    Verified(Arc<ManifestInfo>),
+    /// Refused (bad signature, unknown key, wrong host, too large, expired, …).
+    Flagged(String),
+}
+
+/// Where the desired generation shown for a host comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DesiredSource {
+    /// The verified manifest in the bucket.
+    Manifest,
+    /// The agent's own report (manifests could not be verified here).
+    AgentReport,
+    /// Unknown.
+    None,
+}
+
+/// One host, classified.
+#[derive(Clone, Debug)]
+pub struct HostRow {
+    /// The host.
+    pub host: HostName,
+    /// Its classification.
+    pub state: HostState,
+    /// The store's last-modified time of its `status.json`.
+    pub last_seen: Option<Timestamp>,
+    /// Its parsed status, if it parsed.
+    pub report: Option<Arc<StatusReport>>,
+    /// Its manifest.
+    pub manifest: ManifestView,
+    /// What it should run.
+    pub desired: Option<Generation>,
+    /// Where `desired` comes from.
+    pub desired_source: DesiredSource,
+    /// Why the row is flagged (empty unless `state` is [`HostState::Flagged`]).
+    pub flags: Vec<String>,
+    /// Remarks that are not problems of the objects (no manifest, …).
+    pub notes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_order() {
+        for s in HostState::ALL {
+            assert_eq!(HostState::parse(s.as_str()), Some(s));
+        }
+        assert!(HostState::Flagged < HostState::UpToDate);
+        assert_eq!(HostState::parse("bogus"), None);
+    }
+
+    #[test]
+    fn cut_keeps_char_boundaries() {
+        let s = cut("é".repeat(MAX_FLAG_LEN));
+        assert!(s.len() <= MAX_FLAG_LEN && s.ends_with("..."));
+    }
+}
