@@ -45,7 +45,6 @@ pub fn error(kind: ErrorKind, message: impl AsRef<str>) -> ReportedError {
     }
 }
 
-
 /// What identifies a state change: the state, the error kind, desired and current.
 /// Messages and times are left out so that, say, repeated network errors with
 /// different wording are one change, not many.

@@ -391,7 +391,7 @@ fn check_host(host: &HostName, c: &CachedHost) -> Result<(), String> {
                     check_len(f, v.as_deref().unwrap_or(""), MAX_SHORT_LEN)?;
                 }
                 if let Some(e) = &r.last_error {
-                    check_len("last_error.kind", &e.kind, MAX_SHORT_LEN)?;
+                    check_len("last_error.kind", e.kind.as_str(), MAX_SHORT_LEN)?;
                     check_len("last_error.message", &e.message, MAX_MESSAGE_LEN)?;
                 }
             }

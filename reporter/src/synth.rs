@@ -69,7 +69,7 @@ pub fn report(
         desired: Some(gen_(desired)),
         current: Some(gen_(current)),
         last_error: failing.then(|| ReportedError {
-            kind: "health-check-failed".into(),
+            kind: fleet_core::ErrorKind::HealthCheckFailed,
             message: format!("unit nginx.service failed on generation {desired}"),
             at: time,
         }),

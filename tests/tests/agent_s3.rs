@@ -165,7 +165,7 @@ fn another_hosts_credentials_get_403_reported_and_backed_off() {
     let st = w.state();
     assert_eq!(
         st.reported.last_error.map(|e| e.kind),
-        Some("access-denied".to_owned())
+        Some(fleet_core::ErrorKind::AccessDenied)
     );
     requests.take();
 

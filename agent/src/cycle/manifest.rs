@@ -315,19 +315,27 @@ impl Agent {
                 let etag = etag.clone().filter(|e| e.len() <= 1024);
                 return self.refuse(ErrorKind::ManifestTooLarge, e.to_string(), etag, None, None);
             }
-            BucketError::NotFound { .. } => {
-                (ErrorKind::ManifestMissing, Outcome::Failed, AgentState::Failed)
-            }
-            BucketError::AccessDenied { .. } => {
-                (ErrorKind::AccessDenied, Outcome::AccessDenied, AgentState::Failed)
-            }
+            BucketError::NotFound { .. } => (
+                ErrorKind::ManifestMissing,
+                Outcome::Failed,
+                AgentState::Failed,
+            ),
+            BucketError::AccessDenied { .. } => (
+                ErrorKind::AccessDenied,
+                Outcome::AccessDenied,
+                AgentState::Failed,
+            ),
             // The host keeps running what it runs; only the error is new.
             BucketError::Unreachable { .. } => (
                 ErrorKind::BucketUnreachable,
                 Outcome::Retry,
                 self.state.reported.state,
             ),
-            _ => (ErrorKind::BucketError, Outcome::Retry, self.state.reported.state),
+            _ => (
+                ErrorKind::BucketError,
+                Outcome::Retry,
+                self.state.reported.state,
+            ),
         };
         let msg = match kind {
             ErrorKind::ManifestMissing => format!(

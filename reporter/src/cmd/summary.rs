@@ -116,7 +116,7 @@ pub fn render(fleet: &Fleet) -> String {
                 age(r, fleet.generated_at),
                 report
                     .and_then(|x| x.last_error.as_ref())
-                    .map_or_else(|| "-".into(), |e| clean(&e.kind, MAX_KIND)),
+                    .map_or_else(|| "-".into(), |e| clean(e.kind.as_str(), MAX_KIND)),
             ]
         })
         .collect();
@@ -173,7 +173,7 @@ pub fn render(fleet: &Fleet) -> String {
                 out,
                 "  {} {}: {}",
                 r.host,
-                clean(&e.kind, MAX_KIND),
+                clean(e.kind.as_str(), MAX_KIND),
                 clean(&e.message, MAX_MESSAGE)
             );
         }

@@ -18,7 +18,7 @@ fn sample() -> Snapshot {
         desired: None,
         current: None,
         last_error: Some(ReportedError {
-            kind: "x".into(),
+            kind: fleet_core::ErrorKind::Other("x".into()),
             message: "<script>alert(1)</script>".into(),
             at: "2026-11-26T12:00:00Z".parse().unwrap(),
         }),

@@ -87,7 +87,7 @@ pub async fn fixture() -> Fixture {
     let xss = h("web-xss");
     let mut r = synth::report(&xss, AgentState::Failed, 1, 2, now);
     r.last_error.as_mut().unwrap().message = XSS.into();
-    r.last_error.as_mut().unwrap().kind = "<b>kind</b>".into();
+    r.last_error.as_mut().unwrap().kind = fleet_core::ErrorKind::Other("<b>kind</b>".into());
     r.facts.kernel = Some("<i>6.6</i>".into());
     r.agent_version = "</td></tr><tr><td>".into();
     bucket.put(&Key::status(&xss), r.to_bytes()).await.unwrap();
