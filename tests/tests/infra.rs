@@ -14,9 +14,11 @@
 //! - Nix (Debian's nix-bin): `nix-instantiate --parse` of every `.nix` file, and the
 //!   NixOS module's settings → TOML step evaluated and fed to the real `fleet-agent`.
 //!
-//! What is not checked: the AWS and MinIO modules against their providers (`terraform
-//! validate`/`plan`), and any evaluation of the NixOS module, the flake or the VM
-//! test (they need nixpkgs). Each check is shown to fail on a broken copy.
+//! The AWS and MinIO modules are checked against their providers' argument schemas
+//! in `terraform_schema.rs`, and the NixOS modules are evaluated in `nixos_eval.rs`;
+//! what needs the providers themselves (`terraform plan`) or all of nixpkgs (the
+//! flake's builds, the VM test) is not checked. Each check is shown to fail on a
+//! broken copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
