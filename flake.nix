@@ -27,13 +27,17 @@
           };
 
           # The dashboard for AWS Lambda (provided.al2023): a static musl build named
-          # `bootstrap` in a zip, for terraform/modules/aws-fleet's dashboard_package.
-          # Its architecture is this system's (x86_64 or arm64 in Lambda's terms).
+          # `bootstrap` in result/fleet-reporter-lambda.zip, for
+          # terraform/modules/aws-fleet's dashboard_package (terraform/examples/aws
+          # points there). Its architecture is this system's (x86_64 or arm64 in
+          # Lambda's terms). scripts/lambda_zip.py packs it with fixed timestamps and
+          # modes, so the zip's hash (Terraform's source_code_hash) changes only with
+          # the binary.
           fleet-reporter-lambda =
             let reporter = buildCrate pkgs.pkgsStatic "fleet-reporter";
-            in pkgs.runCommand "fleet-reporter-lambda.zip" { nativeBuildInputs = [ pkgs.zip ]; } ''
-              install -m 0755 ${reporter}/bin/fleet-reporter bootstrap
-              zip -X -j "$out" bootstrap
+            in pkgs.runCommand "fleet-reporter-lambda" { nativeBuildInputs = [ pkgs.python3 ]; } ''
+              mkdir -p "$out"
+              python3 ${./scripts/lambda_zip.py} ${reporter}/bin/fleet-reporter "$out/fleet-reporter-lambda.zip"
             '';
         });
 
