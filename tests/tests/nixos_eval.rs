@@ -487,3 +487,74 @@ fn broken_copies_of_the_modules_fail_the_evaluation() {
     .unwrap_err();
     assert!(e.contains("conflicting definition values"), "{e}");
 }
+
+#[test]
+fn the_example_host_configurations_evaluate() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let example = |name: &str| {
+        let path = repo().join("nixos/examples").join(name);
+        eval(&lib, &format!("{{ imports = [ {} ]; }}", path.display())).unwrap()
+    };
+
+    let onprem = example("on-prem.nix");
+    assert_eq!(onprem["assertions"], serde_json::json!([]), "{onprem}");
+    let toml = file(&onprem, onprem["etc"]["fleet/agent.toml"].as_str().unwrap());
+    assert!(toml.contains("host = \"kiosk-17\""), "{toml}");
+    assert!(has(
+        &unit(&onprem, "fleet-agent"),
+        "EnvironmentFile=/var/lib/fleet-agent-credentials.env"
+    ));
+
+    // The cloud image: a placeholder host, replaced at boot from the user data.
+    let cloud = example("cloud-image.nix");
+    assert_eq!(cloud["assertions"], serde_json::json!([]), "{cloud}");
+    let agent = unit(&cloud, "fleet-agent");
+    for want in [
+        "EnvironmentFile=/run/fleet-agent/identity.env",
+        "Requires=fleet-agent-identity.service",
+    ] {
+        assert!(
+            has(&agent, want),
+            "{want} missing from:\n{}",
+            agent.join("\n")
+        );
+    }
+    assert!(
+        agent.iter().any(|l| l.starts_with("After=")
+            && l.contains("network-online.target")
+            && l.contains("fleet-agent-identity.service")),
+        "{agent:?}"
+    );
+    assert!(has(&unit(&cloud, "fleet-agent-identity"), "Type=oneshot"));
+    assert_eq!(
+        cloud["wantedBy"]["fleet-agent-identity"][0],
+        "fleet-agent.service"
+    );
+
+    // The real agent takes the host from the environment file over the TOML's
+    // placeholder (with the example's bucket swapped for an empty local one).
+    let d = tempfile::tempdir().unwrap();
+    let bucket = d.path().join("bucket");
+    std::fs::create_dir(&bucket).unwrap();
+    let toml = file(&cloud, cloud["etc"]["fleet/agent.toml"].as_str().unwrap());
+    assert!(toml.contains("host = \"unassigned\""), "{toml}");
+    let local = d.path().join("agent.toml");
+    let store_line = toml.lines().find(|l| l.starts_with("store = ")).unwrap();
+    std::fs::write(
+        &local,
+        toml.replace(
+            store_line,
+            &format!("store = \"file://{}\"", bucket.display()),
+        ),
+    )
+    .unwrap();
+    let o = Command::new(fleet_tests::bin("fleet-agent"))
+        .args(["once", "--config", local.to_str().unwrap(), "--state-dir"])
+        .arg(d.path().join("state"))
+        .env("FLEET_AGENT_HOST", "web-7")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["host"], "web-7");
+}
