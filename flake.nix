@@ -4,8 +4,9 @@
   # Rust 1.88 or newer (workspace rust-version, edition 2024).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
-  # NOT EVALUATED YET: written on machines without nixpkgs or network; every .nix file
-  # is parse-checked by tests/tests/infra.rs. See nixos/README.md.
+  # Evaluated without nixpkgs by tests/tests/nixos_eval.rs (nixos/tests/flake-eval.nix:
+  # the real nixpkgs lib, the rest of nixpkgs stood in for); not built, and no
+  # flake.lock, on machines without nixpkgs or network. See nixos/README.md.
   outputs = { self, nixpkgs }:
     let
       inherit (nixpkgs) lib;

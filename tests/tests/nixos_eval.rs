@@ -558,3 +558,66 @@ fn the_example_host_configurations_evaluate() {
     let status: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(status["host"], "web-7");
 }
+
+#[test]
+fn the_flake_outputs_evaluate() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let o = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "--read-write-mode"])
+        .arg(repo().join("nixos/tests/flake-eval.nix"))
+        .args(["--arg", "lib"])
+        .arg(format!("import {}", lib.display()))
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("NIX_USER_CONF_FILES", "")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let crates = ["fleet-agent", "fleet-publish", "fleet-reporter"];
+    for system in ["x86_64-linux", "aarch64-linux"] {
+        let mut packages = vec!["default", "fleet-reporter-lambda"];
+        packages.extend(crates);
+        packages.sort();
+        assert_eq!(v["packages"][system], serde_json::json!(packages), "{v}");
+        assert_eq!(v["devShells"][system], serde_json::json!(["default"]));
+    }
+    assert_eq!(
+        v["checks"]["x86_64-linux"],
+        serde_json::json!(["fleet-agent", "fleet-publish", "fleet-reporter", "vm-test"])
+    );
+    assert_eq!(v["overlay"], serde_json::json!(crates));
+    // One crate per package, its sandbox-only test skips passed on.
+    assert_eq!(
+        v["agent"]["cargoBuildFlags"],
+        serde_json::json!(["-p", "fleet-agent"])
+    );
+    assert_eq!(v["agent"]["mainProgram"], "fleet-agent");
+    assert_eq!(
+        v["agent"]["nativeBuildInputs"],
+        serde_json::json!(["cmake", "perl"])
+    );
+    // The Lambda zip: the static reporter, packed by scripts/lambda_zip.py into
+    // result/fleet-reporter-lambda.zip (where terraform/examples/aws looks).
+    let script = v["lambda"]["script"].as_str().unwrap();
+    assert!(
+        script.contains("-lambda_zip.py /nix/store/11111111111111111111111111111111-fleet-reporter-0.1.0-static/bin/fleet-reporter \"$out/fleet-reporter-lambda.zip\""),
+        "{script}"
+    );
+    let example = std::fs::read_to_string(repo().join("terraform/examples/aws/main.tf")).unwrap();
+    assert!(example.contains("/result/fleet-reporter-lambda.zip\""));
+    // The VM test's definition, and the modules with the flake's own packages.
+    assert_eq!(
+        v["vmTest"]["nodes"],
+        serde_json::json!(["agent", "publisher"])
+    );
+    assert_eq!(
+        v["moduleUnits"]["fleet-agent"],
+        "ExecStart=/nix/store/11111111111111111111111111111111-fleet-agent-0.1.0/bin/fleet-agent run --config /etc/fleet/agent.toml"
+    );
+    assert!(
+        v["moduleUnits"]["fleet-reporter"]
+            .as_str()
+            .unwrap()
+            .starts_with("ExecStart=/nix/store/11111111111111111111111111111111-fleet-reporter-0.1.0/bin/fleet-reporter serve --config /nix/store/")
+    );
+}
