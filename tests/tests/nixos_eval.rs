@@ -10,27 +10,15 @@
 //! other tests); `--read-write-mode` lets `builtins.toFile` (the modules'
 //! `pkgs.writeText`) put the files in the real store, where the binaries read them.
 
+mod infra_support;
+
+use infra_support::{copy_tree, repo, text, vendored};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fleet_tests::nix::NIX_CONFIG;
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The nixpkgs `lib/` directory, or None (with the reason printed).
 fn nixpkgs_lib() -> Option<PathBuf> {
@@ -52,11 +40,7 @@ fn nixpkgs_lib() -> Option<PathBuf> {
         );
         return found;
     }
-    let root = repo();
-    let found = [root.parent(), root.parent().and_then(Path::parent)]
-        .into_iter()
-        .flatten()
-        .find_map(|up| with_lib(up.join("shared/vendor/nixpkgs-lib")));
+    let found = vendored("nixpkgs-lib").and_then(with_lib);
     if found.is_none() {
         eprintln!(
             "SKIPPED: no nixpkgs lib (set NIXPKGS_LIB, or put shared/vendor/nixpkgs-lib beside the checkout)"
@@ -424,19 +408,6 @@ fn bad_settings_fail_with_messages_that_say_what_to_do() {
     );
     let e = eval(&lib, &with("Web.1", "")).unwrap_err();
     assert!(e.contains("networking.hostName"), "{e}");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 #[test]

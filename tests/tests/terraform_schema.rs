@@ -9,24 +9,12 @@
 //! `$FLEET_TF_SCHEMAS`); that test and the deprecation test skip, saying why, where
 //! the vendored data is absent.
 
+mod infra_support;
+
+use infra_support::{copy_tree, repo, text, vendored};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// `python3 scripts/tfschema.py ARGS…` with `envs` (the standard library suffices).
 fn tfschema(args: &[&Path], envs: &[(&str, &Path)]) -> Output {
@@ -44,31 +32,13 @@ fn vendor() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("FLEET_TF_SCHEMAS") {
         return Some(PathBuf::from(d));
     }
-    let root = repo();
-    let found = [root.parent(), root.parent().and_then(Path::parent)]
-        .into_iter()
-        .flatten()
-        .map(|up| up.join("shared/vendor/terraform-schemas"))
-        .find(|d| d.is_dir());
+    let found = vendored("terraform-schemas");
     if found.is_none() {
         eprintln!(
             "SKIPPED: no vendored provider schemas (shared/vendor/terraform-schemas beside the checkout, or $FLEET_TF_SCHEMAS)"
         );
     }
     found
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 /// Replaces `from` (which must be there) by `to` in `file`.
