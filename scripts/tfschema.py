@@ -18,8 +18,11 @@ cannot run; their schemas can be had offline instead (see terraform/schemas/READ
   comes from must be in `required_providers`; every vendored schema the constraint
   allows is checked (and at least one must be allowed); a provider with schemas of
   several versions must not allow one older than the oldest (nothing shows the code
-  works there); and arguments younger than the floor (terraform/schemas/since.json,
-  from the providers' changelogs) are refused.
+  works there); and arguments younger than the floor are refused.
+
+terraform/schemas/changelog.json adds by hand, from the providers' changelogs, what
+the schemas cannot show: arguments younger than a floor, deprecations the AWS
+extract lacks, and blocks deprecated when empty (`filter {}`).
 
 Exit 0 when nothing is wrong, 1 with the problems on stdout, 2 on a usage error.
 
@@ -149,9 +152,11 @@ def close(name: str, names) -> str:
 # ---- the check -----------------------------------------------------------------------
 
 class Checker:
-    def __init__(self, schemas, since):
+    def __init__(self, schemas, changelog):
         self.schemas = schemas
-        self.since = since
+        self.since = changelog.get("since", {})
+        self.deprecated = changelog.get("deprecated", {})
+        self.deprecated_empty = changelog.get("deprecated_empty", {})
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.checked = 0
@@ -262,29 +267,33 @@ class Checker:
                         continue
                     self.body(file, where, b.body, types[rtype]["args"], "top", b.line)
                     self.checked += 1
-            if low is not None:
-                for file, b in blocks:
-                    self.young(file, b, b.labels[0], b.body, low, rfile, rline, constraint)
+            for file, b in blocks:
+                self.by_hand(file, b.labels[0], b.body, low, f"{rfile}:{rline} allows {constraint!r}")
 
-    def young(self, file, b, path, items, low, rfile, rline, constraint):
-        """Arguments (listed in since.json) added after the module's provider floor."""
+    def by_hand(self, file, path, items, low, allowed):
+        """What changelog.json knows: arguments added after the module's provider
+        floor, and deprecations the schemas do not carry."""
         for item in items:
             name = item.name if isinstance(item, hcl.Attribute) else (
                 item.labels[0] if item.type == "dynamic" and item.labels else item.type)
             key = f"{path}.{name}"
-            if key in self.since and version(self.since[key]) > low:
-                self.say(file, item.line, f"`{key}` needs provider {self.since[key]} but {rfile}:{rline} allows {constraint!r}: raise the floor")
+            if key in self.deprecated:
+                self.say(file, item.line, f"`{key}` is deprecated: {self.deprecated[key]}")
+            if key in self.deprecated_empty and isinstance(item, hcl.Block) and not item.body:
+                self.say(file, item.line, f"`{key}`: {self.deprecated_empty[key]}")
+            if key in self.since and (low is None or version(self.since[key]) > low):
+                self.say(file, item.line, f"`{key}` needs provider {self.since[key]} but {allowed}: raise the floor")
             if isinstance(item, hcl.Block):
                 inner = item.body
                 if item.type == "dynamic":
                     inner = next((c.body for c in item.blocks() if c.type == "content"), [])
-                self.young(file, b, key, inner, low, rfile, rline, constraint)
+                self.by_hand(file, key, inner, low, allowed)
 
 
 def check(dirs: list[Path]) -> Checker:
-    since_file = REPO / "terraform" / "schemas" / "since.json"
-    since = json.loads(since_file.read_text())["since"] if since_file.exists() else {}
-    c = Checker(load_schemas(SCHEMAS), since)
+    changelog_file = REPO / "terraform" / "schemas" / "changelog.json"
+    changelog = json.loads(changelog_file.read_text()) if changelog_file.exists() else {}
+    c = Checker(load_schemas(SCHEMAS), changelog)
     for d in dirs:
         c.config(d)
     return c
