@@ -758,3 +758,47 @@ fn the_nixos_modules_agent_config_is_accepted_by_fleet_agent() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("pol-interval"), "{}", text(&o));
 }
+
+// ---- scripts/deps.sh -------------------------------------------------------------------
+
+#[test]
+fn deps_refuses_a_cargo_too_old_for_the_workspace_saying_so() {
+    // Debian 12's own cargo: the check must come before anything is installed.
+    let d = tempfile::tempdir().unwrap();
+    let cargo = d.path().join("cargo");
+    std::fs::write(&cargo, "#!/bin/sh\necho 'cargo 1.63.0'\n").unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        d.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new(repo().join("scripts/deps.sh"))
+        .arg("quickstart")
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("cargo 1.63.0 is too old: fleet needs Rust 1.88 or newer"),
+        "{}",
+        text(&o)
+    );
+    // And the pinned toolchain is at least the workspace's minimum.
+    let pin = std::fs::read_to_string(repo().join("rust-toolchain.toml")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("rust-version = \"1.88\""), "{manifest}");
+    let channel = pin
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("rust-toolchain.toml names a channel");
+    let version: Vec<u32> = channel.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(version[..2] >= [1, 88][..], "{channel} is older than 1.88");
+
+    let o = Command::new(repo().join("scripts/deps.sh"))
+        .arg("everything")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
