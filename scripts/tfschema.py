@@ -18,7 +18,8 @@ cannot run; their schemas can be had offline instead (see terraform/schemas/READ
   comes from must be in `required_providers`; every vendored schema the constraint
   allows is checked (and at least one must be allowed); a provider with schemas of
   several versions must not allow one older than the oldest (nothing shows the code
-  works there); and arguments younger than the floor are refused.
+  works there); arguments younger than the floor are refused; and a caller's floor
+  must not be older than that of a local module it calls.
 
 terraform/schemas/changelog.json adds by hand, from the providers' changelogs, what
 the schemas cannot show: arguments younger than a floor, deprecations the AWS
@@ -229,6 +230,7 @@ class Checker:
             self.problems.append(f"parse error: {e}")
             return
         reqs = required_providers(files)
+        self.callees(d, files, reqs)
         used: dict[str, list] = {}  # provider -> [(file, block)]
         for file, body in files:
             for b in body:
@@ -269,6 +271,27 @@ class Checker:
                     self.checked += 1
             for file, b in blocks:
                 self.by_hand(file, b.labels[0], b.body, low, f"{rfile}:{rline} allows {constraint!r}")
+
+    def callees(self, d: Path, files, reqs):
+        """A caller's provider floor must not be older than its local modules' own:
+        Terraform takes the intersection, but the caller's file would promise less."""
+        for file, body in files:
+            for b in body:
+                if not (isinstance(b, hcl.Block) and b.type == "module"):
+                    continue
+                src = b.attribute("source")
+                if src is None or not (src.literal or "").startswith(("./", "../")):
+                    continue
+                try:
+                    callee = required_providers(read_dir((d / src.literal).resolve()))
+                except (OSError, hcl.ParseError):
+                    continue
+                for p, (cfile, cline, cconstraint) in callee.items():
+                    if p not in reqs:
+                        continue
+                    mine, theirs = floor(reqs[p][2]), floor(cconstraint)
+                    if theirs is not None and (mine is None or mine < theirs):
+                        self.say(reqs[p][0], reqs[p][1], f"provider `{p}` {reqs[p][2]!r} allows versions older than module `{b.labels[0]}` needs ({cfile}:{cline}: {cconstraint!r})")
 
     def by_hand(self, file, path, items, low, allowed):
         """What changelog.json knows: arguments added after the module's provider

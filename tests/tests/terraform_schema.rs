@@ -114,7 +114,10 @@ fn the_schema_check_catches_broken_modules() {
         "  encryption_type = \"AES512\"",
     );
 
-    let o = tfschema(&[Path::new("check"), &aws, &minio], &[]);
+    let example = root.join("examples/minio");
+    edit(&example.join("main.tf"), ">= 3.20", ">= 3.10");
+
+    let o = tfschema(&[Path::new("check"), &aws, &minio, &example], &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     for want in [
@@ -136,6 +139,8 @@ fn the_schema_check_catches_broken_modules() {
         // Provider floors: below what the code needs, below any schema at hand.
         "`aws_lambda_permission.invoked_via_function_url` needs provider 6.29.0",
         "provider `minio` floor 3.10.0 is older than the oldest version with a schema (3.20.0)",
+        // A caller promising older providers than the module it calls needs.
+        "provider `minio` '>= 3.10, < 4.0' allows versions older than module `fleet` needs",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
