@@ -4,8 +4,9 @@
   # Rust 1.88 or newer (workspace rust-version, edition 2024).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 
-  # NOT EVALUATED YET: written on machines without nixpkgs or network; every .nix file
-  # is parse-checked by tests/tests/infra.rs. See nixos/README.md.
+  # Evaluated without nixpkgs by tests/tests/nixos_eval.rs (nixos/tests/flake-eval.nix:
+  # the real nixpkgs lib, the rest of nixpkgs stood in for); not built, and no
+  # flake.lock, on machines without nixpkgs or network. See nixos/README.md.
   outputs = { self, nixpkgs }:
     let
       inherit (nixpkgs) lib;
@@ -27,13 +28,17 @@
           };
 
           # The dashboard for AWS Lambda (provided.al2023): a static musl build named
-          # `bootstrap` in a zip, for terraform/modules/aws-fleet's dashboard_package.
-          # Its architecture is this system's (x86_64 or arm64 in Lambda's terms).
+          # `bootstrap` in result/fleet-reporter-lambda.zip, for
+          # terraform/modules/aws-fleet's dashboard_package (terraform/examples/aws
+          # points there). Its architecture is this system's (x86_64 or arm64 in
+          # Lambda's terms). scripts/lambda_zip.py packs it with fixed timestamps and
+          # modes, so the zip's hash (Terraform's source_code_hash) changes only with
+          # the binary.
           fleet-reporter-lambda =
             let reporter = buildCrate pkgs.pkgsStatic "fleet-reporter";
-            in pkgs.runCommand "fleet-reporter-lambda.zip" { nativeBuildInputs = [ pkgs.zip ]; } ''
-              install -m 0755 ${reporter}/bin/fleet-reporter bootstrap
-              zip -X -j "$out" bootstrap
+            in pkgs.runCommand "fleet-reporter-lambda" { nativeBuildInputs = [ pkgs.python3 ]; } ''
+              mkdir -p "$out"
+              python3 ${./scripts/lambda_zip.py} ${reporter}/bin/fleet-reporter "$out/fleet-reporter-lambda.zip"
             '';
         });
 

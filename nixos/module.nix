@@ -6,10 +6,10 @@
 # /etc/fleet/agent.toml (agent/src/config.rs is the schema); S3 credentials come
 # from `environmentFile`, which never enters the Nix store.
 #
-# Not evaluated here: the project's machines have no nixpkgs. Every .nix file is
-# parse-checked and the settings → TOML step is checked against the real agent
-# (tests/tests/infra.rs); the module itself and the VM test (nixos/tests/vm-test.nix)
-# have not run. See nixos/README.md.
+# Evaluated by tests/tests/nixos_eval.rs with the real nixpkgs lib (evalModules) and
+# the NixOS options it sets declared as nixpkgs types them; the TOML it writes is
+# fed to the real fleet-agent. The VM test (nixos/tests/vm-test.nix) needs nixpkgs
+# and KVM and has not run. See nixos/README.md.
 { config, lib, pkgs, ... }:
 
 let
@@ -54,7 +54,8 @@ let
     };
   };
 
-  healthBudget = lib.foldl' (sum: c: sum + (if c.timeout == null then cfg.healthTimeout else c.timeout)) 0 cfg.healthChecks;
+  # HostName (fleet-core): one DNS label of lowercase letters, digits and `-`.
+  hostPattern = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
 in
 {
   options.services.fleet-agent = {
@@ -77,9 +78,11 @@ in
     };
 
     host = mkOption {
-      type = types.strMatching "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
-      default = config.networking.hostName;
-      defaultText = literalExpression "config.networking.hostName";
+      # Checked by an assertion rather than the type, so a bad name (an upper-case
+      # or empty networking.hostName) gets a message saying what to do.
+      type = types.str;
+      default = lib.toLower config.networking.hostName;
+      defaultText = literalExpression "lib.toLower config.networking.hostName";
       description = ''
         This host's name in the bucket (hosts/<host>/manifest.json): one DNS label
         of lowercase letters, digits and `-`. Its IAM credentials must be the ones
@@ -150,6 +153,13 @@ in
       description = "More keys for /etc/fleet/agent.toml (agent/src/config.rs), overriding the ones above. The agent refuses unknown keys.";
     };
 
+    stopTimeout = seconds ''
+      systemd's TimeoutStopSec. On stop the agent finishes an activation in flight,
+      its health checks and a rollback first; if this passes, systemd kills it and
+      the next start rolls the interrupted activation back
+      (`activation-interrupted`, docs/agent.md). It holds up shutdown and reboot for
+      at most this long.'' 300;
+
     watchdogSec = mkOption {
       type = types.ints.positive;
       default = 3 * cfg.requestTimeout + 60;
@@ -167,6 +177,11 @@ in
       {
         assertion = cfg.trustedPublisherKeys != [ ] && cfg.trustedCacheKeys != [ ];
         message = "services.fleet-agent: trustedPublisherKeys and trustedCacheKeys need at least one key each; without them the agent refuses every manifest.";
+      }
+      {
+        assertion = builtins.match hostPattern cfg.host != null;
+        message = "services.fleet-agent.host is ${builtins.toJSON cfg.host}, not a fleet host name (one DNS label: lowercase letters, digits and `-`, at most 63, not starting or ending with `-`)."
+          + lib.optionalString (cfg.host == "") " networking.hostName is empty (cloud images take the name from DHCP): set services.fleet-agent.host to the name the host's IAM credentials were made for.";
       }
       {
         assertion = cfg.environmentFile == null || lib.hasPrefix "/" cfg.environmentFile;
@@ -221,10 +236,13 @@ in
         WatchdogSec = cfg.watchdogSec;
         TimeoutStartSec = "5min";
         # On SIGTERM the agent finishes an activation, its health checks and a
-        # rollback before it leaves (docs/agent.md): allow for all three. Only the
-        # agent gets SIGTERM (mixed); a switch in flight is not signalled.
+        # rollback before it leaves (docs/agent.md). Waiting for the worst case of
+        # all three (2 × activationTimeout + checks: 22 minutes by default) would
+        # hold up every shutdown that long; past stopTimeout the next start rolls
+        # back instead. Only the agent gets SIGTERM (mixed); a switch in flight is
+        # not signalled.
         KillMode = "mixed";
-        TimeoutStopSec = 2 * cfg.activationTimeout + healthBudget + 60;
+        TimeoutStopSec = cfg.stopTimeout;
 
         StateDirectory = "fleet-agent";
         StateDirectoryMode = "0700";

@@ -3,7 +3,9 @@
 # dashboard/snapshot.json), so unlike the agent it runs fully sandboxed as a
 # dynamic user.
 #
-# Not evaluated here (no nixpkgs on the project's machines); see nixos/README.md.
+# Evaluated by tests/tests/nixos_eval.rs (nixpkgs lib, NixOS options declared as
+# nixpkgs has them); its TOML is read by the real fleet-reporter. See
+# nixos/README.md.
 { config, lib, pkgs, ... }:
 
 let

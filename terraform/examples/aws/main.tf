@@ -7,8 +7,9 @@ terraform {
 
   required_providers {
     aws = {
+      # 6.29 added aws_lambda_permission's invoked_via_function_url.
       source  = "hashicorp/aws"
-      version = ">= 5.0, < 7.0"
+      version = ">= 6.29, < 7.0"
     }
   }
 }
@@ -34,8 +35,9 @@ module "fleet" {
     subjects     = ["repo:example/infra:ref:refs/heads/main"]
   }
 
-  # Built with `nix build .#fleet-reporter-lambda` (see ../../README.md).
-  dashboard_package                = "${path.root}/fleet-reporter-lambda.zip"
+  # `nix build .#fleet-reporter-lambda` at the repository root puts the zip in
+  # result/ (or scripts/lambda-zip.sh, in target/lambda/; see ../../README.md).
+  dashboard_package                = "${path.root}/../../../result/fleet-reporter-lambda.zip"
   dashboard_trusted_publisher_keys = ["publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI="]
   dashboard_invoker_arns           = ["arn:aws:iam::123456789012:role/ops"]
 

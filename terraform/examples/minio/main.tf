@@ -7,7 +7,7 @@ terraform {
   required_providers {
     minio = {
       source  = "aminueza/minio"
-      version = ">= 3.10, < 4.0"
+      version = ">= 3.20, < 4.0"
     }
   }
 }

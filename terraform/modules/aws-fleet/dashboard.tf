@@ -60,7 +60,10 @@ resource "aws_lambda_function" "dashboard" {
   architectures    = [var.dashboard_architecture]
   memory_size      = var.dashboard_memory_mb
   timeout          = var.dashboard_timeout_seconds
-  tags             = var.tags
+  # Caps what a flood of requests can cost (with dashboard_url_auth = "NONE" anyone
+  # can send them); -1 leaves the function on the account's unreserved pool.
+  reserved_concurrent_executions = var.dashboard_reserved_concurrency
+  tags                           = var.tags
 
   environment {
     variables = local.dashboard_environment
@@ -88,11 +91,15 @@ resource "aws_lambda_permission" "dashboard_url" {
   function_url_auth_type = var.dashboard_url_auth
 }
 
+# invoked_via_function_url limits this grant to calls that come through the URL
+# (condition lambda:InvokedViaFunctionUrl): without it, with dashboard_url_auth =
+# "NONE", any AWS account could invoke the function directly with any event.
 resource "aws_lambda_permission" "dashboard_invoke" {
   for_each = toset(local.dashboard_invokers)
 
-  statement_id  = "Invoke-${substr(sha256(each.key), 0, 16)}"
-  action        = "lambda:InvokeFunction"
-  function_name = aws_lambda_function.dashboard[0].function_name
-  principal     = each.key
+  statement_id             = "Invoke-${substr(sha256(each.key), 0, 16)}"
+  action                   = "lambda:InvokeFunction"
+  function_name            = aws_lambda_function.dashboard[0].function_name
+  principal                = each.key
+  invoked_via_function_url = true
 }

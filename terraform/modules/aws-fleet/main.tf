@@ -82,7 +82,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     id     = "old-versions-and-uploads"
     status = "Enabled"
 
-    filter {}
+    # Only the fleet's own keys, not the rest of a shared bucket.
+    filter {
+      prefix = local.prefix
+    }
 
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_retention_days

@@ -188,6 +188,18 @@ variable "dashboard_timeout_seconds" {
   nullable    = false
 }
 
+variable "dashboard_reserved_concurrency" {
+  description = "Reserved concurrency of the dashboard Lambda: at most this many requests run at once, which bounds its cost under a flood. -1: no reservation (needed on accounts whose concurrency quota is the new-account 10, where nothing can be reserved)."
+  type        = number
+  default     = 5
+  nullable    = false
+
+  validation {
+    condition     = var.dashboard_reserved_concurrency == -1 || (var.dashboard_reserved_concurrency >= 1 && floor(var.dashboard_reserved_concurrency) == var.dashboard_reserved_concurrency)
+    error_message = "dashboard_reserved_concurrency must be -1 (no reservation) or a whole number >= 1 (0 would disable the function)."
+  }
+}
+
 variable "dashboard_url_auth" {
   description = "Function URL authorization: \"AWS_IAM\" (callers sign requests with SigV4 and need lambda:InvokeFunctionUrl and lambda:InvokeFunction) or \"NONE\" (public; then set FLEET_REPORTER_TOKEN in dashboard_environment)."
   type        = string

@@ -3,8 +3,9 @@ terraform {
 
   required_providers {
     aws = {
+      # 6.29 added aws_lambda_permission's invoked_via_function_url.
       source  = "hashicorp/aws"
-      version = ">= 5.0, < 7.0"
+      version = ">= 6.29, < 7.0"
     }
   }
 }

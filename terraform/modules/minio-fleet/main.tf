@@ -64,6 +64,10 @@ resource "minio_ilm_policy" "this" {
     # one with the noncurrent-version expiry.
     id = "old-versions-and-uploads"
 
+    # Once the expired status events' last versions are gone, their delete markers
+    # would stay forever on this versioned bucket: remove them too.
+    expired_object_delete_marker = true
+
     noncurrent_expiration {
       days = "${var.noncurrent_version_retention_days}d"
     }

@@ -3,10 +3,11 @@ terraform {
 
   required_providers {
     minio = {
-      # The community provider; 3.10 added abort_incomplete_multipart_upload to
-      # lifecycle rules.
+      # The community provider; 3.20 is the first whose
+      # minio_s3_bucket_server_side_encryption takes AES256 without a KMS key
+      # (checked against its schema by tests/tests/terraform_schema.rs).
       source  = "aminueza/minio"
-      version = ">= 3.10, < 4.0"
+      version = ">= 3.20, < 4.0"
     }
   }
 }
