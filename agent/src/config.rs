@@ -51,7 +51,7 @@ use anyhow::{Context, bail, ensure};
 use fleet_core::duration::{Zero, parse_duration};
 pub use fleet_core::logging::LogFormat;
 use fleet_core::nixcli::Nix;
-use fleet_core::{HostName, PublicKey, StoreUrl, TrustedKeys};
+use fleet_core::{BucketUrl, HostName, PublicKey, TrustedKeys};
 use serde::{Deserialize, Serialize};
 
 use crate::health::{Check, CheckKind};
@@ -298,7 +298,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The bucket.
-    pub bucket: StoreUrl,
+    pub bucket: BucketUrl,
     /// This host.
     pub host: HostName,
     /// Keys trusted to sign manifests.
@@ -395,7 +395,7 @@ impl Config {
         let Some(bucket) = bucket else {
             bail!("bucket is not set: give --bucket, FLEET_BUCKET or `bucket` in the config file");
         };
-        let bucket = StoreUrl::parse(bucket).context("bucket")?;
+        let bucket = BucketUrl::parse(bucket).context("bucket")?;
         let Some(host) = &self.host else {
             bail!("host is not set: give --host, FLEET_AGENT_HOST or `host` in the config file");
         };

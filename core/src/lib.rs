@@ -4,7 +4,7 @@
 //! `fleet-agent`, `fleet-reporter`) only call it:
 //!
 //! - [`bucket`]: the [`Bucket`] type over S3 / MinIO / SeaweedFS / `file://` / memory;
-//! - [`url`]: store URLs ([`StoreUrl`]);
+//! - [`url`]: bucket URLs ([`BucketUrl`]);
 //! - [`layout`]: every key of the bucket layout ([`Key`]);
 //! - [`host`]: validated host names ([`HostName`]);
 //! - [`keys`]: ed25519 keys and signatures in Nix's `name:base64` format;
@@ -57,7 +57,7 @@ pub use manifest::{Activation, Manifest, ManifestError, VerifiedManifest};
 pub use narinfo::{Compression, NarInfo};
 pub use status::StatusReport;
 pub use store_path::StorePath;
-pub use url::StoreUrl;
+pub use url::BucketUrl;
 
 /// Version of the fleet crates, reported by agents.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

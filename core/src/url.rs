@@ -1,4 +1,4 @@
-//! Store URLs: where a fleet bucket lives.
+//! Bucket URLs: where a fleet bucket lives.
 //!
 //! | form | meaning |
 //! |---|---|
@@ -19,9 +19,9 @@ use std::path::PathBuf;
 
 use crate::iam::{normalize_prefix, validate_bucket};
 
-/// A parsed store URL.
+/// A parsed bucket URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreUrl {
+pub enum BucketUrl {
     /// An S3 bucket.
     S3 {
         /// Bucket name.
@@ -59,7 +59,7 @@ pub struct StoreUrlError {
     pub why: String,
 }
 
-impl StoreUrl {
+impl BucketUrl {
     /// Parses a store URL.
     pub fn parse(input: &str) -> Result<Self, StoreUrlError> {
         let err = |why: &str| StoreUrlError {
@@ -116,7 +116,7 @@ impl StoreUrl {
                         }
                     }
                 }
-                Ok(StoreUrl::S3 {
+                Ok(BucketUrl::S3 {
                     bucket,
                     prefix,
                     endpoint,
@@ -142,9 +142,9 @@ impl StoreUrl {
                 {
                     return Err(err("the path may not contain `..`"));
                 }
-                Ok(StoreUrl::File { root })
+                Ok(BucketUrl::File { root })
             }
-            "memory" => Ok(StoreUrl::Memory {
+            "memory" => Ok(BucketUrl::Memory {
                 name: url.host_str().unwrap_or("").to_owned(),
             }),
             other => Err(err(&format!(
@@ -154,10 +154,10 @@ impl StoreUrl {
     }
 }
 
-impl fmt::Display for StoreUrl {
+impl fmt::Display for BucketUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreUrl::S3 {
+            BucketUrl::S3 {
                 bucket,
                 prefix,
                 endpoint,
@@ -182,13 +182,13 @@ impl fmt::Display for StoreUrl {
                 }
                 Ok(())
             }
-            StoreUrl::File { root } => write!(f, "file://{}", root.display()),
-            StoreUrl::Memory { name } => write!(f, "memory://{name}"),
+            BucketUrl::File { root } => write!(f, "file://{}", root.display()),
+            BucketUrl::Memory { name } => write!(f, "memory://{name}"),
         }
     }
 }
 
-impl std::str::FromStr for StoreUrl {
+impl std::str::FromStr for BucketUrl {
     type Err = StoreUrlError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
@@ -201,13 +201,13 @@ mod tests {
 
     #[test]
     fn parses_s3_with_options() {
-        let u = StoreUrl::parse(
+        let u = BucketUrl::parse(
             "s3://fleet-prod/site-a/?endpoint=http://127.0.0.1:8333&region=eu-west-1",
         )
         .unwrap();
         assert_eq!(
             u,
-            StoreUrl::S3 {
+            BucketUrl::S3 {
                 bucket: "fleet-prod".into(),
                 prefix: "site-a/".into(),
                 endpoint: Some("http://127.0.0.1:8333".into()),
@@ -219,20 +219,20 @@ mod tests {
             u.to_string(),
             "s3://fleet-prod/site-a?endpoint=http://127.0.0.1:8333&region=eu-west-1"
         );
-        assert_eq!(StoreUrl::parse(&u.to_string()).unwrap(), u);
+        assert_eq!(BucketUrl::parse(&u.to_string()).unwrap(), u);
     }
 
     #[test]
     fn parses_file_and_memory() {
         assert_eq!(
-            StoreUrl::parse("file:///var/lib/fleet").unwrap(),
-            StoreUrl::File {
+            BucketUrl::parse("file:///var/lib/fleet").unwrap(),
+            BucketUrl::File {
                 root: "/var/lib/fleet".into()
             }
         );
         assert!(matches!(
-            StoreUrl::parse("memory://").unwrap(),
-            StoreUrl::Memory { .. }
+            BucketUrl::parse("memory://").unwrap(),
+            BucketUrl::Memory { .. }
         ));
     }
 
@@ -248,7 +248,7 @@ mod tests {
             ("gs://b", "not supported"),
             ("/var/lib/fleet", "relative URL"),
         ] {
-            let e = StoreUrl::parse(bad).unwrap_err().to_string();
+            let e = BucketUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("s3://BUCKET"), "{bad}: {e}");
         }
     }

@@ -27,7 +27,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use fleet_core::nixcli::Nix;
-use fleet_core::{Bucket, BucketOptions, PublicKey, SecretKey, StorePath, StoreUrl};
+use fleet_core::{Bucket, BucketOptions, BucketUrl, PublicKey, SecretKey, StorePath};
 
 pub use cmd::show::{Shown, show};
 pub use deploy::{DeployOutcome, DeploySettings, DeployTarget, deploy};
@@ -35,7 +35,7 @@ pub use push::{PushSettings, PushSummary, push};
 
 /// Opens the bucket at `url` with credentials from the standard AWS environment.
 pub fn open_bucket(url: &str) -> anyhow::Result<Bucket> {
-    let parsed = StoreUrl::parse(url)?;
+    let parsed = BucketUrl::parse(url)?;
     Ok(Bucket::open(&parsed, &BucketOptions::default())?)
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! # /etc/fleet/reporter.toml
-//! store = "s3://fleet-prod?region=eu-west-1"
+//! bucket = "s3://fleet-prod?region=eu-west-1"
 //! trusted-key = ["publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI="]
 //! stale-after = "3m"          # default: 3 poll intervals of 60 s
 //! concurrency = 64            # GETs in flight during a refresh
@@ -17,16 +17,19 @@
 //! token-file = "/run/secrets/fleet-reporter-token"
 //! ```
 //!
-//! Lambda reads the same schema from its environment (`FLEET_REPORTER_STORE`,
+//! Lambda reads the same schema from its environment (`FLEET_BUCKET`,
 //! `FLEET_REPORTER_TRUSTED_KEYS` comma-separated, …) or from a file named by
-//! `FLEET_REPORTER_CONFIG`.
+//! `FLEET_REPORTER_CONFIG`. Durations are read by [`fleet_core::duration`]. The old
+//! spellings `store` / `--store` / `FLEET_REPORTER_STORE` (now `bucket`) and
+//! `write-summary` (now `write-snapshot`) still work, with a warning.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleet_core::{PublicKey, StoreUrl, TrustedKeys};
+use fleet_core::duration::{Zero, duration_or};
+use fleet_core::{BucketUrl, PublicKey, TrustedKeys};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
@@ -56,9 +59,14 @@ pub struct Config {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// The fleet bucket: s3://BUCKET[/PREFIX][?endpoint=…&region=…] or file:///PATH.
-    #[arg(long, env = "FLEET_REPORTER_STORE")]
+    /// The fleet bucket: `s3://BUCKET[/PREFIX][?endpoint=…&region=…]` or `file:///PATH`.
+    #[arg(long, env = "FLEET_BUCKET", value_name = "URL")]
     #[serde(default)]
+    pub bucket: Option<String>,
+
+    /// Deprecated spelling of `bucket`: still honoured, with a warning.
+    #[arg(long, env = "FLEET_REPORTER_STORE", value_name = "URL", hide = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
 
     /// Publisher public key (`name:base64`) trusted to sign manifests; repeatable.
@@ -192,7 +200,7 @@ impl Default for ReporterOptions {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The bucket.
-    pub store: StoreUrl,
+    pub bucket: BucketUrl,
     /// What the reporter library needs.
     pub options: ReporterOptions,
     /// `serve`'s listen address.
@@ -203,16 +211,8 @@ pub struct Settings {
     pub header_timeout: Duration,
 }
 
-fn duration(field: &str, text: &str) -> anyhow::Result<SignedDuration> {
-    let d: SignedDuration = text.parse().map_err(|e| {
-        anyhow::anyhow!(
-            "{field} = {text:?} is not a duration ({e}); write it like \"180s\", \"3m\" or \"PT3M\""
-        )
-    })?;
-    if d.is_negative() {
-        bail!("{field} = {text:?} is negative; give a positive duration");
-    }
-    Ok(d)
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 impl Config {
@@ -221,6 +221,14 @@ impl Config {
     /// flags and environment before the file is layered under them, and again on the
     /// layered result for the file's keys, so each source keeps its precedence.
     pub fn take_deprecated(&mut self) {
+        if self.store.is_some() {
+            self.bucket = fleet_core::config::renamed(
+                self.bucket.take(),
+                "bucket (--bucket, FLEET_BUCKET)",
+                self.store.take(),
+                "store (--store, FLEET_REPORTER_STORE)",
+            );
+        }
         if let Some(v) = self.write_summary.take() {
             tracing::warn!(
                 "write-summary (--write-summary, FLEET_REPORTER_WRITE_SUMMARY) is deprecated: use write-snapshot (--write-snapshot, FLEET_REPORTER_WRITE_SNAPSHOT)"
@@ -236,12 +244,12 @@ impl Config {
         let file = self.config.clone();
         let mut c = fleet_core::config::layer(self, file.as_deref())?;
         c.take_deprecated();
-        let Some(store) = &c.store else {
+        let Some(bucket) = &c.bucket else {
             bail!(
-                "no store given: pass --store URL, set FLEET_REPORTER_STORE or put `store = \"…\"` in the config file"
+                "no bucket given: pass --bucket URL, set FLEET_BUCKET or put `bucket = \"…\"` in the config file"
             );
         };
-        let store = StoreUrl::parse(store).context("setting store")?;
+        let bucket = BucketUrl::parse(bucket).context("setting bucket")?;
         let mut keys = Vec::new();
         for (i, k) in c.trusted_key.iter().enumerate() {
             keys.push(PublicKey::parse(k, &format!("trusted-key #{}", i + 1))?);
@@ -249,18 +257,24 @@ impl Config {
         for f in &c.trusted_key_file {
             keys.push(PublicKey::load(f)?);
         }
-        let stale_after = match &c.stale_after {
-            Some(t) => duration("stale-after", t)?,
-            None => DEFAULT_STALE_AFTER,
-        };
-        let cache_ttl = match &c.cache_ttl {
-            Some(t) => duration("cache-ttl", t)?.unsigned_abs(),
-            None => DEFAULT_CACHE_TTL,
-        };
-        let header_timeout = match &c.header_timeout {
-            Some(t) => duration("header-timeout", t)?.unsigned_abs(),
-            None => DEFAULT_HEADER_TIMEOUT,
-        };
+        let stale_after = signed(duration_or(
+            "stale-after",
+            c.stale_after.as_deref(),
+            Zero::Allowed,
+            DEFAULT_STALE_AFTER.unsigned_abs(),
+        )?);
+        let cache_ttl = duration_or(
+            "cache-ttl",
+            c.cache_ttl.as_deref(),
+            Zero::Allowed,
+            DEFAULT_CACHE_TTL,
+        )?;
+        let header_timeout = duration_or(
+            "header-timeout",
+            c.header_timeout.as_deref(),
+            Zero::Allowed,
+            DEFAULT_HEADER_TIMEOUT,
+        )?;
         if header_timeout.is_zero() {
             bail!("header-timeout = 0 would close every connection; give at least 1s");
         }
@@ -289,7 +303,7 @@ impl Config {
             );
         }
         Ok(Settings {
-            store,
+            bucket,
             options: ReporterOptions {
                 trusted: TrustedKeys::new(keys),
                 stale_after,
@@ -315,7 +329,7 @@ mod tests {
 
     fn base() -> Config {
         Config {
-            store: Some("memory://".into()),
+            bucket: Some("memory://".into()),
             ..Default::default()
         }
     }
@@ -351,7 +365,7 @@ mod tests {
         }
         .resolve()
         .unwrap();
-        assert_eq!(s.store.to_string(), "file:///srv/b");
+        assert_eq!(s.bucket.to_string(), "file:///srv/b");
         assert_eq!(s.options.trusted.keys().len(), 1);
         assert_eq!(s.options.stale_after, SignedDuration::from_secs(600));
         assert_eq!(s.options.concurrency, 3);
@@ -393,9 +407,24 @@ mod tests {
     }
 
     #[test]
+    fn store_is_an_alias_of_bucket() {
+        let old = Config {
+            store: Some("file:///old".into()),
+            ..Default::default()
+        };
+        assert_eq!(old.resolve().unwrap().bucket.to_string(), "file:///old");
+        let both = Config {
+            bucket: Some("file:///new".into()),
+            store: Some("file:///old".into()),
+            ..Default::default()
+        };
+        assert_eq!(both.resolve().unwrap().bucket.to_string(), "file:///new");
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         for (c, want) in [
-            (Config::default(), "no store given"),
+            (Config::default(), "no bucket given"),
             (
                 Config {
                     stale_after: Some("soon".into()),

@@ -1,8 +1,8 @@
 //! `fleet-reporter`: the fleet dashboard binary.
 //!
 //! ```text
-//! fleet-reporter serve --store URL [--listen 127.0.0.1:8080] [--token-file F] …
-//! fleet-reporter summary --store URL [--trusted-key K]   # one text table, then exit
+//! fleet-reporter serve --bucket URL [--listen 127.0.0.1:8080] [--token-file F] …
+//! fleet-reporter summary --bucket URL [--trusted-key K]   # one text table, then exit
 //! fleet-reporter lambda          # run under the AWS Lambda runtime
 //! fleet-reporter                 # = lambda when AWS_LAMBDA_RUNTIME_API is set
 //! ```
@@ -45,13 +45,7 @@ struct EnvOnly {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fleet_core::logging::init_logging("info", fleet_core::logging::LogFormat::Human);
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(c)) => cmd::serve::run(c).await,
@@ -61,7 +55,7 @@ async fn main() -> std::process::ExitCode {
             cmd::lambda::run(EnvOnly::parse_from(["fleet-reporter"]).config).await
         }
         None => Err(anyhow::anyhow!(
-            "no command given: use `fleet-reporter serve --store URL` (or `lambda` under AWS Lambda); see --help"
+            "no command given: use `fleet-reporter serve --bucket URL` (or `lambda` under AWS Lambda); see --help"
         )),
     };
     match result {

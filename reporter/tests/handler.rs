@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use common::fixture;
-use fleet_core::{Bucket, BucketOptions, StoreUrl};
+use fleet_core::{Bucket, BucketOptions, BucketUrl};
 use fleet_reporter::Reporter;
 use fleet_reporter::config::ReporterOptions;
 use http::{Method, Request, Response};
@@ -127,7 +127,7 @@ async fn the_token_is_required_when_configured() {
 #[tokio::test]
 async fn an_unreachable_bucket_is_a_503_that_names_the_store() {
     // Nothing listens on port 9 of loopback.
-    let url = StoreUrl::parse("s3://fleet-test?endpoint=http://127.0.0.1:9").unwrap();
+    let url = BucketUrl::parse("s3://fleet-test?endpoint=http://127.0.0.1:9").unwrap();
     let bucket = Bucket::open(
         &url,
         &BucketOptions {

@@ -88,7 +88,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use fleet_core::iam::Role;
-use fleet_core::{Bucket, BucketOptions, S3Credentials, StoreUrl};
+use fleet_core::{Bucket, BucketOptions, BucketUrl, S3Credentials};
 use tokio::sync::OnceCell;
 
 /// The S3 servers the harness can start.
@@ -249,7 +249,7 @@ impl S3Server {
 
     /// The store URL of `bucket` under root `prefix` on this server
     /// (`s3://BUCKET/PREFIX?endpoint=…&region=us-east-1`).
-    pub fn store_url(&self, bucket: &str, prefix: &str) -> Result<StoreUrl> {
+    pub fn store_url(&self, bucket: &str, prefix: &str) -> Result<BucketUrl> {
         store_url_at(&self.endpoint, bucket, prefix)
     }
 
@@ -281,12 +281,12 @@ impl Drop for S3Server {
 
 /// The store URL of `bucket` under root `prefix` on any S3 endpoint
 /// (`s3://BUCKET/PREFIX?endpoint=ENDPOINT&region=us-east-1`).
-pub fn store_url_at(endpoint: &str, bucket: &str, prefix: &str) -> Result<StoreUrl> {
+pub fn store_url_at(endpoint: &str, bucket: &str, prefix: &str) -> Result<BucketUrl> {
     let text = format!(
         "s3://{bucket}/{}?endpoint={endpoint}&region=us-east-1",
         prefix.trim_matches('/'),
     );
-    StoreUrl::parse(&text).context("building a store URL for a test bucket")
+    BucketUrl::parse(&text).context("building a store URL for a test bucket")
 }
 
 /// Opens `bucket` under root `prefix` on any S3 endpoint (a container, say) with

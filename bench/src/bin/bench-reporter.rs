@@ -36,7 +36,7 @@ use fleet_bench::{
     Report, Table, load_average, median, own_cpu_seconds, own_peak_rss_bytes, reset_peak_rss,
 };
 use fleet_core::iam::Role;
-use fleet_core::{Bucket, BucketOptions, Key, S3Credentials, SecretKey, StoreUrl, TrustedKeys};
+use fleet_core::{Bucket, BucketOptions, BucketUrl, Key, S3Credentials, SecretKey, TrustedKeys};
 use fleet_reporter::config::ReporterOptions;
 use fleet_reporter::outcome::HostState;
 use fleet_reporter::{Reporter, synth};
@@ -119,7 +119,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
 /// A fleet under test: where it is and with which credentials.
 struct Fleet {
     store: &'static str,
-    url: StoreUrl,
+    url: BucketUrl,
     hosts: usize,
     /// The writer (populates, makes hosts report, deletes the snapshot).
     writer: Bucket,
@@ -185,7 +185,7 @@ fn run(
     let mut fleets = Vec::new();
     for &n in &a.hosts {
         let dir = work.join(format!("file-{n}"));
-        let url = StoreUrl::parse(&format!("file://{}", dir.display()))?;
+        let url = BucketUrl::parse(&format!("file://{}", dir.display()))?;
         let writer = Bucket::open(&url, &BucketOptions::default())?;
         fleets.push(Fleet {
             store: "file://",
@@ -442,7 +442,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
     };
     let (phase, hosts, offset): (usize, usize, usize) =
         (phase.parse()?, hosts.parse()?, offset.parse()?);
-    let url = StoreUrl::parse(url)?;
+    let url = BucketUrl::parse(url)?;
     let public = std::env::var(PUBLIC_KEY_ENV).context(PUBLIC_KEY_ENV)?;
     let trusted = TrustedKeys::new([fleet_core::PublicKey::parse(&public, PUBLIC_KEY_ENV)?]);
     let rt = tokio::runtime::Runtime::new()?;

@@ -49,7 +49,7 @@ use object_store::{
 };
 
 use crate::layout::Key;
-use crate::url::StoreUrl;
+use crate::url::BucketUrl;
 
 pub use body::{BodyFeed, BodyReader, FeedError, ObjectStream};
 use error::classify;
@@ -146,7 +146,7 @@ pub enum Visit {
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
     prefix: String,
-    url: StoreUrl,
+    url: BucketUrl,
     url_text: String,
     local_root: Option<PathBuf>,
 }
@@ -164,7 +164,7 @@ pub const LOCAL_LOCK_FILE: &str = ".fleet-cas.lock";
 
 impl Bucket {
     /// Opens the store at `url`. For `file://` the directory is created if missing.
-    pub fn open(url: &StoreUrl, opts: &BucketOptions) -> Result<Self, BucketError> {
+    pub fn open(url: &BucketUrl, opts: &BucketOptions) -> Result<Self, BucketError> {
         let url_text = url.to_string();
         let open_err = |why: String| BucketError::Open {
             url: url_text.clone(),
@@ -172,7 +172,7 @@ impl Bucket {
         };
         let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, Option<PathBuf>) = match url
         {
-            StoreUrl::S3 {
+            BucketUrl::S3 {
                 bucket,
                 prefix,
                 endpoint,
@@ -224,14 +224,14 @@ impl Bucket {
                 let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
                 (Arc::new(s3), prefix.clone(), None)
             }
-            StoreUrl::File { root } => {
+            BucketUrl::File { root } => {
                 std::fs::create_dir_all(root)
                     .map_err(|e| open_err(format!("creating directory {}: {e}", root.display())))?;
                 let fs =
                     LocalFileSystem::new_with_prefix(root).map_err(|e| open_err(e.to_string()))?;
                 (Arc::new(fs), String::new(), Some(root.clone()))
             }
-            StoreUrl::Memory { .. } => (Arc::new(InMemory::new()), String::new(), None),
+            BucketUrl::Memory { .. } => (Arc::new(InMemory::new()), String::new(), None),
         };
         Ok(Self {
             store,
@@ -244,7 +244,7 @@ impl Bucket {
 
     /// Parses `url` and opens it with default options and environment credentials.
     pub fn open_url(url: &str) -> Result<Self, BucketError> {
-        let parsed = StoreUrl::parse(url).map_err(|e| BucketError::Open {
+        let parsed = BucketUrl::parse(url).map_err(|e| BucketError::Open {
             url: url.to_owned(),
             why: e.to_string(),
         })?;
@@ -252,7 +252,7 @@ impl Bucket {
     }
 
     /// The store URL.
-    pub fn url(&self) -> &StoreUrl {
+    pub fn url(&self) -> &BucketUrl {
         &self.url
     }
 

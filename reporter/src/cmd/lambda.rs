@@ -16,8 +16,8 @@ use fleet_reporter::config::Config;
 /// Runs until the Lambda runtime stops the process.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let s = config.resolve()?;
-    let bucket = Bucket::open(&s.store, &BucketOptions::default())
-        .with_context(|| format!("opening store {}", s.store))?;
+    let bucket = Bucket::open(&s.bucket, &BucketOptions::default())
+        .with_context(|| format!("opening bucket {}", s.bucket))?;
     let reporter = Arc::new(Reporter::new(bucket, s.options));
     lambda_http::run(lambda_http::service_fn(move |req| {
         let reporter = reporter.clone();

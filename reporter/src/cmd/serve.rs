@@ -67,8 +67,8 @@ fn check_bind(s: &Settings) -> anyhow::Result<()> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let s = config.resolve()?;
     check_bind(&s)?;
-    let bucket = Bucket::open(&s.store, &BucketOptions::default())
-        .with_context(|| format!("opening store {}", s.store))?;
+    let bucket = Bucket::open(&s.bucket, &BucketOptions::default())
+        .with_context(|| format!("opening bucket {}", s.bucket))?;
     let reporter = Arc::new(Reporter::new(bucket, s.options));
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await

@@ -44,13 +44,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.take_deprecated();
     config.write_snapshot.get_or_insert(false);
     let s = config.resolve()?;
-    let bucket = Bucket::open(&s.store, &BucketOptions::default())
-        .with_context(|| format!("opening store {}", s.store))?;
+    let bucket = Bucket::open(&s.bucket, &BucketOptions::default())
+        .with_context(|| format!("opening bucket {}", s.bucket))?;
     let reporter = Reporter::new(bucket, s.options);
     let fleet = reporter
         .refresh()
         .await
-        .with_context(|| format!("reading the fleet from {}", s.store))?;
+        .with_context(|| format!("reading the fleet from {}", s.bucket))?;
     print!("{}", render(&fleet));
     Ok(())
 }
