@@ -58,6 +58,12 @@ let
   hostPattern = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
 in
 {
+  # `store` was the old name of `bucket`: configurations using it still evaluate,
+  # with a warning.
+  imports = [
+    (lib.mkRenamedOptionModule [ "services" "fleet-agent" "store" ] [ "services" "fleet-agent" "bucket" ])
+  ];
+
   options.services.fleet-agent = {
     enable = mkEnableOption "the fleet agent, which deploys this host from signed manifests in a fleet bucket";
 
@@ -68,7 +74,7 @@ in
       description = "The fleet-agent package. The flake's nixosModules.default sets it to the flake's own build.";
     };
 
-    store = mkOption {
+    bucket = mkOption {
       type = types.str;
       example = "s3://fleet-prod/prod?region=eu-west-1";
       description = ''

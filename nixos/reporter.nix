@@ -16,7 +16,7 @@ let
   # systemd puts LoadCredential= files here for a system service.
   tokenPath = "/run/credentials/fleet-reporter.service/token";
   settings = lib.filterAttrs (_: v: v != null) {
-    store = cfg.store;
+    bucket = cfg.bucket;
     listen = cfg.listen;
     trusted-key = cfg.trustedPublisherKeys;
     token-file = if cfg.tokenFile == null then null else tokenPath;
@@ -24,6 +24,12 @@ let
   configFile = pkgs.writeText "fleet-reporter.toml" (toTOML settings);
 in
 {
+  # `store` was the old name of `bucket`: configurations using it still evaluate,
+  # with a warning.
+  imports = [
+    (lib.mkRenamedOptionModule [ "services" "fleet-reporter" "store" ] [ "services" "fleet-reporter" "bucket" ])
+  ];
+
   options.services.fleet-reporter = {
     enable = mkEnableOption "the fleet dashboard (fleet-reporter serve)";
 
@@ -34,7 +40,7 @@ in
       description = "The fleet-reporter package. The flake's nixosModules.default sets it to the flake's own build.";
     };
 
-    store = mkOption {
+    bucket = mkOption {
       type = types.str;
       example = "s3://fleet-prod/prod?region=eu-west-1";
       description = "The fleet bucket URL.";

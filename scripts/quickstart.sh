@@ -23,7 +23,7 @@
 #
 # Environment:
 #
-#   FLEET_STORE=s3://BUCKET[/PREFIX][?endpoint=URL&region=R]
+#   FLEET_BUCKET=s3://BUCKET[/PREFIX][?endpoint=URL&region=R]
 #                            use this S3 bucket (AWS, MinIO, SeaweedFS…) instead of a
 #                            file:// bucket; credentials come from the standard AWS
 #                            variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -41,7 +41,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-store_env="${FLEET_STORE:-}"
+store_env="${FLEET_BUCKET:-}"
 keep_workdir="${FLEET_KEEP_WORKDIR:-0}"
 listen="${FLEET_QUICKSTART_LISTEN:-}"
 bin="${FLEET_BIN_DIR:-}"
@@ -125,7 +125,7 @@ esac
 if [ -n "$store_env" ]; then
     case "$store_env" in
         s3://*) ;;
-        *) die "FLEET_STORE=$store_env is not an s3:// URL (without FLEET_STORE the quickstart uses a file:// bucket of its own)" ;;
+        *) die "FLEET_BUCKET=$store_env is not an s3:// URL (without FLEET_BUCKET the quickstart uses a file:// bucket of its own)" ;;
     esac
     run_prefix="quickstart-$(date -u +%Y%m%dt%H%M%S)-$RANDOM"
     base="${store_env%%\?*}"
@@ -221,7 +221,7 @@ say "ok"
 # publish HOSTS-JSON-FILE: deploys and prints "host: sequence N" for each host.
 publish() {
     local out
-    out=$("$bin/fleet-publish" deploy --store "$store" --cache-key "$keys/cache.secret" \
+    out=$("$bin/fleet-publish" deploy --bucket "$store" --cache-key "$keys/cache.secret" \
         --signing-key "$keys/publisher.secret" --expires-in 1d --hosts "$1" 2>>"$work/publish.log") ||
         die "fleet-publish deploy failed"
     printf '%s\n' "$out" >>"$work/publish.log"
@@ -241,7 +241,7 @@ for h in "${hosts[@]}"; do
     d="$work/hosts/$h"
     mkdir -p "$d/state" "$d/chroot"
     cat >"$d/agent.toml" <<EOF
-store = "$store"
+bucket = "$store"
 host = "$h"
 trusted-publisher-keys = ["$publisher_pub"]
 trusted-cache-keys = ["$cache_pub"]
@@ -265,7 +265,7 @@ if [ -z "$listen" ]; then
     # Something answers on 8080 already: let the kernel pick a free port.
     if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then listen=127.0.0.1:0; fi
 fi
-"$bin/fleet-reporter" serve --store "$store" --trusted-key-file "$keys/publisher.public" \
+"$bin/fleet-reporter" serve --bucket "$store" --trusted-key-file "$keys/publisher.public" \
     --listen "$listen" --cache-ttl 1s </dev/null >"$work/reporter.out" 2>"$work/reporter.log" &
 reporter_pid=$!
 pids+=("$reporter_pid")
@@ -281,7 +281,7 @@ say "ok"
 say "      dashboard: $url"
 
 summary() {
-    "$bin/fleet-reporter" summary --store "$store" --trusted-key-file "$keys/publisher.public" \
+    "$bin/fleet-reporter" summary --bucket "$store" --trusted-key-file "$keys/publisher.public" \
         2>>"$work/summary.log"
 }
 show_summary() {

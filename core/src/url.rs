@@ -47,10 +47,10 @@ pub enum BucketUrl {
     },
 }
 
-/// Why a store URL was refused.
+/// Why a bucket URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "store URL {url:?} is not valid: {why}. Use s3://BUCKET[/PREFIX][?endpoint=http://HOST:PORT&region=R], file:///ABSOLUTE/PATH or memory://"
+    "bucket URL {url:?} is not valid: {why}. Use s3://BUCKET[/PREFIX][?endpoint=http://HOST:PORT&region=R], file:///ABSOLUTE/PATH or memory://"
 )]
 pub struct StoreUrlError {
     /// The input.
@@ -60,7 +60,7 @@ pub struct StoreUrlError {
 }
 
 impl BucketUrl {
-    /// Parses a store URL.
+    /// Parses a bucket URL.
     pub fn parse(input: &str) -> Result<Self, StoreUrlError> {
         let err = |why: &str| StoreUrlError {
             url: input.to_owned(),

@@ -28,7 +28,7 @@ in
   services.fleet-agent = {
     enable = true;
     # terraform output store_url
-    store = "s3://example-fleet-prod/prod?region=eu-west-1";
+    bucket = "s3://example-fleet-prod/prod?region=eu-west-1";
     # Replaced at boot by FLEET_AGENT_HOST from the user data (see above); a valid
     # name so the module's assertion holds, and one no IAM role is made for, so a
     # host without user data reports access-denied instead of acting as another.

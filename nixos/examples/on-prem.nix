@@ -15,7 +15,7 @@
   services.fleet-agent = {
     enable = true;
     # terraform output store_url
-    store = "s3://fleet-prod?endpoint=https://minio.site.lan:9000&region=us-east-1";
+    bucket = "s3://fleet-prod?endpoint=https://minio.site.lan:9000&region=us-east-1";
     # host defaults to networking.hostName (lower-cased)
     trustedPublisherKeys = [ "publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI=" ];
     trustedCacheKeys = [ "cache-1:5kA3qW3D1Wq5uYk4uV2uQv9D5b0mYcJQ0l7cGfQzq4Y=" ];

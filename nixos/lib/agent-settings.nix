@@ -18,7 +18,7 @@ let
   };
 in
 withoutNulls {
-  store = cfg.store;
+  bucket = cfg.bucket;
   host = cfg.host;
   trusted-publisher-keys = cfg.trustedPublisherKeys;
   trusted-cache-keys = cfg.trustedCacheKeys;

@@ -63,11 +63,11 @@ let
       });
       services.fleet-agent = {
         enable = true;
-        store = "file:///var/empty/bucket";
+        bucket = "file:///var/empty/bucket";
         trustedPublisherKeys = [ "p-1:x" ];
         trustedCacheKeys = [ "c-1:y" ];
       };
-      services.fleet-reporter = { enable = true; store = "file:///var/empty/bucket"; };
+      services.fleet-reporter = { enable = true; bucket = "file:///var/empty/bucket"; };
     };
   });
   vm = outputs.checks.x86_64-linux.vm-test.test;

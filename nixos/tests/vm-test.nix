@@ -65,7 +65,7 @@ pkgs.testers.runNixOSTest {
 
     services.fleet-agent = {
       enable = true;
-      inherit store;
+      bucket = store;
       host = "agent";
       trustedPublisherKeys = [ signingPublic ];
       trustedCacheKeys = [ signingPublic ];
@@ -118,7 +118,7 @@ pkgs.testers.runNixOSTest {
 
       publish_env = (
           "AWS_ACCESS_KEY_ID=${publisherCreds.id} AWS_SECRET_ACCESS_KEY=${publisherCreds.secret} "
-          "FLEET_STORE='${store}' FLEET_CACHE_KEY=/tmp/signing.key FLEET_SIGNING_KEY=/tmp/signing.key"
+          "FLEET_BUCKET='${store}' FLEET_CACHE_KEY=/tmp/signing.key FLEET_SIGNING_KEY=/tmp/signing.key"
       )
 
       def status():

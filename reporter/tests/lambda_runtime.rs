@@ -108,7 +108,7 @@ async fn the_binary_answers_events_from_the_runtime_api() {
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/fleet-reporter")
-        .env("FLEET_REPORTER_STORE", &fx.url)
+        .env("FLEET_BUCKET", &fx.url)
         .env(
             "FLEET_REPORTER_TRUSTED_KEYS",
             fx.publisher.public().to_nix_string(),

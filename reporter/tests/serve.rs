@@ -24,7 +24,7 @@ impl Drop for Server {
 fn serve(root: &std::path::Path) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleet-reporter"))
         .args(["serve", "--listen", "127.0.0.1:0", "--header-timeout", "1s"])
-        .arg("--store")
+        .arg("--bucket")
         .arg(format!("file://{}", root.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -138,7 +138,7 @@ fn a_zero_header_timeout_is_refused_with_its_name() {
     let out = Command::new(env!("CARGO_BIN_EXE_fleet-reporter"))
         .args([
             "serve",
-            "--store",
+            "--bucket",
             "memory://",
             "--header-timeout",
             "0s",

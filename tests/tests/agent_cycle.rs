@@ -344,7 +344,7 @@ fn follows_what_fleet_publish_deploys() {
         let out = std::process::Command::new(fleet_tests::bin("fleet-publish"))
             .env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
             .env("NIX_USER_CONF_FILES", "")
-            .args(["deploy", "--store", &w.store_url, "--host", "web-14"])
+            .args(["deploy", "--bucket", &w.store_url, "--host", "web-14"])
             .arg("--cache-key")
             .arg(&w.cache_secret_file)
             .arg("--signing-key")

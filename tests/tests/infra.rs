@@ -717,7 +717,7 @@ fn the_nixos_modules_agent_config_is_accepted_by_fleet_agent() {
     let cfg = |extra: &str| {
         format!(
             r#"{{
-              store = "file://{bucket}"; host = "web-1";
+              bucket = "file://{bucket}"; host = "web-1";
               trustedPublisherKeys = [ "{pk}" ]; trustedCacheKeys = [ "{ck}" ];
               pollInterval = 60; pollJitter = 0; heartbeatInterval = 120; backoffMax = 900;
               requestTimeout = 30; activationTimeout = 600; healthTimeout = 60;

@@ -156,6 +156,13 @@ fn a_minimal_host_gets_a_notify_unit_and_a_config_the_agent_accepts() {
     )
     .unwrap();
     assert_eq!(v["assertions"], serde_json::json!([]), "{v}");
+    // `store` is the option's old name: it still works, with a warning naming the new one.
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("services.fleet-agent.store")
+            && warnings.contains("services.fleet-agent.bucket"),
+        "{warnings}"
+    );
     let u = unit(&v, "fleet-agent");
     for want in [
         "Type=notify",
@@ -205,7 +212,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
               networking.hostName = "ignored";
               services.fleet-agent = {{
                 enable = true;
-                store = "file://{bucket}";
+                bucket = "file://{bucket}";
                 host = "db-0042";
                 trustedPublisherKeys = [ "{publisher}" ];
                 trustedCacheKeys = [ "{cache}" "{cache2}" ];
@@ -225,7 +232,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
               }};
               services.fleet-reporter = {{
                 enable = true;
-                store = "file://{bucket}";
+                bucket = "file://{bucket}";
                 listen = "127.0.0.1:0";
                 trustedPublisherKeys = [ "{publisher}" ];
                 environmentFile = "/run/secrets/fleet-reporter.env";
@@ -336,7 +343,7 @@ fn bad_settings_fail_with_messages_that_say_what_to_do() {
               networking.hostName = "{hostname}";
               services.fleet-agent = {{
                 enable = true;
-                store = "file:///var/empty/bucket";
+                bucket = "file:///var/empty/bucket";
                 trustedPublisherKeys = [ "p-1:x" ];
                 trustedCacheKeys = [ "c-1:y" ];
                 {agent}
@@ -415,8 +422,8 @@ fn broken_copies_of_the_modules_fail_the_evaluation() {
     let Some(lib) = nixpkgs_lib() else { return };
     let config = r#"{
       networking.hostName = "web-1";
-      services.fleet-agent = { enable = true; store = "file:///var/empty/b"; trustedPublisherKeys = [ "p:x" ]; trustedCacheKeys = [ "c:y" ]; };
-      services.fleet-reporter = { enable = true; store = "file:///var/empty/b"; };
+      services.fleet-agent = { enable = true; bucket = "file:///var/empty/b"; trustedPublisherKeys = [ "p:x" ]; trustedCacheKeys = [ "c:y" ]; };
+      services.fleet-reporter = { enable = true; bucket = "file:///var/empty/b"; };
     }"#;
     for (file, from, to, want) in [
         // A NixOS option that does not exist (nixpkgs has no such service option).
@@ -510,12 +517,12 @@ fn the_example_host_configurations_evaluate() {
     let toml = file(&cloud, cloud["etc"]["fleet/agent.toml"].as_str().unwrap());
     assert!(toml.contains("host = \"unassigned\""), "{toml}");
     let local = d.path().join("agent.toml");
-    let store_line = toml.lines().find(|l| l.starts_with("store = ")).unwrap();
+    let bucket_line = toml.lines().find(|l| l.starts_with("bucket = ")).unwrap();
     std::fs::write(
         &local,
         toml.replace(
-            store_line,
-            &format!("store = \"file://{}\"", bucket.display()),
+            bucket_line,
+            &format!("bucket = \"file://{}\"", bucket.display()),
         ),
     )
     .unwrap();

@@ -235,7 +235,7 @@ async fn an_interrupted_push_leaves_a_consistent_cache_and_a_rerun_resumes() {
 
     // Kill the binary (SIGKILL) as soon as the first narinfo appears.
     let mut cmd = publish_cmd();
-    cmd.args(["push", "--store", &url, "--jobs", "1", "--cache-key"])
+    cmd.args(["push", "--bucket", &url, "--jobs", "1", "--cache-key"])
         .arg(&cache.secret)
         .arg(closure.top.to_string())
         .stdout(std::process::Stdio::null())
@@ -377,16 +377,16 @@ fn bad_input_fails_with_errors_that_name_what_and_where() {
     let nokey = dir.path().join("nope.secret");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
-            vec!["--store", &url, "--cache-key", &secret, &missing_path],
+            vec!["--bucket", &url, "--cache-key", &secret, &missing_path],
             vec![&missing_path, "not a valid path in the local Nix store"],
         ),
         (
-            vec!["--store", &url, "--cache-key", &secret, "/etc/passwd"],
+            vec!["--bucket", &url, "--cache-key", &secret, "/etc/passwd"],
             vec!["/etc/passwd", "not a store path"],
         ),
         (
             vec![
-                "--store",
+                "--bucket",
                 &url,
                 "--cache-key",
                 nokey.to_str().unwrap(),
@@ -396,7 +396,7 @@ fn bad_input_fails_with_errors_that_name_what_and_where() {
         ),
         (
             vec![
-                "--store",
+                "--bucket",
                 &url,
                 "--cache-key",
                 garbage.to_str().unwrap(),
@@ -405,12 +405,12 @@ fn bad_input_fails_with_errors_that_name_what_and_where() {
             vec!["garbage.secret", "not a valid secret key"],
         ),
         (
-            vec!["--store", &url, "--cache-key", &public, &top],
+            vec!["--bucket", &url, "--cache-key", &public, &top],
             vec!["cache-pub-1.public", "public key"],
         ),
         (
             vec![
-                "--store",
+                "--bucket",
                 "s3://fleet-test?endpoint=http://127.0.0.1:1",
                 "--cache-key",
                 &secret,
@@ -420,11 +420,11 @@ fn bad_input_fails_with_errors_that_name_what_and_where() {
         ),
         (
             vec!["--cache-key", &secret, &top],
-            vec!["no store given", "FLEET_STORE"],
+            vec!["no bucket given", "FLEET_BUCKET"],
         ),
         (
-            vec!["--store", "bucket", "--cache-key", &secret, &top],
-            vec!["store URL \"bucket\""],
+            vec!["--bucket", "bucket", "--cache-key", &secret, &top],
+            vec!["bucket URL \"bucket\""],
         ),
     ];
     for (args, wants) in cases {

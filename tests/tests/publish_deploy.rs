@@ -270,7 +270,7 @@ fn force_deploy(url: &str, cache: &Path, publisher: &Path, top: &StorePath, seq:
     let mut cmd = publish_cmd();
     cmd.args([
         "deploy",
-        "--store",
+        "--bucket",
         url,
         "--host",
         "web-1",

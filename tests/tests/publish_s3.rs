@@ -76,7 +76,7 @@ async fn publisher_credentials_work_and_others_are_refused() {
         with_creds(&mut cmd, creds);
         cmd.args([
             "deploy",
-            "--store",
+            "--bucket",
             &url,
             "--host",
             "web-1",
@@ -104,7 +104,7 @@ async fn publisher_credentials_work_and_others_are_refused() {
     );
     let mut cmd = publish_cmd();
     with_creds(&mut cmd, &host_creds);
-    cmd.args(["push", "--store", &url, "--cache-key"])
+    cmd.args(["push", "--bucket", &url, "--cache-key"])
         .arg(&cache.secret)
         .arg(g2.top.to_string());
     let (ok, _, stderr) = run(cmd);
@@ -113,7 +113,7 @@ async fn publisher_credentials_work_and_others_are_refused() {
     // Read-only credentials get as far as the first write, which is refused by name.
     let mut cmd = publish_cmd();
     with_creds(&mut cmd, &reader);
-    cmd.args(["push", "--store", &url, "--cache-key"])
+    cmd.args(["push", "--bucket", &url, "--cache-key"])
         .arg(&cache.secret)
         .arg(g2.top.to_string());
     let (ok, _, stderr) = run(cmd);
@@ -148,8 +148,15 @@ async fn publisher_credentials_work_and_others_are_refused() {
     assert!(stdout.contains("web-1: sequence 2 (was 1)"), "{stdout}");
     let mut cmd = publish_cmd();
     with_creds(&mut cmd, &publisher);
-    cmd.args(["show", "--store", &url, "--host", "web-1", "--trusted-key"])
-        .arg(&signer.public);
+    cmd.args([
+        "show",
+        "--bucket",
+        &url,
+        "--host",
+        "web-1",
+        "--trusted-key-file",
+    ])
+    .arg(&signer.public);
     let (ok, stdout, stderr) = run(cmd);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();

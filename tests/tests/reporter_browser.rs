@@ -108,7 +108,7 @@ impl Drop for Server {
 fn serve(root: &Path, publisher: &SecretKey) -> (Server, String) {
     let mut child = Command::new(fleet_tests::bin("fleet-reporter"))
         .args(["serve", "--listen", "127.0.0.1:0", "--cache-ttl", "0s"])
-        .arg("--store")
+        .arg("--bucket")
         .arg(format!("file://{}", root.display()))
         .arg("--trusted-key")
         .arg(publisher.public().to_nix_string())

@@ -4,7 +4,7 @@
 //! Cases, each run `--runs N` times (default 5) into fresh directories:
 //!
 //! 1. a ~200 MB closure of 20 store paths of incompressible data
-//!    (`fleet_tests::nix::BULK_LARGE`): `fleet-publish push --store file://A` versus
+//!    (`fleet_tests::nix::BULK_LARGE`): `fleet-publish push --bucket file://A` versus
 //!    `nix copy --to 'file://B?compression=zstd&secret-key=K'`, both zstd level 3,
 //!    both signing;
 //! 2. the same size of compressible text (`fleet_bench::text_closure`, about 2.6x
@@ -107,7 +107,7 @@ fn real_main() -> anyhow::Result<()> {
     let push_cmd = |dir: &Path, top: &str| {
         let mut c = Command::new(&publish);
         c.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
-            .args(["push", "--store"])
+            .args(["push", "--bucket"])
             .arg(format!("file://{}", dir.display()))
             .arg("--cache-key")
             .arg(&sk)

@@ -34,7 +34,7 @@ impl fmt::Display for Op {
 /// What went wrong talking to the bucket. Every variant names the key and the store.
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
-    /// The store URL could not be opened.
+    /// The bucket URL could not be opened.
     #[error("cannot open store {url}: {why}")]
     Open {
         /// The store.

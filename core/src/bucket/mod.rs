@@ -251,7 +251,7 @@ impl Bucket {
         Self::open(&parsed, &BucketOptions::default())
     }
 
-    /// The store URL.
+    /// The bucket URL.
     pub fn url(&self) -> &BucketUrl {
         &self.url
     }

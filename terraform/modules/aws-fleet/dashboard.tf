@@ -7,7 +7,7 @@ locals {
   dashboard_name = "${var.name_prefix}-dashboard"
 
   dashboard_environment = merge(
-    { FLEET_REPORTER_STORE = local.store_url },
+    { FLEET_BUCKET = local.store_url },
     # An empty list would reach the reporter as one empty key; leave it unset.
     length(var.dashboard_trusted_publisher_keys) == 0 ? {} : {
       FLEET_REPORTER_TRUSTED_KEYS = join(",", var.dashboard_trusted_publisher_keys)

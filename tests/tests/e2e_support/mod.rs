@@ -276,7 +276,7 @@ impl FleetWorld {
         std::fs::write(&file, serde_json::to_vec(&map).unwrap()).unwrap();
         let mut cmd = self.command("fleet-publish");
         with_creds(&mut cmd, &self.publisher_creds);
-        cmd.args(["deploy", "--store", &self.store_url, "--expires-in", "1d"])
+        cmd.args(["deploy", "--bucket", &self.store_url, "--expires-in", "1d"])
             .arg("--cache-key")
             .arg(&self.cache_secret)
             .arg("--signing-key")
@@ -284,7 +284,7 @@ impl FleetWorld {
             .arg("--hosts")
             .arg(&file);
         for k in &self.extra_cache_keys {
-            cmd.arg("--extra-cache-key").arg(k);
+            cmd.arg("--extra-cache-key-file").arg(k);
         }
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -443,7 +443,7 @@ impl FleetWorld {
         let mut cmd = self.command("fleet-reporter");
         with_creds(&mut cmd, &self.reporter_creds);
         let mut child = cmd
-            .args(["serve", "--store", &self.store_url])
+            .args(["serve", "--bucket", &self.store_url])
             .args(["--listen", "127.0.0.1:0", "--cache-ttl", "0s"])
             .arg("--trusted-key-file")
             .arg(&self.publisher_public_file)

@@ -187,7 +187,7 @@ pub async fn race_deploys(bucket: &Bucket, url: &str, env: &[(&str, &str)], n: u
         .map(|_| {
             let mut cmd = publish_cmd();
             cmd.envs(env.iter().copied())
-                .args(["deploy", "--store", url, "--host", "db-1", "--cache-key"])
+                .args(["deploy", "--bucket", url, "--host", "db-1", "--cache-key"])
                 .arg(&cache.secret)
                 .arg("--signing-key")
                 .arg(&publisher.secret)
