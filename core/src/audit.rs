@@ -68,11 +68,11 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// The entry's key: `audit/<time>-<host>-<sequence>.json`.
     pub fn key(&self) -> Key {
-        let time = self.time.strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
-        let name = format!("{time}-{}-{}", self.host, self.sequence);
-        // Digits, letters, `.`, `-` and a host name (a DNS label): always valid.
-        let name = ObjectName::new(&name).expect("audit names are built from valid parts");
-        Key::audit(&name)
+        Key::audit(&ObjectName::audit_entry(
+            self.time,
+            &self.host,
+            self.sequence,
+        ))
     }
 
     /// The stored bytes (pretty JSON, newline-terminated).

@@ -10,9 +10,13 @@
 //! | `hosts/<host>/manifest.json` | publisher | that host's agent |
 //! | `status/<host>/status.json` | that host's agent | reporter, publisher |
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
-//! | `releases/<id>.json` | publisher | publisher, reporter |
-//! | `audit/<time>-<id>.json` | publisher | admins |
+//! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
 //! | `dashboard/snapshot.json` | reporter | reporter |
+//!
+//! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
+//! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
+//! builds. `releases/` is reserved: the IAM policies already grant it, no key there
+//! is written yet.
 //!
 //! A [`Key`] can only be built through the constructors below, each of which takes
 //! validated parts ([`HostName`], [`ObjectName`]), so no user input can produce `..`,
@@ -37,6 +41,62 @@ pub const DASHBOARD_DIR: &str = "dashboard";
 
 /// Longest object name accepted in a key segment.
 pub const MAX_OBJECT_NAME_LEN: usize = 200;
+
+/// One row of the bucket layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayoutRow {
+    /// The key, with `<placeholders>` and `[optional|alternative]` endings.
+    pub pattern: &'static str,
+    /// Who writes it.
+    pub written_by: &'static str,
+    /// Who reads it.
+    pub read_by: &'static str,
+}
+
+/// Every key fleet reads or writes (the table in the module docs and in
+/// `docs/formats.md`).
+pub const LAYOUT: &[LayoutRow] = &[
+    LayoutRow {
+        pattern: "cache/nix-cache-info",
+        written_by: "publisher",
+        read_by: "agents, `nix`",
+    },
+    LayoutRow {
+        pattern: "cache/<hash>.narinfo",
+        written_by: "publisher",
+        read_by: "agents, `nix`",
+    },
+    LayoutRow {
+        pattern: "cache/nar/<filehash>.nar[.zst|.xz]",
+        written_by: "publisher",
+        read_by: "agents, `nix`",
+    },
+    LayoutRow {
+        pattern: "hosts/<host>/manifest.json",
+        written_by: "publisher",
+        read_by: "that host's agent",
+    },
+    LayoutRow {
+        pattern: "status/<host>/status.json",
+        written_by: "that host's agent",
+        read_by: "reporter, publisher",
+    },
+    LayoutRow {
+        pattern: "status/<host>/events/<time>-<seq>.json",
+        written_by: "that host's agent",
+        read_by: "reporter, publisher",
+    },
+    LayoutRow {
+        pattern: "audit/<time>-<host>-<seq>.json",
+        written_by: "publisher",
+        read_by: "admins",
+    },
+    LayoutRow {
+        pattern: "dashboard/snapshot.json",
+        written_by: "reporter",
+        read_by: "reporter",
+    },
+];
 
 /// A key in the bucket, relative to its root prefix.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,6 +129,16 @@ impl ObjectName {
     /// counter within one second, so a listing is the host's history in order.
     pub fn status_event(time: jiff::Timestamp, counter: u64) -> Self {
         Self(format!("{}-{counter:06}", time.strftime("%Y%m%dT%H%M%SZ")))
+    }
+
+    /// The name of the audit entry for `host`'s manifest `sequence`, written at
+    /// `time`: `<YYYYmmddTHHMMSS.mmmZ>-<host>-<sequence>`.
+    pub fn audit_entry(time: jiff::Timestamp, host: &HostName, sequence: u64) -> Self {
+        // Digits, letters, `.`, `-` and a host name (a DNS label): always valid.
+        Self(format!(
+            "{}-{host}-{sequence}",
+            time.strftime("%Y%m%dT%H%M%S%.3fZ")
+        ))
     }
 
     /// Validates `name` as one key segment.

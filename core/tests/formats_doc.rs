@@ -117,3 +117,100 @@ fn documented_agent_policy_is_the_generated_one() {
     .unwrap();
     assert_eq!(p, get(&b, "iam-agent"));
 }
+
+/// The rows of the first markdown table whose header starts `| key |` in `text`
+/// (lines may carry a `//! ` prefix), as (key pattern, written by, read by).
+fn layout_table(text: &str) -> Vec<(String, String, String)> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.strip_prefix("//!").map_or(l, str::trim_start))
+        .collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("| key | written by | read by |"))
+        .expect("a `| key | written by | read by |` table");
+    lines[start + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<String> = l
+                .trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().replace("\\|", "|"))
+                .collect();
+            assert_eq!(cells.len(), 3, "row {l:?}");
+            let key = cells[0].trim_matches('`').to_owned();
+            (key, cells[1].clone(), cells[2].clone())
+        })
+        .collect()
+}
+
+/// Whether `key` fits `pattern`: `<name>` stands for one or more of
+/// `A-Z a-z 0-9 . _ -`, a final `[a|b]` for nothing, `a` or `b`.
+fn fits(pattern: &str, key: &str) -> bool {
+    if let Some((head, alts)) = pattern.strip_suffix(']').and_then(|p| p.rsplit_once('[')) {
+        return std::iter::once("")
+            .chain(alts.split('|'))
+            .any(|alt| fits(&format!("{head}{alt}"), key));
+    }
+    match pattern.split_once('<') {
+        None => pattern == key,
+        Some((lit, rest)) => {
+            let Some(after) = key.strip_prefix(lit) else {
+                return false;
+            };
+            let rest = rest.split_once('>').expect("placeholder closes").1;
+            let ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+            (1..=after.len())
+                .take_while(|&n| after[..n].chars().all(ok))
+                .any(|n| fits(rest, &after[n..]))
+        }
+    }
+}
+
+/// The documented layout is `fleet_core::layout::LAYOUT`, in `docs/formats.md` and in
+/// `layout.rs`'s own docs, and each row's key is what its constructor builds.
+#[test]
+fn documented_bucket_layout_is_the_code() {
+    use fleet_core::layout::{Key, LAYOUT, ObjectName};
+    let code: Vec<(String, String, String)> = LAYOUT
+        .iter()
+        .map(|r| (r.pattern.into(), r.written_by.into(), r.read_by.into()))
+        .collect();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+        .unwrap();
+    assert_eq!(layout_table(&doc), code, "docs/formats.md's key table");
+    let module = include_str!("../src/layout.rs");
+    assert_eq!(layout_table(module), code, "core/src/layout.rs's key table");
+
+    let host = HostName::new("web-1").unwrap();
+    let time: jiff::Timestamp = "2026-11-26T21:25:00Z".parse().unwrap();
+    let path =
+        fleet_core::StorePath::new("/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-top").unwrap();
+    let built = [
+        Key::cache_info(),
+        Key::narinfo(path.hash()),
+        Key::nar("nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst").unwrap(),
+        Key::manifest(&host),
+        Key::status(&host),
+        Key::status_event(&host, &ObjectName::status_event(time, 7)),
+        Key::audit(&ObjectName::audit_entry(time, &host, 8)),
+        Key::dashboard_snapshot(),
+    ];
+    for key in &built {
+        let rows: Vec<_> = LAYOUT
+            .iter()
+            .filter(|r| fits(r.pattern, key.as_str()))
+            .collect();
+        assert_eq!(rows.len(), 1, "{key} fits {rows:?}");
+    }
+    for row in LAYOUT {
+        assert!(
+            built.iter().any(|k| fits(row.pattern, k.as_str())),
+            "no constructor builds {}",
+            row.pattern
+        );
+    }
+    assert!(!fits("cache/<hash>.narinfo", "cache/a/b.narinfo"));
+    assert!(fits("cache/nar/<f>.nar[.zst|.xz]", "cache/nar/x.nar"));
+}
