@@ -15,6 +15,8 @@
 //! - [`config`]: the one configuration schema (flags, environment, TOML);
 //! - [`cmd`]: the subcommands (`run`, `once`, `state`).
 
+#![warn(missing_docs)]
+
 pub mod activate;
 pub mod cmd;
 pub mod config;

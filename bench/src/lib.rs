@@ -20,6 +20,8 @@
 //! Benchmarks are not tests: they print numbers and write JSON; they assert only
 //! that the measured commands succeeded.
 
+#![warn(missing_docs)]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};

@@ -115,6 +115,42 @@ pub fn bucket<'a>(
     })
 }
 
+/// Publisher public keys trusted to sign manifests, as text and as files: `show`
+/// verifies with them, `deploy` accepts the current manifest when one of them (or its
+/// own signing key) signed it.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct TrustedKeyOptions {
+    /// Publisher public key (`name:base64`) trusted to sign manifests; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_TRUSTED_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trusted_key: Vec<String>,
+    /// File holding such a key; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_TRUSTED_KEY_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub trusted_key_file: Vec<PathBuf>,
+}
+
+impl TrustedKeyOptions {
+    /// Whether no key was given either way.
+    pub fn is_empty(&self) -> bool {
+        self.trusted_key.is_empty() && self.trusted_key_file.is_empty()
+    }
+
+    /// The keys, parsed and loaded.
+    pub fn keys(&self) -> anyhow::Result<Vec<fleet_core::PublicKey>> {
+        public_keys("trusted-key", &self.trusted_key, &self.trusted_key_file)
+    }
+}
+
 /// Public keys given as text (`texts`, the `what` option) and as files (`files`, the
 /// `what-file` option). For configs written before the two were told apart, a `what`
 /// value that is not key text but names a file is read as a file, with a warning.

@@ -14,6 +14,8 @@
 //! test whose tool is missing fails with a message naming the install command,
 //! except the Docker-based ones, which skip with a printed reason.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod nix;
 pub mod proxy;

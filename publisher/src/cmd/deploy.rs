@@ -21,7 +21,7 @@ use fleet_core::{Activation, HostName};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, ConfigFile, PushOptions};
+use crate::config::{self, ConfigFile, PushOptions, TrustedKeyOptions};
 use crate::deploy::{
     DEFAULT_EXPIRES_IN, DEFAULT_MAX_ATTEMPTS, DeploySettings, DeployTarget, MAX_EXPIRES_IN, deploy,
 };
@@ -75,23 +75,10 @@ pub struct DeployOptions {
     /// How the agent activates the closure [default: switch].
     #[arg(long, env = "FLEET_ACTIVATION", value_enum)]
     pub activation: Option<ActivationArg>,
-    /// Public key (`name:base64`) of another publisher whose signature on the current
-    /// manifest is accepted (this publisher's own key always is); repeatable.
-    #[arg(
-        long,
-        env = "FLEET_TRUSTED_KEY",
-        value_name = "KEY",
-        value_delimiter = ','
-    )]
-    pub trusted_key: Vec<String>,
-    /// File holding such a key; repeatable.
-    #[arg(
-        long,
-        env = "FLEET_TRUSTED_KEY_FILE",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub trusted_key_file: Vec<PathBuf>,
+    /// Trusted publisher keys.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub trusted: TrustedKeyOptions,
     /// Public key (`name:base64`) of another cache key whose narinfo signatures hosts
     /// should also accept for this closure, e.g. the old key while rotating cache keys
     /// (paths already in the cache keep the old key's signature); repeatable.
@@ -192,7 +179,7 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
             None => DEFAULT_EXPIRES_IN,
         },
         activation: o.activation.map_or(Activation::Switch, Into::into),
-        trusted: config::public_keys("trusted-key", &o.trusted_key, &o.trusted_key_file)?,
+        trusted: o.trusted.keys()?,
         force_sequence: args.force_sequence,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
         extra_cache_keys: config::public_keys(

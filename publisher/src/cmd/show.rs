@@ -9,15 +9,13 @@
 //! An expired manifest is still shown (with `"expired": true`): it is what the host
 //! refuses, which is worth seeing. Anything else that fails verification is an error.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 use clap::Args;
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
 use fleet_core::{Bucket, BucketError, HostName, Key, Manifest, TrustedKeys, VerifiedManifest};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, ConfigFile};
+use crate::config::{self, ConfigFile, TrustedKeyOptions};
 
 /// `show` options.
 #[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
@@ -32,23 +30,10 @@ pub struct ShowOptions {
     /// The host whose manifest to show (required).
     #[arg(long, env = "FLEET_HOST", value_name = "HOST")]
     pub host: Option<String>,
-    /// Publisher public key (`name:base64`) trusted to sign manifests; repeatable.
-    #[arg(
-        long,
-        env = "FLEET_TRUSTED_KEY",
-        value_name = "KEY",
-        value_delimiter = ','
-    )]
-    pub trusted_key: Vec<String>,
-    /// File holding a publisher public key trusted to sign manifests; repeatable.
-    /// At least one `trusted-key` or `trusted-key-file` is needed.
-    #[arg(
-        long,
-        env = "FLEET_TRUSTED_KEY_FILE",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub trusted_key_file: Vec<PathBuf>,
+    /// Trusted publisher keys.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub trusted: TrustedKeyOptions,
 }
 
 /// A verified manifest, as shown.
@@ -107,14 +92,14 @@ pub async fn run(o: ShowOptions, config_file: &ConfigFile) -> anyhow::Result<()>
     let o = config_file.layer(o)?;
     let store = config::bucket(&o.bucket, &o.store)?;
     let host = HostName::new(config::required(&o.host, "host", "FLEET_HOST")?).context("--host")?;
-    if o.trusted_key.is_empty() && o.trusted_key_file.is_empty() {
+    if o.trusted.is_empty() {
         bail!(
             "no trusted publisher key given: pass --trusted-key-file FILE (the publisher's public \
              key) or --trusted-key name:base64, set FLEET_TRUSTED_KEY_FILE, or put \
              `trusted-key-file = [\"…\"]` in the config file"
         );
     }
-    let keys = config::public_keys("trusted-key", &o.trusted_key, &o.trusted_key_file)?;
+    let keys = o.trusted.keys()?;
     let bucket = crate::open_bucket(store)?;
     let shown = show(&bucket, &host, &TrustedKeys::new(keys)).await?;
     println!("{}", serde_json::to_string_pretty(&shown)?);
