@@ -49,7 +49,8 @@ as_root() {
 # --- Rust ------------------------------------------------------------------------
 # The workspace needs edition 2024 (Cargo.toml rust-version); Debian 12's own cargo
 # is 1.63 and fails with a confusing manifest error, so say it plainly first.
-# rustup reads rust-toolchain.toml and brings the pinned version by itself.
+# rust-toolchain.toml selects rustup's stable toolchain (never a numbered release,
+# which rustup would try to download).
 min_rust=1.88
 if ! command -v cargo >/dev/null 2>&1; then
     say "cargo is not on PATH: install Rust $min_rust or newer (https://rustup.rs; Debian 12's cargo is too old)"
@@ -57,7 +58,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo_version="$(cd "$repo" && cargo --version 2>/dev/null | awk '{print $2}')"
 if [ -z "$cargo_version" ]; then
-    say "cargo --version failed in $repo (rustup may be unable to install the toolchain rust-toolchain.toml pins: run rustup show there)"
+    say "cargo --version failed in $repo (rustup may lack the toolchain rust-toolchain.toml selects: run rustup show there)"
     exit 1
 fi
 if [ "$(printf '%s\n%s\n' "$min_rust" "${cargo_version%%-*}" | sort -V | head -n 1)" != "$min_rust" ]; then

@@ -784,17 +784,12 @@ fn deps_refuses_a_cargo_too_old_for_the_workspace_saying_so() {
         "{}",
         text(&o)
     );
-    // And the pinned toolchain is at least the workspace's minimum.
+    // The toolchain file names the machine's stable channel (a numbered release
+    // would make rustup download it), and the minimum is the manifest's.
     let pin = std::fs::read_to_string(repo().join("rust-toolchain.toml")).unwrap();
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
     assert!(manifest.contains("rust-version = \"1.88\""), "{manifest}");
-    let channel = pin
-        .lines()
-        .find_map(|l| l.strip_prefix("channel = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("rust-toolchain.toml names a channel");
-    let version: Vec<u32> = channel.split('.').map(|p| p.parse().unwrap()).collect();
-    assert!(version[..2] >= [1, 88][..], "{channel} is older than 1.88");
+    assert!(pin.contains("channel = \"stable\""), "{pin}");
 
     let o = Command::new(repo().join("scripts/deps.sh"))
         .arg("everything")
