@@ -4,7 +4,9 @@
 # signed closure, activates it with the closure's own switch-to-configuration,
 # checks health, rolls back, and reports (docs/agent.md). Its settings become
 # /etc/fleet/agent.toml (agent/src/config.rs is the schema); S3 credentials come
-# from `environmentFile`, which never enters the Nix store.
+# from `credentialFiles` (LoadCredential=, read from $CREDENTIALS_DIRECTORY) or
+# `environmentFile`, neither of which enters the Nix store. The agent never passes
+# them on to switch-to-configuration or health checks (docs/agent.md).
 #
 # Evaluated by tests/tests/nixos_eval.rs with the real nixpkgs lib (evalModules) and
 # the NixOS options it sets declared as nixpkgs types them; the TOML it writes is
@@ -25,6 +27,26 @@ let
     inherit default;
     description = "${description} In seconds.";
   };
+
+  # One file of credentialFiles: passed with LoadCredential= under `name`.
+  credentialFile = what: name: mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "/run/secrets/fleet-${name}";
+    description = ''
+      File holding ${what} for the bucket, the bare value on one line. systemd
+      hands it to the agent with `LoadCredential=${name}:PATH` (the agent reads
+      `$CREDENTIALS_DIRECTORY/${name}`), so it may stay readable by root only. A
+      path string (e.g. from agenix or sops-nix), never a Nix path value, which
+      would copy the secret into the world-readable store. Takes precedence over
+      the keys of `environmentFile`.
+    '';
+  };
+  credentialList = lib.filter (c: c.path != null) [
+    { name = "aws-access-key-id"; path = cfg.credentialFiles.accessKeyId; }
+    { name = "aws-secret-access-key"; path = cfg.credentialFiles.secretAccessKey; }
+    { name = "aws-session-token"; path = cfg.credentialFiles.sessionToken; }
+  ];
 
   healthCheck = types.submodule {
     options = {
@@ -114,11 +136,18 @@ in
       description = ''
         File with the bucket credentials as environment variables
         (`AWS_ACCESS_KEY_ID=…`, `AWS_SECRET_ACCESS_KEY=…`), read by systemd when the
-        service starts. Give a path as a string (e.g. from agenix or sops-nix), not a
+        service starts. `credentialFiles` is the better way: the keys are then
+        never in the agent's environment. Give a path as a string (e.g. from agenix or sops-nix), not a
         Nix path value, which would copy the secret into the world-readable store.
         Leave null on EC2 with an instance profile: the agent then asks the instance
         metadata service.
       '';
+    };
+
+    credentialFiles = {
+      accessKeyId = credentialFile "the access key id" "aws-access-key-id";
+      secretAccessKey = credentialFile "the secret access key" "aws-secret-access-key";
+      sessionToken = credentialFile "a session token (temporary credentials; optional)" "aws-session-token";
     };
 
     pollInterval = seconds "Time between manifest polls." 60;
@@ -194,6 +223,15 @@ in
         message = "services.fleet-agent.environmentFile must be an absolute path given as a string.";
       }
       {
+        assertion = (cfg.credentialFiles.accessKeyId == null) == (cfg.credentialFiles.secretAccessKey == null)
+          && (cfg.credentialFiles.sessionToken == null || cfg.credentialFiles.accessKeyId != null);
+        message = "services.fleet-agent.credentialFiles: set accessKeyId and secretAccessKey together (sessionToken only with them).";
+      }
+      {
+        assertion = lib.all (c: lib.hasPrefix "/" c.path) credentialList;
+        message = "services.fleet-agent.credentialFiles must be absolute paths given as strings.";
+      }
+      {
         assertion = cfg.watchdogSec > 3 * cfg.requestTimeout;
         message = "services.fleet-agent.watchdogSec (${toString cfg.watchdogSec}) must exceed 3 × requestTimeout (${toString (3 * cfg.requestTimeout)}).";
       }
@@ -253,6 +291,7 @@ in
         StateDirectory = "fleet-agent";
         StateDirectoryMode = "0700";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+        LoadCredential = map (c: "${c.name}:${c.path}") credentialList;
 
         # --- Hardening ---------------------------------------------------------
         # The agent must stay root and unconfined: every restriction of this unit

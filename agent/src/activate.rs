@@ -5,7 +5,8 @@
 //!   [`fleet_core::nixcli::Nix`], so `--store` selects a chroot store in tests). Mode
 //!   `test` leaves the profile alone, as `nixos-rebuild test` does.
 //! - The script runs as `<store-root><closure>/bin/switch-to-configuration MODE`, with
-//!   stdin closed, no systemd notification variables, and a timeout; its output goes
+//!   stdin closed, only the allow-listed environment of [`crate::childenv`] (no
+//!   credentials, no systemd notification variables), and a timeout; its output goes
 //!   to the log, and the end of its stderr into the error message.
 //! - The closure path comes only from a verified manifest (or from the agent's own
 //!   state), and it is a parsed [`StorePath`], so the script path cannot leave
@@ -18,6 +19,8 @@ use std::time::Duration;
 use fleet_core::nixcli::Nix;
 use fleet_core::{Activation, StorePath};
 use tokio::io::AsyncReadExt;
+
+use crate::childenv::ChildEnv;
 
 /// Why an activation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +107,14 @@ pub async fn set_profile(
         .map_err(|e| err(e.to_string()))
 }
 
-/// Runs `<store_root><closure>/bin/switch-to-configuration <mode>` with a timeout.
+/// Runs `<store_root><closure>/bin/switch-to-configuration <mode>` with a timeout and
+/// the environment `env`.
 pub async fn switch(
     store_root: &Path,
     closure: &StorePath,
     mode: Activation,
     timeout: Duration,
+    env: &ChildEnv,
 ) -> Result<(), ActivationError> {
     let script = real_path(store_root, closure).join("bin/switch-to-configuration");
     let is_file = tokio::fs::metadata(&script)
@@ -123,14 +128,13 @@ pub async fn switch(
         });
     }
     tracing::info!(script = %script.display(), %mode, "running switch-to-configuration");
-    let mut child = tokio::process::Command::new(&script)
+    let mut cmd = tokio::process::Command::new(&script);
+    env.apply(&mut cmd);
+    let mut child = cmd
         .arg(mode.as_str())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
         // Its own process group, so a timeout can stop everything it started.
         .process_group(0)
         .spawn()
@@ -252,9 +256,15 @@ mod tests {
             d.path(),
             &format!("#!/bin/sh\necho \"$1\" >> {}\n", log.display()),
         );
-        switch(d.path(), &c, Activation::Boot, Duration::from_secs(5))
-            .await
-            .unwrap();
+        switch(
+            d.path(),
+            &c,
+            Activation::Boot,
+            Duration::from_secs(5),
+            &ChildEnv::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "boot\n");
     }
 
@@ -262,24 +272,42 @@ mod tests {
     async fn failure_and_timeout_and_missing_script_are_explained() {
         let d = tempfile::tempdir().unwrap();
         let c = fake_closure(d.path(), "#!/bin/sh\necho 'unit foo failed' >&2\nexit 4\n");
-        let e = switch(d.path(), &c, Activation::Switch, Duration::from_secs(5))
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = switch(
+            d.path(),
+            &c,
+            Activation::Switch,
+            Duration::from_secs(5),
+            &ChildEnv::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unit foo failed") && e.contains('4'), "{e}");
 
         let c = fake_closure(d.path(), "#!/bin/sh\nexec sleep 30\n");
         let t = std::time::Instant::now();
-        let e = switch(d.path(), &c, Activation::Switch, Duration::from_millis(300))
-            .await
-            .unwrap_err();
+        let e = switch(
+            d.path(),
+            &c,
+            Activation::Switch,
+            Duration::from_millis(300),
+            &ChildEnv::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ActivationError::Timeout { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(5));
 
         let other = tempfile::tempdir().unwrap();
-        let e = switch(other.path(), &c, Activation::Switch, Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let e = switch(
+            other.path(),
+            &c,
+            Activation::Switch,
+            Duration::from_secs(1),
+            &ChildEnv::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ActivationError::NoScript { .. }), "{e}");
         assert!(e.to_string().contains("not a NixOS system closure"), "{e}");
     }

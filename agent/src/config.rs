@@ -25,6 +25,7 @@
 //!   { command = ["/run/current-system/sw/bin/true"], timeout = "10s" },
 //!   { http = "http://127.0.0.1:8080/healthz" },
 //! ]
+//! pass-environment = ["HTTPS_PROXY"]          # default none: more variables for switch and checks
 //! facts-root = "/"                            # default: root of /etc, /proc, /run for facts
 //! max-queued-events = 100                     # default
 //! max-nar-size = 17179869184                  # default 16 GiB: largest store path (NarSize)
@@ -41,7 +42,9 @@
 //! Durations are read by [`fleet_core::duration`] (`90s`, `5m`, `1h 30m`, `7d`, `PT5M`).
 //! `store` / `--store` / `FLEET_AGENT_STORE` are the old spelling of `bucket` and still
 //! work, with a warning.
-//! S3 credentials come from the standard AWS environment (`AWS_ACCESS_KEY_ID`, …).
+//! S3 credentials come from `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`, see
+//! [`crate::credentials`]) or else the standard AWS environment (`AWS_ACCESS_KEY_ID`,
+//! …); `switch-to-configuration` and health checks get neither ([`crate::childenv`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -54,6 +57,7 @@ use fleet_core::nixcli::Nix;
 use fleet_core::{BucketUrl, HostName, PublicKey, TrustedKeys};
 use serde::{Deserialize, Serialize};
 
+use crate::childenv::ChildEnv;
 use crate::health::{Check, CheckKind};
 
 /// Default state directory.
@@ -231,6 +235,18 @@ pub struct Config {
     #[serde(default)]
     pub health_timeout: Option<String>,
 
+    /// More of the agent's environment variables to give switch-to-configuration and
+    /// health checks, beyond the built-in allow-list (PATH, locale, TZ, …); never
+    /// AWS_* [default: none].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_PASS_ENVIRONMENT",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    #[serde(default)]
+    pub pass_environment: Vec<String>,
+
     /// Root of /etc/os-release, /proc and /run read for facts [default: /].
     #[arg(long, env = "FLEET_AGENT_FACTS_ROOT", value_name = "DIR")]
     #[serde(default)]
@@ -329,6 +345,8 @@ pub struct Settings {
     pub activation_timeout: Duration,
     /// Health checks.
     pub health_checks: Vec<Check>,
+    /// The environment switch-to-configuration and health checks get.
+    pub child_env: ChildEnv,
     /// Root for facts.
     pub facts_root: PathBuf,
     /// Bound on queued events.
@@ -505,6 +523,7 @@ impl Config {
                 DEFAULT_ACTIVATION_TIMEOUT,
             )?,
             health_checks,
+            child_env: ChildEnv::new("pass-environment", &self.pass_environment)?,
             facts_root,
             max_queued_events,
             fetch_limits,
@@ -547,201 +566,4 @@ fn check(i: usize, spec: &HealthCheckSpec, default_timeout: Duration) -> anyhow:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        config: Config,
-    }
-
-    fn key() -> String {
-        fleet_core::SecretKey::generate("p-1")
-            .unwrap()
-            .public()
-            .to_nix_string()
-    }
-
-    #[test]
-    fn file_flags_and_defaults_layer() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("agent.toml");
-        std::fs::write(
-            &f,
-            format!(
-                r#"
-bucket = "file:///srv/bucket"
-host = "web-1"
-trusted-publisher-keys = ["{k}"]
-trusted-cache-keys = ["{k}"]
-poll-interval = "5s"
-health-checks = [
-  {{ systemd-unit = "nginx.service" }},
-  {{ command = ["/bin/true", "x"], timeout = "3s" }},
-  {{ http = "http://127.0.0.1:1/healthz" }},
-]
-"#,
-                k = key()
-            ),
-        )
-        .unwrap();
-        let cli = Cli::parse_from([
-            "x",
-            "--config",
-            f.to_str().unwrap(),
-            "--host",
-            "web-2",
-            "--poll-jitter",
-            "0s",
-        ]);
-        let s = cli.config.layered().unwrap().settings().unwrap();
-        assert_eq!(s.host.as_str(), "web-2");
-        assert_eq!(s.poll_interval, Duration::from_secs(5));
-        assert_eq!(s.poll_jitter, Duration::ZERO);
-        assert_eq!(s.state_dir, Path::new(DEFAULT_STATE_DIR));
-        assert_eq!(s.staging_dir, Path::new(DEFAULT_STATE_DIR).join("staging"));
-        assert_eq!(s.profile, Path::new(DEFAULT_PROFILE));
-        assert_eq!(s.health_checks.len(), 3);
-        assert_eq!(s.health_checks[0].timeout, DEFAULT_HEALTH_TIMEOUT);
-        assert_eq!(s.health_checks[1].timeout, Duration::from_secs(3));
-        assert_eq!(
-            s.health_checks[1].kind,
-            CheckKind::Command(vec!["/bin/true".into(), "x".into()])
-        );
-    }
-
-    #[test]
-    fn flag_health_checks_parse() {
-        let cli = Cli::parse_from([
-            "x",
-            "--health-checks",
-            "command=/bin/sh -c true",
-            "--health-checks",
-            "http=http://localhost:8/x",
-        ]);
-        assert_eq!(cli.config.health_checks.len(), 2);
-        assert!("bogus=1".parse::<HealthCheckSpec>().is_err());
-        assert!("nothing".parse::<HealthCheckSpec>().is_err());
-    }
-
-    #[test]
-    fn bad_values_name_the_field() {
-        let base = || Config {
-            bucket: Some("file:///b".into()),
-            host: Some("web-1".into()),
-            trusted_publisher_keys: vec![key()],
-            trusted_cache_keys: vec![key()],
-            ..Default::default()
-        };
-        let cases: Vec<(Config, &str)> = vec![
-            (
-                Config {
-                    host: None,
-                    ..base()
-                },
-                "host is not set",
-            ),
-            (
-                Config {
-                    host: Some("Web_1".into()),
-                    ..base()
-                },
-                "Web_1",
-            ),
-            (
-                Config {
-                    trusted_publisher_keys: vec![],
-                    ..base()
-                },
-                "trusted-publisher-keys is empty",
-            ),
-            (
-                Config {
-                    trusted_cache_keys: vec!["junk".into()],
-                    ..base()
-                },
-                "trusted-cache-keys[0]",
-            ),
-            (
-                Config {
-                    poll_interval: Some("soon".into()),
-                    ..base()
-                },
-                "poll-interval",
-            ),
-            (
-                Config {
-                    state_dir: Some("relative".into()),
-                    ..base()
-                },
-                "state-dir",
-            ),
-            (
-                Config {
-                    health_checks: vec![HealthCheckSpec {
-                        http: Some("ftp://x".into()),
-                        ..Default::default()
-                    }],
-                    ..base()
-                },
-                "health-checks[0].http",
-            ),
-            (
-                Config {
-                    health_checks: vec![HealthCheckSpec::default()],
-                    ..base()
-                },
-                "exactly one",
-            ),
-        ];
-        for (c, want) in cases {
-            let e = format!("{:#}", c.settings().unwrap_err());
-            assert!(e.contains(want), "{want}: {e}");
-        }
-        base().settings().unwrap();
-    }
-
-    #[test]
-    fn unknown_file_keys_are_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("agent.toml");
-        std::fs::write(&f, "pol-interval = \"5s\"\n").unwrap();
-        let c = Config {
-            config: Some(f),
-            ..Default::default()
-        };
-        let e = c.layered().unwrap_err().to_string();
-        assert!(e.contains("pol-interval"), "{e}");
-    }
-
-    /// Configs written before `store` was renamed `bucket` still load.
-    #[test]
-    fn the_old_store_spelling_still_loads() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("agent.toml");
-        std::fs::write(
-            &f,
-            format!(
-                "store = \"file:///old\"\nhost = \"web-1\"\ntrusted-publisher-keys = [\"{k}\"]\ntrusted-cache-keys = [\"{k}\"]\n",
-                k = key()
-            ),
-        )
-        .unwrap();
-        let from_file = Cli::parse_from(["x", "--config", f.to_str().unwrap()]);
-        let s = from_file.config.layered().unwrap().settings().unwrap();
-        assert_eq!(s.bucket.to_string(), "file:///old");
-        let both = Cli::parse_from([
-            "x",
-            "--config",
-            f.to_str().unwrap(),
-            "--bucket",
-            "file:///new",
-        ]);
-        let s = both.config.layered().unwrap().settings().unwrap();
-        assert_eq!(s.bucket.to_string(), "file:///new");
-        let flag = Cli::parse_from(["x", "--store", "file:///flag", "--host", "web-1"]);
-        assert_eq!(flag.config.store.as_deref(), Some("file:///flag"));
-    }
-}
+mod tests;

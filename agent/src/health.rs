@@ -8,12 +8,17 @@
 //! - `command`: the program must exit 0 (run without a shell, stdin closed);
 //! - `http`: a GET of the URL must answer 2xx (redirects are not followed).
 //!
+//! Programs run with only the allow-listed environment of [`crate::childenv`] (no
+//! credentials), and are found on its `PATH`.
+//!
 //! A check is retried every second until it passes or its timeout is spent, because
 //! services restarted by `switch-to-configuration` need a moment to come up. The
 //! first check that fails ends the run; its message names the check and what it saw.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use crate::childenv::ChildEnv;
 
 /// What a check looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,8 +67,9 @@ pub fn systemd_running() -> bool {
     std::fs::symlink_metadata("/run/systemd/system").is_ok_and(|m| m.is_dir())
 }
 
-/// Runs `checks` in order; the first failure ends the run.
-pub async fn run_all(checks: &[Check]) -> Result<(), HealthFailure> {
+/// Runs `checks` in order, programs with the environment `env`; the first failure
+/// ends the run.
+pub async fn run_all(checks: &[Check], env: &ChildEnv) -> Result<(), HealthFailure> {
     let systemd = systemd_running();
     let client = http_client();
     for c in checks {
@@ -71,7 +77,7 @@ pub async fn run_all(checks: &[Check]) -> Result<(), HealthFailure> {
             tracing::info!(check = %c, "skipping health check: systemd is not running here");
             continue;
         }
-        run_one(c, &client).await?;
+        run_one(c, &client, env).await?;
         tracing::info!(check = %c, "health check passed");
     }
     Ok(())
@@ -84,7 +90,7 @@ fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-async fn run_one(c: &Check, client: &reqwest::Client) -> Result<(), HealthFailure> {
+async fn run_one(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<(), HealthFailure> {
     let deadline = Instant::now() + c.timeout;
     let mut last = String::from("it did not run");
     loop {
@@ -92,7 +98,7 @@ async fn run_one(c: &Check, client: &reqwest::Client) -> Result<(), HealthFailur
         if left.is_zero() {
             break;
         }
-        match tokio::time::timeout(left, attempt(c, client)).await {
+        match tokio::time::timeout(left, attempt(c, client, env)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(why)) => last = why,
             Err(_) => {
@@ -113,7 +119,7 @@ async fn run_one(c: &Check, client: &reqwest::Client) -> Result<(), HealthFailur
     })
 }
 
-async fn attempt(c: &Check, client: &reqwest::Client) -> Result<(), String> {
+async fn attempt(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<(), String> {
     match &c.kind {
         CheckKind::SystemdUnit(unit) => {
             let argv = [
@@ -123,11 +129,11 @@ async fn attempt(c: &Check, client: &reqwest::Client) -> Result<(), String> {
                 "--".into(),
                 unit.clone(),
             ];
-            run_command(&argv)
+            run_command(&argv, env)
                 .await
                 .map_err(|e| format!("unit is not active ({e})"))
         }
-        CheckKind::Command(argv) => run_command(argv).await,
+        CheckKind::Command(argv) => run_command(argv, env).await,
         CheckKind::Http(url) => match client.get(url).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("it answered {}", r.status())),
@@ -136,15 +142,14 @@ async fn attempt(c: &Check, client: &reqwest::Client) -> Result<(), String> {
     }
 }
 
-async fn run_command(argv: &[String]) -> Result<(), String> {
-    let out = tokio::process::Command::new(&argv[0])
+async fn run_command(argv: &[String], env: &ChildEnv) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    env.apply(&mut cmd);
+    let out = cmd
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
         // A check cut off by its timeout must not linger.
         .kill_on_drop(true)
         .output()
@@ -213,20 +218,29 @@ mod tests {
 
     #[tokio::test]
     async fn commands_pass_and_fail_with_the_reason() {
-        run_all(&[cmd(&["/bin/true"], 2)]).await.unwrap();
-        let e = run_all(&[cmd(&["/bin/sh", "-c", "echo broken >&2; exit 3"], 1)])
+        run_all(&[cmd(&["/bin/true"], 2)], &ChildEnv::default())
             .await
-            .unwrap_err();
+            .unwrap();
+        let e = run_all(
+            &[cmd(&["/bin/sh", "-c", "echo broken >&2; exit 3"], 1)],
+            &ChildEnv::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(e.why.contains("broken") && e.why.contains('3'), "{e}");
         assert!(e.to_string().contains("/bin/sh"), "{e}");
-        let e = run_all(&[cmd(&["/no/such/program"], 1)]).await.unwrap_err();
+        let e = run_all(&[cmd(&["/no/such/program"], 1)], &ChildEnv::default())
+            .await
+            .unwrap_err();
         assert!(e.why.contains("cannot start"), "{e}");
     }
 
     #[tokio::test]
     async fn a_hanging_check_is_cut_at_its_timeout() {
         let t = Instant::now();
-        let e = run_all(&[cmd(&["/bin/sleep", "30"], 1)]).await.unwrap_err();
+        let e = run_all(&[cmd(&["/bin/sleep", "30"], 1)], &ChildEnv::default())
+            .await
+            .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert!(e.why.contains("still running"), "{e}");
     }
@@ -239,7 +253,7 @@ mod tests {
             "if [ -e {f} ]; then exit 0; else touch {f}; exit 1; fi",
             f = flag.display()
         );
-        run_all(&[cmd(&["/bin/sh", "-c", &script], 5)])
+        run_all(&[cmd(&["/bin/sh", "-c", &script], 5)], &ChildEnv::default())
             .await
             .unwrap();
     }
@@ -247,17 +261,23 @@ mod tests {
     #[tokio::test]
     async fn http_needs_2xx() {
         let ok = http_server(vec![200]);
-        run_all(&[Check {
-            kind: CheckKind::Http(ok),
-            timeout: Duration::from_secs(2),
-        }])
+        run_all(
+            &[Check {
+                kind: CheckKind::Http(ok),
+                timeout: Duration::from_secs(2),
+            }],
+            &ChildEnv::default(),
+        )
         .await
         .unwrap();
         let bad = http_server(vec![503, 503, 503, 503]);
-        let e = run_all(&[Check {
-            kind: CheckKind::Http(bad.clone()),
-            timeout: Duration::from_millis(1500),
-        }])
+        let e = run_all(
+            &[Check {
+                kind: CheckKind::Http(bad.clone()),
+                timeout: Duration::from_millis(1500),
+            }],
+            &ChildEnv::default(),
+        )
         .await
         .unwrap_err();
         assert!(e.why.contains("503") && e.check.contains(&bad), "{e}");
@@ -268,10 +288,13 @@ mod tests {
         if systemd_running() {
             return; // Only meaningful where systemd is absent (containers, CI here).
         }
-        run_all(&[Check {
-            kind: CheckKind::SystemdUnit("no-such.service".into()),
-            timeout: Duration::from_secs(1),
-        }])
+        run_all(
+            &[Check {
+                kind: CheckKind::SystemdUnit("no-such.service".into()),
+                timeout: Duration::from_secs(1),
+            }],
+            &ChildEnv::default(),
+        )
         .await
         .unwrap();
     }

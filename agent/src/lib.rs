@@ -7,6 +7,8 @@
 //! - [`fetch`]: downloading, verifying and importing the missing store paths;
 //! - [`activate`]: profile switch and the closure's `switch-to-configuration`;
 //! - [`health`]: health checks (systemd units, commands, HTTP);
+//! - [`childenv`]: the allow-listed environment of switch and health checks;
+//! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
 //! - [`state`]: the state file, written atomically;
 //! - [`report`]: status objects and queued events in the bucket;
 //! - [`facts`]: host facts for the status;
@@ -18,8 +20,10 @@
 #![warn(missing_docs)]
 
 pub mod activate;
+pub mod childenv;
 pub mod cmd;
 pub mod config;
+pub mod credentials;
 pub mod cycle;
 pub mod facts;
 pub mod fetch;

@@ -16,7 +16,9 @@ use fleet_agent::config::{Config, DEFAULT_STATE_DIR};
     about = "Follow this host's signed manifest in a fleet bucket: fetch, activate, check, roll back, report",
     after_help = "Every option can also be set with its FLEET_AGENT_* environment variable or in \
                   the TOML file given by --config (keys are the long option names). S3 \
-                  credentials come from the standard AWS environment (AWS_ACCESS_KEY_ID, …)."
+                  credentials come from $CREDENTIALS_DIRECTORY (aws-access-key-id, \
+                  aws-secret-access-key, aws-session-token) or else the standard AWS \
+                  environment (AWS_ACCESS_KEY_ID, …)."
 )]
 struct Cli {
     #[command(subcommand)]

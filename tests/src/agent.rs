@@ -5,6 +5,9 @@
 //! The config is TOML in the agent's own schema (`agent/src/config.rs`): every value
 //! is quoted by the `toml` crate, and `extra` lines (durations, health checks, …) are
 //! placed among the top-level keys, before anything that could open a table.
+//! `pass-environment` always lists [`FIXTURE_ENV`]: the agent gives its children only
+//! an allow-listed environment, and the fixtures' `switch-to-configuration` scripts
+//! read these variables.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +30,10 @@ pub fn clean_command(program: &Path, xdg_cache: &Path) -> Command {
         .stdin(Stdio::null());
     cmd
 }
+
+/// The variables the fixture systems' `switch-to-configuration` read: where to log
+/// calls ([`crate::nix::ACTIVATION_LOG_ENV`]) and the file a held switch waits for.
+pub const FIXTURE_ENV: [&str; 2] = [crate::nix::ACTIVATION_LOG_ENV, "FLEET_TEST_HOLD_UNTIL"];
 
 /// The settings a test agent runs with: its own state, chroot Nix store and profile,
 /// no jitter, short timeouts.
@@ -68,7 +75,8 @@ impl AgentConfig {
         let mut text = format!(
             "bucket = {}\nhost = {}\ntrusted-publisher-keys = {}\ntrusted-cache-keys = {}\n\
              state-dir = {}\nnix-store = {chroot}\nstore-root = {chroot}\nprofile = {}\n\
-             poll-jitter = \"0s\"\nrequest-timeout = {}\nactivation-timeout = {}\n",
+             poll-jitter = \"0s\"\nrequest-timeout = {}\nactivation-timeout = {}\n\
+             pass-environment = {}\n",
             q(&self.bucket),
             q(&self.host),
             list(&self.publisher_keys),
@@ -77,6 +85,7 @@ impl AgentConfig {
             p(&self.profile),
             q(&self.request_timeout),
             q(&self.activation_timeout),
+            list(&FIXTURE_ENV.map(str::to_owned)),
             chroot = p(&self.chroot),
         );
         if let Some(facts) = &self.facts_root {
@@ -120,5 +129,6 @@ mod tests {
         assert_eq!(v["nix-store"].as_str(), Some("/c"));
         assert_eq!(v["poll-interval"].as_str(), Some("300ms"));
         assert!(v.get("facts-root").is_none());
+        assert_eq!(v["pass-environment"].as_array().unwrap().len(), 2);
     }
 }

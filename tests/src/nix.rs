@@ -111,6 +111,10 @@ pub struct FixtureOptions {
     /// Label of the kernel path: generations with the same label share the kernel,
     /// as on NixOS when only the configuration changes.
     pub kernel: String,
+    /// `switch-to-configuration` also appends its whole environment (`env`) to
+    /// `$FLEET_ACTIVATION_LOG.env` (see [`environment_log`]); it changes the top
+    /// path only.
+    pub record_environment: bool,
 }
 
 impl Default for FixtureOptions {
@@ -119,6 +123,7 @@ impl Default for FixtureOptions {
             salt: String::new(),
             activation_exit: 0,
             kernel: "1".into(),
+            record_environment: false,
         }
     }
 }
@@ -154,6 +159,14 @@ pub struct ActivationCall {
 
 /// Environment variable the fixture's `switch-to-configuration` appends its calls to.
 pub const ACTIVATION_LOG_ENV: &str = "FLEET_ACTIVATION_LOG";
+
+/// Where a fixture built with [`FixtureOptions::record_environment`] appends its
+/// environment: the activation log's name with `.env` added.
+pub fn environment_log(activation_log: &Path) -> PathBuf {
+    let mut name = activation_log.as_os_str().to_owned();
+    name.push(".env");
+    PathBuf::from(name)
+}
 
 /// Reads the calls a fixture's `switch-to-configuration` appended to `log`: one line
 /// per call, the toplevel then each argument, tab-separated. A missing file means no
@@ -408,6 +421,10 @@ impl Nix {
                 ("salt", options.salt.clone()),
                 ("activationExit", options.activation_exit.to_string()),
                 ("kernel", options.kernel.clone()),
+                (
+                    "recordEnvironment",
+                    if options.record_environment { "1" } else { "0" }.to_owned(),
+                ),
             ],
         )?;
         let paths = self.closure(&top)?;

@@ -183,7 +183,8 @@ fn a_minimal_host_gets_a_notify_unit_and_a_config_the_agent_accepts() {
     }
     // No credentials file unless given (EC2 instance profiles need none).
     assert!(
-        !u.iter().any(|l| l.starts_with("EnvironmentFile=")),
+        !u.iter()
+            .any(|l| l.starts_with("EnvironmentFile=") || l.starts_with("LoadCredential=")),
         "{u:?}"
     );
     assert_eq!(v["wantedBy"]["fleet-agent"][0], "multi-user.target");
@@ -217,6 +218,11 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
                 trustedPublisherKeys = [ "{publisher}" ];
                 trustedCacheKeys = [ "{cache}" "{cache2}" ];
                 environmentFile = "/run/secrets/fleet-agent.env";
+                credentialFiles = {{
+                  accessKeyId = "/run/secrets/fleet-key-id";
+                  secretAccessKey = "/run/secrets/fleet-secret";
+                  sessionToken = "/run/secrets/fleet-token";
+                }};
                 pollInterval = 30; pollJitter = 0; heartbeatInterval = 90; backoffMax = 600;
                 requestTimeout = 20; activationTimeout = 300; healthTimeout = 15;
                 healthChecks = [
@@ -255,6 +261,10 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
     let agent = unit(&v, "fleet-agent");
     for want in [
         "EnvironmentFile=/run/secrets/fleet-agent.env",
+        // The names the agent reads in $CREDENTIALS_DIRECTORY (agent/src/credentials.rs).
+        "LoadCredential=aws-access-key-id:/run/secrets/fleet-key-id",
+        "LoadCredential=aws-secret-access-key:/run/secrets/fleet-secret",
+        "LoadCredential=aws-session-token:/run/secrets/fleet-token",
         "WatchdogSec=200",
         "TimeoutStopSec=120",
         "RestrictAddressFamilies=AF_NETLINK",
@@ -380,6 +390,16 @@ fn bad_settings_fail_with_messages_that_say_what_to_do() {
             "web-1",
             r#"environmentFile = "secrets/fleet.env";"#,
             "services.fleet-agent.environmentFile must be an absolute path",
+        ),
+        (
+            "web-1",
+            r#"credentialFiles.accessKeyId = "/run/secrets/id";"#,
+            "services.fleet-agent.credentialFiles: set accessKeyId and secretAccessKey together",
+        ),
+        (
+            "web-1",
+            r#"credentialFiles = { accessKeyId = "id"; secretAccessKey = "/run/secrets/s"; };"#,
+            "services.fleet-agent.credentialFiles must be absolute paths",
         ),
     ] {
         let got = assertions(with(hostname, agent));

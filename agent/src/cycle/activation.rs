@@ -60,7 +60,14 @@ impl Agent {
         if mode != Activation::Test {
             activate::set_profile(&s.nix, &s.profile, closure).await?;
         }
-        activate::switch(&s.store_root, closure, mode, s.activation_timeout).await
+        activate::switch(
+            &s.store_root,
+            closure,
+            mode,
+            s.activation_timeout,
+            &s.child_env,
+        )
+        .await
     }
 
     async fn check_health(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
@@ -69,7 +76,9 @@ impl Agent {
             tracing::info!(
                 "activation mode boot: the new generation runs after the next reboot; health checks skipped"
             );
-        } else if let Err(f) = health::run_all(&self.settings.health_checks).await {
+        } else if let Err(f) =
+            health::run_all(&self.settings.health_checks, &self.settings.child_env).await
+        {
             let reason = report::error(
                 ErrorKind::HealthCheckFailed,
                 format!("after activating {}: {f}", describe(&flight.target)),

@@ -138,10 +138,15 @@ fn describe(g: &Generation) -> String {
 }
 
 impl Agent {
-    /// Opens the bucket and the state directory (taking its lock).
+    /// Opens the bucket (with the credentials of `$CREDENTIALS_DIRECTORY` if there
+    /// are any, else the AWS environment) and the state directory (taking its lock).
     pub fn open(settings: Settings) -> anyhow::Result<Self> {
+        let credentials = crate::credentials::from_environment()?;
+        if credentials.is_some() {
+            tracing::info!("S3 credentials from $CREDENTIALS_DIRECTORY");
+        }
         let opts = BucketOptions {
-            credentials: None,
+            credentials,
             request_timeout: settings.request_timeout,
             connect_timeout: settings.request_timeout.min(Duration::from_secs(10)),
             // Few retries inside one cycle: the daemon's own backoff takes over.

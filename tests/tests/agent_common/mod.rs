@@ -61,7 +61,7 @@ EOF
 "#;
 
 /// Environment variable the held fixture waits on.
-pub const HOLD_ENV: &str = "FLEET_TEST_HOLD_UNTIL";
+pub const HOLD_ENV: &str = fleet_tests::agent::FIXTURE_ENV[1];
 
 /// Real Nix, or a panic that says how to install it.
 pub fn nix() -> Nix {
