@@ -10,12 +10,13 @@
 //! - [`childenv`]: the allow-listed environment of switch and health checks;
 //! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
 //! - [`state`]: the state file, written atomically;
+//! - [`pause`]: the operator's local pause file;
 //! - [`report`]: status objects and queued events in the bucket;
 //! - [`facts`]: host facts for the status;
 //! - [`schedule`]: poll interval, jitter, backoff;
 //! - [`notify`]: systemd readiness and watchdog;
 //! - [`config`]: the one configuration schema (flags, environment, TOML);
-//! - [`cmd`]: the subcommands (`run`, `once`, `state`).
+//! - [`cmd`]: the subcommands (`run`, `once`, `state`, `pause`, `resume`).
 
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod facts;
 pub mod fetch;
 pub mod health;
 pub mod notify;
+pub mod pause;
 pub mod report;
 pub mod schedule;
 pub mod state;

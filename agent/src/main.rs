@@ -30,8 +30,13 @@ enum Command {
     /// Run as a daemon: poll, activate, report, forever.
     Run(Config),
     /// Run one cycle; the exit code tells the outcome (0 healthy, 2 refused,
-    /// 3 rolled back, 4 failed, 5 retry later, 6 access denied, 1 error).
+    /// 3 rolled back, 4 failed, 5 retry later, 6 access denied, 7 paused, 1 error).
     Once(Config),
+    /// Pause deploys on this host: the agent keeps polling and reporting `paused`,
+    /// and applies nothing until `resume` or --until.
+    Pause(cmd::pause::PauseArgs),
+    /// End a pause.
+    Resume(cmd::resume::ResumeArgs),
     /// Print the local state file.
     State {
         /// State directory [default: /var/lib/fleet-agent].
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         Command::Once(c) => settings(c)
             .and_then(|s| runtime()?.block_on(cmd::once::once(s)))
             .map(|o| o.exit_code()),
+        Command::Pause(a) => cmd::pause::pause(a).map(|()| 0),
+        Command::Resume(a) => cmd::resume::resume(a).map(|()| 0),
         Command::State { state_dir } => {
             cmd::state::state(&state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())).map(|()| 0)
         }

@@ -61,6 +61,9 @@ pub enum AgentState {
     Refused,
     /// Something failed and no rollback was possible or needed.
     Failed,
+    /// An operator paused deploys on the host (`fleet-agent pause`): it keeps polling
+    /// and reporting; `desired` is what it will apply once resumed.
+    Paused,
 }
 
 impl AgentState {
@@ -76,6 +79,7 @@ impl AgentState {
             AgentState::RolledBack => "rolled-back",
             AgentState::Refused => "refused",
             AgentState::Failed => "failed",
+            AgentState::Paused => "paused",
         }
     }
 }

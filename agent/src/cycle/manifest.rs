@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::{Agent, Outcome, describe, phase};
+use crate::pause::Pause;
 use crate::report;
 use crate::state::{InFlight, ManifestMemo, MemoOutcome, Step};
 
@@ -39,19 +40,24 @@ fn target_of(m: &Manifest) -> Generation {
 
 impl Agent {
     /// A new manifest object: verify it, then fetch and activate its closure unless
-    /// it is a re-upload, is refused or names the system already running.
+    /// it is a re-upload, is refused, names the system already running, or `pause`
+    /// holds.
     pub(super) async fn new_manifest(
         &mut self,
         key: &Key,
         bytes: &[u8],
         etag: Option<String>,
+        pause: Option<&Pause>,
     ) -> anyhow::Result<Outcome> {
         let now = Timestamp::now();
         // The ETag is the server's word and lands in the state file: keep it short.
         let etag = etag.filter(|e| e.len() <= 1024);
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(memo) = self.reuploaded(&digest, &etag, now)? {
-            return Ok(self.report_memo(&memo));
+            return match pause {
+                Some(p) => self.paused(p),
+                None => Ok(self.report_memo(&memo)),
+            };
         }
         let verified = match self.verify_manifest(bytes, now) {
             Ok(v) => v,
@@ -61,6 +67,11 @@ impl Agent {
             }
         };
         let m = self.accept(verified)?;
+        if let Some(p) = pause {
+            // Verified and recorded as desired, so the status shows what is pending;
+            // not remembered as finished, so it is applied once the pause ends.
+            return self.paused(p);
+        }
         if self.already_running(&m, &etag, &digest)? {
             return Ok(Outcome::Healthy);
         }

@@ -3,10 +3,12 @@
 //! ```text
 //! resume an in-flight activation, if any (after kill -9, crash or power cut)
 //! GET hosts/<host>/manifest.json, If-None-Match: <ETag of the last one finished>
-//!   304 ──────────────────────────────► report what the last one ended as (heartbeat)
+//!   304 ──────────────────────────────► report what the last one ended as (heartbeat),
+//!                                       or `paused` while a pause holds
 //!   same bytes as the last one ───────► the same (a re-upload is not a new deploy)
 //!   200 → verify (size, signature by a trusted key, host, sequence ≥ highest seen,
 //!         not expired) ── refused ────► state `refused`, last_error.kind manifest-*
+//!       → paused (`fleet-agent pause`) ► `paused`, desired = this manifest, nothing applied
 //!       → closure already current ───► `healthy` (heartbeat)
 //!       → fetch missing paths, verify, import ── refused ─► `refused` (fetch kind)
 //!                                      └─ network, disk… ─► `failed`, retried with backoff
@@ -55,6 +57,7 @@ use fleet_core::{Bucket, BucketError, BucketOptions, Key};
 use jiff::Timestamp;
 
 use crate::config::Settings;
+use crate::pause::{self, Pause};
 use crate::state::{ManifestMemo, MemoOutcome, State, StateStore};
 use crate::{activate, facts, report};
 
@@ -74,12 +77,14 @@ pub enum Outcome {
     Retry,
     /// The bucket refused access (HTTP 403); retried with backoff.
     AccessDenied,
+    /// An operator paused deploys here (`fleet-agent pause`); nothing was applied.
+    Paused,
 }
 
 impl Outcome {
     /// Exit code of `fleet-agent once`: 0 healthy, 2 refused, 3 rolled back, 4 failed,
-    /// 5 retry later (unreachable, transient), 6 access denied. (1 is a configuration or
-    /// local error before any cycle.)
+    /// 5 retry later (unreachable, transient), 6 access denied, 7 paused. (1 is a
+    /// configuration or local error before any cycle.)
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Healthy => 0,
@@ -88,6 +93,7 @@ impl Outcome {
             Outcome::Failed => 4,
             Outcome::Retry => 5,
             Outcome::AccessDenied => 6,
+            Outcome::Paused => 7,
         }
     }
 
@@ -235,6 +241,7 @@ impl Agent {
         self.discover_current()?;
         let key = Key::manifest(&self.settings.host);
         let now = Timestamp::now();
+        let pause = pause::active(&self.settings.state_dir, now);
         let etag = self
             .state
             .manifest
@@ -247,8 +254,14 @@ impl Agent {
             .get_if_changed(&key, etag.as_deref(), MAX_MANIFEST_SIZE)
             .await
         {
-            Ok(Fetched::NotModified) => self.unchanged(),
-            Ok(Fetched::Object(o)) => self.new_manifest(&key, o.bytes.as_ref(), o.etag).await,
+            Ok(Fetched::NotModified) => match &pause {
+                Some(p) => self.paused(p),
+                None => self.unchanged(),
+            },
+            Ok(Fetched::Object(o)) => {
+                self.new_manifest(&key, o.bytes.as_ref(), o.etag, pause.as_ref())
+                    .await
+            }
             Err(e) => self.manifest_unreadable(&key, e),
         }
     }
@@ -267,6 +280,27 @@ impl Agent {
             self.save()?;
         }
         Ok(())
+    }
+
+    /// Deploys are paused: report `paused`, keeping the last error, and apply nothing.
+    /// `desired` already holds the newest verified manifest's generation.
+    fn paused(&mut self, p: &Pause) -> anyhow::Result<Outcome> {
+        let pending = self
+            .state
+            .desired
+            .as_ref()
+            .filter(|d| self.state.current.as_ref().map(|c| &c.closure) != Some(&d.closure));
+        match pending {
+            Some(d) => {
+                tracing::info!(pending = %describe(d), "{}; nothing is applied", p.describe())
+            }
+            None => tracing::info!("{}; nothing is pending", p.describe()),
+        }
+        let keep = self.state.reported.last_error.clone();
+        if self.set(AgentState::Paused, keep) {
+            self.save()?;
+        }
+        Ok(Outcome::Paused)
     }
 
     /// The manifest did not change: report what it ended as.

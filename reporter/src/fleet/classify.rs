@@ -119,6 +119,17 @@ pub fn classify(
         }
     };
 
+    if let Some(r) = report.as_ref().filter(|r| r.state == AgentState::Paused) {
+        let pending = r
+            .desired
+            .as_ref()
+            .and_then(|d| d.sequence)
+            .map(|s| format!(" (sequence {s} is waiting)"))
+            .unwrap_or_default();
+        notes.push(format!(
+            "deploys are paused on the host (`fleet-agent pause`){pending}: it applies nothing until `fleet-agent resume` or the pause's end"
+        ));
+    }
     let state = if !flags.is_empty() {
         HostState::Flagged
     } else if let Some(r) = &report {
@@ -270,6 +281,28 @@ mod tests {
         assert_eq!(
             state(Some(&done), fresh, ManifestView::Missing),
             HostState::UpToDate
+        );
+    }
+
+    /// A paused host is pending (behind) or up to date, with a note saying so.
+    #[test]
+    fn a_paused_host_says_so() {
+        let now: Timestamp = NOW.parse().unwrap();
+        let paused = report(AgentState::Paused, "old");
+        let row = classify(
+            HostName::new("a").unwrap(),
+            Some((&paused, now)),
+            manifest("new", "2027-01-01T00:00:00Z"),
+            now,
+            SignedDuration::from_secs(180),
+        );
+        assert_eq!(row.state, HostState::Pending);
+        assert!(
+            row.notes
+                .iter()
+                .any(|n| n.contains("paused") && n.contains("sequence 2 is waiting")),
+            "{:?}",
+            row.notes
         );
     }
 }
