@@ -169,6 +169,19 @@ in
       description = "Checks run after each activation; if one fails the agent rolls back. Each sets exactly one of systemdUnit, command, http.";
     };
 
+    metricsFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/prometheus-node-exporter-text-files/fleet-agent.prom";
+      description = ''
+        File (ending in `.prom`) the agent rewrites after every cycle with
+        Prometheus metrics: state, sequences, last success, last fetch, cycles by
+        outcome (docs/agent.md). Point it into the directory of node-exporter's
+        textfile collector (`services.prometheus.exporters.node.extraFlags =
+        [ "--collector.textfile.directory=…" ]`). Off when null.
+      '';
+    };
+
     maxQueuedEvents = mkOption {
       type = types.ints.positive;
       default = 100;

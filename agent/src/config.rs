@@ -26,6 +26,7 @@
 //!   { http = "http://127.0.0.1:8080/healthz" },
 //! ]
 //! pass-environment = ["HTTPS_PROXY"]          # default none: more variables for switch and checks
+//! metrics-file = "/var/lib/prometheus-node-exporter-text-files/fleet-agent.prom" # default: none
 //! facts-root = "/"                            # default: root of /etc, /proc, /run for facts
 //! max-queued-events = 100                     # default
 //! max-nar-size = 17179869184                  # default 16 GiB: largest store path (NarSize)
@@ -247,6 +248,12 @@ pub struct Config {
     #[serde(default)]
     pub pass_environment: Vec<String>,
 
+    /// File the agent rewrites after every cycle with Prometheus metrics, for
+    /// node-exporter's textfile collector; must end in `.prom` [default: none].
+    #[arg(long, env = "FLEET_AGENT_METRICS_FILE", value_name = "FILE")]
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+
     /// Root of /etc/os-release, /proc and /run read for facts [default: /].
     #[arg(long, env = "FLEET_AGENT_FACTS_ROOT", value_name = "DIR")]
     #[serde(default)]
@@ -347,6 +354,8 @@ pub struct Settings {
     pub health_checks: Vec<Check>,
     /// The environment switch-to-configuration and health checks get.
     pub child_env: ChildEnv,
+    /// Where metrics are written, if anywhere.
+    pub metrics_file: Option<PathBuf>,
     /// Root for facts.
     pub facts_root: PathBuf,
     /// Bound on queued events.
@@ -380,6 +389,16 @@ fn absolute(field: &str, p: &Path) -> anyhow::Result<PathBuf> {
         p.display()
     );
     Ok(p.to_owned())
+}
+
+fn metrics_file(p: &Path) -> anyhow::Result<PathBuf> {
+    let p = absolute("metrics-file", p)?;
+    ensure!(
+        p.extension().is_some_and(|e| e == "prom"),
+        "metrics-file = {} must end in .prom: node-exporter's textfile collector reads only *.prom files",
+        p.display()
+    );
+    Ok(p)
 }
 
 fn keys(field: &str, texts: &[String]) -> anyhow::Result<TrustedKeys> {
@@ -524,6 +543,7 @@ impl Config {
             )?,
             health_checks,
             child_env: ChildEnv::new("pass-environment", &self.pass_environment)?,
+            metrics_file: self.metrics_file.as_deref().map(metrics_file).transpose()?,
             facts_root,
             max_queued_events,
             fetch_limits,

@@ -11,6 +11,7 @@
 //! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
 //! - [`state`]: the state file, written atomically;
 //! - [`pause`]: the operator's local pause file;
+//! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
 //! - [`report`]: status objects and queued events in the bucket;
 //! - [`facts`]: host facts for the status;
 //! - [`schedule`]: poll interval, jitter, backoff;
@@ -29,6 +30,7 @@ pub mod cycle;
 pub mod facts;
 pub mod fetch;
 pub mod health;
+pub mod metrics;
 pub mod notify;
 pub mod pause;
 pub mod report;

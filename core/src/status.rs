@@ -67,6 +67,20 @@ pub enum AgentState {
 }
 
 impl AgentState {
+    /// Every state.
+    pub const ALL: [AgentState; 10] = [
+        AgentState::Starting,
+        AgentState::Checking,
+        AgentState::Fetching,
+        AgentState::Activating,
+        AgentState::CheckingHealth,
+        AgentState::Healthy,
+        AgentState::RolledBack,
+        AgentState::Refused,
+        AgentState::Failed,
+        AgentState::Paused,
+    ];
+
     /// The state's wire name.
     pub fn as_str(self) -> &'static str {
         match self {

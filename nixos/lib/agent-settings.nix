@@ -31,6 +31,7 @@ withoutNulls {
   health-timeout = seconds cfg.healthTimeout;
   health-checks = map check cfg.healthChecks;
   max-queued-events = cfg.maxQueuedEvents;
+  metrics-file = cfg.metricsFile;
   log-format = cfg.logFormat;
   # The unit is not restarted by the switch (restartIfChanged = false): the agent
   # leaves after a switch and systemd starts it again from the new system.

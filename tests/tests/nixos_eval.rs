@@ -207,6 +207,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
     let bucket = d.path().join("bucket");
     std::fs::create_dir(&bucket).unwrap();
     let publisher = key("publisher-1");
+    let metrics = d.path().join("fleet-agent.prom");
     let configuration = |reporter_token: &str| {
         format!(
             r#"{{
@@ -231,6 +232,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
                   {{ http = "http://127.0.0.1:8080/healthz"; }}
                 ];
                 maxQueuedEvents = 50;
+                metricsFile = "{metrics}";
                 logFormat = "json";
                 extraSettings = {{ "facts-root" = "/"; }};
                 watchdogSec = 200;
@@ -247,6 +249,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
               }};
             }}"#,
             bucket = bucket.display(),
+            metrics = metrics.display(),
             cache = key("cache-1"),
             cache2 = key("cache-2"),
         )
@@ -290,6 +293,13 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let status: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(status["host"], "db-0042");
+    // metricsFile reached the agent: its cycle (no manifest: failed) is counted there.
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.lines()
+            .any(|l| l == "fleet_agent_cycles_total{outcome=\"failed\"} 1"),
+        "{prom}"
+    );
 
     // The reporter: sandboxed, the token passed as a credential, its file at the
     // path systemd gives credentials.

@@ -233,6 +233,7 @@ impl Agent {
         self.save()?;
         self.flush_quietly().await;
         self.phase.store(phase::FETCHING, Ordering::SeqCst);
+        let started = std::time::Instant::now();
         let fetched = crate::fetch::fetch_closure(crate::fetch::FetchRequest {
             bucket: &self.bucket,
             closure: &m.closure,
@@ -245,6 +246,7 @@ impl Agent {
         match fetched {
             Ok(r) => {
                 tracing::info!(closure = %m.closure, report = ?r, "closure fetched and imported");
+                self.metrics.fetched(r.bytes_downloaded, started.elapsed());
                 Ok(None)
             }
             Err(e) if e.is_refusal() => {

@@ -57,6 +57,7 @@ use fleet_core::{Bucket, BucketError, BucketOptions, Key};
 use jiff::Timestamp;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::pause::{self, Pause};
 use crate::state::{ManifestMemo, MemoOutcome, State, StateStore};
 use crate::{activate, facts, report};
@@ -82,6 +83,30 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Healthy,
+        Outcome::Refused,
+        Outcome::RolledBack,
+        Outcome::Failed,
+        Outcome::Retry,
+        Outcome::AccessDenied,
+        Outcome::Paused,
+    ];
+
+    /// The outcome's name in metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Healthy => "healthy",
+            Outcome::Refused => "refused",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Failed => "failed",
+            Outcome::Retry => "retry",
+            Outcome::AccessDenied => "access-denied",
+            Outcome::Paused => "paused",
+        }
+    }
+
     /// Exit code of `fleet-agent once`: 0 healthy, 2 refused, 3 rolled back, 4 failed,
     /// 5 retry later (unreachable, transient), 6 access denied, 7 paused. (1 is a
     /// configuration or local error before any cycle.)
@@ -134,6 +159,7 @@ pub struct Agent {
     /// status.json is behind the state.
     status_dirty: bool,
     phase: Arc<AtomicU8>,
+    metrics: Metrics,
 }
 
 fn describe(g: &Generation) -> String {
@@ -182,6 +208,7 @@ impl Agent {
             last_change,
             status_dirty: true,
             phase: Arc::new(AtomicU8::new(phase::IDLE)),
+            metrics: Metrics::default(),
         })
     }
 
@@ -226,6 +253,12 @@ impl Agent {
             }
         };
         self.phase.store(phase::IDLE, Ordering::SeqCst);
+        self.metrics.cycle(&outcome, Timestamp::now());
+        if let Some(path) = &self.settings.metrics_file
+            && let Err(e) = self.metrics.write(path, &self.state)
+        {
+            tracing::warn!("could not write metrics-file {}: {e}", path.display());
+        }
         outcome
     }
 
