@@ -54,7 +54,12 @@ let
         type = types.nullOr types.str;
         default = null;
         example = "nginx.service";
-        description = "A systemd unit that must be active (`systemctl is-active`).";
+        description = "A systemd unit that must be active (`systemctl is-active`; `activating` is waited for).";
+      };
+      systemRunning = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Check that `systemctl is-system-running` says `running` (`degraded`, i.e. some unit failed, fails the check).";
       };
       command = mkOption {
         type = types.nullOr (types.listOf types.str);
@@ -72,6 +77,11 @@ let
         type = types.nullOr types.ints.positive;
         default = null;
         description = "Bound on this check in seconds (default: `healthTimeout`); it is retried every second until then.";
+      };
+      grace = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        description = "Seconds failures are retried (default: the whole timeout); after that a failure rolls back at once, unless the unit or system is still settling (`activating`, `starting`).";
       };
     };
   };
@@ -250,8 +260,8 @@ in
       }
     ] ++ lib.imap0
       (i: c: {
-        assertion = lib.count (x: x != null) [ c.systemdUnit c.command c.http ] == 1;
-        message = "services.fleet-agent.healthChecks.${toString i} must set exactly one of systemdUnit, command, http.";
+        assertion = lib.count (x: x != null && x != false) [ c.systemdUnit c.systemRunning c.command c.http ] == 1;
+        message = "services.fleet-agent.healthChecks.${toString i} must set exactly one of systemdUnit, systemRunning, command, http.";
       })
       cfg.healthChecks;
 

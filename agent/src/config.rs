@@ -21,7 +21,8 @@
 //! activation-timeout = "10m"                  # default: bound on switch-to-configuration
 //! health-timeout = "60s"                      # default per check
 //! health-checks = [
-//!   { systemd-unit = "nginx.service" },
+//!   { systemd-unit = "nginx.service", grace = "10s" },
+//!   { system-running = true },
 //!   { command = ["/run/current-system/sw/bin/true"], timeout = "10s" },
 //!   { http = "http://127.0.0.1:8080/healthz" },
 //! ]
@@ -39,7 +40,8 @@
 //! ```
 //!
 //! On the command line a health check is `--health-checks KIND=VALUE` with KIND one of
-//! `systemd-unit`, `http`, `command` (the command split at spaces), repeatable.
+//! `systemd-unit`, `system-running` (`=true`), `http`, `command` (the command split at
+//! spaces), repeatable.
 //! Durations are read by [`fleet_core::duration`] (`90s`, `5m`, `1h 30m`, `7d`, `PT5M`).
 //! `store` / `--store` / `FLEET_AGENT_STORE` are the old spelling of `bucket` and still
 //! work, with a warning.
@@ -98,9 +100,16 @@ pub struct HealthCheckSpec {
     /// A URL that must answer 2xx to a GET.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// `true`: `systemctl is-system-running` must say `running` (`degraded` fails).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_running: Option<bool>,
     /// Bound on this check (default: `health-timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// How long failures are retried (default: the whole timeout); after it a failure
+    /// is final unless the unit or system is still settling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<String>,
 }
 
 impl FromStr for HealthCheckSpec {
@@ -116,9 +125,14 @@ impl FromStr for HealthCheckSpec {
             "systemd-unit" => spec.systemd_unit = Some(value.to_owned()),
             "http" => spec.http = Some(value.to_owned()),
             "command" => spec.command = Some(value.split_whitespace().map(str::to_owned).collect()),
+            "system-running" => {
+                spec.system_running = Some(value.parse().map_err(|_| {
+                    format!("health check system-running={value:?}: give system-running=true")
+                })?)
+            }
             other => {
                 return Err(format!(
-                    "health check kind {other:?} is not one of systemd-unit, http, command"
+                    "health check kind {other:?} is not one of systemd-unit, system-running, http, command"
                 ));
             }
         }
@@ -556,7 +570,26 @@ impl Config {
 fn check(i: usize, spec: &HealthCheckSpec, default_timeout: Duration) -> anyhow::Result<Check> {
     let field = format!("health-checks[{i}]");
     let timeout = duration_or(&format!("{field}.timeout"), &spec.timeout, default_timeout)?;
+    let grace = match spec.grace.as_deref() {
+        Some(g) => Some(parse_duration(&format!("{field}.grace"), g, Zero::Allowed)?),
+        None => None,
+    };
+    if let Some(g) = grace {
+        ensure!(
+            g <= timeout,
+            "{field}.grace = {:?} is longer than the check's timeout ({timeout:?}); it can only shorten the retries",
+            spec.grace.as_deref().unwrap_or_default()
+        );
+    }
+    if spec.system_running == Some(false) {
+        bail!("{field}.system-running = false: set it to true, or leave the check out");
+    }
+    let system = spec.system_running == Some(true);
     let kind = match (&spec.systemd_unit, &spec.command, &spec.http) {
+        (None, None, None) if system => CheckKind::SystemRunning,
+        _ if system => {
+            bail!("{field} must have exactly one of systemd-unit, system-running, command, http")
+        }
         (Some(unit), None, None) => {
             ensure!(
                 !unit.is_empty() && !unit.starts_with('-') && !unit.contains(char::is_whitespace),
@@ -580,9 +613,13 @@ fn check(i: usize, spec: &HealthCheckSpec, default_timeout: Duration) -> anyhow:
             );
             CheckKind::Http(url.clone())
         }
-        _ => bail!("{field} must have exactly one of systemd-unit, command, http"),
+        _ => bail!("{field} must have exactly one of systemd-unit, system-running, command, http"),
     };
-    Ok(Check { kind, timeout })
+    Ok(Check {
+        kind,
+        timeout,
+        grace,
+    })
 }
 
 #[cfg(test)]

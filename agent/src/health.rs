@@ -1,10 +1,12 @@
 //! Health checks run after each activation.
 //!
-//! Three kinds, each bounded by its own timeout:
+//! Four kinds, each bounded by its own timeout:
 //!
-//! - `systemd-unit`: `systemctl is-active --quiet UNIT` must succeed. Where systemd is
-//!   not the service manager (no `/run/systemd/system`, as in containers and tests)
-//!   the check is skipped with a note in the log, not failed;
+//! - `systemd-unit`: the unit must be `active` (`systemctl is-active`);
+//! - `system-running`: the system must be `running`, not `degraded`
+//!   (`systemctl is-system-running`); both are in `health/systemctl.rs`. Where systemd
+//!   is not the service manager (no `<facts-root>/run/systemd/system`, as in
+//!   containers) these two are skipped with a note in the log, not failed;
 //! - `command`: the program must exit 0 (run without a shell, stdin closed);
 //! - `http`: a GET of the URL must answer 2xx (redirects are not followed).
 //!
@@ -12,9 +14,15 @@
 //! credentials), and are found on its `PATH`.
 //!
 //! A check is retried every second until it passes or its timeout is spent, because
-//! services restarted by `switch-to-configuration` need a moment to come up. The
-//! first check that fails ends the run; its message names the check and what it saw.
+//! services restarted by `switch-to-configuration` need a moment to come up. With a
+//! `grace` shorter than the timeout, a failure after the grace ends the check at once,
+//! except a unit or system still settling (`activating`, `starting`, …), which is
+//! waited for until the timeout. The first check that fails ends the run; its message
+//! names the check and what it saw.
 
+mod systemctl;
+
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -25,6 +33,8 @@ use crate::childenv::ChildEnv;
 pub enum CheckKind {
     /// A systemd unit that must be active.
     SystemdUnit(String),
+    /// `systemctl is-system-running` must say `running`.
+    SystemRunning,
     /// A command that must exit 0.
     Command(Vec<String>),
     /// A URL that must answer 2xx.
@@ -38,12 +48,16 @@ pub struct Check {
     pub kind: CheckKind,
     /// How long it may take to pass.
     pub timeout: Duration,
+    /// How long failures are retried; after it, only a unit or system still settling
+    /// is. `None`: the whole timeout.
+    pub grace: Option<Duration>,
 }
 
 impl std::fmt::Display for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             CheckKind::SystemdUnit(u) => write!(f, "systemd-unit {u}"),
+            CheckKind::SystemRunning => f.write_str("system-running"),
             CheckKind::Command(argv) => write!(f, "command {argv:?}"),
             CheckKind::Http(url) => write!(f, "http {url}"),
         }
@@ -62,18 +76,43 @@ pub struct HealthFailure {
     pub why: String,
 }
 
-/// Whether systemd is the service manager here (the `sd_booted` test).
-pub fn systemd_running() -> bool {
-    std::fs::symlink_metadata("/run/systemd/system").is_ok_and(|m| m.is_dir())
+/// Why one attempt failed, and whether the thing looked at is still on its way.
+#[derive(Debug)]
+struct Failure {
+    why: String,
+    settling: bool,
+}
+
+impl Failure {
+    fn hard(why: String) -> Self {
+        Self {
+            why,
+            settling: false,
+        }
+    }
+
+    fn settling(why: String) -> Self {
+        Self {
+            why,
+            settling: true,
+        }
+    }
+}
+
+/// Whether systemd is the service manager of the system under `root` (the
+/// `sd_booted` test on `<root>/run/systemd/system`).
+pub fn systemd_running(root: &Path) -> bool {
+    std::fs::symlink_metadata(root.join("run/systemd/system")).is_ok_and(|m| m.is_dir())
 }
 
 /// Runs `checks` in order, programs with the environment `env`; the first failure
-/// ends the run.
-pub async fn run_all(checks: &[Check], env: &ChildEnv) -> Result<(), HealthFailure> {
-    let systemd = systemd_running();
+/// ends the run. systemd checks are skipped unless systemd runs under `root`.
+pub async fn run_all(checks: &[Check], env: &ChildEnv, root: &Path) -> Result<(), HealthFailure> {
+    let systemd = systemd_running(root);
     let client = http_client();
     for c in checks {
-        if matches!(c.kind, CheckKind::SystemdUnit(_)) && !systemd {
+        let asks_systemd = matches!(c.kind, CheckKind::SystemdUnit(_) | CheckKind::SystemRunning);
+        if asks_systemd && !systemd {
             tracing::info!(check = %c, "skipping health check: systemd is not running here");
             continue;
         }
@@ -91,7 +130,9 @@ fn http_client() -> reqwest::Client {
 }
 
 async fn run_one(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<(), HealthFailure> {
-    let deadline = Instant::now() + c.timeout;
+    let start = Instant::now();
+    let deadline = start + c.timeout;
+    let grace_end = start + c.grace.unwrap_or(c.timeout);
     let mut last = String::from("it did not run");
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -100,7 +141,16 @@ async fn run_one(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<
         }
         match tokio::time::timeout(left, attempt(c, client, env)).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(why)) => last = why,
+            Ok(Err(f)) => {
+                last = f.why;
+                if !f.settling && Instant::now() >= grace_end {
+                    last = format!(
+                        "{last} (after the grace of {:?})",
+                        c.grace.unwrap_or_default()
+                    );
+                    break;
+                }
+            }
             Err(_) => {
                 last = format!("{last} (last attempt still running at the deadline)");
                 break;
@@ -119,25 +169,18 @@ async fn run_one(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<
     })
 }
 
-async fn attempt(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<(), String> {
+async fn attempt(c: &Check, client: &reqwest::Client, env: &ChildEnv) -> Result<(), Failure> {
     match &c.kind {
-        CheckKind::SystemdUnit(unit) => {
-            let argv = [
-                "systemctl".to_owned(),
-                "is-active".into(),
-                "--quiet".into(),
-                "--".into(),
-                unit.clone(),
-            ];
-            run_command(&argv, env)
-                .await
-                .map_err(|e| format!("unit is not active ({e})"))
-        }
-        CheckKind::Command(argv) => run_command(argv, env).await,
+        CheckKind::SystemdUnit(unit) => systemctl::unit_active(unit, env).await,
+        CheckKind::SystemRunning => systemctl::system_running(env).await,
+        CheckKind::Command(argv) => run_command(argv, env).await.map_err(Failure::hard),
         CheckKind::Http(url) => match client.get(url).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("it answered {}", r.status())),
-            Err(e) => Err(format!("request failed: {}", error_chain(&e))),
+            Ok(r) => Err(Failure::hard(format!("it answered {}", r.status()))),
+            Err(e) => Err(Failure::hard(format!(
+                "request failed: {}",
+                error_chain(&e)
+            ))),
         },
     }
 }
@@ -195,6 +238,7 @@ mod tests {
         Check {
             kind: CheckKind::Command(argv.iter().map(|s| s.to_string()).collect()),
             timeout: Duration::from_secs(secs),
+            grace: None,
         }
     }
 
@@ -218,29 +262,42 @@ mod tests {
 
     #[tokio::test]
     async fn commands_pass_and_fail_with_the_reason() {
-        run_all(&[cmd(&["/bin/true"], 2)], &ChildEnv::default())
-            .await
-            .unwrap();
+        run_all(
+            &[cmd(&["/bin/true"], 2)],
+            &ChildEnv::default(),
+            Path::new("/nonexistent"),
+        )
+        .await
+        .unwrap();
         let e = run_all(
             &[cmd(&["/bin/sh", "-c", "echo broken >&2; exit 3"], 1)],
             &ChildEnv::default(),
+            Path::new("/nonexistent"),
         )
         .await
         .unwrap_err();
         assert!(e.why.contains("broken") && e.why.contains('3'), "{e}");
         assert!(e.to_string().contains("/bin/sh"), "{e}");
-        let e = run_all(&[cmd(&["/no/such/program"], 1)], &ChildEnv::default())
-            .await
-            .unwrap_err();
+        let e = run_all(
+            &[cmd(&["/no/such/program"], 1)],
+            &ChildEnv::default(),
+            Path::new("/nonexistent"),
+        )
+        .await
+        .unwrap_err();
         assert!(e.why.contains("cannot start"), "{e}");
     }
 
     #[tokio::test]
     async fn a_hanging_check_is_cut_at_its_timeout() {
         let t = Instant::now();
-        let e = run_all(&[cmd(&["/bin/sleep", "30"], 1)], &ChildEnv::default())
-            .await
-            .unwrap_err();
+        let e = run_all(
+            &[cmd(&["/bin/sleep", "30"], 1)],
+            &ChildEnv::default(),
+            Path::new("/nonexistent"),
+        )
+        .await
+        .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert!(e.why.contains("still running"), "{e}");
     }
@@ -253,9 +310,13 @@ mod tests {
             "if [ -e {f} ]; then exit 0; else touch {f}; exit 1; fi",
             f = flag.display()
         );
-        run_all(&[cmd(&["/bin/sh", "-c", &script], 5)], &ChildEnv::default())
-            .await
-            .unwrap();
+        run_all(
+            &[cmd(&["/bin/sh", "-c", &script], 5)],
+            &ChildEnv::default(),
+            Path::new("/nonexistent"),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -265,8 +326,10 @@ mod tests {
             &[Check {
                 kind: CheckKind::Http(ok),
                 timeout: Duration::from_secs(2),
+                grace: None,
             }],
             &ChildEnv::default(),
+            Path::new("/nonexistent"),
         )
         .await
         .unwrap();
@@ -275,8 +338,10 @@ mod tests {
             &[Check {
                 kind: CheckKind::Http(bad.clone()),
                 timeout: Duration::from_millis(1500),
+                grace: None,
             }],
             &ChildEnv::default(),
+            Path::new("/nonexistent"),
         )
         .await
         .unwrap_err();
@@ -285,15 +350,23 @@ mod tests {
 
     #[tokio::test]
     async fn systemd_checks_are_skipped_without_systemd() {
-        if systemd_running() {
-            return; // Only meaningful where systemd is absent (containers, CI here).
-        }
+        // A root without run/systemd/system: as in a container.
+        let d = tempfile::tempdir().unwrap();
         run_all(
-            &[Check {
-                kind: CheckKind::SystemdUnit("no-such.service".into()),
-                timeout: Duration::from_secs(1),
-            }],
+            &[
+                Check {
+                    kind: CheckKind::SystemdUnit("no-such.service".into()),
+                    timeout: Duration::from_secs(1),
+                    grace: None,
+                },
+                Check {
+                    kind: CheckKind::SystemRunning,
+                    timeout: Duration::from_secs(1),
+                    grace: None,
+                },
+            ],
             &ChildEnv::default(),
+            d.path(),
         )
         .await
         .unwrap();

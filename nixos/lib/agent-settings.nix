@@ -12,9 +12,11 @@ let
 
   check = c: withoutNulls {
     systemd-unit = c.systemdUnit;
+    system-running = if c.systemRunning or false then true else null;
     command = c.command;
     http = c.http;
     timeout = seconds c.timeout;
+    grace = seconds (c.grace or null);
   };
 in
 withoutNulls {

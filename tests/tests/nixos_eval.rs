@@ -227,7 +227,8 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
                 pollInterval = 30; pollJitter = 0; heartbeatInterval = 90; backoffMax = 600;
                 requestTimeout = 20; activationTimeout = 300; healthTimeout = 15;
                 healthChecks = [
-                  {{ systemdUnit = "nginx.service"; }}
+                  {{ systemdUnit = "nginx.service"; grace = 5; }}
+                  {{ systemRunning = true; }}
                   {{ command = [ "/bin/sh" "-c" "echo \"ok\"\nexit 0" ]; timeout = 5; }}
                   {{ http = "http://127.0.0.1:8080/healthz"; }}
                 ];
@@ -286,6 +287,8 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
         "log-format = \"json\"",
         "facts-root = \"/\"",
         "restart-after-switch = true",
+        "grace = \"5s\"",
+        "system-running = true",
     ] {
         assert!(toml.contains(want), "{want} missing from:\n{toml}");
     }
@@ -394,7 +397,7 @@ fn bad_settings_fail_with_messages_that_say_what_to_do() {
         (
             "web-1",
             r#"healthChecks = [ { systemdUnit = "a.service"; http = "http://127.0.0.1/"; } ];"#,
-            "services.fleet-agent.healthChecks.0 must set exactly one of systemdUnit, command, http.",
+            "services.fleet-agent.healthChecks.0 must set exactly one of systemdUnit, systemRunning, command, http.",
         ),
         (
             "web-1",

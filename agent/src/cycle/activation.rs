@@ -76,8 +76,12 @@ impl Agent {
             tracing::info!(
                 "activation mode boot: the new generation runs after the next reboot; health checks skipped"
             );
-        } else if let Err(f) =
-            health::run_all(&self.settings.health_checks, &self.settings.child_env).await
+        } else if let Err(f) = health::run_all(
+            &self.settings.health_checks,
+            &self.settings.child_env,
+            &self.settings.facts_root,
+        )
+        .await
         {
             let reason = report::error(
                 ErrorKind::HealthCheckFailed,
