@@ -2,6 +2,7 @@
 //! the setting.
 
 use super::*;
+use crate::health::CheckKind;
 use clap::Parser;
 
 #[derive(Parser)]
