@@ -254,6 +254,9 @@ poll-jitter = "1s"
 heartbeat-interval = "30s"
 backoff-max = "10s"
 activation-timeout = "60s"
+# The agent gives switch-to-configuration only an allow-listed environment
+# (docs/agent.md); the sample systems log their activations to this variable.
+pass-environment = ["FLEET_ACTIVATION_LOG"]
 EOF
     FLEET_ACTIVATION_LOG="$d/activation.log" "$bin/fleet-agent" run --config "$d/agent.toml" \
         </dev/null >"$d/agent.log" 2>&1 &
