@@ -13,6 +13,8 @@
 //! - [`audit`]: the publisher's append-only audit entries;
 //! - [`status`]: the [`StatusReport`] agents write;
 //! - [`iam`]: the IAM policy text for each role;
+//! - [`cache_walk`]: a closure's signed narinfos read from the bucket (deploying
+//!   without the local store);
 //! - [`nar`], [`narinfo`], [`stream`]: the Nix binary-cache formats (NAR, narinfo,
 //!   fingerprints, compression);
 //! - [`nixcli`]: calls to the local `nix` tools (closures, path info, import, profiles);
@@ -28,6 +30,7 @@
 
 pub mod audit;
 pub mod bucket;
+pub mod cache_walk;
 pub mod config;
 pub mod duration;
 pub mod envelope;

@@ -11,6 +11,8 @@ use crate::cmd::deploy::{DeployArgs, DeployOptions};
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
+use crate::cmd::renew::{RenewArgs, RenewOptions};
+use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
 use crate::config::{ConfigFile, keys_of};
 
@@ -45,6 +47,10 @@ pub enum Command {
     Deploy(Box<DeployArgs>),
     /// Print a host's current manifest after verifying its signature.
     Show(ShowOptions),
+    /// Re-sign the manifests that expire soon: same closure, higher sequence.
+    Renew(Box<RenewArgs>),
+    /// Re-sign an earlier closure of hosts (from audit/) with a higher sequence.
+    Rollback(Box<RollbackArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
 }
@@ -64,6 +70,8 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<DeployOptions>());
     all.extend(keys_of::<ShowOptions>());
     all.extend(keys_of::<PolicyOptions>());
+    all.extend(keys_of::<RenewOptions>());
+    all.extend(keys_of::<RollbackOptions>());
     all
 }
 

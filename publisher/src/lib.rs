@@ -21,7 +21,10 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod deploy;
+pub mod manifest_write;
 pub mod push;
+pub mod renew;
+pub mod rollback;
 
 use std::path::Path;
 

@@ -8,4 +8,7 @@ pub mod deploy;
 pub mod keygen;
 pub mod policy;
 pub mod push;
+pub mod renew;
+pub mod resign;
+pub mod rollback;
 pub mod show;
