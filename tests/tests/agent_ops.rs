@@ -66,7 +66,11 @@ fn renewals_do_not_switch_and_rollback_switches_back() {
     assert_eq!(r.report.state, AgentState::Healthy);
     let current = r.report.current.clone().unwrap();
     assert_eq!((current.sequence, &current.closure), (Some(2), &g1.top));
-    assert_eq!(w.activated(), std::slice::from_ref(&g1.top), "a renewal does not switch");
+    assert_eq!(
+        w.activated(),
+        std::slice::from_ref(&g1.top),
+        "a renewal does not switch"
+    );
     assert_eq!(w.state().highest_seen.unwrap().sequence, 2);
 
     publish(&w, &g2);
