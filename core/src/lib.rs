@@ -11,6 +11,7 @@
 //! - [`envelope`]: DSSE signed envelopes;
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
 //! - [`audit`]: the publisher's append-only audit entries;
+//! - [`hold`]: signed holds that keep publishers off a host;
 //! - [`status`]: the [`StatusReport`] agents write;
 //! - [`iam`]: the IAM policy text for each role;
 //! - [`cache_walk`]: a closure's signed narinfos read from the bucket (deploying
@@ -36,6 +37,7 @@ pub mod duration;
 pub mod envelope;
 pub mod error_kind;
 pub mod fsutil;
+pub mod hold;
 pub mod host;
 pub mod iam;
 pub mod keys;

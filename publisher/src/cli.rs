@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
+use crate::cmd::hold::{HoldArgs, HoldOptions};
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
 use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
+use crate::cmd::unhold::UnholdArgs;
 use crate::config::{ConfigFile, keys_of};
 
 /// `fleet-publish`: the command line.
@@ -51,6 +53,10 @@ pub enum Command {
     Renew(Box<RenewArgs>),
     /// Re-sign an earlier closure of hosts (from audit/) with a higher sequence.
     Rollback(Box<RollbackArgs>),
+    /// Hold hosts: deploy and rollback skip them until `unhold` (signed, with a reason).
+    Hold(Box<HoldArgs>),
+    /// Release the holds of `hold`.
+    Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
 }
@@ -72,6 +78,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<PolicyOptions>());
     all.extend(keys_of::<RenewOptions>());
     all.extend(keys_of::<RollbackOptions>());
+    all.extend(keys_of::<HoldOptions>());
     all
 }
 

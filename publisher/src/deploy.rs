@@ -26,6 +26,8 @@
 //! 5. append an audit entry (`fleet_core::audit`) create-only.
 //!
 //! Steps 3 to 5 are [`crate::manifest_write`], which renew and rollback share.
+//! Before all that, held hosts ([`crate::hold`]) are dropped from the targets with
+//! a warning, unless [`DeploySettings::force`].
 
 use anyhow::{Context, bail};
 use fleet_core::cache_walk::{BucketClosure, walk_closure};
@@ -33,8 +35,9 @@ use fleet_core::nixcli::Nix;
 use fleet_core::{Activation, Bucket, HostName, PublicKey, SecretKey, StorePath, TrustedKeys};
 use jiff::SignedDuration;
 
+use crate::hold::skip_held;
 pub use crate::manifest_write::DeployOutcome;
-use crate::manifest_write::{NextManifest, WriteSettings, write_next};
+use crate::manifest_write::{NextManifest, WriteSettings, trusted_publishers, write_next};
 use crate::push::{CacheListing, PushSettings, PushSummary, push};
 
 /// Default manifest lifetime.
@@ -72,6 +75,8 @@ pub struct DeploySettings {
     /// Cache public keys listed in the manifests besides the cache key's own (key
     /// rotation: narinfos pushed before the rotation carry the old key's signature).
     pub extra_cache_keys: Vec<PublicKey>,
+    /// Deploy held hosts too (`fleet_core::hold`); otherwise they are skipped.
+    pub force: bool,
 }
 
 impl Default for DeploySettings {
@@ -84,6 +89,7 @@ impl Default for DeploySettings {
             force_sequence: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             extra_cache_keys: Vec::new(),
+            force: false,
         }
     }
 }
@@ -102,9 +108,6 @@ pub async fn deploy(
     if targets.is_empty() {
         bail!("no host to deploy");
     }
-    let trusted_cache = TrustedKeys::new(cache_keys(cache_key, &settings.extra_cache_keys));
-    let (summary, _) =
-        publish_closures(bucket, nix, cache_key, targets, settings, &trusted_cache).await?;
     let write = WriteSettings {
         signing_key,
         trusted: &settings.trusted,
@@ -112,6 +115,18 @@ pub async fn deploy(
         max_attempts: settings.max_attempts,
         action: "deploy",
     };
+    let hosts: Vec<HostName> = targets.iter().map(|t| t.host.clone()).collect();
+    let trusted = trusted_publishers(&write);
+    let hosts = skip_held(bucket, hosts, &trusted, settings.force, "deployed").await?;
+    let targets: Vec<DeployTarget> = targets
+        .iter()
+        .filter(|t| hosts.contains(&t.host))
+        .cloned()
+        .collect();
+    let targets = &targets[..];
+    let trusted_cache = TrustedKeys::new(cache_keys(cache_key, &settings.extra_cache_keys));
+    let (summary, _) =
+        publish_closures(bucket, nix, cache_key, targets, settings, &trusted_cache).await?;
     let next = |t: &DeployTarget| NextManifest {
         closure: t.closure.clone(),
         activation: settings.activation,

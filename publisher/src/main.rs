@@ -25,6 +25,8 @@ fn main() -> ExitCode {
                     Command::Show(o) => cmd::show::run(o, config).await,
                     Command::Renew(a) => cmd::renew::run(*a, config).await,
                     Command::Rollback(a) => cmd::rollback::run(*a, config).await,
+                    Command::Hold(a) => cmd::hold::run(*a, config).await,
+                    Command::Unhold(a) => cmd::unhold::run(*a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),

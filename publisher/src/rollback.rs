@@ -17,7 +17,8 @@
 //!    ([`crate::manifest_write`]). If the manifest changed since step 1 the write
 //!    stops, saying so: the history it was chosen from is stale.
 //!
-//! Steps 1 to 3 run for every host before step 4 runs for any, so bad input changes
+//! Held hosts ([`crate::hold`]) are left out, with a warning, unless
+//! [`RollbackSettings::force`]. Steps 1 to 3 run for every host before step 4 runs for any, so bad input changes
 //! nothing in the bucket. Audit entries are not signed; a target they name is only
 //! re-signed once its closure checks out against trusted cache keys, and the output
 //! names it.
@@ -34,6 +35,7 @@ use fleet_core::{
 use jiff::SignedDuration;
 use serde::Serialize;
 
+use crate::hold::skip_held;
 use crate::manifest_write::{
     DeployOutcome, NextManifest, WriteSettings, read_current, trusted_publishers, write_next,
 };
@@ -54,6 +56,8 @@ pub struct RollbackSettings {
     pub extra_cache_keys: Vec<PublicKey>,
     /// Compare-and-swap attempts per host.
     pub max_attempts: u32,
+    /// Roll back held hosts too (`fleet_core::hold`); otherwise they are skipped.
+    pub force: bool,
 }
 
 impl Default for RollbackSettings {
@@ -64,6 +68,7 @@ impl Default for RollbackSettings {
             trusted: Vec::new(),
             extra_cache_keys: Vec::new(),
             max_attempts: crate::deploy::DEFAULT_MAX_ATTEMPTS,
+            force: false,
         }
     }
 }
@@ -141,6 +146,14 @@ pub async fn plan(
     }
     let write = write_settings(signing_key, settings);
     let trusted = trusted_publishers(&write);
+    let hosts = &skip_held(
+        bucket,
+        hosts.to_vec(),
+        &trusted,
+        settings.force,
+        "rolled back",
+    )
+    .await?;
     let history = history(bucket, hosts).await?;
     let mut plans = Vec::with_capacity(hosts.len());
     for host in hosts {

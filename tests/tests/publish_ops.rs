@@ -9,7 +9,9 @@
 //! - `rollback` goes back to the closure before the current one (skipping
 //!   renewals) or to `--to-sequence N`, from the bucket alone; a sequence never
 //!   written, a host without a manifest, or a target no longer complete in the cache
-//!   is refused and changes nothing.
+//!   is refused and changes nothing;
+//! - a held host is skipped by deploy and rollback unless forced, renewed by renew,
+//!   and a hold signed by an untrusted key stops a deploy.
 
 mod publish_support;
 
@@ -326,4 +328,120 @@ async fn rollback_goes_back_from_the_audit_history_and_refuses_bad_input() {
         "{msg}"
     );
     assert_eq!(written(&bucket).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
+    use fleet_publish::hold::{held, set_hold};
+    let nix = nix();
+    let g1 = generation(&nix, "hold-1");
+    let g2 = generation(&nix, "hold-2");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let publisher = KeyFiles::new(dir.path(), "publisher-1");
+    let stranger = KeyFiles::new(dir.path(), "publisher-9");
+    let (bucket, _) = file_bucket(&dir.path().join("bucket"));
+    let nixs = CoreNix::default_store();
+    let s = settings_for(SignedDuration::from_hours(1));
+    let both = |g: &Closure| [target("web-1", g), target("web-2", g)];
+    deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g1), &s)
+        .await
+        .unwrap();
+
+    // Bad input writes no hold.
+    let err = set_hold(&bucket, &publisher.key, &[host("ghost")], true, "x")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("ghost has no manifest"),
+        "{err:#}"
+    );
+    let err = set_hold(&bucket, &publisher.key, &[host("web-1")], true, " ")
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("--reason"), "{err:#}");
+    assert!(
+        bucket
+            .head(&Key::hold(&host("web-1")))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    set_hold(&bucket, &publisher.key, &[host("web-1")], true, "disk swap")
+        .await
+        .unwrap();
+    let trusted = TrustedKeys::new([publisher.public_key()]);
+    let holds = held(&bucket, &[host("web-1"), host("web-2")], &trusted)
+        .await
+        .unwrap();
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[&host("web-1")].hold.reason, "disk swap");
+
+    // deploy skips the held host, rollback too; renew renews it.
+    let (_, out) = deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g2), &s)
+        .await
+        .unwrap();
+    let deployed: Vec<&str> = out.iter().map(|o| o.host.as_str()).collect();
+    assert_eq!(deployed, ["web-2"]);
+    assert_eq!(current(&bucket, "web-1", &publisher).await.closure, g1.top);
+    let err = plan(
+        &bucket,
+        &publisher.key,
+        &[host("web-1")],
+        &RollbackSettings::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("every host given is held (web-1: disk swap)"),
+        "{err:#}"
+    );
+    let report = renew(
+        &bucket,
+        &publisher.key,
+        &[host("web-1")],
+        &RenewSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.renewed.len(), 1);
+
+    // --force deploys it anyway.
+    let forced = DeploySettings {
+        force: true,
+        ..s.clone()
+    };
+    deploy(
+        &bucket,
+        &nixs,
+        &cache.key,
+        &publisher.key,
+        &[target("web-1", &g2)],
+        &forced,
+    )
+    .await
+    .unwrap();
+    assert_eq!(current(&bucket, "web-1", &publisher).await.closure, g2.top);
+
+    // Released: deployable again. A hold signed by an untrusted key stops a deploy.
+    set_hold(&bucket, &publisher.key, &[host("web-1")], false, "")
+        .await
+        .unwrap();
+    assert!(
+        held(&bucket, &[host("web-1")], &trusted)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    set_hold(&bucket, &stranger.key, &[host("web-2")], true, "forged")
+        .await
+        .unwrap();
+    let err = deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g1), &s)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not a hold signed by a trusted publisher key"),
+        "{err:#}"
+    );
 }

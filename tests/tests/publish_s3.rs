@@ -11,8 +11,8 @@
 //! - concurrent deploys of one host through SeaweedFS's conditional writes each get
 //!   their own sequence, with no lost update;
 //! - NARs above the spill threshold go up as multipart uploads and read back intact;
-//! - `renew` and `rollback` work with the publisher's credentials (and not with a
-//!   host's), and bad rollback input is refused.
+//! - `renew`, `rollback`, `hold` and `unhold` work with the publisher's credentials
+//!   (renew not with a host's), bad rollback input is refused, a hold stops a rollback.
 
 mod publish_support;
 
@@ -322,6 +322,19 @@ async fn renew_and_rollback_work_with_publisher_credentials_only() {
     assert!(
         ok && stdout.contains("would roll back sequence 3"),
         "{stderr}{stdout}"
+    );
+    // A hold stops the rollback until it is released.
+    let (ok, stdout, stderr) = fleet(&publisher, &["hold", "web-1", "--reason", "disk swap"]);
+    assert!(ok && stdout.contains("web-1: held (disk swap)"), "{stderr}");
+    let (ok, _, stderr) = fleet(&publisher, &["rollback", "--host", "web-1"]);
+    assert!(
+        !ok && stderr.contains("every host given is held"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = fleet(&publisher, &["unhold", "web-1"]);
+    assert!(
+        ok && stdout.contains("released (was held: disk swap)"),
+        "{stderr}"
     );
     let (ok, stdout, stderr) = fleet(&publisher, &["rollback", "--host", "web-1"]);
     assert!(ok, "{stderr}");

@@ -110,6 +110,10 @@ pub struct DeployArgs {
     /// sequence the host has accepted. Command line only.
     #[arg(long, value_name = "N")]
     pub force_sequence: Option<u64>,
+    /// Deploy held hosts too (`fleet-publish hold`); without it they are skipped
+    /// with a warning. Command line only.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Parses a manifest lifetime ([`fleet_core::duration`]: "7d", "12h", "P7D", …),
@@ -181,6 +185,7 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
         activation: o.activation.map_or(Activation::Switch, Into::into),
         trusted: o.trusted.keys()?,
         force_sequence: args.force_sequence,
+        force: args.force,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
         extra_cache_keys: config::public_keys(
             "extra-cache-key",

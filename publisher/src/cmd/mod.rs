@@ -5,6 +5,7 @@
 //! `show` and `keygen` are small enough to keep their library function here.
 
 pub mod deploy;
+pub mod hold;
 pub mod keygen;
 pub mod policy;
 pub mod push;
@@ -12,3 +13,4 @@ pub mod renew;
 pub mod resign;
 pub mod rollback;
 pub mod show;
+pub mod unhold;

@@ -39,6 +39,10 @@ pub struct RollbackArgs {
     /// with another closure than the current].
     #[arg(long, value_name = "N")]
     pub to_sequence: Option<u64>,
+    /// Roll back held hosts too (`fleet-publish hold`); without it they are skipped
+    /// with a warning.
+    #[arg(long)]
+    pub force: bool,
     /// Print what would be done; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -57,6 +61,7 @@ pub async fn run(args: RollbackArgs, config_file: &ConfigFile) -> anyhow::Result
         expires_in: r.expires_in,
         trusted: r.trusted,
         extra_cache_keys: r.extra_cache_keys,
+        force: args.force,
         ..RollbackSettings::default()
     };
     let plans = plan(&r.bucket, &r.signing_key, &hosts, &settings).await?;
