@@ -11,7 +11,9 @@
 //!   written, a host without a manifest, or a target no longer complete in the cache
 //!   is refused and changes nothing;
 //! - a held host is skipped by deploy and rollback unless forced, renewed by renew,
-//!   and a hold signed by an untrusted key stops a deploy.
+//!   and a hold signed by an untrusted key stops a deploy;
+//! - `deploy --dry-run` prints per host current -> new closure and what it would
+//!   download (the new closure minus the current one), and writes nothing.
 
 mod publish_support;
 
@@ -444,4 +446,97 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
         format!("{err:#}").contains("not a hold signed by a trusted publisher key"),
         "{err:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_what_each_host_would_download_and_writes_nothing() {
+    let nix = nix();
+    let g1 = generation(&nix, "dry-1");
+    let g2 = generation(&nix, "dry-2");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let publisher = KeyFiles::new(dir.path(), "publisher-1");
+    let (bucket, url) = file_bucket(&dir.path().join("bucket"));
+    let s = settings_for(SignedDuration::from_hours(1));
+    deploy(
+        &bucket,
+        &CoreNix::default_store(),
+        &cache.key,
+        &publisher.key,
+        &[target("web-1", &g1)],
+        &s,
+    )
+    .await
+    .unwrap();
+    let hosts = dir.path().join("hosts.json");
+    let dry = |json: bool| {
+        let mut cmd = publish_cmd();
+        cmd.args(["deploy", "--dry-run", "--bucket", &url, "--hosts"])
+            .arg(&hosts)
+            .arg("--cache-key")
+            .arg(&cache.secret)
+            .arg("--signing-key")
+            .arg(&publisher.secret);
+        if json {
+            cmd.arg("--json");
+        }
+        let (ok, stdout, stderr) = run(cmd);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    let new_only: Vec<_> = g2.paths.iter().filter(|p| !g1.paths.contains(p)).collect();
+    let nar_of = |paths: &[&fleet_core::StorePath]| -> u64 {
+        paths
+            .iter()
+            .map(|p| nix.dump(p).unwrap().len() as u64)
+            .sum()
+    };
+
+    // g2 is only in the local store so far.
+    std::fs::write(
+        &hosts,
+        serde_json::json!({"web-1": g2.top.to_string(), "web-2": g1.top.to_string()}).to_string(),
+    )
+    .unwrap();
+    let before = written(&bucket).await;
+    let v: serde_json::Value = serde_json::from_str(&dry(true)).unwrap();
+    assert_eq!(written(&bucket).await, before, "a dry run writes nothing");
+    let web1 = &v[0];
+    assert_eq!(web1["host"], "web-1");
+    assert_eq!(web1["current_sequence"], 1);
+    assert_eq!(web1["current_closure"], g1.top.to_string());
+    assert_eq!(web1["source"], "local store");
+    assert_eq!(web1["closure_paths"], g2.paths.len());
+    assert_eq!(web1["paths_to_download"], new_only.len());
+    assert_eq!(web1["nar_bytes"], nar_of(&new_only));
+    assert!(web1["download_bytes"].is_null());
+    let web2 = &v[1];
+    assert_eq!(web2["current_sequence"], serde_json::Value::Null);
+    assert_eq!(web2["paths_to_download"], g1.paths.len());
+    assert_eq!(web2["source"], "bucket");
+    assert!(web2["download_bytes"].as_u64().unwrap() > 0);
+
+    // Once g2 is pushed the bucket answers, with compressed sizes too.
+    fleet_publish::push(
+        &bucket,
+        &CoreNix::default_store(),
+        &cache.key,
+        std::slice::from_ref(&g2.top),
+        &settings(),
+    )
+    .await
+    .unwrap();
+    let text = dry(false);
+    assert!(
+        text.contains(&format!(
+            "web-1: sequence 1 {} -> {}, {} of {} paths to download",
+            g1.top,
+            g2.top,
+            new_only.len(),
+            g2.paths.len()
+        )) && text.contains("MiB compressed")
+            && text.contains("from the bucket"),
+        "{text}"
+    );
+    assert!(text.contains("web-2: no manifest ->"), "{text}");
 }
