@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
-use crate::cmd::hold::{HoldArgs, HoldOptions};
+use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
 use crate::cmd::renew::{RenewArgs, RenewOptions};
+use crate::cmd::resign::SigningOptions;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
 use crate::cmd::unhold::UnholdArgs;
@@ -78,7 +79,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<PolicyOptions>());
     all.extend(keys_of::<RenewOptions>());
     all.extend(keys_of::<RollbackOptions>());
-    all.extend(keys_of::<HoldOptions>());
+    all.extend(keys_of::<SigningOptions>());
     all
 }
 

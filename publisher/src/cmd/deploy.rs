@@ -28,7 +28,7 @@ use fleet_core::{Activation, HostName, TrustedKeys};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, ConfigFile, PushOptions, TrustedKeyOptions};
+use crate::config::{self, ConfigFile, ExtraCacheKeyOptions, PushOptions, TrustedKeyOptions};
 use crate::deploy::{
     DEFAULT_EXPIRES_IN, DEFAULT_MAX_ATTEMPTS, DeploySettings, DeployTarget, MAX_EXPIRES_IN,
     cache_keys, deploy,
@@ -88,24 +88,10 @@ pub struct DeployOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub trusted: TrustedKeyOptions,
-    /// Public key (`name:base64`) of another cache key whose narinfo signatures hosts
-    /// should also accept for this closure, e.g. the old key while rotating cache keys
-    /// (paths already in the cache keep the old key's signature); repeatable.
-    #[arg(
-        long,
-        env = "FLEET_EXTRA_CACHE_KEY",
-        value_name = "KEY",
-        value_delimiter = ','
-    )]
-    pub extra_cache_key: Vec<String>,
-    /// File holding such a key; repeatable.
-    #[arg(
-        long,
-        env = "FLEET_EXTRA_CACHE_KEY_FILE",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub extra_cache_key_file: Vec<PathBuf>,
+    /// Other cache keys accepted (cache key rotation).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub extra_cache_keys: ExtraCacheKeyOptions,
 }
 
 /// `deploy` arguments.
@@ -203,11 +189,7 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
         force_sequence: args.force_sequence,
         force: args.force,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
-        extra_cache_keys: config::public_keys(
-            "extra-cache-key",
-            &o.extra_cache_key,
-            &o.extra_cache_key_file,
-        )?,
+        extra_cache_keys: o.extra_cache_keys.keys()?,
     };
     if settings.force_sequence.is_some() && targets.len() > 1 {
         bail!("--force-sequence applies to one host; use --host/--closure, not --hosts");

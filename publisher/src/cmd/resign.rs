@@ -1,6 +1,7 @@
 //! What the commands that re-sign manifests from the bucket alone (`renew`,
-//! `rollback`) share: their options ([`ResignOptions`]: bucket, publisher key,
-//! lifetime, trusted keys; also config-file keys) and the choice of hosts
+//! `rollback`; `hold` and `unhold` take [`SigningOptions`]) share: their options
+//! ([`ResignOptions`]: bucket, publisher key, lifetime, trusted keys; also
+//! config-file keys) and the choice of hosts
 //! ([`HostArgs`]: `--host H` (repeatable), `--hosts FILE` or `--all`; command line
 //! only, so a config file never widens a command to more hosts).
 //!
@@ -16,47 +17,55 @@ use fleet_core::{Bucket, HostName, PublicKey, SecretKey};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, TrustedKeyOptions};
+use crate::config::{self, ExtraCacheKeyOptions, TrustedKeyOptions};
 use crate::manifest_write::manifest_hosts;
 
-/// Options of the commands that re-sign manifests.
+/// Where and with which publisher key: the options of every command that signs
+/// from the bucket alone (`renew`, `rollback`, `hold`, `unhold`).
 #[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
 #[serde(rename_all = "kebab-case", default)]
-pub struct ResignOptions {
+pub struct SigningOptions {
     /// The fleet bucket (required).
     #[arg(long, env = "FLEET_BUCKET", value_name = "URL")]
     pub bucket: Option<String>,
     /// Deprecated spelling of `bucket`.
     #[arg(long, env = "FLEET_STORE", value_name = "URL", hide = true)]
     pub store: Option<String>,
-    /// Secret key file that signs manifests (the publisher key) (required).
+    /// Secret key file of the publisher key, which signs (required).
     #[arg(long, env = "FLEET_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
-    /// How long the new manifests stay valid: "7d", "12h", "P7D" [default: 7d].
-    #[arg(long, env = "FLEET_EXPIRES_IN", value_name = "DURATION")]
-    pub expires_in: Option<String>,
-    /// Trusted publisher keys.
+    /// Trusted publisher keys (for what is already in the bucket).
     #[command(flatten)]
     #[serde(flatten)]
     pub trusted: TrustedKeyOptions,
-    /// Public key (`name:base64`) of another cache key whose narinfo signatures are
-    /// accepted (and listed in the new manifests), e.g. the old key after a cache key
-    /// rotation; repeatable.
-    #[arg(
-        long,
-        env = "FLEET_EXTRA_CACHE_KEY",
-        value_name = "KEY",
-        value_delimiter = ','
-    )]
-    pub extra_cache_key: Vec<String>,
-    /// File holding such a key; repeatable.
-    #[arg(
-        long,
-        env = "FLEET_EXTRA_CACHE_KEY_FILE",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub extra_cache_key_file: Vec<PathBuf>,
+}
+
+impl SigningOptions {
+    /// The bucket, opened; the publisher key, loaded; the publisher keys trusted on
+    /// what is in the bucket (its own public half first).
+    pub fn resolve(&self) -> anyhow::Result<(Bucket, SecretKey, Vec<PublicKey>)> {
+        let url = config::bucket(&self.bucket, &self.store)?;
+        let key_file = config::required(&self.signing_key, "signing-key", "FLEET_SIGNING_KEY")?;
+        let key = crate::load_secret_key(key_file, "signing key (--signing-key)")?;
+        Ok((crate::open_bucket(url)?, key, self.trusted.keys()?))
+    }
+}
+
+/// Options of the commands that re-sign manifests.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ResignOptions {
+    /// Bucket and keys.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub signing: SigningOptions,
+    /// How long the new manifests stay valid: "7d", "12h", "P7D" [default: 7d].
+    #[arg(long, env = "FLEET_EXPIRES_IN", value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// Other cache keys accepted (cache key rotation).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub extra_cache_keys: ExtraCacheKeyOptions,
 }
 
 /// [`ResignOptions`] resolved.
@@ -76,22 +85,17 @@ pub struct Resign {
 impl ResignOptions {
     /// Checks and loads everything.
     pub fn resolve(&self) -> anyhow::Result<Resign> {
-        let url = config::bucket(&self.bucket, &self.store)?;
-        let key_file = config::required(&self.signing_key, "signing-key", "FLEET_SIGNING_KEY")?;
         let expires_in = match &self.expires_in {
             Some(t) => crate::cmd::deploy::parse_expires_in(t)?,
             None => crate::deploy::DEFAULT_EXPIRES_IN,
         };
+        let (bucket, signing_key, trusted) = self.signing.resolve()?;
         Ok(Resign {
-            trusted: self.trusted.keys()?,
-            extra_cache_keys: config::public_keys(
-                "extra-cache-key",
-                &self.extra_cache_key,
-                &self.extra_cache_key_file,
-            )?,
-            signing_key: crate::load_secret_key(key_file, "signing key (--signing-key)")?,
+            bucket,
+            signing_key,
             expires_in,
-            bucket: crate::open_bucket(url)?,
+            trusted,
+            extra_cache_keys: self.extra_cache_keys.keys()?,
         })
     }
 }

@@ -8,21 +8,19 @@
 
 use clap::Args;
 
-use crate::cmd::hold::{HoldOptions, hold_or_release, selection};
+use crate::cmd::hold::{HoldHosts, hold_or_release};
+use crate::cmd::resign::SigningOptions;
 use crate::config::ConfigFile;
 
 /// `unhold` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct UnholdArgs {
-    /// Options.
+    /// Options (also config-file keys).
     #[command(flatten)]
-    pub options: HoldOptions,
-    /// The hosts to release.
-    #[arg(value_name = "HOST", required_unless_present = "all")]
-    pub hosts: Vec<String>,
-    /// Every host that has a manifest.
-    #[arg(long, conflicts_with = "hosts")]
-    pub all: bool,
+    pub options: SigningOptions,
+    /// Which hosts.
+    #[command(flatten)]
+    pub hosts: HoldHosts,
     /// Why (recorded in the object).
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub reason: String,
@@ -31,6 +29,5 @@ pub struct UnholdArgs {
 /// `fleet-publish unhold`.
 pub async fn run(args: UnholdArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let o = config_file.layer(args.options)?;
-    let selection = selection(&args.hosts, args.all)?;
-    hold_or_release(&o, selection, false, &args.reason).await
+    hold_or_release(&o, args.hosts.selection()?, false, &args.reason).await
 }
