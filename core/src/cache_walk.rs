@@ -10,8 +10,9 @@
 //! The agent has its own walk (`agent/src/fetch/walk.rs`): it stops at paths its
 //! store already holds, streams each narinfo to the NAR downloads as it arrives and
 //! maps every failure to a typed `ErrorKind` under the host's own bounds; this one
-//! always reads the whole closure and hands it back at once. Both share the checks
-//! of one narinfo, [`read_verified_narinfo`].
+//! always reads the whole closure and hands it back at once. Both check one narinfo
+//! with the same calls ([`NarInfo::parse`], its store path, [`NarInfo::verify`]);
+//! here they are [`read_verified_narinfo`].
 
 use std::collections::HashSet;
 

@@ -379,6 +379,10 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
         .unwrap();
     assert_eq!(holds.len(), 1);
     assert_eq!(holds[&host("web-1")].hold.reason, "disk swap");
+    let shown = fleet_publish::show(&bucket, &host("web-1"), &trusted)
+        .await
+        .unwrap();
+    assert_eq!(shown.hold.unwrap().hold.reason, "disk swap");
 
     // deploy skips the held host, rollback too; renew renews it.
     let (_, out) = deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g2), &s)
