@@ -50,6 +50,31 @@ fn target(h: &str, c: &Closure) -> DeployTarget {
     }
 }
 
+/// A temporary directory with the cache key, the publisher key and a `file://`
+/// bucket in it (and the bucket's URL).
+fn setup() -> (tempfile::TempDir, KeyFiles, KeyFiles, Bucket, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let publisher = KeyFiles::new(dir.path(), "publisher-1");
+    let (bucket, url) = file_bucket(&dir.path().join("bucket"));
+    (dir, cache, publisher, bucket, url)
+}
+
+/// Deploys from the default Nix store with the setup's keys; panics on failure.
+async fn deploy_local(
+    bucket: &Bucket,
+    cache: &KeyFiles,
+    publisher: &KeyFiles,
+    targets: &[DeployTarget],
+    settings: &DeploySettings,
+) -> Vec<fleet_publish::DeployOutcome> {
+    let nix = CoreNix::default_store();
+    deploy(bucket, &nix, &cache.key, &publisher.key, targets, settings)
+        .await
+        .unwrap()
+        .1
+}
+
 /// Every key under `hosts/` and `audit/`: what a refused command must leave alone.
 async fn written(bucket: &Bucket) -> Vec<(String, u64)> {
     let mut all = Vec::new();
@@ -77,22 +102,17 @@ async fn current(bucket: &Bucket, h: &str, publisher: &KeyFiles) -> fleet_core::
 async fn a_closure_missing_locally_deploys_from_the_bucket_when_signed() {
     let nix = nix();
     let g1 = generation(&nix, "bucket-1");
-    let dir = tempfile::tempdir().unwrap();
-    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let (dir, cache, publisher, bucket, _url) = setup();
     let other_cache = KeyFiles::new(dir.path(), "cache-pub-2");
-    let publisher = KeyFiles::new(dir.path(), "publisher-1");
-    let (bucket, _) = file_bucket(&dir.path().join("bucket"));
     let settings = settings_for(SignedDuration::from_hours(24));
-    deploy(
+    deploy_local(
         &bucket,
-        &CoreNix::default_store(),
-        &cache.key,
-        &publisher.key,
+        &cache,
+        &publisher,
         &[target("web-1", &g1)],
         &settings,
     )
-    .await
-    .unwrap();
+    .await;
 
     // A second, empty store: the publisher no longer has the build.
     let empty = CoreNix::with_store(dir.path().join("empty-store").display().to_string());
@@ -158,27 +178,12 @@ async fn a_closure_missing_locally_deploys_from_the_bucket_when_signed() {
 async fn renew_resigns_what_expires_soon_and_nothing_else() {
     let nix = nix();
     let g1 = generation(&nix, "renew-1");
-    let dir = tempfile::tempdir().unwrap();
-    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
-    let publisher = KeyFiles::new(dir.path(), "publisher-1");
-    let (bucket, _) = file_bucket(&dir.path().join("bucket"));
-    let nixs = CoreNix::default_store();
+    let (_dir, cache, publisher, bucket, _url) = setup();
     let short = settings_for(SignedDuration::from_hours(1));
     let soon = [target("web-1", &g1), target("web-2", &g1)];
-    deploy(&bucket, &nixs, &cache.key, &publisher.key, &soon, &short)
-        .await
-        .unwrap();
+    deploy_local(&bucket, &cache, &publisher, &soon, &short).await;
     let long = settings_for(SignedDuration::from_hours(24 * 7));
-    deploy(
-        &bucket,
-        &nixs,
-        &cache.key,
-        &publisher.key,
-        &[target("db-1", &g1)],
-        &long,
-    )
-    .await
-    .unwrap();
+    deploy_local(&bucket, &cache, &publisher, &[target("db-1", &g1)], &long).await;
     let before_web1 = current(&bucket, "web-1", &publisher).await;
 
     // An unknown host among the named ones: an error, and nothing renewed.
@@ -233,23 +238,10 @@ async fn rollback_goes_back_from_the_audit_history_and_refuses_bad_input() {
     let nix = nix();
     let g1 = generation(&nix, "rollback-1");
     let g2 = generation(&nix, "rollback-2");
-    let dir = tempfile::tempdir().unwrap();
-    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
-    let publisher = KeyFiles::new(dir.path(), "publisher-1");
-    let (bucket, _) = file_bucket(&dir.path().join("bucket"));
-    let nixs = CoreNix::default_store();
+    let (_dir, cache, publisher, bucket, _url) = setup();
     let s = settings_for(SignedDuration::from_hours(1));
     for g in [&g1, &g2] {
-        deploy(
-            &bucket,
-            &nixs,
-            &cache.key,
-            &publisher.key,
-            &[target("web-1", g)],
-            &s,
-        )
-        .await
-        .unwrap();
+        deploy_local(&bucket, &cache, &publisher, &[target("web-1", g)], &s).await;
     }
     // A renewal of g2 (sequence 3) is not what "the one before" means.
     renew(
@@ -338,17 +330,11 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
     let nix = nix();
     let g1 = generation(&nix, "hold-1");
     let g2 = generation(&nix, "hold-2");
-    let dir = tempfile::tempdir().unwrap();
-    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
-    let publisher = KeyFiles::new(dir.path(), "publisher-1");
+    let (dir, cache, publisher, bucket, _url) = setup();
     let stranger = KeyFiles::new(dir.path(), "publisher-9");
-    let (bucket, _) = file_bucket(&dir.path().join("bucket"));
-    let nixs = CoreNix::default_store();
     let s = settings_for(SignedDuration::from_hours(1));
     let both = |g: &Closure| [target("web-1", g), target("web-2", g)];
-    deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g1), &s)
-        .await
-        .unwrap();
+    deploy_local(&bucket, &cache, &publisher, &both(&g1), &s).await;
 
     // Bad input writes no hold.
     let err = set_hold(&bucket, &publisher.key, &[host("ghost")], true, "x")
@@ -385,9 +371,7 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
     assert_eq!(shown.hold.unwrap().hold.reason, "disk swap");
 
     // deploy skips the held host, rollback too; renew renews it.
-    let (_, out) = deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g2), &s)
-        .await
-        .unwrap();
+    let out = deploy_local(&bucket, &cache, &publisher, &both(&g2), &s).await;
     let deployed: Vec<&str> = out.iter().map(|o| o.host.as_str()).collect();
     assert_eq!(deployed, ["web-2"]);
     assert_eq!(current(&bucket, "web-1", &publisher).await.closure, g1.top);
@@ -418,16 +402,14 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
         force: true,
         ..s.clone()
     };
-    deploy(
+    deploy_local(
         &bucket,
-        &nixs,
-        &cache.key,
-        &publisher.key,
+        &cache,
+        &publisher,
         &[target("web-1", &g2)],
         &forced,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(current(&bucket, "web-1", &publisher).await.closure, g2.top);
 
     // Released: deployable again. A hold signed by an untrusted key stops a deploy.
@@ -443,9 +425,16 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
     set_hold(&bucket, &stranger.key, &[host("web-2")], true, "forged")
         .await
         .unwrap();
-    let err = deploy(&bucket, &nixs, &cache.key, &publisher.key, &both(&g1), &s)
-        .await
-        .unwrap_err();
+    let err = deploy(
+        &bucket,
+        &CoreNix::default_store(),
+        &cache.key,
+        &publisher.key,
+        &both(&g1),
+        &s,
+    )
+    .await
+    .unwrap_err();
     assert!(
         format!("{err:#}").contains("not a hold signed by a trusted publisher key"),
         "{err:#}"
@@ -457,21 +446,9 @@ async fn dry_run_prints_what_each_host_would_download_and_writes_nothing() {
     let nix = nix();
     let g1 = generation(&nix, "dry-1");
     let g2 = generation(&nix, "dry-2");
-    let dir = tempfile::tempdir().unwrap();
-    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
-    let publisher = KeyFiles::new(dir.path(), "publisher-1");
-    let (bucket, url) = file_bucket(&dir.path().join("bucket"));
+    let (dir, cache, publisher, bucket, url) = setup();
     let s = settings_for(SignedDuration::from_hours(1));
-    deploy(
-        &bucket,
-        &CoreNix::default_store(),
-        &cache.key,
-        &publisher.key,
-        &[target("web-1", &g1)],
-        &s,
-    )
-    .await
-    .unwrap();
+    deploy_local(&bucket, &cache, &publisher, &[target("web-1", &g1)], &s).await;
     let hosts = dir.path().join("hosts.json");
     let dry = |json: bool| {
         let mut cmd = publish_cmd();
