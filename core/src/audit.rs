@@ -23,6 +23,9 @@
 //! }
 //! ```
 //!
+//! `action` names the command that wrote the manifest: `deploy`, `renew` or
+//! `rollback`. Rollback reads these entries as each host's history.
+//!
 //! The entry is not signed itself: `new_manifest_sha256` ties it to the manifest,
 //! which is.
 
@@ -39,7 +42,7 @@ use serde::{Deserialize, Serialize};
 pub struct AuditEntry {
     /// Format version; 1.
     pub version: u32,
-    /// What happened; `deploy`.
+    /// What wrote the manifest: `deploy`, `renew` or `rollback`.
     pub action: String,
     /// When the manifest was signed.
     pub time: Timestamp,

@@ -8,6 +8,7 @@
 //! | `cache/<hash>.narinfo` | publisher | agents, `nix` |
 //! | `cache/nar/<filehash>.nar[.zst\|.xz]` | publisher | agents, `nix` |
 //! | `hosts/<host>/manifest.json` | publisher | that host's agent |
+//! | `hosts/<host>/hold.json` | publisher | publisher, reporter |
 //! | `status/<host>/status.json` | that host's agent | reporter, publisher |
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
 //! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
@@ -75,6 +76,11 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "hosts/<host>/manifest.json",
         written_by: "publisher",
         read_by: "that host's agent",
+    },
+    LayoutRow {
+        pattern: "hosts/<host>/hold.json",
+        written_by: "publisher",
+        read_by: "publisher, reporter",
     },
     LayoutRow {
         pattern: "status/<host>/status.json",
@@ -195,6 +201,11 @@ impl Key {
     /// `hosts/<host>/manifest.json`: the signed manifest of one host.
     pub fn manifest(host: &HostName) -> Self {
         Self(format!("{HOSTS_DIR}/{host}/manifest.json"))
+    }
+
+    /// `hosts/<host>/hold.json`: the signed hold of one host (`crate::hold`).
+    pub fn hold(host: &HostName) -> Self {
+        Self(format!("{HOSTS_DIR}/{host}/hold.json"))
     }
 
     /// `status/<host>/status.json`: the latest status a host reported.

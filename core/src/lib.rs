@@ -11,8 +11,11 @@
 //! - [`envelope`]: DSSE signed envelopes;
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
 //! - [`audit`]: the publisher's append-only audit entries;
+//! - [`hold`]: signed holds that keep publishers off a host;
 //! - [`status`]: the [`StatusReport`] agents write;
 //! - [`iam`]: the IAM policy text for each role;
+//! - [`cache_walk`]: a closure's signed narinfos read from the bucket (deploying
+//!   without the local store);
 //! - [`nar`], [`narinfo`], [`stream`]: the Nix binary-cache formats (NAR, narinfo,
 //!   fingerprints, compression);
 //! - [`nixcli`]: calls to the local `nix` tools (closures, path info, import, profiles);
@@ -28,11 +31,13 @@
 
 pub mod audit;
 pub mod bucket;
+pub mod cache_walk;
 pub mod config;
 pub mod duration;
 pub mod envelope;
 pub mod error_kind;
 pub mod fsutil;
+pub mod hold;
 pub mod host;
 pub mod iam;
 pub mod keys;

@@ -192,6 +192,7 @@ fn documented_bucket_layout_is_the_code() {
         Key::narinfo(path.hash()),
         Key::nar("nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst").unwrap(),
         Key::manifest(&host),
+        Key::hold(&host),
         Key::status(&host),
         Key::status_event(&host, &ObjectName::status_event(time, 7)),
         Key::audit(&ObjectName::audit_entry(time, &host, 8)),

@@ -8,10 +8,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
+use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
+use crate::cmd::renew::{RenewArgs, RenewOptions};
+use crate::cmd::resign::SigningOptions;
+use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
+use crate::cmd::unhold::UnholdArgs;
 use crate::config::{ConfigFile, keys_of};
 
 /// `fleet-publish`: the command line.
@@ -45,6 +50,14 @@ pub enum Command {
     Deploy(Box<DeployArgs>),
     /// Print a host's current manifest after verifying its signature.
     Show(ShowOptions),
+    /// Re-sign the manifests that expire soon: same closure, higher sequence.
+    Renew(Box<RenewArgs>),
+    /// Re-sign an earlier closure of hosts (from audit/) with a higher sequence.
+    Rollback(Box<RollbackArgs>),
+    /// Hold hosts: deploy and rollback skip them until `unhold` (signed, with a reason).
+    Hold(Box<HoldArgs>),
+    /// Release the holds of `hold`.
+    Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
 }
@@ -64,6 +77,9 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<DeployOptions>());
     all.extend(keys_of::<ShowOptions>());
     all.extend(keys_of::<PolicyOptions>());
+    all.extend(keys_of::<RenewOptions>());
+    all.extend(keys_of::<RollbackOptions>());
+    all.extend(keys_of::<SigningOptions>());
     all
 }
 

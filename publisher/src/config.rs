@@ -151,6 +151,43 @@ impl TrustedKeyOptions {
     }
 }
 
+/// Cache public keys accepted besides the cache key's own (a cache key rotation:
+/// paths pushed before it carry the old key's signature), given as text or files;
+/// taken by `deploy`, `renew` and `rollback`.
+#[derive(Args, Serialize, Deserialize, Debug, Default, Clone)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ExtraCacheKeyOptions {
+    /// Public key (`name:base64`) of another cache key whose narinfo signatures are
+    /// accepted and listed in the manifests, e.g. the old key while rotating cache
+    /// keys; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_EXTRA_CACHE_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub extra_cache_key: Vec<String>,
+    /// File holding such a key; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_EXTRA_CACHE_KEY_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub extra_cache_key_file: Vec<PathBuf>,
+}
+
+impl ExtraCacheKeyOptions {
+    /// The keys, parsed and loaded.
+    pub fn keys(&self) -> anyhow::Result<Vec<fleet_core::PublicKey>> {
+        public_keys(
+            "extra-cache-key",
+            &self.extra_cache_key,
+            &self.extra_cache_key_file,
+        )
+    }
+}
+
 /// Public keys given as text (`texts`, the `what` option) and as files (`files`, the
 /// `what-file` option). For configs written before the two were told apart, a `what`
 /// value that is not key text but names a file is read as a file, with a warning.

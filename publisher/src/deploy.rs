@@ -3,11 +3,15 @@
 //! For each [`DeployTarget`] (the command line gives one with `--host/--closure`,
 //! many with `--hosts FILE`):
 //!
-//! 1. push every closure ([`mod@crate::push`], one run for all hosts, shared paths
-//!    once);
-//! 2. confirm with a fresh LIST of `cache/` that every path of each closure has its
-//!    narinfo (a narinfo is only ever written after its NAR), so no manifest can
-//!    point at a closure that is not fully uploaded;
+//! 1. push every closure the local Nix store holds ([`mod@crate::push`], one run for
+//!    all hosts, shared paths once); a closure the local store lacks must already be
+//!    complete in the bucket, every narinfo signed by a trusted cache key (the cache
+//!    key's public half or an `--extra-cache-key`): its narinfos are walked
+//!    ([`fleet_core::cache_walk`]) instead, so an old build can be deployed again
+//!    from any machine;
+//! 2. confirm with a fresh LIST of `cache/` that every path of each pushed closure
+//!    has its narinfo (a narinfo is only ever written after its NAR), so no manifest
+//!    can point at a closure that is not fully uploaded;
 //! 3. read `hosts/<host>/manifest.json` and verify it with the publisher's own public
 //!    key (and any `--trusted-key`), without the expiry check: an expired manifest
 //!    is still the sequence to beat. A manifest that does not verify stops the deploy
@@ -20,21 +24,20 @@
 //!    [`DeploySettings::max_attempts`] times. Two racing publishers therefore get
 //!    distinct sequence numbers and neither update is lost;
 //! 5. append an audit entry (`fleet_core::audit`) create-only.
-
-use std::time::Duration;
+//!
+//! Steps 3 to 5 are [`crate::manifest_write`], which renew and rollback share.
+//! Before all that, held hosts ([`crate::hold`]) are dropped from the targets with
+//! a warning, unless [`DeploySettings::force`].
 
 use anyhow::{Context, bail};
-use fleet_core::audit::AuditEntry;
-use fleet_core::bucket::BucketError;
-use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
+use fleet_core::cache_walk::{BucketClosure, walk_closure};
 use fleet_core::nixcli::Nix;
-use fleet_core::{
-    Activation, Bucket, HostName, Key, Manifest, PublicKey, SecretKey, StorePath, TrustedKeys,
-};
-use jiff::{SignedDuration, Timestamp};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+use fleet_core::{Activation, Bucket, HostName, PublicKey, SecretKey, StorePath, TrustedKeys};
+use jiff::SignedDuration;
 
+use crate::hold::skip_held;
+pub use crate::manifest_write::DeployOutcome;
+use crate::manifest_write::{NextManifest, WriteSettings, trusted_publishers, write_next};
 use crate::push::{CacheListing, PushSettings, PushSummary, push};
 
 /// Default manifest lifetime.
@@ -72,6 +75,8 @@ pub struct DeploySettings {
     /// Cache public keys listed in the manifests besides the cache key's own (key
     /// rotation: narinfos pushed before the rotation carry the old key's signature).
     pub extra_cache_keys: Vec<PublicKey>,
+    /// Deploy held hosts too (`fleet_core::hold`); otherwise they are skipped.
+    pub force: bool,
 }
 
 impl Default for DeploySettings {
@@ -84,29 +89,9 @@ impl Default for DeploySettings {
             force_sequence: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             extra_cache_keys: Vec::new(),
+            force: false,
         }
     }
-}
-
-/// What deploying one host did.
-#[derive(Clone, Debug, Serialize)]
-pub struct DeployOutcome {
-    /// The host.
-    pub host: HostName,
-    /// Its closure.
-    pub closure: StorePath,
-    /// The sequence written.
-    pub sequence: u64,
-    /// The sequence replaced, if a verified manifest was there.
-    pub previous_sequence: Option<u64>,
-    /// SHA-256 (hex) of the manifest written.
-    pub manifest_sha256: String,
-    /// When it expires.
-    pub expires_at: Timestamp,
-    /// The audit entry's key.
-    pub audit_key: String,
-    /// Compare-and-swap attempts it took (1 without contention).
-    pub attempts: u32,
 }
 
 /// Pushes every target's closure, then writes each host's manifest; see the module
@@ -123,37 +108,36 @@ pub async fn deploy(
     if targets.is_empty() {
         bail!("no host to deploy");
     }
-    let roots: Vec<StorePath> = targets.iter().map(|t| t.closure.clone()).collect();
-    let summary = push(bucket, nix, cache_key, &roots, &settings.push)
-        .await
-        .context("pushing the closures (no manifest was written)")?;
-
-    // Independent of what the push believes: every path of every closure must have
-    // its narinfo in the bucket now.
-    let listing = CacheListing::read(bucket).await?;
-    for t in targets {
-        let closure = nix
-            .closure(std::slice::from_ref(&t.closure))
-            .await
-            .context("listing the closure in the local Nix store")?;
-        let missing = listing.missing(&closure);
-        if let Some(first) = missing.first() {
-            bail!(
-                "{} of the closure of {} (host {}) have no narinfo in {} after the push, e.g. {first}; \
-                 no manifest was written. Run the deploy again; if it persists, check that \
-                 nothing deletes from cache/",
-                missing.len(),
-                t.closure,
-                t.host,
-                bucket.url()
-            );
-        }
-    }
-
+    let write = WriteSettings {
+        signing_key,
+        trusted: &settings.trusted,
+        force_sequence: settings.force_sequence,
+        max_attempts: settings.max_attempts,
+        action: "deploy",
+    };
+    let hosts: Vec<HostName> = targets.iter().map(|t| t.host.clone()).collect();
+    let trusted = trusted_publishers(&write);
+    let hosts = skip_held(bucket, hosts, &trusted, settings.force, "deployed").await?;
+    let targets: Vec<DeployTarget> = targets
+        .iter()
+        .filter(|t| hosts.contains(&t.host))
+        .cloned()
+        .collect();
+    let targets = &targets[..];
+    let trusted_cache = TrustedKeys::new(cache_keys(cache_key, &settings.extra_cache_keys));
+    let (summary, _) =
+        publish_closures(bucket, nix, cache_key, targets, settings, &trusted_cache).await?;
+    let next = |t: &DeployTarget| NextManifest {
+        closure: t.closure.clone(),
+        activation: settings.activation,
+        cache_keys: cache_keys(cache_key, &settings.extra_cache_keys),
+        expires_in: settings.expires_in,
+    };
     let mut outcomes = Vec::with_capacity(targets.len());
     for t in targets {
-        match write_manifest(bucket, cache_key, signing_key, t, settings).await {
-            Ok(o) => outcomes.push(o),
+        let written = write_next(bucket, &t.host, &write, |_| Ok(Some(next(t)))).await;
+        match written {
+            Ok(o) => outcomes.extend(o),
             Err(e) if !outcomes.is_empty() => {
                 let done: Vec<String> = outcomes.iter().map(|o| o.host.to_string()).collect();
                 return Err(e.context(format!(
@@ -168,210 +152,76 @@ pub async fn deploy(
     Ok((summary, outcomes))
 }
 
-/// The current manifest of a host as far as the next write needs it.
-struct Current {
-    etag: Option<String>,
-    sequence: Option<u64>,
-    digest: Option<String>,
-    exists: bool,
+/// The cache keys a manifest lists: the cache key's public half, then the extra ones.
+pub fn cache_keys(cache_key: &SecretKey, extra: &[PublicKey]) -> Vec<PublicKey> {
+    std::iter::once(cache_key.public())
+        .chain(extra.iter().filter(|k| **k != cache_key.public()).cloned())
+        .collect()
 }
 
-/// Reads and verifies the current manifest at `key`; with `force`, one that does not
-/// verify is taken as having no sequence.
-async fn read_current(
+/// Makes every target's closure complete in the bucket: the closures valid in the
+/// local store are pushed and then checked against a fresh LIST of `cache/`; the
+/// others must already be there, complete and signed by a trusted cache key (their
+/// narinfos are walked, [`fleet_core::cache_walk`]). Returns the push summary and
+/// the closures taken from the bucket alone.
+pub async fn publish_closures(
     bucket: &Bucket,
-    key: &Key,
-    host: &HostName,
-    trusted: &TrustedKeys,
-    force: Option<u64>,
-) -> anyhow::Result<Current> {
-    let obj = match bucket.get(key, MAX_MANIFEST_SIZE).await {
-        Ok(o) => o,
-        Err(BucketError::NotFound { .. }) => {
-            return Ok(Current {
-                etag: None,
-                sequence: None,
-                digest: None,
-                exists: false,
-            });
-        }
-        Err(e) => return Err(e).context("reading the current manifest"),
-    };
-    let policy = VerifyPolicy {
-        trusted,
-        host,
-        highest_seen: None,
-        now: None,
-    };
-    match Manifest::verify(&obj.bytes, &policy) {
-        Ok(v) => Ok(Current {
-            etag: obj.etag,
-            sequence: Some(v.manifest.sequence),
-            digest: Some(v.digest),
-            exists: true,
-        }),
-        Err(e) if force.is_some() => {
-            tracing::warn!(%key, error = %e, "current manifest does not verify; --force-sequence given");
-            Ok(Current {
-                etag: obj.etag,
-                sequence: None,
-                digest: Some(hex::encode(Sha256::digest(&obj.bytes))),
-                exists: true,
-            })
-        }
-        Err(e) => bail!(
-            "the current manifest {key} in {} does not verify with the publisher key(s) {:?}: {e}. \
-             If another publisher legitimately signed it, pass its public key with --trusted-key; \
-             if the bucket was tampered with, investigate before deploying. To replace it anyway \
-             (lost or rotated publisher key) pass --force-sequence N with N above any sequence \
-             the host has accepted.",
-            bucket.url(),
-            trusted.keys().iter().map(|k| k.name()).collect::<Vec<_>>()
-        ),
-    }
-}
-
-/// Signs and writes the next manifest of `target` by compare-and-swap, then its
-/// audit entry; see the module docs.
-async fn write_manifest(
-    bucket: &Bucket,
+    nix: &Nix,
     cache_key: &SecretKey,
-    signing_key: &SecretKey,
-    target: &DeployTarget,
+    targets: &[DeployTarget],
     settings: &DeploySettings,
-) -> anyhow::Result<DeployOutcome> {
-    let key = Key::manifest(&target.host);
-    let mut trusted = vec![signing_key.public()];
-    trusted.extend(settings.trusted.iter().cloned());
-    let trusted = TrustedKeys::new(trusted);
-    let attempts = settings.max_attempts.max(1);
-    for attempt in 1..=attempts {
-        let current = read_current(
-            bucket,
-            &key,
-            &target.host,
-            &trusted,
-            settings.force_sequence,
-        )
-        .await?;
-        let sequence = match (settings.force_sequence, current.sequence) {
-            (Some(n), Some(cur)) if n <= cur => bail!(
-                "--force-sequence {n} is not above the current manifest's sequence {cur}; \
-                 give a higher number (or drop --force-sequence: the current manifest verifies)"
-            ),
-            (Some(n), _) => n,
-            (None, Some(cur)) => cur.checked_add(1).with_context(|| {
-                format!("the current manifest's sequence {cur} cannot be incremented")
-            })?,
-            (None, None) => 1,
-        };
-        let issued_at = Timestamp::now();
-        let expires_at = issued_at
-            .checked_add(settings.expires_in)
-            .context("the expiry is out of range")?;
-        let manifest = Manifest {
-            version: 1,
-            host: target.host.clone(),
-            sequence,
-            closure: target.closure.clone(),
-            issued_at,
-            expires_at,
-            cache_keys: std::iter::once(cache_key.public())
-                .chain(
-                    settings
-                        .extra_cache_keys
-                        .iter()
-                        .filter(|k| **k != cache_key.public())
-                        .cloned(),
-                )
-                .collect(),
-            activation: settings.activation,
-        };
-        let bytes = manifest.sign(signing_key);
-        let digest = hex::encode(Sha256::digest(&bytes));
-        let written = match (&current.etag, current.exists) {
-            (_, false) => bucket.put_if_absent(&key, bytes).await,
-            (Some(etag), true) => bucket.put_if_match(&key, bytes, etag).await,
-            (None, true) => bail!(
-                "{} gave no ETag for {key}, so the manifest cannot be replaced by compare-and-swap; \
-                 use a store that returns ETags (S3, MinIO, SeaweedFS, file://)",
-                bucket.url()
-            ),
-        };
-        match written {
-            Ok(_) => {}
-            Err(BucketError::Conflict { .. } | BucketError::AlreadyExists { .. }) => {
-                if settings.force_sequence.is_some() {
-                    bail!(
-                        "another publisher wrote {key} while this forced deploy ran; \
-                         look at it (fleet-publish show) before forcing again"
-                    );
-                }
-                tracing::info!(host = %target.host, attempt, "lost the compare-and-swap; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                continue;
-            }
-            Err(e) => return Err(e).context("writing the new manifest"),
-        }
-        let entry = AuditEntry {
-            version: 1,
-            action: "deploy".into(),
-            time: issued_at,
-            key_name: signing_key.name().to_owned(),
-            host: target.host.clone(),
-            sequence,
-            previous_sequence: current.sequence,
-            closure: target.closure.clone(),
-            activation: settings.activation,
-            expires_at,
-            previous_manifest_sha256: current.digest,
-            new_manifest_sha256: digest.clone(),
-            publisher_version: fleet_core::VERSION.into(),
-        };
-        let audit_key = entry.key();
-        bucket
-            .put_if_absent(&audit_key, entry.to_bytes())
+    trusted_cache: &TrustedKeys,
+) -> anyhow::Result<(PushSummary, Vec<BucketClosure>)> {
+    let mut roots: Vec<StorePath> = targets.iter().map(|t| t.closure.clone()).collect();
+    roots.sort();
+    roots.dedup();
+    let not_local = nix
+        .invalid_paths(&roots)
+        .await
+        .context("checking the closures against the local Nix store")?;
+    let local: Vec<StorePath> = roots
+        .iter()
+        .filter(|r| !not_local.contains(r))
+        .cloned()
+        .collect();
+    let mut from_bucket = Vec::with_capacity(not_local.len());
+    for root in &not_local {
+        let walked = walk_closure(bucket, root, trusted_cache)
             .await
             .with_context(|| {
                 format!(
-                    "the manifest of {} (sequence {sequence}) IS written and live, but its audit \
-                     entry {audit_key} could not be written; record it by hand",
-                    target.host
+                    "{root} is not in the local Nix store, and cannot be deployed from {} alone; \
+                 no manifest was written",
+                    bucket.url()
                 )
             })?;
-        return Ok(DeployOutcome {
-            host: target.host.clone(),
-            closure: target.closure.clone(),
-            sequence,
-            previous_sequence: current.sequence,
-            manifest_sha256: digest,
-            expires_at,
-            audit_key: audit_key.to_string(),
-            attempts: attempt,
-        });
+        from_bucket.push(walked);
     }
-    bail!(
-        "gave up writing {key} after {attempts} attempts: other publishers kept changing it \
-         (compare-and-swap lost every time); try again"
-    )
-}
-
-/// A growing, jittered pause between compare-and-swap attempts.
-fn backoff(attempt: u32) -> Duration {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() % 50_000_000);
-    Duration::from_millis(20 * u64::from(attempt.min(10))) + Duration::from_nanos(u64::from(jitter))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        assert!(backoff(1) < Duration::from_millis(80));
-        assert!(backoff(10) >= Duration::from_millis(200));
-        assert!(backoff(100) < Duration::from_millis(260));
+    if local.is_empty() {
+        return Ok((PushSummary::default(), from_bucket));
     }
+    let summary = push(bucket, nix, cache_key, &local, &settings.push)
+        .await
+        .context("pushing the closures (no manifest was written)")?;
+
+    // Independent of what the push believes: every path of every closure must have
+    // its narinfo in the bucket now.
+    let listing = CacheListing::read(bucket).await?;
+    for root in &local {
+        let closure = nix
+            .closure(std::slice::from_ref(root))
+            .await
+            .context("listing the closure in the local Nix store")?;
+        let missing = listing.missing(&closure);
+        if let Some(first) = missing.first() {
+            bail!(
+                "{} of the closure of {root} have no narinfo in {} after the push, e.g. {first}; \
+                 no manifest was written. Run the deploy again; if it persists, check that \
+                 nothing deletes from cache/",
+                missing.len(),
+                bucket.url()
+            );
+        }
+    }
+    Ok((summary, from_bucket))
 }

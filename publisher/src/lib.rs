@@ -21,7 +21,12 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod deploy;
+pub mod dry_run;
+pub mod hold;
+pub mod manifest_write;
 pub mod push;
+pub mod renew;
+pub mod rollback;
 
 use std::path::Path;
 

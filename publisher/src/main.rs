@@ -23,6 +23,10 @@ fn main() -> ExitCode {
                     Command::Push(a) => cmd::push::run(a, config).await,
                     Command::Deploy(a) => cmd::deploy::run(*a, config).await,
                     Command::Show(o) => cmd::show::run(o, config).await,
+                    Command::Renew(a) => cmd::renew::run(*a, config).await,
+                    Command::Rollback(a) => cmd::rollback::run(*a, config).await,
+                    Command::Hold(a) => cmd::hold::run(*a, config).await,
+                    Command::Unhold(a) => cmd::unhold::run(*a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),

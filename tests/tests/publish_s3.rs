@@ -10,7 +10,9 @@
 //!   key is refused;
 //! - concurrent deploys of one host through SeaweedFS's conditional writes each get
 //!   their own sequence, with no lost update;
-//! - NARs above the spill threshold go up as multipart uploads and read back intact.
+//! - NARs above the spill threshold go up as multipart uploads and read back intact;
+//! - `renew`, `rollback`, `hold` and `unhold` work with the publisher's credentials
+//!   (renew not with a host's), bad rollback input is refused, a hold stops a rollback.
 
 mod publish_support;
 
@@ -249,4 +251,115 @@ async fn large_nars_go_up_as_multipart_uploads() {
         nar == nix.dump(big).unwrap(),
         "the multipart NAR differs from nix-store --dump"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_and_rollback_work_with_publisher_credentials_only() {
+    let nix = nix();
+    let g1 = nix
+        .fixture_system("s3ops", "1", &FixtureOptions::salted("publish-s3-ops"))
+        .unwrap();
+    let g2 = nix
+        .fixture_system("s3ops", "2", &FixtureOptions::salted("publish-s3-ops"))
+        .unwrap();
+    let (server, bucket, publisher) = setup("publish-ops").await;
+    let host_creds = server
+        .user_for(&Role::Agent(HostName::new("web-1").unwrap()), &bucket, "")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let signer = KeyFiles::new(dir.path(), "publisher-1");
+    let url = server.store_url(&bucket, "").unwrap().to_string();
+    let fleet = |creds: &S3Credentials, args: &[&str]| {
+        let mut cmd = publish_cmd();
+        with_creds(&mut cmd, creds);
+        cmd.args(args)
+            .args(["--bucket", &url])
+            .arg("--signing-key")
+            .arg(&signer.secret);
+        run(cmd)
+    };
+    for g in [&g1, &g2] {
+        let top = g.top.to_string();
+        let cache_key = cache.secret.to_str().unwrap();
+        let (ok, _, stderr) = fleet(
+            &publisher,
+            &[
+                "deploy",
+                "--host",
+                "web-1",
+                "--closure",
+                &top,
+                "--cache-key",
+                cache_key,
+            ],
+        );
+        assert!(ok, "{stderr}");
+    }
+
+    // Seven-day manifests are all due within eight days.
+    let (ok, stdout, stderr) = fleet(&publisher, &["renew", "--within", "8d"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("web-1: renewed sequence 3 (was 2)")
+            && stdout.contains(&g2.top.to_string()),
+        "{stdout}"
+    );
+    // A host's own credentials may not renew.
+    let (ok, _, stderr) = fleet(&host_creds, &["renew", "--within", "8d"]);
+    assert!(!ok && stderr.contains("access denied"), "{stderr}");
+
+    // Bad input changes nothing; then back to g1 (skipping the renewal of g2).
+    let (ok, _, stderr) = fleet(
+        &publisher,
+        &["rollback", "--host", "web-1", "--to-sequence", "99"],
+    );
+    assert!(!ok && stderr.contains("no earlier sequence 99"), "{stderr}");
+    let (ok, _, stderr) = fleet(&publisher, &["rollback", "--host", "ghost"]);
+    assert!(!ok && stderr.contains("ghost has no manifest"), "{stderr}");
+    let (ok, stdout, stderr) = fleet(&publisher, &["rollback", "--host", "web-1", "--dry-run"]);
+    assert!(
+        ok && stdout.contains("would roll back sequence 3"),
+        "{stderr}{stdout}"
+    );
+    // A hold stops the rollback until it is released.
+    let (ok, stdout, stderr) = fleet(&publisher, &["hold", "web-1", "--reason", "disk swap"]);
+    assert!(ok && stdout.contains("web-1: held (disk swap)"), "{stderr}");
+    let (ok, _, stderr) = fleet(&publisher, &["rollback", "--host", "web-1"]);
+    assert!(
+        !ok && stderr.contains("every host given is held"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = fleet(&publisher, &["unhold", "web-1"]);
+    assert!(
+        ok && stdout.contains("released (was held: disk swap)"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = fleet(&publisher, &["rollback", "--host", "web-1"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("web-1: sequence 4 (was 3)")
+            && stdout.contains("the closure of sequence 1")
+            && stdout.contains(&g1.top.to_string()),
+        "{stdout}"
+    );
+    let b = server.bucket(&bucket, "", &publisher).unwrap();
+    let shown = fleet_publish::show(
+        &b,
+        &HostName::new("web-1").unwrap(),
+        &TrustedKeys::new([signer.public_key()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (shown.manifest.sequence, shown.manifest.closure),
+        (4, g1.top.clone())
+    );
+    let actions: Vec<String> = audit_entries(&b)
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["deploy", "deploy", "renew", "rollback"]);
 }

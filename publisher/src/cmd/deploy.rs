@@ -7,6 +7,13 @@
 //! web-1: sequence 8 (was 7) -> /nix/store/…-nixos-system-web-1, expires 2026-01-08T12:00:00Z, audit audit/20260101T120000.000Z-web-1-8.json
 //! ```
 //!
+//! `--dry-run` writes nothing and prints per host what would change
+//! ([`mod@crate::dry_run`]; `--json` for JSON):
+//!
+//! ```text
+//! web-1: sequence 7 /nix/store/…-a -> /nix/store/…-b, 12 of 340 paths to download, 40.1 MiB compressed, 120.3 MiB unpacked, activation switch, from the bucket
+//! ```
+//!
 //! `--hosts FILE` deploys many hosts at once: a JSON object mapping host names to
 //! closures, `{"web-1": "/nix/store/…", …}`.
 
@@ -17,14 +24,16 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use fleet_core::duration::{Zero, parse_duration};
 use fleet_core::nixcli::Nix;
-use fleet_core::{Activation, HostName};
+use fleet_core::{Activation, HostName, TrustedKeys};
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, ConfigFile, PushOptions, TrustedKeyOptions};
+use crate::config::{self, ConfigFile, ExtraCacheKeyOptions, PushOptions, TrustedKeyOptions};
 use crate::deploy::{
-    DEFAULT_EXPIRES_IN, DEFAULT_MAX_ATTEMPTS, DeploySettings, DeployTarget, MAX_EXPIRES_IN, deploy,
+    DEFAULT_EXPIRES_IN, DEFAULT_MAX_ATTEMPTS, DeploySettings, DeployTarget, MAX_EXPIRES_IN,
+    cache_keys, deploy,
 };
+use crate::dry_run::{HostDiff, dry_run};
 
 /// How the agent activates the closure.
 #[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,24 +88,10 @@ pub struct DeployOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub trusted: TrustedKeyOptions,
-    /// Public key (`name:base64`) of another cache key whose narinfo signatures hosts
-    /// should also accept for this closure, e.g. the old key while rotating cache keys
-    /// (paths already in the cache keep the old key's signature); repeatable.
-    #[arg(
-        long,
-        env = "FLEET_EXTRA_CACHE_KEY",
-        value_name = "KEY",
-        value_delimiter = ','
-    )]
-    pub extra_cache_key: Vec<String>,
-    /// File holding such a key; repeatable.
-    #[arg(
-        long,
-        env = "FLEET_EXTRA_CACHE_KEY_FILE",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub extra_cache_key_file: Vec<PathBuf>,
+    /// Other cache keys accepted (cache key rotation).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub extra_cache_keys: ExtraCacheKeyOptions,
 }
 
 /// `deploy` arguments.
@@ -110,6 +105,17 @@ pub struct DeployArgs {
     /// sequence the host has accepted. Command line only.
     #[arg(long, value_name = "N")]
     pub force_sequence: Option<u64>,
+    /// Deploy held hosts too (`fleet-publish hold`); without it they are skipped
+    /// with a warning. Command line only.
+    #[arg(long)]
+    pub force: bool,
+    /// Print per host what the deploy would change (current -> new closure, paths
+    /// and bytes to download) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print JSON.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
 }
 
 /// Parses a manifest lifetime ([`fleet_core::duration`]: "7d", "12h", "P7D", …),
@@ -181,12 +187,9 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
         activation: o.activation.map_or(Activation::Switch, Into::into),
         trusted: o.trusted.keys()?,
         force_sequence: args.force_sequence,
+        force: args.force,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
-        extra_cache_keys: config::public_keys(
-            "extra-cache-key",
-            &o.extra_cache_key,
-            &o.extra_cache_key_file,
-        )?,
+        extra_cache_keys: o.extra_cache_keys.keys()?,
     };
     if settings.force_sequence.is_some() && targets.len() > 1 {
         bail!("--force-sequence applies to one host; use --host/--closure, not --hosts");
@@ -194,6 +197,29 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
     let cache_key = crate::load_secret_key(cache_key_file, "cache key (--cache-key)")?;
     let signing_key = crate::load_secret_key(signing_key_file, "signing key (--signing-key)")?;
     let bucket = crate::open_bucket(store)?;
+    if args.dry_run {
+        let publishers = TrustedKeys::new(
+            std::iter::once(signing_key.public()).chain(settings.trusted.iter().cloned()),
+        );
+        let caches = TrustedKeys::new(cache_keys(&cache_key, &settings.extra_cache_keys));
+        let diffs = dry_run(
+            &bucket,
+            &Nix::default_store(),
+            &targets,
+            &publishers,
+            &caches,
+            settings.activation,
+        )
+        .await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&diffs)?);
+        } else {
+            for d in &diffs {
+                println!("{}", describe(d));
+            }
+        }
+        return Ok(());
+    }
     let (summary, outcomes) = deploy(
         &bucket,
         &Nix::default_store(),
@@ -214,6 +240,41 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+/// One line of `--dry-run` output.
+pub fn describe(d: &HostDiff) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let current = match (&d.current_sequence, &d.current_closure) {
+        (Some(s), Some(c)) => format!("sequence {s} {c}"),
+        _ => "no manifest".to_owned(),
+    };
+    let mut line = format!("{}: {current} -> {}", d.host, d.new_closure);
+    if d.unchanged {
+        line.push_str(" (unchanged: only a new sequence and expiry)");
+    } else {
+        line.push_str(&format!(
+            ", {} of {} paths to download, {}{:.1} MiB unpacked{}",
+            d.paths_to_download,
+            d.closure_paths,
+            d.download_bytes
+                .map_or_else(String::new, |b| format!("{:.1} MiB compressed, ", mib(b))),
+            mib(d.nar_bytes),
+            if d.current_unknown {
+                " (the current closure is not in the cache: counted as nothing in common)"
+            } else {
+                ""
+            }
+        ));
+    }
+    line.push_str(&format!(
+        ", activation {}, from the {}",
+        d.activation, d.source
+    ));
+    if let Some(r) = &d.held {
+        line.push_str(&format!("; HELD ({r}): skipped unless --force"));
+    }
+    line
 }
 
 #[cfg(test)]

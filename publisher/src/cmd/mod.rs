@@ -5,7 +5,12 @@
 //! `show` and `keygen` are small enough to keep their library function here.
 
 pub mod deploy;
+pub mod hold;
 pub mod keygen;
 pub mod policy;
 pub mod push;
+pub mod renew;
+pub mod resign;
+pub mod rollback;
 pub mod show;
+pub mod unhold;

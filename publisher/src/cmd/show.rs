@@ -6,6 +6,9 @@
 //!  "manifest": {"version": 1, "host": "web-1", "sequence": 7, …}}
 //! ```
 //!
+//! A host held by `fleet-publish hold` has `"hold": {"hold": {…, "reason": "…"},
+//! "signed_by": "…"}` (else `null`).
+//!
 //! An expired manifest is still shown (with `"expired": true`): it is what the host
 //! refuses, which is worth seeing. Anything else that fails verification is an error.
 
@@ -49,6 +52,8 @@ pub struct Shown {
     pub expired: bool,
     /// The payload.
     pub manifest: Manifest,
+    /// The host's hold, if one is in force (`fleet-publish hold`).
+    pub hold: Option<fleet_core::hold::VerifiedHold>,
 }
 
 /// Reads and verifies the manifest of `host`.
@@ -78,12 +83,16 @@ pub async fn show(
         digest,
     } = Manifest::verify(&obj.bytes, &policy)
         .with_context(|| format!("verifying {key} in {}", bucket.url()))?;
+    let hold = crate::hold::held(bucket, std::slice::from_ref(host), trusted)
+        .await?
+        .remove(host);
     Ok(Shown {
         host: host.clone(),
         signed_by,
         sha256: digest,
         expired: jiff::Timestamp::now() >= manifest.expires_at,
         manifest,
+        hold,
     })
 }
 
