@@ -300,6 +300,11 @@ async fn write_manifest(
         };
         match written {
             Ok(_) => {}
+            // The write may have landed with its answer lost (a reset, a timeout): the
+            // client's retry then meets our own manifest as a conflict. Ours is live.
+            Err(_) if holds(bucket, &key, &digest).await => {
+                tracing::info!(host = %target.host, sequence, "the manifest write landed though its answer was lost");
+            }
             Err(BucketError::Conflict { .. } | BucketError::AlreadyExists { .. }) => {
                 if settings.force_sequence.is_some() {
                     bail!(
@@ -329,16 +334,20 @@ async fn write_manifest(
             publisher_version: fleet_core::VERSION.into(),
         };
         let audit_key = entry.key();
-        bucket
-            .put_if_absent(&audit_key, entry.to_bytes())
-            .await
-            .with_context(|| {
-                format!(
-                    "the manifest of {} (sequence {sequence}) IS written and live, but its audit \
+        let audit_bytes = entry.to_bytes();
+        let audit_digest = hex::encode(Sha256::digest(&audit_bytes));
+        let audited = match bucket.put_if_absent(&audit_key, audit_bytes).await {
+            // As above: a retried create that meets our own entry was written.
+            Err(_) if holds(bucket, &audit_key, &audit_digest).await => Ok(None),
+            other => other,
+        };
+        audited.with_context(|| {
+            format!(
+                "the manifest of {} (sequence {sequence}) IS written and live, but its audit \
                      entry {audit_key} could not be written; record it by hand",
-                    target.host
-                )
-            })?;
+                target.host
+            )
+        })?;
         return Ok(DeployOutcome {
             host: target.host.clone(),
             closure: target.closure.clone(),
@@ -354,6 +363,15 @@ async fn write_manifest(
         "gave up writing {key} after {attempts} attempts: other publishers kept changing it \
          (compare-and-swap lost every time); try again"
     )
+}
+
+/// Whether `key` now holds exactly the bytes whose SHA-256 is `digest` (hex): how a
+/// write whose response was lost is told from one that did not happen.
+async fn holds(bucket: &Bucket, key: &Key, digest: &str) -> bool {
+    match bucket.get(key, MAX_MANIFEST_SIZE).await {
+        Ok(obj) => hex::encode(Sha256::digest(&obj.bytes)) == digest,
+        Err(_) => false,
+    }
 }
 
 /// A growing, jittered pause between compare-and-swap attempts.

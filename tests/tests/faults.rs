@@ -190,7 +190,14 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
         w.bring_up(1, &a);
         w.deploy(2, &b);
 
-        proxy.replan(FaultPlan::mixed(seed));
+        // Harsher than the mixed plan: retries inside a cycle absorb most single
+        // faults, and the point is cycles that fail.
+        proxy.replan(FaultPlan {
+            slow_down: 10,
+            truncate: 8,
+            reset_mid_body: 8,
+            ..FaultPlan::mixed(seed)
+        });
         proxy.calm(false);
         // A few cycles under faults, as a daemon would run them.
         for _ in 0..3 {
@@ -298,6 +305,10 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
     let nix = publish_support::nix();
     let mut given: BTreeMap<u64, String> = BTreeMap::new();
     let (mut ok_runs, mut failed_runs) = (0, 0);
+    // Sequences a failed deploy reported as written without an audit entry, and how
+    // many failed deploys could not say whether their manifest landed.
+    let mut unaudited: BTreeSet<u64> = BTreeSet::new();
+    let mut unconfirmed = 0usize;
     for seed in seeds.iter().copied() {
         let _replay = Replay(seed, "publishers_under_faults");
         let salt = FixtureOptions::salted(&format!("faults-pub-{seed}"));
@@ -308,7 +319,11 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
             .map(|s| s.manifest.sequence)
             .unwrap_or(0);
 
-        proxy.replan(FaultPlan::mixed(seed));
+        // Writes applied and then dropped are what compare-and-swap has to survive.
+        proxy.replan(FaultPlan {
+            drop_after_apply: 15,
+            ..FaultPlan::mixed(seed)
+        });
         proxy.calm(false);
         let runs = race_deploys(&url, &env, (&cache, &signer), "pf-1", &top, 2);
         proxy.calm(true);
@@ -317,6 +332,23 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
             if !ok {
                 failed_runs += 1;
                 eprintln!("seed {seed}: a deploy failed under faults:\n{out}");
+                assert!(
+                    !out.contains("already exists"),
+                    "a deploy called its own retried write a failure:\n{out}"
+                );
+                // A deploy that says its manifest is live but unaudited, or that it
+                // could not confirm the manifest write, may leave a gap in the chain.
+                if let Some(n) = out
+                    .split("(sequence ")
+                    .nth(1)
+                    .filter(|_| out.contains("IS written and live"))
+                    .and_then(|s| s.split(')').next())
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    unaudited.insert(n);
+                } else if out.contains("writing the new manifest") {
+                    unconfirmed += 1;
+                }
                 continue;
             }
             ok_runs += 1;
@@ -335,14 +367,36 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
                 current >= max_given && current >= before,
                 "the manifest is at {current} but deploy(s) reported {max_given}: a deploy was lost"
             );
-            // No two audit entries of a host share a sequence.
+            // No two audit entries of a host share a sequence, and the chain breaks
+            // only where a deploy said so.
+            let audit = publish_support::audit_entries(&direct).await;
             let mut audit_seqs = BTreeSet::new();
-            for e in publish_support::audit_entries(&direct).await {
+            for e in &audit {
                 assert!(
                     audit_seqs.insert(e.sequence),
                     "two audit entries for sequence {}",
                     e.sequence
                 );
+            }
+            for seq in given.keys() {
+                assert!(
+                    audit_seqs.contains(seq),
+                    "deploy of sequence {seq} succeeded without its audit entry"
+                );
+            }
+            for e in &audit {
+                if let Some(p) = e.previous_sequence.filter(|p| !audit_seqs.contains(p)) {
+                    assert!(
+                        unaudited.remove(&p) || unconfirmed > 0,
+                        "sequence {p} was written with no audit entry and no deploy reported it \
+                         (sequence {} follows it):\n{runs:#?}",
+                        e.sequence
+                    );
+                    if !audit_seqs.contains(&p) && unconfirmed > 0 {
+                        unconfirmed -= 1;
+                    }
+                    audit_seqs.insert(p);
+                }
             }
         });
 
@@ -432,4 +486,73 @@ fn seaweedfs_killed_and_restarted_mid_cycle_keeps_acknowledged_writes() {
         assert_eq!(w.profile_target().as_ref(), Some(&b.top));
     }
     eprintln!("{} restart seeds passed", seeds.len());
+}
+
+#[test]
+fn a_deploy_whose_write_answers_are_all_lost_succeeds_once() {
+    let rt = runtime();
+    let (server, bucket, creds) = rt.block_on(async {
+        let server = S3Server::seaweedfs()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let bucket = server.new_bucket("faults-lost").await.unwrap();
+        let creds = server
+            .user_for(&fleet_core::iam::Role::Publisher, &bucket, "")
+            .await
+            .unwrap();
+        (server, bucket, creds)
+    });
+    let proxy = FaultProxy::start(
+        server.endpoint().trim_start_matches("http://"),
+        FaultPlan::none(0),
+    )
+    .unwrap();
+    let url = store_url_at(&proxy.endpoint(), &bucket, "")
+        .unwrap()
+        .to_string();
+    let direct = server.bucket(&bucket, "", &creds).unwrap();
+    let env = S3Server::credentials_env(&creds);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = publish_support::KeyFiles::new(dir.path(), "cache-lost-1");
+    let signer = publish_support::KeyFiles::new(dir.path(), "publisher-lost-1");
+    let trusted = TrustedKeys::new([signer.public_key()]);
+    let nix = publish_support::nix();
+    let closure = nix
+        .fixture_system("lost", "1", &FixtureOptions::salted("faults-lost"))
+        .unwrap();
+    let top = closure.top.to_string();
+    // The closure goes up calmly; then every write lands and loses its answer.
+    let mut push = publish_support::publish_cmd();
+    push.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["push", "--bucket", &url, "--cache-key"])
+        .arg(&cache.secret)
+        .arg(&top);
+    let (ok, _, stderr) = publish_support::run(push);
+    assert!(ok, "{stderr}");
+    proxy.replan(FaultPlan {
+        drop_after_apply: 100,
+        ..FaultPlan::none(0)
+    });
+    for expected in 1..=2u64 {
+        let runs = race_deploys(&url, &env, (&cache, &signer), "lost-1", &top, 1);
+        let (ok, seq, out) = &runs[0];
+        assert!(
+            ok,
+            "a deploy whose writes landed was reported failed:\n{out}"
+        );
+        assert_eq!(*seq, Some(expected), "{out}");
+        let shown = rt
+            .block_on(fleet_publish::show(
+                &direct,
+                &HostName::new("lost-1").unwrap(),
+                &trusted,
+            ))
+            .unwrap();
+        assert_eq!(shown.manifest.sequence, expected);
+        let audit = rt.block_on(publish_support::audit_entries(&direct));
+        let seqs: Vec<u64> = audit.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, (1..=expected).collect::<Vec<_>>());
+        assert_eq!(audit.last().unwrap().new_manifest_sha256, shown.sha256);
+    }
+    assert!(proxy.stats()[&fleet_tests::fault_proxy::Fault::DropAfterApply] >= 4);
 }
