@@ -10,7 +10,8 @@
 //! - [`proxy`]: a counting HTTP proxy, to count the requests a client makes to an S3
 //!   server by what goes over the wire;
 //! - [`fault_proxy`]: a seeded fault-injecting HTTP proxy (503 bursts, resets,
-//!   stalls, drip-fed and truncated bodies, writes applied then dropped).
+//!   stalls, drip-fed and truncated bodies, writes applied then dropped);
+//! - [`rng`]: the seeded PRNG behind fault schedules and property tests.
 //!
 //! Tests live in `tests/tests/`. They need the tools `scripts/test.sh` installs; a
 //! test whose tool is missing fails with a message naming the install command,
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod fault_proxy;
 pub mod nix;
 pub mod proxy;
+pub mod rng;
 pub mod s3;
 
 use std::path::PathBuf;

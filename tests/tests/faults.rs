@@ -451,7 +451,7 @@ fn seaweedfs_killed_and_restarted_mid_cycle_keeps_acknowledged_writes() {
     let b = nix.fixture_system("restart", "2", &salt).unwrap();
     for (i, seed) in seeds.iter().copied().enumerate() {
         let _replay = Replay(seed, "seaweedfs_killed_and_restarted");
-        let mut rng = fleet_tests::fault_proxy::Rng::new(seed);
+        let mut rng = fleet_tests::rng::Rng::new(seed);
         let w = World::s3(
             &format!("restart-{i}"),
             &url,
