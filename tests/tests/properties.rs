@@ -278,3 +278,51 @@ fn sample_nar() -> Vec<u8> {
     fleet_core::nar::dump(&root, &mut out).unwrap();
     out
 }
+
+/// One valid object per fuzz target (`fuzz/fuzz_targets/<name>.rs`), made by the
+/// real code: the seed corpus `scripts/fuzz.sh` starts from.
+fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let host = HostName::new("web-1").unwrap();
+    let now = jiff::Timestamp::now();
+    let key = SecretKey::generate("publisher-1").unwrap();
+    let hosts: BTreeMap<HostName, CachedHost> = (0..3)
+        .map(|i| (fleet_reporter::synth::host_name(i), CachedHost::default()))
+        .collect();
+    vec![
+        ("nar", sample_nar()),
+        ("narinfo", signed_narinfo(&key).to_text().into_bytes()),
+        ("manifest", manifest(&host).sign(&key)),
+        (
+            "status",
+            fleet_reporter::synth::report(&host, AgentState::Failed, 1, 2, now).to_bytes(),
+        ),
+        (
+            "snapshot",
+            Snapshot::new(now, String::new(), hosts).to_bytes(),
+        ),
+    ]
+}
+
+/// Checks the fuzz seeds are valid; with `FLEET_FUZZ_SEEDS_DIR` set, writes each to
+/// `<dir>/<target>/seed` (what `scripts/fuzz.sh` does before fuzzing).
+#[test]
+fn fuzz_seeds_are_valid_objects() {
+    let host = HostName::new("web-1").unwrap();
+    let out = std::env::var_os("FLEET_FUZZ_SEEDS_DIR").map(std::path::PathBuf::from);
+    for (target, bytes) in fuzz_seeds() {
+        let valid = match target {
+            "nar" => fleet_core::nar::validate(&bytes[..]).is_ok(),
+            "narinfo" => NarInfo::parse(&bytes, "seed").is_ok(),
+            "manifest" => std::str::from_utf8(&bytes).is_ok_and(|t| t.contains("payloadType")),
+            "status" => StatusReport::parse(&bytes, "seed", &host).is_ok(),
+            "snapshot" => Snapshot::parse(&bytes, "seed").is_ok(),
+            other => panic!("no check for fuzz target {other}"),
+        };
+        assert!(valid, "the {target} seed does not parse");
+        if let Some(dir) = &out {
+            let dir = dir.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("seed"), &bytes).unwrap();
+        }
+    }
+}
