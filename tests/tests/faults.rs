@@ -162,12 +162,7 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
         let bucket = server.new_bucket("faults-agent").await.unwrap();
         (server, bucket)
     });
-    let proxy = FaultProxy::start(
-        server.endpoint().trim_start_matches("http://"),
-        FaultPlan::none(0),
-    )
-    .unwrap();
-    proxy.calm(true);
+    let proxy = calm_proxy(server);
     let url = store_url_at(&proxy.endpoint(), &bucket, "")
         .unwrap()
         .to_string();
@@ -271,34 +266,63 @@ fn race_deploys(
         .collect()
 }
 
-#[test]
-fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
-    let seeds = seeds();
-    let rt = runtime();
+/// A bucket on this process's SeaweedFS, a publisher user for it, a calm fault proxy
+/// in front of it, and cache and signing keys.
+struct Publishing {
+    proxy: FaultProxy,
+    /// The bucket URL through the proxy.
+    url: String,
+    /// The bucket without the proxy, with the publisher's credentials.
+    direct: Bucket,
+    env: Vec<(&'static str, String)>,
+    cache: publish_support::KeyFiles,
+    signer: publish_support::KeyFiles,
+    _dir: tempfile::TempDir,
+}
+
+fn publishing(rt: &tokio::runtime::Runtime, label: &str) -> Publishing {
     let (server, bucket, creds) = rt.block_on(async {
         let server = S3Server::seaweedfs()
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let bucket = server.new_bucket("faults-publish").await.unwrap();
+        let bucket = server.new_bucket(label).await.unwrap();
         let creds = server
             .user_for(&fleet_core::iam::Role::Publisher, &bucket, "")
             .await
             .unwrap();
         (server, bucket, creds)
     });
-    let proxy = FaultProxy::start(
+    let proxy = calm_proxy(server);
+    let dir = tempfile::tempdir().unwrap();
+    Publishing {
+        url: store_url_at(&proxy.endpoint(), &bucket, "")
+            .unwrap()
+            .to_string(),
+        proxy,
+        direct: server.bucket(&bucket, "", &creds).unwrap(),
+        env: S3Server::credentials_env(&creds),
+        cache: publish_support::KeyFiles::new(dir.path(), &format!("cache-{label}-1")),
+        signer: publish_support::KeyFiles::new(dir.path(), &format!("publisher-{label}-1")),
+        _dir: dir,
+    }
+}
+
+/// A fault proxy in front of `server`, injecting nothing until replanned.
+fn calm_proxy(server: &S3Server) -> FaultProxy {
+    FaultProxy::start(
         server.endpoint().trim_start_matches("http://"),
         FaultPlan::none(0),
     )
-    .unwrap();
-    let url = store_url_at(&proxy.endpoint(), &bucket, "")
-        .unwrap()
-        .to_string();
-    let direct = server.bucket(&bucket, "", &creds).unwrap();
-    let env = S3Server::credentials_env(&creds);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = publish_support::KeyFiles::new(dir.path(), "cache-faults-1");
-    let signer = publish_support::KeyFiles::new(dir.path(), "publisher-faults-1");
+    .unwrap()
+}
+
+#[test]
+fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
+    let seeds = seeds();
+    let rt = runtime();
+    let p = publishing(&rt, "faults-publish");
+    let (proxy, url, direct, env) = (&p.proxy, &p.url, &p.direct, &p.env);
+    let (cache, signer) = (&p.cache, &p.signer);
     let trusted_cache = TrustedKeys::new([cache.public_key()]);
     let trusted = TrustedKeys::new([signer.public_key()]);
     let host = HostName::new("pf-1").unwrap();
@@ -315,7 +339,7 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
         let closure = nix.fixture_system("pf", "1", &salt).unwrap();
         let top = closure.top.to_string();
         let before = rt
-            .block_on(fleet_publish::show(&direct, &host, &trusted))
+            .block_on(fleet_publish::show(direct, &host, &trusted))
             .map(|s| s.manifest.sequence)
             .unwrap_or(0);
 
@@ -325,7 +349,7 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
             ..FaultPlan::mixed(seed)
         });
         proxy.calm(false);
-        let runs = race_deploys(&url, &env, (&cache, &signer), "pf-1", &top, 2);
+        let runs = race_deploys(url, env, (cache, signer), "pf-1", &top, 2);
         proxy.calm(true);
 
         for (ok, seq, out) in &runs {
@@ -359,8 +383,8 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
             );
         }
         rt.block_on(async {
-            check_cache_consistent(&direct, &trusted_cache).await;
-            let shown = fleet_publish::show(&direct, &host, &trusted).await;
+            check_cache_consistent(direct, &trusted_cache).await;
+            let shown = fleet_publish::show(direct, &host, &trusted).await;
             let current = shown.as_ref().map(|s| s.manifest.sequence).unwrap_or(0);
             let max_given = given.keys().max().copied().unwrap_or(0);
             assert!(
@@ -369,7 +393,7 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
             );
             // No two audit entries of a host share a sequence, and the chain breaks
             // only where a deploy said so.
-            let audit = publish_support::audit_entries(&direct).await;
+            let audit = publish_support::audit_entries(direct).await;
             let mut audit_seqs = BTreeSet::new();
             for e in &audit {
                 assert!(
@@ -401,16 +425,16 @@ fn publishers_under_faults_keep_the_cache_consistent_and_sequences_unique() {
         });
 
         // Faults over: a deploy succeeds with the next sequence.
-        let runs = race_deploys(&url, &env, (&cache, &signer), "pf-1", &top, 1);
+        let runs = race_deploys(url, env, (cache, signer), "pf-1", &top, 1);
         let (ok, seq, out) = &runs[0];
         assert!(ok, "a deploy after the faults stopped failed:\n{out}");
         let now = rt
-            .block_on(fleet_publish::show(&direct, &host, &trusted))
+            .block_on(fleet_publish::show(direct, &host, &trusted))
             .unwrap();
         assert_eq!(Some(now.manifest.sequence), *seq, "{out}");
         assert_eq!(now.manifest.closure, closure.top);
         given.insert(seq.unwrap(), top);
-        rt.block_on(check_cache_consistent(&direct, &trusted_cache));
+        rt.block_on(check_cache_consistent(direct, &trusted_cache));
     }
     print_stats("publisher fault runs", &proxy.stats());
     eprintln!(
@@ -429,11 +453,7 @@ fn seaweedfs_killed_and_restarted_mid_cycle_keeps_acknowledged_writes() {
     let bucket = rt.block_on(server.new_bucket("faults-restart")).unwrap();
     // No injected faults: the proxy only keeps one endpoint while the server behind
     // it goes away and comes back.
-    let proxy = FaultProxy::start(
-        server.endpoint().trim_start_matches("http://"),
-        FaultPlan::none(0),
-    )
-    .unwrap();
+    let proxy = calm_proxy(&server);
     let url = store_url_at(&proxy.endpoint(), &bucket, "")
         .unwrap()
         .to_string();
@@ -507,30 +527,9 @@ fn seaweedfs_killed_and_restarted_mid_cycle_keeps_acknowledged_writes() {
 #[test]
 fn a_deploy_whose_write_answers_are_all_lost_succeeds_once() {
     let rt = runtime();
-    let (server, bucket, creds) = rt.block_on(async {
-        let server = S3Server::seaweedfs()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let bucket = server.new_bucket("faults-lost").await.unwrap();
-        let creds = server
-            .user_for(&fleet_core::iam::Role::Publisher, &bucket, "")
-            .await
-            .unwrap();
-        (server, bucket, creds)
-    });
-    let proxy = FaultProxy::start(
-        server.endpoint().trim_start_matches("http://"),
-        FaultPlan::none(0),
-    )
-    .unwrap();
-    let url = store_url_at(&proxy.endpoint(), &bucket, "")
-        .unwrap()
-        .to_string();
-    let direct = server.bucket(&bucket, "", &creds).unwrap();
-    let env = S3Server::credentials_env(&creds);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = publish_support::KeyFiles::new(dir.path(), "cache-lost-1");
-    let signer = publish_support::KeyFiles::new(dir.path(), "publisher-lost-1");
+    let p = publishing(&rt, "faults-lost");
+    let (proxy, url, direct, env) = (&p.proxy, &p.url, &p.direct, &p.env);
+    let (cache, signer) = (&p.cache, &p.signer);
     let trusted = TrustedKeys::new([signer.public_key()]);
     let nix = publish_support::nix();
     let closure = nix
@@ -540,7 +539,7 @@ fn a_deploy_whose_write_answers_are_all_lost_succeeds_once() {
     // The closure goes up calmly; then every write lands and loses its answer.
     let mut push = publish_support::publish_cmd();
     push.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(["push", "--bucket", &url, "--cache-key"])
+        .args(["push", "--bucket", url, "--cache-key"])
         .arg(&cache.secret)
         .arg(&top);
     let (ok, _, stderr) = publish_support::run(push);
@@ -550,7 +549,7 @@ fn a_deploy_whose_write_answers_are_all_lost_succeeds_once() {
         ..FaultPlan::none(0)
     });
     for expected in 1..=2u64 {
-        let runs = race_deploys(&url, &env, (&cache, &signer), "lost-1", &top, 1);
+        let runs = race_deploys(url, env, (cache, signer), "lost-1", &top, 1);
         let (ok, seq, out) = &runs[0];
         assert!(
             ok,
@@ -559,13 +558,13 @@ fn a_deploy_whose_write_answers_are_all_lost_succeeds_once() {
         assert_eq!(*seq, Some(expected), "{out}");
         let shown = rt
             .block_on(fleet_publish::show(
-                &direct,
+                direct,
                 &HostName::new("lost-1").unwrap(),
                 &trusted,
             ))
             .unwrap();
         assert_eq!(shown.manifest.sequence, expected);
-        let audit = rt.block_on(publish_support::audit_entries(&direct));
+        let audit = rt.block_on(publish_support::audit_entries(direct));
         let seqs: Vec<u64> = audit.iter().map(|e| e.sequence).collect();
         assert_eq!(seqs, (1..=expected).collect::<Vec<_>>());
         assert_eq!(audit.last().unwrap().new_manifest_sha256, shown.sha256);
