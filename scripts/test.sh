@@ -5,6 +5,10 @@
 #
 # Extra arguments go to `cargo nextest run`, e.g. `scripts/test.sh -E 'test(iam)'`.
 # Exits non-zero if either run failed; both always run.
+#
+# The fault suite (tests/tests/faults.rs) runs two seeds per test here; longer runs:
+# `FLEET_FAULT_ITERATIONS=50 scripts/test.sh -E 'binary(faults)'`, a fresh seed with
+# FLEET_FAULT_SEED=random (docs/reliability.md). Fuzzing is scripts/fuzz.sh, not here.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

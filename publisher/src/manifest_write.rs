@@ -203,6 +203,11 @@ pub async fn write_next(
         };
         match written {
             Ok(_) => {}
+            // The write may have landed with its answer lost (a reset, a timeout): the
+            // client's retry then meets our own manifest as a conflict. Ours is live.
+            Err(_) if holds(bucket, &key, &digest).await => {
+                tracing::info!(%host, sequence, "the manifest write landed though its answer was lost");
+            }
             Err(BucketError::Conflict { .. } | BucketError::AlreadyExists { .. }) => {
                 if settings.force_sequence.is_some() {
                     bail!(
@@ -233,15 +238,19 @@ pub async fn write_next(
             publisher_version: fleet_core::VERSION.into(),
         };
         let audit_key = entry.key();
-        bucket
-            .put_if_absent(&audit_key, entry.to_bytes())
-            .await
-            .with_context(|| {
-                format!(
-                    "the manifest of {host} (sequence {sequence}) IS written and live, but its \
-                     audit entry {audit_key} could not be written; record it by hand"
-                )
-            })?;
+        let audit_bytes = entry.to_bytes();
+        let audit_digest = hex::encode(Sha256::digest(&audit_bytes));
+        let audited = match bucket.put_if_absent(&audit_key, audit_bytes).await {
+            // As above: a retried create that meets our own entry was written.
+            Err(_) if holds(bucket, &audit_key, &audit_digest).await => Ok(None),
+            other => other,
+        };
+        audited.with_context(|| {
+            format!(
+                "the manifest of {host} (sequence {sequence}) IS written and live, but its \
+                 audit entry {audit_key} could not be written; record it by hand"
+            )
+        })?;
         return Ok(Some(DeployOutcome {
             host: host.clone(),
             closure: next.closure,
@@ -273,6 +282,15 @@ pub async fn manifest_hosts(bucket: &Bucket) -> anyhow::Result<Vec<HostName>> {
     hosts.sort();
     hosts.dedup();
     Ok(hosts)
+}
+
+/// Whether `key` now holds exactly the bytes whose SHA-256 is `digest` (hex): how a
+/// write whose response was lost is told from one that did not happen.
+async fn holds(bucket: &Bucket, key: &Key, digest: &str) -> bool {
+    match bucket.get(key, MAX_MANIFEST_SIZE).await {
+        Ok(obj) => hex::encode(Sha256::digest(&obj.bytes)) == digest,
+        Err(_) => false,
+    }
 }
 
 /// A growing, jittered pause between compare-and-swap attempts.

@@ -8,7 +8,10 @@
 //! - [`nix`]: real Nix (Debian's `nix-bin`: sandbox off, no substituters, offline)
 //!   and fixture closures built from plain `derivation`s;
 //! - [`proxy`]: a counting HTTP proxy, to count the requests a client makes to an S3
-//!   server by what goes over the wire.
+//!   server by what goes over the wire;
+//! - [`fault_proxy`]: a seeded fault-injecting HTTP proxy (503 bursts, resets,
+//!   stalls, drip-fed and truncated bodies, writes applied then dropped);
+//! - [`rng`]: the seeded PRNG behind fault schedules and property tests.
 //!
 //! Tests live in `tests/tests/`. They need the tools `scripts/test.sh` installs; a
 //! test whose tool is missing fails with a message naming the install command,
@@ -17,8 +20,10 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod fault_proxy;
 pub mod nix;
 pub mod proxy;
+pub mod rng;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -24,7 +24,7 @@
 //! cannot pass silently); responses are not parsed, only copied. The proxy's threads
 //! live as long as the process.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -113,53 +113,112 @@ fn forward_requests(
     to: &mut TcpStream,
     seen: &Requests,
 ) -> std::io::Result<()> {
-    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let mut reader = BufReader::new(from);
-    loop {
-        let mut head = Vec::new();
-        let mut request_line = String::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            head.extend_from_slice(line.as_bytes());
-            if request_line.is_empty() {
-                request_line = line.trim_end().to_owned();
-                continue;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid(format!("bad Content-Length: {}", line.trim_end())))?;
-            }
-            if lower.starts_with("transfer-encoding:") {
-                return Err(invalid(format!(
-                    "chunked request bodies are not parsed, closing the connection: {}",
-                    line.trim_end()
-                )));
-            }
-        }
-        let mut parts = request_line.split(' ');
-        let method = parts.next().unwrap_or("");
-        let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
-        seen.push(format!("{method} {path}"));
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        to.write_all(&head)?;
-        to.write_all(&body)?;
+    while let Some(request) = read_request(&mut reader)? {
+        seen.push(format!("{} {}", request.method, request.path));
+        to.write_all(&request.head)?;
+        to.write_all(&request.body)?;
     }
+    Ok(())
+}
+
+/// One HTTP/1.1 request as read off the wire.
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    /// The method (`GET`, `PUT`, …).
+    pub(crate) method: String,
+    /// The path, without the query string.
+    pub(crate) path: String,
+    /// The request line and headers, with the blank line that ends them, as sent.
+    pub(crate) head: Vec<u8>,
+    /// The `Content-Length` body.
+    pub(crate) body: Vec<u8>,
+}
+
+impl Request {
+    /// The request's bytes with its `Connection` header replaced by
+    /// `Connection: close` (a hop-by-hop header, never signed).
+    pub(crate) fn with_connection_close(&self) -> Vec<u8> {
+        connection_close(&self.head, &self.body)
+    }
+}
+
+/// A message (request or response) from its `head` (start line and headers, blank
+/// line included) and `body`, with its `Connection` header replaced by
+/// `Connection: close`.
+pub(crate) fn connection_close(head: &[u8], body: &[u8]) -> Vec<u8> {
+    let head = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Reads one request (head and `Content-Length` body) from `reader`; `None` when the
+/// client closed before sending another. A chunked body is refused as
+/// `InvalidData`.
+pub(crate) fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
+    let mut head = Vec::new();
+    let mut request_line = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(line.as_bytes());
+        if request_line.is_empty() {
+            request_line = line.trim_end().to_owned();
+            continue;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("bad Content-Length: {}", line.trim_end())))?;
+        }
+        if lower.starts_with("transfer-encoding:") {
+            return Err(invalid(format!(
+                "chunked request bodies are not parsed, closing the connection: {}",
+                line.trim_end()
+            )));
+        }
+    }
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or("").to_owned();
+    let path = parts
+        .next()
+        .unwrap_or("")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request {
+        method,
+        path,
+        head,
+        body,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn counts_pipelined_requests_and_forwards_them_unchanged() {

@@ -269,6 +269,43 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// Kills the server with SIGKILL (no shutdown, unflushed state lost as in a
+    /// crash) and starts it again on the same data directory and ports; returns when
+    /// it answers again. Only for SeaweedFS servers this value owns
+    /// ([`S3Server::start`]): a shared server's other users would see it vanish.
+    pub async fn kill_and_restart(&self) -> Result<()> {
+        ensure!(
+            self.owned,
+            "only a private server (S3Server::start) may be restarted"
+        );
+        let respawn = {
+            let mut guard = self.proc.lock().unwrap_or_else(|e| e.into_inner());
+            let p = guard.as_mut().context("the server was stopped")?;
+            let respawn = p
+                .respawn
+                .clone()
+                .with_context(|| format!("a {} server cannot be restarted", self.kind))?;
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            // Its unix sockets outlive a SIGKILL and would block the new bind.
+            for f in &p.stray_files {
+                let _ = std::fs::remove_file(f);
+            }
+            for sock in ["s3.sock", "filer.sock"] {
+                let _ = std::fs::remove_file(p.dir.join(sock));
+            }
+            p.child = respawn.spawn()?;
+            respawn
+        };
+        wait_for_port(&self.proc, respawn.port, &self.log).await?;
+        admin_call(&self.endpoint, &self.admin, &["wait-ready"], None)
+            .await
+            .with_context(|| format!("end of {}:\n{}", self.log.display(), log_tail(&self.log)))?;
+        Ok(())
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         if self.owned
@@ -454,6 +491,35 @@ struct ServerProc {
     child: Child,
     dir: PathBuf,
     stray_files: Vec<PathBuf>,
+    /// The command that started it, to start it again on the same directory.
+    respawn: Option<Respawn>,
+}
+
+/// How a server was started: program, arguments, working directory and log.
+#[derive(Debug, Clone)]
+struct Respawn {
+    program: PathBuf,
+    args: Vec<OsString>,
+    dir: PathBuf,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Respawn {
+    /// Starts the server, appending to its log.
+    fn spawn(&self) -> Result<Child> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        spawn_tied_to_process(cmd).with_context(|| format!("running {}", self.program.display()))
+    }
 }
 
 impl ServerProc {
@@ -752,14 +818,15 @@ async fn try_start_seaweedfs(weed: &Path) -> Result<S3Server> {
     flag("s3.localSocket", &dir.join("s3.sock").display());
     flag("filer.localSocket", &dir.join("filer.sock").display());
 
-    let mut cmd = Command::new(weed);
-    cmd.args(&args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file);
-    let child =
-        spawn_tied_to_process(cmd).with_context(|| format!("running {} mini", weed.display()))?;
+    let respawn = Respawn {
+        program: weed.to_path_buf(),
+        args,
+        dir: dir.clone(),
+        log: log.clone(),
+        port: s3,
+    };
+    drop(log_file);
+    let child = respawn.spawn()?;
     // The unix sockets weed makes in /tmp whatever TMPDIR says, named by port.
     let stray_files = [s3, master, volume, filer, admin_port]
         .iter()
@@ -781,6 +848,7 @@ async fn try_start_seaweedfs(weed: &Path) -> Result<S3Server> {
         child,
         dir: dir.clone(),
         stray_files,
+        respawn: Some(respawn),
     });
     let server = S3Server {
         kind: ServerKind::SeaweedFs,
@@ -832,6 +900,7 @@ async fn try_start_moto(moto: &Path) -> Result<S3Server> {
         child,
         dir,
         stray_files: vec![],
+        respawn: None,
     });
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut server = S3Server {
