@@ -1,4 +1,4 @@
-//! `fleet-reporter` against a real SeaweedFS server that enforces IAM (issue 5): with
+//! `fleet-reporter` against a real SeaweedFS server that enforces IAM: with
 //! the reporter's scoped credentials (`fleet_core::iam::policy(Role::Reporter, …)`) it
 //! reads `status/` and `hosts/`, writes its snapshot under `dashboard/` and nothing
 //! else.

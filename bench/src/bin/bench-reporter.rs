@@ -1,4 +1,4 @@
-//! `bench-reporter`: the reporter's aggregation over synthetic fleets (issue 5; see
+//! `bench-reporter`: the reporter's aggregation over synthetic fleets (see
 //! bench/README.md).
 //!
 //! ```text
