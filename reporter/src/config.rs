@@ -221,20 +221,19 @@ impl Config {
     /// flags and environment before the file is layered under them, and again on the
     /// layered result for the file's keys, so each source keeps its precedence.
     pub fn take_deprecated(&mut self) {
-        if self.store.is_some() {
-            self.bucket = fleet_core::config::renamed(
-                self.bucket.take(),
-                "bucket (--bucket, FLEET_BUCKET)",
-                self.store.take(),
-                "store (--store, FLEET_REPORTER_STORE)",
-            );
-        }
-        if let Some(v) = self.write_summary.take() {
-            tracing::warn!(
-                "write-summary (--write-summary, FLEET_REPORTER_WRITE_SUMMARY) is deprecated: use write-snapshot (--write-snapshot, FLEET_REPORTER_WRITE_SNAPSHOT)"
-            );
-            self.write_snapshot.get_or_insert(v);
-        }
+        use fleet_core::config::renamed;
+        self.bucket = renamed(
+            self.bucket.take(),
+            "bucket (--bucket, FLEET_BUCKET)",
+            self.store.take(),
+            "store (--store, FLEET_REPORTER_STORE)",
+        );
+        self.write_snapshot = renamed(
+            self.write_snapshot.take(),
+            "write-snapshot (--write-snapshot, FLEET_REPORTER_WRITE_SNAPSHOT)",
+            self.write_summary.take(),
+            "write-summary (--write-summary, FLEET_REPORTER_WRITE_SUMMARY)",
+        );
     }
 
     /// Layers the file under flags and environment, applies defaults and checks
