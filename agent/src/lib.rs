@@ -9,6 +9,7 @@
 //! - [`health`]: health checks (systemd units, commands, HTTP);
 //! - [`childenv`]: the allow-listed environment of switch and health checks;
 //! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
+//! - [`identity`]: the host's identity key, which signs its status reports;
 //! - [`state`]: the state file, written atomically;
 //! - [`pause`]: the operator's local pause file;
 //! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
@@ -17,7 +18,7 @@
 //! - [`schedule`]: poll interval, jitter, backoff;
 //! - [`notify`]: systemd readiness and watchdog;
 //! - [`config`]: the one configuration schema (flags, environment, TOML);
-//! - [`cmd`]: the subcommands (`run`, `once`, `state`, `pause`, `resume`).
+//! - [`cmd`]: the subcommands (`run`, `once`, `state`, `pause`, `resume`, `init`).
 
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod cycle;
 pub mod facts;
 pub mod fetch;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod notify;
 pub mod pause;

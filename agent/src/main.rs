@@ -37,6 +37,9 @@ enum Command {
     Pause(cmd::pause::PauseArgs),
     /// End a pause.
     Resume(cmd::resume::ResumeArgs),
+    /// Enroll this host: create its identity key and print an enrollment request,
+    /// or install the bootstrap bundle of `fleet-publish enroll` (--bundle).
+    Init(cmd::init::InitArgs),
     /// Print the local state file.
     State {
         /// State directory [default: /var/lib/fleet-agent].
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             .map(|o| o.exit_code()),
         Command::Pause(a) => cmd::pause::pause(a).map(|()| 0),
         Command::Resume(a) => cmd::resume::resume(a).map(|()| 0),
+        Command::Init(a) => cmd::init::init(a).map(|()| 0),
         Command::State { state_dir } => {
             cmd::state::state(&state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())).map(|()| 0)
         }

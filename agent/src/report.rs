@@ -12,11 +12,12 @@
 //! a write that fails leaves the rest queued for the next flush, so events made while
 //! the bucket was unreachable arrive once it is back. Both objects are plain PUTs of
 //! [`StatusReport::to_bytes`]; keys come from [`fleet_core::Key`], so they can only
-//! name this host's prefix.
+//! name this host's prefix. When the host has an identity key ([`crate::identity`]),
+//! each object is signed with it as it is written ([`fleet_core::status_sig`]).
 
 use fleet_core::ErrorKind;
 use fleet_core::status::{AgentState, Generation, ReportedError, StatusReport, truncate_message};
-use fleet_core::{Bucket, BucketError, HostName, Key, ObjectName};
+use fleet_core::{Bucket, BucketError, HostName, Key, ObjectName, SecretKey};
 use jiff::Timestamp;
 
 use crate::state::{PendingEvent, State};
@@ -33,6 +34,7 @@ pub fn build(host: &HostName, state: &State, facts: fleet_core::status::Facts) -
         last_error: state.reported.last_error.clone(),
         facts,
         time: Timestamp::now(),
+        signature: None,
     }
 }
 
@@ -82,11 +84,25 @@ pub fn queue_event(state: &mut State, report: StatusReport, max: usize) {
     }
 }
 
-/// Writes the oldest pending event. `Ok(false)` when none is left.
+/// The stored bytes of `report`, signed with `identity` if the host has one.
+fn signed_bytes(report: &StatusReport, identity: Option<&SecretKey>) -> Vec<u8> {
+    match identity {
+        Some(key) => {
+            let mut r = report.clone();
+            fleet_core::status_sig::sign(&mut r, key);
+            r.to_bytes()
+        }
+        None => report.to_bytes(),
+    }
+}
+
+/// Writes the oldest pending event (signed with `identity`, if any). `Ok(false)` when
+/// none is left.
 pub async fn send_one_event(
     bucket: &Bucket,
     host: &HostName,
     state: &mut State,
+    identity: Option<&SecretKey>,
 ) -> Result<bool, BucketError> {
     let Some(ev) = state.pending_events.front() else {
         return Ok(false);
@@ -94,7 +110,7 @@ pub async fn send_one_event(
     match ObjectName::new(&ev.name) {
         Ok(name) => {
             let key = Key::status_event(host, &name);
-            bucket.put(&key, ev.report.to_bytes()).await?;
+            bucket.put(&key, signed_bytes(&ev.report, identity)).await?;
             tracing::debug!(%key, "wrote status event");
         }
         // Names are made by ObjectName::status_event, so this means a hand-edited state file.
@@ -104,14 +120,15 @@ pub async fn send_one_event(
     Ok(true)
 }
 
-/// Writes `report` as `status/<host>/status.json`.
+/// Writes `report` as `status/<host>/status.json`, signed with `identity` if any.
 pub async fn write_status(
     bucket: &Bucket,
     host: &HostName,
     report: &StatusReport,
+    identity: Option<&SecretKey>,
 ) -> Result<(), BucketError> {
     let key = Key::status(host);
-    bucket.put(&key, report.to_bytes()).await?;
+    bucket.put(&key, signed_bytes(report, identity)).await?;
     tracing::debug!(%key, state = %report.state, "wrote status");
     Ok(())
 }
@@ -156,7 +173,7 @@ mod tests {
             queue_event(&mut s, r, 10);
         }
         let first = s.pending_events[0].name.clone();
-        assert!(send_one_event(&bucket, &host, &mut s).await.unwrap());
+        assert!(send_one_event(&bucket, &host, &mut s, None).await.unwrap());
         assert_eq!(s.pending_events.len(), 1);
         let key = Key::status_event(&host, &ObjectName::new(&first).unwrap());
         let got = bucket.get(&key, 1 << 16).await.unwrap();
@@ -180,7 +197,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(send_one_event(&dead, &host, &mut s).await.is_err());
+        assert!(send_one_event(&dead, &host, &mut s, None).await.is_err());
         assert_eq!(s.pending_events.len(), 1);
     }
 }

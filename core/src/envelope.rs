@@ -88,8 +88,9 @@ pub enum EnvelopeError {
     },
 }
 
-/// DSSE's pre-authentication encoding.
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+/// DSSE's pre-authentication encoding (also what a signed status report signs,
+/// `crate::status_sig`).
+pub(crate) fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut m = format!(
         "DSSEv1 {} {} {} ",
         payload_type.len(),

@@ -13,6 +13,7 @@
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
 //! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
 //! | `dashboard/snapshot.json` | reporter | reporter |
+//! | `registry/hosts/<host>.json` | admin (`fleet-publish enroll`) | reporter |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -39,6 +40,8 @@ pub const RELEASES_DIR: &str = "releases";
 pub const AUDIT_DIR: &str = "audit";
 /// Folder the reporter keeps its incremental snapshot in.
 pub const DASHBOARD_DIR: &str = "dashboard";
+/// Folder of the signed host registry.
+pub const REGISTRY_DIR: &str = "registry";
 
 /// Longest object name accepted in a key segment.
 pub const MAX_OBJECT_NAME_LEN: usize = 200;
@@ -100,6 +103,11 @@ pub const LAYOUT: &[LayoutRow] = &[
     LayoutRow {
         pattern: "dashboard/snapshot.json",
         written_by: "reporter",
+        read_by: "reporter",
+    },
+    LayoutRow {
+        pattern: "registry/hosts/<host>.json",
+        written_by: "admin (`fleet-publish enroll`)",
         read_by: "reporter",
     },
 ];
@@ -234,6 +242,22 @@ impl Key {
         Self(format!("{DASHBOARD_DIR}/snapshot.json"))
     }
 
+    /// `registry/hosts/<host>.json`: the signed registry entry of one host
+    /// (`crate::registry`).
+    pub fn registry_host(host: &HostName) -> Self {
+        Self(format!("{REGISTRY_DIR}/{HOSTS_DIR}/{host}.json"))
+    }
+
+    /// The host whose registry entry this key is, if it is one.
+    pub fn registry_host_of(key: &str) -> Option<HostName> {
+        let rest = key
+            .strip_prefix(REGISTRY_DIR)?
+            .strip_prefix('/')?
+            .strip_prefix(HOSTS_DIR)?
+            .strip_prefix('/')?;
+        HostName::new(rest.strip_suffix(".json")?).ok()
+    }
+
     /// The key as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -284,6 +308,10 @@ impl KeyPrefix {
     /// `audit/`.
     pub fn audit() -> Self {
         Self(format!("{AUDIT_DIR}/"))
+    }
+    /// `registry/hosts/`.
+    pub fn registry_hosts() -> Self {
+        Self(format!("{REGISTRY_DIR}/{HOSTS_DIR}/"))
     }
     /// The prefix as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
@@ -363,6 +391,16 @@ mod tests {
         assert_eq!(Key::status_host("status/../status.json"), None);
         assert_eq!(Key::status_host("status/a/events/x.json"), None);
         assert_eq!(Key::manifest_host("hosts/b/manifest.json"), Some(h("b")));
+        assert_eq!(
+            Key::registry_host(&h("web-1")).as_str(),
+            "registry/hosts/web-1.json"
+        );
+        assert_eq!(
+            Key::registry_host_of("registry/hosts/web-1.json"),
+            Some(h("web-1"))
+        );
+        assert_eq!(Key::registry_host_of("registry/hosts/../x.json"), None);
+        assert_eq!(Key::registry_host_of("registry/hosts/a/b.json"), None);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
 //! - [`audit`]: the publisher's append-only audit entries;
 //! - [`hold`]: signed holds that keep publishers off a host;
-//! - [`status`]: the [`StatusReport`] agents write;
+//! - [`status`]: the [`StatusReport`] agents write; [`status_sig`]: its signature
+//!   by the host's identity key;
+//! - [`enrollment`]: the request a new host prints; [`registry`]: the signed host
+//!   registry; [`bundle`]: the bootstrap bundle a newly enrolled host installs;
 //! - [`iam`]: the IAM policy text for each role;
 //! - [`cache_walk`]: a closure's signed narinfos read from the bucket (deploying
 //!   without the local store);
@@ -31,9 +34,11 @@
 
 pub mod audit;
 pub mod bucket;
+pub mod bundle;
 pub mod cache_walk;
 pub mod config;
 pub mod duration;
+pub mod enrollment;
 pub mod envelope;
 pub mod error_kind;
 pub mod fsutil;
@@ -48,7 +53,9 @@ pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
 pub mod nixcli;
+pub mod registry;
 pub mod status;
+pub mod status_sig;
 pub mod store_path;
 pub mod stream;
 pub mod url;

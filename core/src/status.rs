@@ -19,6 +19,10 @@
 //! }
 //! ```
 //!
+//! An agent with an identity key (`fleet-agent init`) adds a last field,
+//! `"signature": {"keyid": "web-1-identity", "sig": "<base64>"}` (see
+//! `crate::status_sig`); readers that know the host's registry entry check it.
+//!
 //! Anyone holding a host's credentials can write its status, so for readers a status
 //! object is hostile input: [`StatusReport::parse`] bounds its size, refuses unknown
 //! fields and over-long strings, and checks that the `host` field matches the key the
@@ -165,6 +169,21 @@ pub struct StatusReport {
     pub facts: Facts,
     /// When the report was made.
     pub time: Timestamp,
+    /// The agent's signature with its identity key (`crate::status_sig`); absent
+    /// when the host has no identity key (set-ups without enrollment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<StatusSignature>,
+}
+
+/// A status report's signature: ed25519 by the host's identity key (see
+/// `crate::status_sig` for what is signed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSignature {
+    /// Name of the identity key.
+    pub keyid: String,
+    /// Base64 of the 64 signature bytes.
+    pub sig: String,
 }
 
 /// Why a status object was refused.
@@ -256,6 +275,10 @@ impl StatusReport {
         short("facts.nixos_version", report.facts.nixos_version.as_ref())?;
         short("facts.kernel", report.facts.kernel.as_ref())?;
         short("facts.boot_id", report.facts.boot_id.as_ref())?;
+        if let Some(sig) = &report.signature {
+            short("signature.keyid", Some(&sig.keyid))?;
+            short("signature.sig", Some(&sig.sig))?;
+        }
         if let Some(e) = &report.last_error {
             short("last_error.kind", Some(&e.kind.to_string()))?;
             if e.message.len() > MAX_MESSAGE_LEN {
@@ -314,6 +337,7 @@ mod tests {
                 reboot_needed: Some(false),
             },
             time: "2026-11-26T21:25:00Z".parse().unwrap(),
+            signature: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
+use crate::cmd::enroll::{EnrollArgs, EnrollOptions};
 use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
@@ -60,6 +61,9 @@ pub enum Command {
     Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
+    /// Register a new host from its enrollment request (`fleet-agent init`), make its
+    /// credentials and write its bootstrap bundle (admin).
+    Enroll(Box<EnrollArgs>),
 }
 
 impl Cli {
@@ -80,6 +84,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<RenewOptions>());
     all.extend(keys_of::<RollbackOptions>());
     all.extend(keys_of::<SigningOptions>());
+    all.extend(keys_of::<EnrollOptions>());
     all
 }
 

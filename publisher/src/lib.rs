@@ -6,6 +6,9 @@
 //!   `nix-store --dump`, compressed);
 //! - [`deploy`](mod@deploy): pushes a host's closure, then writes its signed
 //!   manifest with the next sequence number by compare-and-swap, and an audit entry;
+//! - [`enroll`](mod@enroll): registers a new host in the signed host registry,
+//!   makes its scoped credentials over the IAM API ([`iam_api`]) and its bootstrap
+//!   bundle;
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
 //!
 //! The logic lives here so tests can call it in process. The engines ([`mod@push`],
@@ -22,7 +25,9 @@ pub mod cmd;
 pub mod config;
 pub mod deploy;
 pub mod dry_run;
+pub mod enroll;
 pub mod hold;
+pub mod iam_api;
 pub mod manifest_write;
 pub mod push;
 pub mod renew;

@@ -81,6 +81,7 @@ pub fn report(
             reboot_needed: Some(false),
         },
         time,
+        signature: None,
     }
 }
 

@@ -8,7 +8,9 @@
 //! | `state` | prints the local state file | 0, or 1 if it is unreadable |
 //! | `pause` | writes `<state-dir>/pause.json`: deploys stop until `resume` or `--until` | 0, or 1 if it cannot be written |
 //! | `resume` | removes the pause file | 0, or 1 if it cannot be removed |
+//! | `init` | creates the identity key and prints an enrollment request; with `--bundle`, installs a bootstrap bundle | 0, or 1 on any error |
 
+pub mod init;
 pub mod once;
 pub mod pause;
 pub mod resume;

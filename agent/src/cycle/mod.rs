@@ -160,6 +160,8 @@ pub struct Agent {
     status_dirty: bool,
     phase: Arc<AtomicU8>,
     metrics: Metrics,
+    /// The host's identity key, which signs its reports (none: reports unsigned).
+    identity: Option<fleet_core::SecretKey>,
 }
 
 fn describe(g: &Generation) -> String {
@@ -200,7 +202,12 @@ impl Agent {
                 state.current.as_ref(),
             )
         });
+        let identity = crate::identity::load(&settings.state_dir)?;
+        if let Some(k) = &identity {
+            tracing::info!(key = k.name(), "status reports are signed with the host identity key");
+        }
         Ok(Self {
+            identity,
             settings,
             bucket,
             store,
@@ -418,12 +425,14 @@ impl Agent {
         let host = self.settings.host.clone();
         let mut sent = false;
         let result = async {
-            while report::send_one_event(&self.bucket, &host, &mut self.state).await? {
+            while report::send_one_event(&self.bucket, &host, &mut self.state, self.identity.as_ref())
+                .await?
+            {
                 sent = true;
             }
             if self.status_dirty || force {
                 let r = report::build(&host, &self.state, facts::gather(&self.settings.facts_root));
-                report::write_status(&self.bucket, &host, &r).await?;
+                report::write_status(&self.bucket, &host, &r, self.identity.as_ref()).await?;
                 self.status_dirty = false;
             }
             Ok(())

@@ -5,6 +5,7 @@
 //! `show` and `keygen` are small enough to keep their library function here.
 
 pub mod deploy;
+pub mod enroll;
 pub mod hold;
 pub mod keygen;
 pub mod policy;

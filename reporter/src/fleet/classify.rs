@@ -190,6 +190,7 @@ mod tests {
             last_error: None,
             facts: Facts::default(),
             time: "2026-11-26T12:00:00Z".parse().unwrap(),
+            signature: None,
         }))
     }
 
