@@ -10,7 +10,7 @@
 //! |---|---|
 //! | agent for host H | `s3:GetObject` on `hosts/H/*` and `cache/*`; `s3:PutObject` on `status/H/*` |
 //! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
-//! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`; put on `dashboard/*`; list those prefixes |
+//! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes |
 //!
 //! Nothing else is allowed, deletes included. The agent cannot list: it only ever
 //! reads keys it can name. On AWS that means a missing object reads as 403 (S3 hides
@@ -20,7 +20,9 @@
 use serde::Serialize;
 
 use crate::host::HostName;
-use crate::layout::{AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, RELEASES_DIR, STATUS_DIR};
+use crate::layout::{
+    AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR, STATUS_DIR,
+};
 
 /// A role that gets credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,12 +206,19 @@ impl Shape<'_> {
                         obj(HOSTS_DIR),
                         obj(RELEASES_DIR),
                         obj(DASHBOARD_DIR),
+                        obj(REGISTRY_DIR),
                     ],
                 ),
                 allow("WriteSummary", &["s3:PutObject"], vec![obj(DASHBOARD_DIR)]),
                 list(
                     "ListFleetState",
-                    &[STATUS_DIR, HOSTS_DIR, RELEASES_DIR, DASHBOARD_DIR],
+                    &[
+                        STATUS_DIR,
+                        HOSTS_DIR,
+                        RELEASES_DIR,
+                        DASHBOARD_DIR,
+                        REGISTRY_DIR,
+                    ],
                 ),
             ],
             Shape::PublicCache => vec![Statement {

@@ -144,7 +144,7 @@ const MATRIX: &[(Who, Op, &str, Expect, On)] = &[
     (Publisher, Delete, "hosts/host-a/manifest.json",      Deny,    On::All),
     (Publisher, Delete, "cache/nix-cache-info",            Deny,    On::All),
     (Publisher, Delete, "audit/a-1.json",                  Deny,    On::All),
-    // The reporter: read status, hosts, releases, dashboard; write only dashboard.
+    // The reporter: read status, hosts, releases, dashboard, registry; write only dashboard.
     (Reporter, Read,   "status/host-a/status.json",        Allow,   On::All),
     (Reporter, Read,   "status/host-b/status.json",        Allow,   On::All),
     (Reporter, Read,   "hosts/host-a/manifest.json",       Allow,   On::All),
@@ -155,6 +155,10 @@ const MATRIX: &[(Who, Op, &str, Expect, On)] = &[
     (Reporter, List,   "status/host-a/events/",            Allow,   On::All),
     (Reporter, List,   "hosts/",                           Allow,   On::All),
     (Reporter, List,   "releases/",                        Allow,   On::All),
+    (Reporter, Read,   "registry/hosts/host-a.json",       Allow,   On::All),
+    (Reporter, List,   "registry/hosts/",                  Allow,   On::All),
+    (Reporter, Write,  "registry/hosts/host-a.json",       Deny,    On::All),
+    (AgentA,   Write,  "registry/hosts/host-a.json",       Deny,    On::All),
     (Reporter, Read,   "cache/nix-cache-info",             Deny,    On::All),
     (Reporter, Read,   "audit/a-1.json",                   Deny,    On::All),
     (Reporter, Write,  "status/host-a/status.json",        Deny,    On::All),
@@ -194,6 +198,7 @@ fn key(text: &str) -> Key {
         ["releases", r] => Key::release(&name(r.trim_end_matches(".json"))),
         ["audit", a] => Key::audit(&name(a.trim_end_matches(".json"))),
         ["dashboard", "snapshot.json"] => Key::dashboard_snapshot(),
+        ["registry", "hosts", h] => Key::registry_host(&host(h.trim_end_matches(".json"))),
         _ => panic!("matrix key {text:?} has no layout constructor; add it to key()"),
     };
     assert_eq!(k.as_str(), text, "key() builds the key the table names");
@@ -208,6 +213,7 @@ fn prefix(text: &str) -> KeyPrefix {
         "status/" => KeyPrefix::status(),
         "releases/" => KeyPrefix::releases(),
         "audit/" => KeyPrefix::audit(),
+        "registry/hosts/" => KeyPrefix::registry_hosts(),
         "status/host-a/events/" => KeyPrefix::status_events(&host("host-a")),
         _ => panic!("matrix prefix {text:?} has no layout constructor; add it to prefix()"),
     };
@@ -318,6 +324,7 @@ fn listed_key(prefix_text: &str) -> Key {
         "status/host-a/events/" => key("status/host-a/events/listed.json"),
         "releases/" => key("releases/listed.json"),
         "audit/" => key("audit/listed.json"),
+        "registry/hosts/" => key("registry/hosts/listed.json"),
         _ => panic!("no seeded object for prefix {prefix_text:?}; add it to listed_key()"),
     }
 }
