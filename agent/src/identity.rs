@@ -28,7 +28,9 @@ pub fn load(state_dir: &Path) -> anyhow::Result<Option<SecretKey>> {
     if !p.exists() {
         return Ok(None);
     }
-    Ok(Some(SecretKey::load(&p).context("loading the host identity key")?))
+    Ok(Some(
+        SecretKey::load(&p).context("loading the host identity key")?,
+    ))
 }
 
 /// The identity key of `host`, created if the host has none yet. An existing key
@@ -77,7 +79,10 @@ mod tests {
         let (k, made) = load_or_create(&state, &h).unwrap();
         assert!(made);
         assert_eq!(k.name(), "web-1-identity");
-        let mode = std::fs::metadata(path(&state)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(path(&state))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (again, made) = load_or_create(&state, &h).unwrap();
         assert!(!made);

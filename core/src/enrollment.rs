@@ -105,8 +105,8 @@ impl EnrollmentRequest {
         let payload = B64
             .decode(peek.payload)
             .map_err(|e| bad(format!("payload is not base64: {e}")))?;
-        let claimed: KeyOnly = serde_json::from_slice(&payload)
-            .map_err(|e| bad(format!("no identity_key: {e}")))?;
+        let claimed: KeyOnly =
+            serde_json::from_slice(&payload).map_err(|e| bad(format!("no identity_key: {e}")))?;
         let key = PublicKey::parse(&claimed.identity_key, "identity_key")
             .map_err(|e| bad(e.to_string()))?;
         let opened = envelope::open(

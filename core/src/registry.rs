@@ -46,10 +46,7 @@ pub type Labels = BTreeMap<String, String>;
 /// characters of `A-Z a-z 0-9 . _ - /`; values of at most 256 printable characters.
 pub fn check_labels(labels: &Labels) -> Result<(), String> {
     if labels.len() > MAX_LABELS {
-        return Err(format!(
-            "{} labels, more than {MAX_LABELS}",
-            labels.len()
-        ));
+        return Err(format!("{} labels, more than {MAX_LABELS}", labels.len()));
     }
     for (k, v) in labels {
         let name_ok = !k.is_empty()
@@ -207,7 +204,9 @@ mod tests {
         for (k, v) in [("", "x"), ("a b", "x"), ("a", "x\ny")] {
             assert!(check_labels(&Labels::from([(k.into(), v.into())])).is_err());
         }
-        let many: Labels = (0..=MAX_LABELS).map(|i| (format!("l{i}"), String::new())).collect();
+        let many: Labels = (0..=MAX_LABELS)
+            .map(|i| (format!("l{i}"), String::new()))
+            .collect();
         assert!(check_labels(&many).is_err());
     }
 }

@@ -148,7 +148,10 @@ pub async fn enroll(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Resu
 }
 
 /// Step 1: the registry entry.
-async fn register(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Result<(HostEntry, bool)> {
+async fn register(
+    req: &EnrollmentRequest,
+    s: &EnrollSettings,
+) -> anyhow::Result<(HostEntry, bool)> {
     let key = Key::registry_host(&req.host);
     let entry = HostEntry {
         version: 1,
@@ -157,9 +160,8 @@ async fn register(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Result
         labels: req.labels.clone(),
         enrolled_at: jiff::Timestamp::now(),
     };
-    let trusted = TrustedKeys::new(
-        std::iter::once(s.signing_key.public()).chain(s.trusted.iter().cloned()),
-    );
+    let trusted =
+        TrustedKeys::new(std::iter::once(s.signing_key.public()).chain(s.trusted.iter().cloned()));
     let existing = match s
         .bucket
         .get(&key, fleet_core::registry::MAX_HOST_ENTRY_SIZE)

@@ -87,12 +87,13 @@ impl IamApi {
         let options = ClientOptions::new()
             .with_allow_http(true)
             .with_timeout(std::time::Duration::from_secs(30));
-        let client = ReqwestConnector::default()
-            .connect(&options)
-            .map_err(|e| IamApiError::Client {
-                endpoint: endpoint.to_owned(),
-                error: e.to_string(),
-            })?;
+        let client =
+            ReqwestConnector::default()
+                .connect(&options)
+                .map_err(|e| IamApiError::Client {
+                    endpoint: endpoint.to_owned(),
+                    error: e.to_string(),
+                })?;
         Ok(Self {
             endpoint: endpoint.to_owned(),
             region: region.to_owned(),
@@ -199,8 +200,7 @@ impl IamApi {
             endpoint: self.endpoint.clone(),
             status: status.as_u16(),
             code: element(&text, "Code").unwrap_or_default(),
-            message: element(&text, "Message")
-                .unwrap_or_else(|| text.chars().take(300).collect()),
+            message: element(&text, "Message").unwrap_or_else(|| text.chars().take(300).collect()),
         })
     }
 }

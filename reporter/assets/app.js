@@ -194,6 +194,10 @@
     fact(dl, "manifest", m.status === "verified" ? "verified, signed by " + m.signed_by + ", expires " + m.expires_at
       : m.status === "invalid" ? "invalid: " + m.error
       : m.status === "not-verified" ? "not verified (" + m.reason + ")" : "missing");
+    const sig = h.status_signature || {};
+    fact(dl, "status signature", sig.status === "verified" ? "verified, signed by identity key " + sig.key
+      : sig.status === "invalid" ? "invalid: " + sig.error
+      : "unverified (host not in the registry)");
     fact(dl, "last seen", h.last_seen ? h.last_seen + " (" + age(h.age_seconds) + ")" : "never");
     fact(dl, "reported at", h.reported_at);
     fact(dl, "agent version", h.agent_version);

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::fleet::Fleet;
-use crate::outcome::{HostRow, HostState, ManifestView, StatusOutcome};
+use crate::outcome::{HostRow, HostState, ManifestView, StatusOutcome, StatusSignatureView};
 
 /// Default page size.
 pub const DEFAULT_LIMIT: usize = 200;
@@ -195,7 +195,16 @@ pub fn host_row(r: &HostRow, now: Timestamp) -> Value {
         "manifest": manifest(&r.manifest),
         "flags": r.flags,
         "notes": r.notes,
+        "status_signature": status_signature(&r.status_signature),
     })
+}
+
+fn status_signature(s: &StatusSignatureView) -> Value {
+    match s {
+        StatusSignatureView::Unverified => json!({"status": "unverified"}),
+        StatusSignatureView::Verified(key) => json!({"status": "verified", "key": key}),
+        StatusSignatureView::Invalid(e) => json!({"status": "invalid", "error": e}),
+    }
 }
 
 fn manifest(m: &ManifestView) -> Value {

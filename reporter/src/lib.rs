@@ -110,6 +110,7 @@ impl Reporter {
             trusted_fingerprint: snapshot::fingerprint(&opts.trusted),
             stale_after: opts.stale_after,
             concurrency: opts.concurrency,
+            registry: Arc::default(),
         };
         Self {
             bucket,

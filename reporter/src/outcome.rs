@@ -158,6 +158,19 @@ pub enum DesiredSource {
     None,
 }
 
+/// Whether a host's status is its own word: signed by the identity key its
+/// registry entry names (see `fleet/registry.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusSignatureView {
+    /// No registry entry (a set-up without enrollment), no trusted key to verify the
+    /// registry with, or no status: nothing to check, which is no error.
+    Unverified,
+    /// Signed by the enrolled identity key of this name.
+    Verified(String),
+    /// Unsigned, signed by another key, or the registry entry does not verify; why.
+    Invalid(String),
+}
+
 /// One host, classified.
 #[derive(Clone, Debug)]
 pub struct HostRow {
@@ -179,6 +192,8 @@ pub struct HostRow {
     pub flags: Vec<String>,
     /// Remarks that are not problems of the objects (no manifest, …).
     pub notes: Vec<String>,
+    /// Whether its status is signed by its enrolled identity key.
+    pub status_signature: StatusSignatureView,
 }
 
 #[cfg(test)]

@@ -88,7 +88,9 @@ fn parse_labels(texts: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 /// Step 1: the identity key and the request.
 fn request(args: &InitArgs, state_dir: &Path) -> anyhow::Result<()> {
     let Some(host) = &args.host else {
-        bail!("give --host NAME (or FLEET_AGENT_HOST) to make a request, or --bundle FILE to install one");
+        bail!(
+            "give --host NAME (or FLEET_AGENT_HOST) to make a request, or --bundle FILE to install one"
+        );
     };
     let host = HostName::new(host).context("--host")?;
     let labels = parse_labels(&args.labels)?;
@@ -166,8 +168,13 @@ fn install(args: &InitArgs, state_dir: &Path, bundle_path: &Path) -> anyhow::Res
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomic(&config, config_text(&bundle, state_dir).as_bytes(), 0o644, true)
-        .with_context(|| format!("writing {}", config.display()))?;
+    write_atomic(
+        &config,
+        config_text(&bundle, state_dir).as_bytes(),
+        0o644,
+        true,
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
     eprintln!("wrote agent config {}", config.display());
     if !args.keep_bundle {
         std::fs::remove_file(bundle_path)

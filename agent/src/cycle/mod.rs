@@ -204,7 +204,10 @@ impl Agent {
         });
         let identity = crate::identity::load(&settings.state_dir)?;
         if let Some(k) = &identity {
-            tracing::info!(key = k.name(), "status reports are signed with the host identity key");
+            tracing::info!(
+                key = k.name(),
+                "status reports are signed with the host identity key"
+            );
         }
         Ok(Self {
             identity,
@@ -425,8 +428,13 @@ impl Agent {
         let host = self.settings.host.clone();
         let mut sent = false;
         let result = async {
-            while report::send_one_event(&self.bucket, &host, &mut self.state, self.identity.as_ref())
-                .await?
+            while report::send_one_event(
+                &self.bucket,
+                &host,
+                &mut self.state,
+                self.identity.as_ref(),
+            )
+            .await?
             {
                 sent = true;
             }

@@ -156,10 +156,12 @@ pub async fn run(args: EnrollArgs, config_file: &ConfigFile) -> anyhow::Result<(
         Credentials::None
     } else if let Some(f) = &args.credentials_file {
         let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        Credentials::Given(
-            serde_json::from_slice(&text)
-                .with_context(|| format!("{} is not {{\"access_key_id\": …, \"secret_access_key\": …}}", f.display()))?,
-        )
+        Credentials::Given(serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "{} is not {{\"access_key_id\": …, \"secret_access_key\": …}}",
+                f.display()
+            )
+        })?)
     } else {
         let (endpoint, region) = match &parsed {
             BucketUrl::S3 {

@@ -15,15 +15,19 @@ use fleet_core::status::{AgentState, Generation};
 use jiff::{SignedDuration, Timestamp};
 
 use super::list::Slot;
+use super::registry::{self, Enrollment};
 use crate::outcome::{
-    DesiredSource, HostRow, HostState, ManifestOutcome, ManifestView, StatusOutcome, cut,
+    DesiredSource, HostRow, HostState, ManifestOutcome, ManifestView, StatusOutcome,
+    StatusSignatureView, cut,
 };
 use crate::snapshot::CachedHost;
 
 /// Classifies every slot (in host order) and collects what the next snapshot caches
-/// for each host. `verify` says whether manifests are verified at all.
+/// for each host. `verify` says whether manifests are verified at all; statuses are
+/// checked against `enrolled`, the host registry.
 pub(super) fn classify_all(
     slots: Vec<Slot>,
+    enrolled: &BTreeMap<HostName, Enrollment>,
     verify: bool,
     now: Timestamp,
     stale_after: SignedDuration,
@@ -45,13 +49,9 @@ pub(super) fn classify_all(
                 None => ManifestView::Missing,
             },
         };
-        rows.push(classify(
-            slot.host.clone(),
-            status,
-            manifest,
-            now,
-            stale_after,
-        ));
+        let mut row = classify(slot.host.clone(), status, manifest, now, stale_after);
+        registry::check(&mut row, enrolled.get(&slot.host));
+        rows.push(row);
         cache.push((slot.host, slot.entry));
     }
     // In host order and unique: the map is built without a search per host.
@@ -158,6 +158,7 @@ pub fn classify(
         desired_source,
         flags,
         notes,
+        status_signature: StatusSignatureView::Unverified,
     }
 }
 

@@ -8,9 +8,11 @@
 //!    [`Snapshot`] when the object's ETag is unchanged, otherwise plan a read;
 //! 3. `fetch.rs`: GET the planned objects in batches and parse or verify each;
 //! 4. `classify.rs`: classify every host, and return the rows plus the
-//!    new snapshot.
+//!    new snapshot; with `registry.rs`, check each status against the signed host
+//!    registry (its signature by the host's identity key).
 //!
-//! A warm refresh therefore costs two LISTs plus one GET per changed object.
+//! A warm refresh therefore costs three LISTs (the registry's too, when manifests are
+//! verified) plus one GET per changed object.
 //!
 //! Everything a host wrote is hostile: an object that is too large, malformed or
 //! claims another host is recorded as a *flag* on that host's row and never stops the
@@ -21,6 +23,7 @@
 mod classify;
 mod fetch;
 mod list;
+mod registry;
 mod reuse;
 
 use std::collections::BTreeMap;
@@ -34,6 +37,7 @@ use serde::Serialize;
 
 pub use self::classify::classify;
 pub use self::list::{Ignored, MAX_IGNORED_KEYS, MAX_LIST_RANGES};
+pub use self::registry::RegistryCache;
 use crate::outcome::{HostRow, HostState};
 use crate::snapshot::Snapshot;
 
@@ -115,6 +119,8 @@ pub struct RefreshParams {
     pub stale_after: SignedDuration,
     /// Most GETs in flight.
     pub concurrency: usize,
+    /// Registry entries read by earlier refreshes of this process.
+    pub registry: Arc<RegistryCache>,
 }
 
 /// Result of one refresh.
@@ -154,7 +160,14 @@ pub async fn refresh(
     .await;
     let fetch_ms = (started.elapsed().as_millis() as u64).saturating_sub(list_ms);
 
-    let (hosts, cache) = classify::classify_all(slots, verify, now, params.stale_after);
+    // The registry is signed with the same keys as manifests: without them there is
+    // nothing to check statuses against.
+    let enrolled = if verify {
+        registry::load(bucket, &params.trusted, &params.registry).await?
+    } else {
+        BTreeMap::new()
+    };
+    let (hosts, cache) = classify::classify_all(slots, &enrolled, verify, now, params.stale_after);
 
     let stats = RefreshStats {
         listed: listing.listed,
