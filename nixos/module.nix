@@ -218,6 +218,27 @@ in
       (`activation-interrupted`, docs/agent.md). It holds up shutdown and reboot for
       at most this long.'' 300;
 
+    enrollment = {
+      createIdentity = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Before the agent starts, run `fleet-agent init`: create the host's
+          identity key (/var/lib/fleet-agent/identity.key, kept across restarts)
+          and write its enrollment request to
+          /var/lib/fleet-agent/enrollment-request.json (also printed to the
+          journal), for an admin to pass to `fleet-publish enroll`. The agent then
+          signs its status reports with the key (docs/first-boot.md).
+        '';
+      };
+      labels = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+        example = literalExpression ''{ role = "web"; site = "fra1"; }'';
+        description = "Labels the enrollment request asks the host registry for.";
+      };
+    };
+
     watchdogSec = mkOption {
       type = types.ints.positive;
       default = 3 * cfg.requestTimeout + 60;
@@ -253,6 +274,12 @@ in
       {
         assertion = lib.all (c: lib.hasPrefix "/" c.path) credentialList;
         message = "services.fleet-agent.credentialFiles must be absolute paths given as strings.";
+      }
+      {
+        assertion = lib.all (k: builtins.match "[A-Za-z0-9._/-]{1,63}" k != null
+          && builtins.match "[A-Za-z0-9._/:@+ -]{0,256}" cfg.enrollment.labels.${k} != null)
+          (lib.attrNames cfg.enrollment.labels);
+        message = "services.fleet-agent.enrollment.labels: names are 1 to 63 of A-Z a-z 0-9 . _ - /, values at most 256 of A-Z a-z 0-9 . _ - / : @ + and space.";
       }
       {
         assertion = cfg.watchdogSec > 3 * cfg.requestTimeout;
@@ -298,6 +325,11 @@ in
         Type = "notify";
         NotifyAccess = "main";
         ExecStart = "${cfg.package}/bin/fleet-agent run --config /etc/fleet/agent.toml";
+        ExecStartPre = lib.optional cfg.enrollment.createIdentity (lib.concatStringsSep " " ([
+          "${cfg.package}/bin/fleet-agent init --host ${cfg.host}"
+          "--state-dir /var/lib/fleet-agent"
+          "--request-file /var/lib/fleet-agent/enrollment-request.json"
+        ] ++ lib.mapAttrsToList (k: v: lib.escapeShellArg "--label=${k}=${v}") cfg.enrollment.labels));
         Restart = "always";
         RestartSec = "10s";
         WatchdogSec = cfg.watchdogSec;

@@ -201,6 +201,58 @@ fn a_minimal_host_gets_a_notify_unit_and_a_config_the_agent_accepts() {
 }
 
 #[test]
+fn enrollment_creates_the_identity_before_the_agent_starts() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let conf = |labels: &str| {
+        format!(
+            r#"{{
+              networking.hostName = "web-1";
+              services.fleet-agent = {{
+                enable = true;
+                bucket = "file:///srv/fleet";
+                trustedPublisherKeys = [ "{}" ];
+                trustedCacheKeys = [ "{}" ];
+                enrollment = {{ createIdentity = true; labels = {labels}; }};
+              }};
+            }}"#,
+            key("publisher-1"),
+            key("cache-1")
+        )
+    };
+    let v = eval(&lib, &conf(r#"{ role = "web"; }"#)).unwrap();
+    assert_eq!(v["assertions"], serde_json::json!([]), "{v}");
+    let u = unit(&v, "fleet-agent");
+    let want = "ExecStartPre=/nix/store/00000000000000000000000000000000-fleet-agent-0.1.0/bin/fleet-agent \
+                init --host web-1 --state-dir /var/lib/fleet-agent \
+                --request-file /var/lib/fleet-agent/enrollment-request.json '--label=role=web'";
+    assert!(has(&u, want), "{want} missing from:\n{}", u.join("\n"));
+
+    // The same arguments, against the real binary in a scratch state directory.
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let request = d.path().join("request.json");
+    let o = Command::new(fleet_tests::bin("fleet-agent"))
+        .args(["init", "--host", "web-1", "--state-dir"])
+        .arg(&state)
+        .arg("--request-file")
+        .arg(&request)
+        .arg("--label=role=web")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let req =
+        fleet_core::enrollment::EnrollmentRequest::open(&std::fs::read(&request).unwrap()).unwrap();
+    assert_eq!(req.labels["role"], "web");
+    assert!(state.join("identity.key").exists());
+
+    let e = eval(&lib, &conf(r#"{ "bad label" = "x"; }"#)).unwrap();
+    assert!(
+        e["assertions"].to_string().contains("enrollment.labels"),
+        "{e}"
+    );
+}
+
+#[test]
 fn every_setting_reaches_the_units_and_the_real_binaries() {
     let Some(lib) = nixpkgs_lib() else { return };
     let d = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //!    (`<state-dir>/identity.key`, [`crate::identity`]) unless it exists, and prints
 //!    a signed enrollment request ([`fleet_core::enrollment`]) on stdout for an admin
 //!    to pass to `fleet-publish enroll`. Running it again prints a fresh request for
-//!    the same key.
+//!    the same key. `--request-file FILE` writes it to a file as well.
 //! 2. `fleet-agent init --bundle FILE` installs the bootstrap bundle that `enroll`
 //!    wrote ([`fleet_core::bundle`]): the S3 credentials, if it carries any, as
 //!    `aws-access-key-id` and `aws-secret-access-key` (mode 0600) in
@@ -47,6 +47,9 @@ pub struct InitArgs {
     /// Root of /etc/os-release and /proc read for the request's facts [default: /].
     #[arg(long, env = "FLEET_AGENT_FACTS_ROOT", value_name = "DIR")]
     pub facts_root: Option<PathBuf>,
+    /// Also write the request to this file (mode 0644), as the NixOS module does.
+    #[arg(long, value_name = "FILE")]
+    pub request_file: Option<PathBuf>,
     /// Install this bootstrap bundle (from `fleet-publish enroll`) instead of making a request.
     #[arg(long, value_name = "FILE")]
     pub bundle: Option<PathBuf>,
@@ -107,7 +110,12 @@ fn request(args: &InitArgs, state_dir: &Path) -> anyhow::Result<()> {
         facts,
         time: jiff::Timestamp::now(),
     };
-    print!("{}", String::from_utf8_lossy(&req.sign(&key)));
+    let signed = req.sign(&key);
+    if let Some(f) = &args.request_file {
+        write_atomic(f, &signed, 0o644, true)
+            .with_context(|| format!("writing the request to {}", f.display()))?;
+    }
+    print!("{}", String::from_utf8_lossy(&signed));
     eprintln!(
         "{} identity key {} in {}; give the request above to an admin for `fleet-publish enroll`",
         if made { "created" } else { "kept the" },
@@ -225,6 +233,7 @@ mod tests {
             host: Some("web-1".into()),
             labels: vec!["role=web".into()],
             facts_root: Some(dir.to_owned()),
+            request_file: None,
             bundle,
             config_file: Some(dir.join("etc/agent.toml")),
             credentials_dir: None,
