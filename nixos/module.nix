@@ -319,14 +319,19 @@ in
       path = [ config.nix.package config.systemd.package ];
       environment = config.nix.envVars // config.networking.proxy.envVars // {
         HOME = "/root";
+      } // lib.optionalAttrs cfg.enrollment.createIdentity {
+        # For `fleet-agent init` in ExecStartPre; EnvironmentFile= overrides it.
+        FLEET_AGENT_HOST = cfg.host;
       };
 
       serviceConfig = {
         Type = "notify";
         NotifyAccess = "main";
         ExecStart = "${cfg.package}/bin/fleet-agent run --config /etc/fleet/agent.toml";
+        # The host name comes from FLEET_AGENT_HOST (set below, overridden by
+        # environmentFile as the cloud image's user data does), as for the agent.
         ExecStartPre = lib.optional cfg.enrollment.createIdentity (lib.concatStringsSep " " ([
-          "${cfg.package}/bin/fleet-agent init --host ${cfg.host}"
+          "${cfg.package}/bin/fleet-agent init"
           "--state-dir /var/lib/fleet-agent"
           "--request-file /var/lib/fleet-agent/enrollment-request.json"
         ] ++ lib.mapAttrsToList (k: v: lib.escapeShellArg "--label=${k}=${v}") cfg.enrollment.labels));

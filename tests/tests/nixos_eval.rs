@@ -223,20 +223,26 @@ fn enrollment_creates_the_identity_before_the_agent_starts() {
     assert_eq!(v["assertions"], serde_json::json!([]), "{v}");
     let u = unit(&v, "fleet-agent");
     let want = "ExecStartPre=/nix/store/00000000000000000000000000000000-fleet-agent-0.1.0/bin/fleet-agent \
-                init --host web-1 --state-dir /var/lib/fleet-agent \
+                init --state-dir /var/lib/fleet-agent \
                 --request-file /var/lib/fleet-agent/enrollment-request.json '--label=role=web'";
     assert!(has(&u, want), "{want} missing from:\n{}", u.join("\n"));
+    assert!(
+        has(&u, "Environment=\"FLEET_AGENT_HOST=web-1\""),
+        "{}",
+        u.join("\n")
+    );
 
     // The same arguments, against the real binary in a scratch state directory.
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state");
     let request = d.path().join("request.json");
     let o = Command::new(fleet_tests::bin("fleet-agent"))
-        .args(["init", "--host", "web-1", "--state-dir"])
+        .args(["init", "--state-dir"])
         .arg(&state)
         .arg("--request-file")
         .arg(&request)
         .arg("--label=role=web")
+        .env("FLEET_AGENT_HOST", "web-1")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
