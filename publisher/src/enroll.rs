@@ -201,3 +201,62 @@ async fn register(
         .with_context(|| format!("replacing {key}"))?;
     Ok((entry, true))
 }
+
+#[cfg(test)]
+mod tests {
+    use fleet_core::status::Facts;
+    use fleet_core::{HostName, TrustedKeys};
+
+    use super::*;
+
+    fn request(key: &SecretKey) -> EnrollmentRequest {
+        EnrollmentRequest {
+            version: 1,
+            host: HostName::new("web-1").unwrap(),
+            identity_key: key.public(),
+            labels: Default::default(),
+            facts: Facts::default(),
+            time: jiff::Timestamp::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn enrolling_again_is_idempotent_and_a_new_identity_needs_replace() {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", d.path().display());
+        let admin = SecretKey::generate("publisher-1").unwrap();
+        let cache = SecretKey::generate("cache-1").unwrap();
+        let mut s = EnrollSettings {
+            bucket: Bucket::open_url(&url).unwrap(),
+            bucket_url: url,
+            signing_key: admin.clone(),
+            trusted: vec![],
+            agent_publisher_keys: vec![admin.public()],
+            agent_cache_keys: vec![cache.public()],
+            credentials: Credentials::None,
+            replace: false,
+        };
+        let first = SecretKey::generate("web-1-identity").unwrap();
+        let done = enroll(&request(&first), &s).await.unwrap();
+        assert!(done.registered);
+        assert!(done.bundle.credentials.is_none());
+        assert_eq!(done.bundle.identity_key, first.public());
+        let again = enroll(&request(&first), &s).await.unwrap();
+        assert!(!again.registered);
+
+        let rebuilt = SecretKey::generate("web-1-identity").unwrap();
+        let e = enroll(&request(&rebuilt), &s).await.err().unwrap();
+        assert!(format!("{e:#}").contains("--replace"), "{e:#}");
+        s.replace = true;
+        assert!(enroll(&request(&rebuilt), &s).await.unwrap().registered);
+        let host = HostName::new("web-1").unwrap();
+        let stored = s
+            .bucket
+            .get(&Key::registry_host(&host), 1 << 16)
+            .await
+            .unwrap();
+        let v =
+            HostEntry::verify(&stored.bytes, &host, &TrustedKeys::new([admin.public()])).unwrap();
+        assert_eq!(v.entry.identity_key, rebuilt.public());
+    }
+}
