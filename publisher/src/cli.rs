@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::cmd::audit::{AuditArgs, AuditOptions};
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
 use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
@@ -60,6 +61,8 @@ pub enum Command {
     Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
+    /// Read (`log`) or check (`verify`) the signed audit chain.
+    Audit(AuditArgs),
 }
 
 impl Cli {
@@ -80,6 +83,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<RenewOptions>());
     all.extend(keys_of::<RollbackOptions>());
     all.extend(keys_of::<SigningOptions>());
+    all.extend(keys_of::<AuditOptions>());
     all
 }
 

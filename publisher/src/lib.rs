@@ -17,6 +17,8 @@
 
 #![warn(missing_docs)]
 
+pub mod audit_log;
+pub mod audit_verify;
 pub mod cli;
 pub mod cmd;
 pub mod config;
