@@ -6,6 +6,9 @@
 //!   `nix-store --dump`, compressed);
 //! - [`deploy`](mod@deploy): pushes a host's closure, then writes its signed
 //!   manifest with the next sequence number by compare-and-swap, and an audit entry;
+//! - [`audit_log`]: the signed audit chain every action appends to
+//!   ([`audit_log::append`]); [`audit_verify`] reads and checks it (`audit log`,
+//!   `audit verify`);
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
 //!
 //! The logic lives here so tests can call it in process. The engines ([`mod@push`],

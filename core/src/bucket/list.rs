@@ -3,6 +3,7 @@
 //! pruned walk of the folders on `file://` (`local.rs`).
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use object_store::path::Path as OsPath;
 
 use super::local::walk_local;
@@ -13,8 +14,16 @@ impl Bucket {
     /// Lists every object under `prefix`.
     pub async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectInfo>, BucketError> {
         let p = self.path(prefix.as_str().trim_end_matches('/'));
+        self.collect(self.store.list(Some(&p)), prefix).await
+    }
+
+    /// Every entry of a listing stream of `prefix`.
+    async fn collect(
+        &self,
+        mut s: BoxStream<'static, object_store::Result<object_store::ObjectMeta>>,
+        prefix: &KeyPrefix,
+    ) -> Result<Vec<ObjectInfo>, BucketError> {
         let mut out = Vec::new();
-        let mut s = self.store.list(Some(&p));
         while let Some(item) = s.next().await {
             match item {
                 Ok(meta) => out.push(self.info(meta)),
