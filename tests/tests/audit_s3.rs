@@ -6,7 +6,9 @@
 //! - `audit verify` catches a deleted, an altered, a reordered and a missing entry,
 //!   and a manifest written with the publisher key but no entry (each tampering done
 //!   with the server's admin credentials, then undone);
-//! - two `fleet-publish hold` processes appending at once keep one linear chain.
+//! - two `fleet-publish hold` processes appending at once keep one linear chain;
+//! - on a bucket with only older, unsigned entries (`file://`), rollback still finds
+//!   its history and `audit verify` reports `legacy-only` until the next write.
 
 mod publish_support;
 
@@ -365,4 +367,67 @@ async fn concurrent_appends_from_two_processes_keep_one_linear_chain() {
     assert_eq!(held.len(), 40, "every hold has one entry");
     let (ok, report, stderr) = f.verify();
     assert!(ok, "{report:#}\n{stderr}");
+}
+
+/// A bucket from before the signed chain: only older, unsigned entries. `rollback`
+/// still finds its history there, `audit verify` names the manifest they alone
+/// explain (`legacy-only`), and the rollback's own entry explains it again.
+#[test]
+fn older_entries_still_serve_rollback_and_verify_says_legacy_only() {
+    let (g1, g2) = fixtures("audit-legacy");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let signer = KeyFiles::new(dir.path(), "publisher-1");
+    let (bucket, url) = file_bucket(&dir.path().join("bucket"));
+    let fleet = |args: &[&str]| {
+        let mut cmd = publish_cmd();
+        cmd.args(args).args(["--bucket", &url]);
+        run(cmd)
+    };
+    let keys = |cmd: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        v.push("--signing-key".into());
+        v.push(signer.secret.display().to_string());
+        v
+    };
+    for g in [&g1, &g2] {
+        let top = g.top.to_string();
+        let mut args = keys(&["deploy", "--host", "web-1", "--closure", &top]);
+        args.push("--cache-key".into());
+        args.push(cache.secret.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, stderr) = fleet(&args);
+        assert!(ok, "{stderr}");
+    }
+    // Turn the chain into what an older publisher wrote.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for e in chain_entries(&bucket).await {
+            for row in e.manifest_rows() {
+                bucket.put(&row.key(), row.to_bytes()).await.unwrap();
+            }
+            bucket.delete(&e.key()).await.unwrap();
+        }
+    });
+    let verify = || {
+        let pubkey = signer.public.display().to_string();
+        fleet(&["audit", "verify", "--trusted-key-file", &pubkey])
+    };
+    let (ok, stdout, _) = verify();
+    assert!(
+        !ok && stdout.starts_with("legacy-only hosts/web-1/manifest.json: ")
+            && stdout.contains("1 finding"),
+        "{stdout}"
+    );
+
+    let args = keys(&["rollback", "--host", "web-1"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = fleet(&args);
+    assert!(
+        ok && stdout.contains(&g1.top.to_string()),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = verify();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("audit: 1 entry (head 1)"), "{stdout}");
 }

@@ -215,8 +215,9 @@ async fn verify_cmd(args: AuditVerifyArgs, config_file: &ConfigFile) -> anyhow::
             println!("{} {}: {}", kind.as_str().unwrap_or("?"), f.key, f.message);
         }
         println!(
-            "audit: {} entries (head {}), {} objects checked, {} finding{}",
+            "audit: {} entr{} (head {}), {} objects checked, {} finding{}",
             report.entries,
+            if report.entries == 1 { "y" } else { "ies" },
             report.head.map_or("none".into(), |h| h.to_string()),
             report.objects_checked,
             report.findings.len(),
