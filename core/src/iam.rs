@@ -12,7 +12,8 @@
 //! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
 //! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes |
 //!
-//! Nothing else is allowed, deletes included. The agent cannot list: it only ever
+//! Nothing else is allowed, deletes included. On AWS the optional bucket policy
+//! [`audit_create_only_policy`] also makes `audit/chain/*` create-only. The agent cannot list: it only ever
 //! reads keys it can name. On AWS that means a missing object reads as 403 (S3 hides
 //! existence from principals that cannot list), which the agent reports as "missing
 //! or not allowed".
@@ -21,7 +22,7 @@ use serde::Serialize;
 
 use crate::host::HostName;
 use crate::layout::{
-    AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR, STATUS_DIR,
+    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR, STATUS_DIR,
 };
 
 /// A role that gets credentials.
@@ -146,6 +147,7 @@ enum Shape<'a> {
     Publisher,
     Reporter,
     PublicCache,
+    AuditCreateOnly,
 }
 
 impl Shape<'_> {
@@ -225,6 +227,30 @@ impl Shape<'_> {
                 principal: Some("*"),
                 ..allow("PublicCacheRead", &["s3:GetObject"], vec![obj(CACHE_DIR)])
             }],
+            Shape::AuditCreateOnly => {
+                let chain = vec![format!(
+                    "arn:aws:s3:::{bucket}/{p}{AUDIT_DIR}/{AUDIT_CHAIN_DIR}/*"
+                )];
+                vec![
+                    Statement {
+                        effect: "Deny",
+                        principal: Some("*"),
+                        condition: Some(serde_json::json!({
+                            "Null": { "s3:if-none-match": "true" }
+                        })),
+                        ..allow("DenyAuditOverwrite", &["s3:PutObject"], chain.clone())
+                    },
+                    Statement {
+                        effect: "Deny",
+                        principal: Some("*"),
+                        ..allow(
+                            "DenyAuditDelete",
+                            &["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                            chain,
+                        )
+                    },
+                ]
+            }
         }
     }
 }
@@ -250,6 +276,22 @@ pub fn public_cache_policy(bucket: &str, prefix: &str) -> Result<String, PolicyE
     validate_bucket(bucket)?;
     let p = normalize_prefix(prefix)?;
     Ok(render(Shape::PublicCache.statements(bucket, &p)))
+}
+
+/// An optional *bucket* policy (AWS S3) that makes the signed audit chain
+/// (`audit/chain/*`) create-only for everyone: a PUT without `If-None-Match` and
+/// every delete are denied, whoever's credentials they carry.
+///
+/// S3 evaluates the `s3:if-none-match` condition key in bucket policies only; the
+/// publisher role's own policy still grants `s3:PutObject` on `audit/*`, and this
+/// statement narrows it. SeaweedFS does not put that key in its policy context
+/// (so with this policy every write of an entry is refused there), and MinIO's
+/// support is unverified: on those stores do not attach it, and rely on
+/// `fleet-publish audit verify`, which finds an overwritten or deleted entry.
+pub fn audit_create_only_policy(bucket: &str, prefix: &str) -> Result<String, PolicyError> {
+    validate_bucket(bucket)?;
+    let p = normalize_prefix(prefix)?;
+    Ok(render(Shape::AuditCreateOnly.statements(bucket, &p)))
 }
 
 /// A policy as a Terraform template (`templatefile` syntax), for the Terraform
@@ -278,15 +320,18 @@ pub enum TemplateKind {
     Reporter,
     /// The optional public-read bucket policy on `cache/*`.
     PublicCache,
+    /// The optional create-only bucket policy on `audit/chain/*` (AWS).
+    AuditCreateOnly,
 }
 
 impl TemplateKind {
     /// Every template, in the order of the files.
-    pub const ALL: [TemplateKind; 4] = [
+    pub const ALL: [TemplateKind; 5] = [
         TemplateKind::Agent,
         TemplateKind::Publisher,
         TemplateKind::Reporter,
         TemplateKind::PublicCache,
+        TemplateKind::AuditCreateOnly,
     ];
 
     /// The template's file name under `policies/`.
@@ -296,6 +341,7 @@ impl TemplateKind {
             TemplateKind::Publisher => "publisher.json.tftpl",
             TemplateKind::Reporter => "reporter.json.tftpl",
             TemplateKind::PublicCache => "public-cache.json.tftpl",
+            TemplateKind::AuditCreateOnly => "audit-create-only.json.tftpl",
         }
     }
 
@@ -320,6 +366,7 @@ pub fn terraform_template(kind: TemplateKind) -> String {
         TemplateKind::Publisher => Shape::Publisher,
         TemplateKind::Reporter => Shape::Reporter,
         TemplateKind::PublicCache => Shape::PublicCache,
+        TemplateKind::AuditCreateOnly => Shape::AuditCreateOnly,
     };
     render(shape.statements("${bucket}", "${prefix}"))
 }
@@ -378,6 +425,26 @@ mod tests {
             serde_json::json!(["arn:aws:s3:::b-1/site/cache/*"])
         );
         assert_eq!(v["Statement"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn audit_policy_denies_unconditional_puts_and_deletes_of_the_chain_only() {
+        let p = audit_create_only_policy("b-1", "site").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        let st = v["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 2);
+        for s in st {
+            assert_eq!(
+                (s["Effect"].as_str(), s["Principal"].as_str()),
+                (Some("Deny"), Some("*"))
+            );
+            assert_eq!(
+                s["Resource"],
+                serde_json::json!(["arn:aws:s3:::b-1/site/audit/chain/*"])
+            );
+        }
+        assert_eq!(st[0]["Condition"]["Null"]["s3:if-none-match"], "true");
+        assert_eq!(st[0]["Action"], serde_json::json!(["s3:PutObject"]));
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
 //! | `dashboard/snapshot.json` | reporter | reporter |
 //! | `registry/hosts/<host>.json` | admin (`fleet-publish enroll`) | reporter |
+//! | `audit/chain/<index>.json` | publisher | publisher, admins |
+//! | `audit/head.json` | publisher | publisher |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -38,6 +40,8 @@ pub const STATUS_DIR: &str = "status";
 pub const RELEASES_DIR: &str = "releases";
 /// Folder of audit entries.
 pub const AUDIT_DIR: &str = "audit";
+/// Sub-folder of [`AUDIT_DIR`] holding the signed audit chain.
+pub const AUDIT_CHAIN_DIR: &str = "chain";
 /// Folder the reporter keeps its incremental snapshot in.
 pub const DASHBOARD_DIR: &str = "dashboard";
 /// Folder of the signed host registry.
@@ -109,6 +113,16 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "registry/hosts/<host>.json",
         written_by: "admin (`fleet-publish enroll`)",
         read_by: "reporter",
+    },
+    LayoutRow {
+        pattern: "audit/chain/<index>.json",
+        written_by: "publisher",
+        read_by: "publisher, admins",
+    },
+    LayoutRow {
+        pattern: "audit/head.json",
+        written_by: "publisher",
+        read_by: "publisher",
     },
 ];
 
@@ -237,6 +251,31 @@ impl Key {
         Self(format!("{AUDIT_DIR}/{name}.json"))
     }
 
+    /// `audit/chain/<index>.json`: entry `index` of the signed audit chain
+    /// (`crate::audit_chain`), the index zero-padded to 20 digits so keys sort as
+    /// numbers.
+    pub fn audit_chain(index: u64) -> Self {
+        Self(format!("{AUDIT_DIR}/{AUDIT_CHAIN_DIR}/{index:020}.json"))
+    }
+
+    /// The index of an `audit/chain/<index>.json` key, if `key` is one.
+    pub fn audit_chain_index(key: &str) -> Option<u64> {
+        let rest = key.strip_prefix(AUDIT_DIR)?.strip_prefix('/')?;
+        let digits = rest
+            .strip_prefix(AUDIT_CHAIN_DIR)?
+            .strip_prefix('/')?
+            .strip_suffix(".json")?;
+        let index = (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok())??;
+        Some(index)
+    }
+
+    /// `audit/head.json`: a hint of the audit chain's last index; only an
+    /// optimisation, never trusted.
+    pub fn audit_head() -> Self {
+        Self(format!("{AUDIT_DIR}/head.json"))
+    }
+
     /// `dashboard/snapshot.json`: the reporter's incremental cache of what it read.
     pub fn dashboard_snapshot() -> Self {
         Self(format!("{DASHBOARD_DIR}/snapshot.json"))
@@ -313,6 +352,10 @@ impl KeyPrefix {
     pub fn registry_hosts() -> Self {
         Self(format!("{REGISTRY_DIR}/{HOSTS_DIR}/"))
     }
+    /// `audit/chain/`.
+    pub fn audit_chain() -> Self {
+        Self(format!("{AUDIT_DIR}/{AUDIT_CHAIN_DIR}/"))
+    }
     /// The prefix as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -357,6 +400,26 @@ mod tests {
             Key::dashboard_snapshot().as_str(),
             "dashboard/snapshot.json"
         );
+    }
+
+    #[test]
+    fn audit_chain_keys_sort_as_numbers_and_parse_back() {
+        assert_eq!(
+            Key::audit_chain(17).as_str(),
+            "audit/chain/00000000000000000017.json"
+        );
+        assert!(Key::audit_chain(9) < Key::audit_chain(10));
+        assert_eq!(
+            Key::audit_chain_index(Key::audit_chain(u64::MAX).as_str()),
+            Some(u64::MAX)
+        );
+        for bad in [
+            "audit/chain/17.json",
+            "audit/chain/0000000000000000001x.json",
+            "audit/head.json",
+        ] {
+            assert_eq!(Key::audit_chain_index(bad), None, "{bad}");
+        }
     }
 
     #[test]

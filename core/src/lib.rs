@@ -10,7 +10,8 @@
 //! - [`keys`]: ed25519 keys and signatures in Nix's `name:base64` format;
 //! - [`envelope`]: DSSE signed envelopes;
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
-//! - [`audit`]: the publisher's append-only audit entries;
+//! - [`audit`]: the publisher's older, unsigned audit entries;
+//! - [`audit_chain`], [`audit_replay`]: the signed, hash-chained audit and its replay;
 //! - [`hold`]: signed holds that keep publishers off a host;
 //! - [`status`]: the [`StatusReport`] agents write; [`status_sig`]: its signature
 //!   by the host's identity key;
@@ -33,6 +34,8 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod audit_chain;
+pub mod audit_replay;
 pub mod bucket;
 pub mod bundle;
 pub mod cache_walk;

@@ -85,6 +85,19 @@ fn documented_manifest_verifies_and_matches_its_payload() {
 }
 
 #[test]
+fn documented_audit_entry_is_the_format() {
+    use fleet_core::audit_chain::{ActionKind, ChainEntry};
+    let b = blocks();
+    let text = get(&b, "audit-payload");
+    let e: ChainEntry = serde_json::from_str(text).unwrap();
+    assert_eq!((e.index, e.action.clone()), (17, ActionKind::Deploy));
+    // What the publisher writes is this text, byte for byte (pretty JSON).
+    assert_eq!(serde_json::to_string_pretty(&e).unwrap() + "\n", text);
+    let rows = e.manifest_rows();
+    assert_eq!((rows[0].host.as_str(), rows[0].sequence), ("web-1", 8));
+}
+
+#[test]
 fn documented_status_parses() {
     let b = blocks();
     let host = HostName::new("web-1").unwrap();
@@ -198,6 +211,8 @@ fn documented_bucket_layout_is_the_code() {
         Key::audit(&ObjectName::audit_entry(time, &host, 8)),
         Key::dashboard_snapshot(),
         Key::registry_host(&host),
+        Key::audit_chain(17),
+        Key::audit_head(),
     ];
     for key in &built {
         let rows: Vec<_> = LAYOUT

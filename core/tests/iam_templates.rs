@@ -127,6 +127,7 @@ fn rendered_templates_equal_the_policies() {
                 TemplateKind::Publisher => iam::policy(&Role::Publisher, bucket, prefix),
                 TemplateKind::Reporter => iam::policy(&Role::Reporter, bucket, prefix),
                 TemplateKind::PublicCache => iam::public_cache_policy(bucket, prefix),
+                TemplateKind::AuditCreateOnly => iam::audit_create_only_policy(bucket, prefix),
             }
             .unwrap();
             assert_eq!(

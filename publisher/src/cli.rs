@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::cmd::audit::{AuditArgs, AuditOptions};
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
 use crate::cmd::enroll::{EnrollArgs, EnrollOptions};
 use crate::cmd::hold::HoldArgs;
@@ -64,6 +65,8 @@ pub enum Command {
     /// Register a new host from its enrollment request (`fleet-agent init`), make its
     /// credentials and write its bootstrap bundle (admin).
     Enroll(Box<EnrollArgs>),
+    /// Read (`log`) or check (`verify`) the signed audit chain.
+    Audit(AuditArgs),
 }
 
 impl Cli {
@@ -85,6 +88,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<RollbackOptions>());
     all.extend(keys_of::<SigningOptions>());
     all.extend(keys_of::<EnrollOptions>());
+    all.extend(keys_of::<AuditOptions>());
     all
 }
 

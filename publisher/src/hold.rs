@@ -2,7 +2,8 @@
 //! ([`fleet_core::hold`]).
 //!
 //! [`set_hold`] writes one hold (or release) per host, after checking that every host
-//! has a manifest, so a typo changes nothing. Writes are plain PUTs: a hold is the
+//! has a manifest, so a typo changes nothing, and records each in the signed audit
+//! chain ([`crate::audit_log::append`], `hold` or `unhold`). Writes are plain PUTs: a hold is the
 //! operator's last word, and two operators holding one host at once both mean "hold".
 //! [`held`] reads the holds of some hosts and keeps those in force; `deploy` and
 //! `rollback` skip those hosts unless forced ([`skip_held`]).
@@ -10,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
+use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::hold::{Hold, MAX_HOLD_SIZE, MAX_REASON_LEN, VerifiedHold};
 use fleet_core::{Bucket, HostName, Key, SecretKey, TrustedKeys};
@@ -56,10 +58,34 @@ pub async fn set_hold(
             reason: reason.to_owned(),
             time,
         };
+        let key = Key::hold(h);
+        let bytes = hold.sign(signing_key);
+        let object = ObjectChange::written(&key, &bytes);
         bucket
-            .put(&Key::hold(h), hold.sign(signing_key))
+            .put(&key, bytes)
             .await
             .with_context(|| format!("writing the hold of {h}"))?;
+        let action = AuditAction {
+            kind: if held {
+                ActionKind::Hold
+            } else {
+                ActionKind::Unhold
+            },
+            hosts: vec![h.clone()],
+            details: AuditDetails {
+                objects: vec![object],
+                reason: Some(reason.to_owned()).filter(|r| !r.is_empty()),
+                ..AuditDetails::default()
+            },
+        };
+        crate::audit_log::append(bucket, signing_key, action)
+            .await
+            .with_context(|| {
+                format!(
+                    "the hold of {h} IS written, but its audit entry could not be written; \
+                     record it by hand"
+                )
+            })?;
         out.push(hold);
     }
     Ok(out)

@@ -9,6 +9,9 @@
 //! - [`enroll`](mod@enroll): registers a new host in the signed host registry,
 //!   makes its scoped credentials over the IAM API ([`iam_api`]) and its bootstrap
 //!   bundle;
+//! - [`audit_log`]: the signed audit chain every action appends to
+//!   ([`audit_log::append`]); [`audit_verify`] reads and checks it (`audit log`,
+//!   `audit verify`);
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
 //!
 //! The logic lives here so tests can call it in process. The engines ([`mod@push`],
@@ -20,6 +23,8 @@
 
 #![warn(missing_docs)]
 
+pub mod audit_log;
+pub mod audit_verify;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
                     Command::Hold(a) => cmd::hold::run(*a, config).await,
                     Command::Unhold(a) => cmd::unhold::run(*a, config).await,
                     Command::Enroll(a) => cmd::enroll::run(*a, config).await,
+                    Command::Audit(a) => cmd::audit::run(a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),

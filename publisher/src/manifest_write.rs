@@ -5,13 +5,13 @@
 //! with sequence = current + 1 and write it by compare-and-swap (`put_if_absent`
 //! when there was none, else `put_if_match` on the ETag read). When another
 //! publisher won the race, start again from the read, at most
-//! [`WriteSettings::max_attempts`] times. Then append the audit entry
-//! (`fleet_core::audit`, its `action` naming the command) create-only.
+//! [`WriteSettings::max_attempts`] times. Then append the signed audit entry
+//! ([`crate::audit_log::append`], its `action` naming the command).
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleet_core::audit::AuditEntry;
+use fleet_core::audit_chain::{ActionKind, AuditAction, ManifestChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
 use fleet_core::{
@@ -21,6 +21,8 @@ use fleet_core::{
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::audit_log;
 
 /// The current manifest of a host as the next write sees it.
 #[derive(Clone, Debug)]
@@ -222,11 +224,7 @@ pub async fn write_next(
             }
             Err(e) => return Err(e).context("writing the new manifest"),
         }
-        let entry = AuditEntry {
-            version: 1,
-            action: settings.action.into(),
-            time: issued_at,
-            key_name: settings.signing_key.name().to_owned(),
+        let change = ManifestChange {
             host: host.clone(),
             sequence,
             previous_sequence: cur_seq,
@@ -234,23 +232,18 @@ pub async fn write_next(
             activation: next.activation,
             expires_at,
             previous_manifest_sha256: current.digest,
-            new_manifest_sha256: digest.clone(),
-            publisher_version: fleet_core::VERSION.into(),
+            manifest_sha256: digest.clone(),
         };
-        let audit_key = entry.key();
-        let audit_bytes = entry.to_bytes();
-        let audit_digest = hex::encode(Sha256::digest(&audit_bytes));
-        let audited = match bucket.put_if_absent(&audit_key, audit_bytes).await {
-            // As above: a retried create that meets our own entry was written.
-            Err(_) if holds(bucket, &audit_key, &audit_digest).await => Ok(None),
-            other => other,
-        };
-        audited.with_context(|| {
-            format!(
-                "the manifest of {host} (sequence {sequence}) IS written and live, but its \
-                 audit entry {audit_key} could not be written; record it by hand"
-            )
-        })?;
+        let action = AuditAction::manifest(ActionKind::parse(settings.action), change);
+        let appended = audit_log::append(bucket, settings.signing_key, action)
+            .await
+            .with_context(|| {
+                format!(
+                    "the manifest of {host} (sequence {sequence}) IS written and live, but its \
+                     audit entry could not be written; record it by hand"
+                )
+            })?;
+        let audit_key = appended.key;
         return Ok(Some(DeployOutcome {
             host: host.clone(),
             closure: next.closure,

@@ -1,9 +1,10 @@
 //! The rollback engine: makes hosts run an earlier closure again, from the bucket
 //! alone.
 //!
-//! A host's history is its audit entries (`audit/<time>-<host>-<sequence>.json`,
-//! [`fleet_core::audit`]), which record the closure and activation of every
-//! manifest written. For each host:
+//! A host's history is the audit ([`history`]): the signed chain
+//! (`audit/chain/<index>.json`, [`fleet_core::audit_chain`]) and any older unsigned
+//! entries (`audit/<time>-<host>-<sequence>.json`, [`fleet_core::audit`]), which
+//! record the closure and activation of every manifest written. For each host:
 //!
 //! 1. read and verify its current manifest (sequence S, closure C);
 //! 2. choose the target from its history: with `to_sequence` N the entry of sequence
@@ -19,7 +20,8 @@
 //!
 //! Held hosts ([`crate::hold`]) are left out, with a warning, unless
 //! [`RollbackSettings::force`]. Steps 1 to 3 run for every host before step 4 runs for any, so bad input changes
-//! nothing in the bucket. Audit entries are not signed; a target they name is only
+//! nothing in the bucket. Chain entries count only when signed by a trusted
+//! publisher key, and older entries are not signed at all, so a target is only
 //! re-signed once its closure checks out against trusted cache keys, and the output
 //! names it.
 
@@ -27,21 +29,17 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use fleet_core::audit::AuditEntry;
+use fleet_core::audit_chain::ChainEntry;
 use fleet_core::cache_walk::walk_closure;
-use fleet_core::{
-    Activation, Bucket, HostName, Key, KeyPrefix, ObjectName, PublicKey, SecretKey, StorePath,
-    TrustedKeys,
-};
+use fleet_core::{Activation, Bucket, HostName, Key, PublicKey, SecretKey, StorePath, TrustedKeys};
 use jiff::SignedDuration;
 use serde::Serialize;
 
+use crate::audit_log;
 use crate::hold::skip_held;
 use crate::manifest_write::{
     DeployOutcome, NextManifest, WriteSettings, read_current, trusted_publishers, write_next,
 };
-
-/// Largest audit entry read.
-const MAX_AUDIT_ENTRY_SIZE: u64 = 64 * 1024;
 
 /// How to roll back.
 #[derive(Clone, Debug)]
@@ -93,35 +91,37 @@ pub struct RollbackPlan {
     cache_keys: Vec<PublicKey>,
 }
 
-/// Every audit entry of `hosts`, by host, by sequence.
+/// Every manifest the audit recorded for `hosts`, by host, by sequence: the older
+/// unsigned entries, then the signed chain's entries that verify with `trusted`
+/// (others are skipped with a warning; `fleet-publish audit verify` says why).
 pub async fn history(
     bucket: &Bucket,
     hosts: &[HostName],
+    trusted: &TrustedKeys,
 ) -> anyhow::Result<BTreeMap<HostName, BTreeMap<u64, AuditEntry>>> {
-    let listed = bucket
-        .list(&KeyPrefix::audit())
-        .await
-        .context("listing audit/ for the hosts' history")?;
-    let keys: Vec<Key> = listed
-        .iter()
-        .filter_map(|e| {
-            let name = e.key.strip_prefix("audit/")?.strip_suffix(".json")?;
-            let (host, _) = audit_name_host(name)?;
-            hosts.contains(&host).then(|| ObjectName::new(name).ok())?
-        })
-        .map(|n| Key::audit(&n))
-        .collect();
     let mut out: BTreeMap<HostName, BTreeMap<u64, AuditEntry>> = BTreeMap::new();
-    for (key, obj) in keys
-        .iter()
-        .zip(bucket.get_many(&keys, MAX_AUDIT_ENTRY_SIZE).await)
-    {
-        let obj = obj.with_context(|| format!("reading {key}"))?;
-        let entry: AuditEntry = serde_json::from_slice(&obj.bytes)
-            .with_context(|| format!("{key} is not an audit entry"))?;
-        out.entry(entry.host.clone())
+    let wanted = |name: &str| audit_name_host(name).is_some_and(|(h, _)| hosts.contains(&h));
+    let legacy = audit_log::read_legacy(bucket, wanted)
+        .await
+        .context("reading the hosts' history")?;
+    let (chain, _) = audit_log::read_chain(bucket)
+        .await
+        .context("reading the hosts' history")?;
+    let mut rows: Vec<AuditEntry> = legacy;
+    for (index, bytes) in chain {
+        let key = Key::audit_chain(index);
+        match ChainEntry::verify(&bytes, key.as_str(), trusted) {
+            Ok(v) => rows.extend(v.entry.manifest_rows()),
+            Err(e) => tracing::warn!(
+                "skipping audit entry {index} for the history: {e}; run `fleet-publish audit \
+                 verify` to see what is wrong"
+            ),
+        }
+    }
+    for row in rows.into_iter().filter(|r| hosts.contains(&r.host)) {
+        out.entry(row.host.clone())
             .or_default()
-            .insert(entry.sequence, entry);
+            .insert(row.sequence, row);
     }
     Ok(out)
 }
@@ -154,7 +154,7 @@ pub async fn plan(
         "rolled back",
     )
     .await?;
-    let history = history(bucket, hosts).await?;
+    let history = history(bucket, hosts, &trusted).await?;
     let mut plans = Vec::with_capacity(hosts.len());
     for host in hosts {
         let current = read_current(bucket, host, &trusted, false)

@@ -488,6 +488,7 @@ fn terraform_renders_exactly_fleet_cores_policies() {
             ("hosts", serde_json::to_string(&hosts).unwrap()),
             ("public_cache_read", "true".into()),
             ("deny_insecure_transport", "true".into()),
+            ("audit_create_only", "true".into()),
             ("region", "eu-west-1".into()),
         ])
         .unwrap();
@@ -508,14 +509,20 @@ fn terraform_renders_exactly_fleet_cores_policies() {
         let public = iam::public_cache_policy(bucket, prefix).unwrap();
         assert_eq!(a.text("public_cache"), public);
 
-        // The bucket policy: the public statement as fleet-core has it, then TLS-only.
+        let audit = iam::audit_create_only_policy(bucket, prefix).unwrap();
+        assert_eq!(a.text("audit_create_only"), audit);
+
+        // The bucket policy: the public statement as fleet-core has it, TLS-only, then
+        // the create-only audit statements as fleet-core has them.
         let bp: serde_json::Value = serde_json::from_str(a.text("bucket_policy")).unwrap();
         let public: serde_json::Value = serde_json::from_str(&public).unwrap();
+        let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
         let st = bp["Statement"].as_array().unwrap();
-        assert_eq!(st.len(), 2);
+        assert_eq!(st.len(), 4);
         assert_eq!(st[0], public["Statement"][0]);
         assert_eq!(st[1]["Effect"], "Deny");
         assert_eq!(st[1]["Condition"]["Bool"]["aws:SecureTransport"], "false");
+        assert_eq!(st[2..], audit["Statement"].as_array().unwrap()[..]);
 
         let p = iam::normalize_prefix(prefix).unwrap();
         assert_eq!(a.text("prefix"), p);

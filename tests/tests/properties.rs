@@ -100,6 +100,24 @@ fn manifest(host: &HostName) -> Manifest {
     }
 }
 
+/// Audit chain entry 1: `host`'s deploy of [`manifest`], signed with `key`.
+fn audit_entry(host: &HostName, key: &SecretKey) -> Vec<u8> {
+    use fleet_core::audit_chain::{ActionKind, AuditAction, ChainEntry, ManifestChange};
+    let m = manifest(host);
+    let change = ManifestChange {
+        host: host.clone(),
+        sequence: m.sequence,
+        previous_sequence: None,
+        closure: m.closure.clone(),
+        activation: m.activation,
+        expires_at: m.expires_at,
+        previous_manifest_sha256: None,
+        manifest_sha256: fleet_core::audit_chain::sha256_hex(&m.sign(key)),
+    };
+    let action = AuditAction::manifest(ActionKind::Deploy, change);
+    ChainEntry::new(1, None, key.name(), action).sign(key)
+}
+
 fn signed_narinfo(key: &SecretKey) -> NarInfo {
     let digest = |s: &str| nixbase32::encode(&Sha256::digest(s.as_bytes()));
     let dep = store_path("glibc-2.39");
@@ -300,6 +318,7 @@ fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "snapshot",
             Snapshot::new(now, String::new(), hosts).to_bytes(),
         ),
+        ("audit_entry", audit_entry(&host, &key)),
     ]
 }
 
@@ -316,6 +335,8 @@ fn fuzz_seeds_are_valid_objects() {
             "manifest" => std::str::from_utf8(&bytes).is_ok_and(|t| t.contains("payloadType")),
             "status" => StatusReport::parse(&bytes, "seed", &host).is_ok(),
             "snapshot" => Snapshot::parse(&bytes, "seed").is_ok(),
+            "audit_entry" => std::str::from_utf8(&bytes)
+                .is_ok_and(|t| t.contains(fleet_core::audit_chain::AUDIT_PAYLOAD_TYPE)),
             other => panic!("no check for fuzz target {other}"),
         };
         assert!(valid, "the {target} seed does not parse");

@@ -3,22 +3,59 @@
 //! pruned walk of the folders on `file://` (`local.rs`).
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use object_store::path::Path as OsPath;
 
 use super::local::walk_local;
 use super::{Bucket, BucketError, ObjectInfo, Op, Visit};
-use crate::layout::KeyPrefix;
+use crate::layout::{Key, KeyPrefix};
 
 impl Bucket {
     /// Lists every object under `prefix`.
     pub async fn list(&self, prefix: &KeyPrefix) -> Result<Vec<ObjectInfo>, BucketError> {
         let p = self.path(prefix.as_str().trim_end_matches('/'));
+        self.collect(self.store.list(Some(&p)), prefix).await
+    }
+
+    /// Every entry of a listing stream of `prefix`.
+    async fn collect(
+        &self,
+        mut s: BoxStream<'static, object_store::Result<object_store::ObjectMeta>>,
+        prefix: &KeyPrefix,
+    ) -> Result<Vec<ObjectInfo>, BucketError> {
         let mut out = Vec::new();
-        let mut s = self.store.list(Some(&p));
         while let Some(item) = s.next().await {
             match item {
                 Ok(meta) => out.push(self.info(meta)),
                 // A missing directory on file:// is an empty listing.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(self.err(Op::List, prefix.as_str(), e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists the objects under `prefix` whose keys sort after `after` (S3's
+    /// `start-after`): the end of a folder of ordered keys without reading its start.
+    /// On `file://` the folder is listed whole and filtered.
+    pub async fn list_after(
+        &self,
+        prefix: &KeyPrefix,
+        after: &Key,
+    ) -> Result<Vec<ObjectInfo>, BucketError> {
+        if self.local_root.is_some() {
+            let mut all = self.list(prefix).await?;
+            all.retain(|o| o.key.as_str() > after.as_str());
+            return Ok(all);
+        }
+        let p = self.path(prefix.as_str().trim_end_matches('/'));
+        let mut s = self
+            .store
+            .list_with_offset(Some(&p), &self.path(after.as_str()));
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(meta) => out.push(self.info(meta)),
                 Err(object_store::Error::NotFound { .. }) => break,
                 Err(e) => return Err(self.err(Op::List, prefix.as_str(), e)),
             }

@@ -84,16 +84,48 @@ async fn exercise(b: &Bucket) {
     ));
 }
 
+/// `list_after` lists only the keys after the one given.
+async fn listing_after(b: &Bucket) {
+    for i in 1..=5 {
+        b.put(&Key::audit_chain(i), &b"e"[..]).await.unwrap();
+    }
+    b.put(&Key::audit_head(), &b"{}"[..]).await.unwrap();
+    let mut after: Vec<String> = b
+        .list_after(&KeyPrefix::audit_chain(), &Key::audit_chain(3))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    after.sort();
+    assert_eq!(
+        after,
+        [
+            Key::audit_chain(4).to_string(),
+            Key::audit_chain(5).to_string()
+        ]
+    );
+    let none = b
+        .list_after(&KeyPrefix::audit_chain(), &Key::audit_chain(5))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
 #[tokio::test]
 async fn memory_bucket_semantics() {
-    exercise(&Bucket::open_url("memory://").unwrap()).await;
+    let b = Bucket::open_url("memory://").unwrap();
+    exercise(&b).await;
+    listing_after(&b).await;
 }
 
 #[tokio::test]
 async fn file_bucket_semantics() {
     let d = tempfile::tempdir().unwrap();
     let url = format!("file://{}", d.path().join("bucket").display());
-    exercise(&Bucket::open_url(&url).unwrap()).await;
+    let b = Bucket::open_url(&url).unwrap();
+    exercise(&b).await;
+    listing_after(&b).await;
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! [`mod@crate::push`] and [`mod@crate::deploy`];
 //! `show` and `keygen` are small enough to keep their library function here.
 
+pub mod audit;
 pub mod deploy;
 pub mod enroll;
 pub mod hold;

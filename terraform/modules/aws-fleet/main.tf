@@ -10,6 +10,7 @@ module "policies" {
   hosts                   = keys(var.hosts)
   public_cache_read       = var.public_cache_read
   deny_insecure_transport = var.deny_insecure_transport
+  audit_create_only       = var.audit_create_only
   region                  = aws_s3_bucket.this.region
 }
 

@@ -33,6 +33,13 @@ variable "deny_insecure_transport" {
   nullable    = false
 }
 
+variable "audit_create_only" {
+  description = "Add bucket policy statements that make audit/chain/* create-only for everyone: a PUT without If-None-Match and every delete of an audit entry are denied (fleet_core::iam::audit_create_only_policy)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "status_event_retention_days" {
   description = "Days after which status/<host>/events/* objects expire (one lifecycle rule per host; status.json itself is kept)."
   type        = number

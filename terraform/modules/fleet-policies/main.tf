@@ -17,9 +17,10 @@ locals {
       host   = h
     })
   }
-  publisher    = templatefile("${path.module}/policies/publisher.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
-  reporter     = templatefile("${path.module}/policies/reporter.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
-  public_cache = templatefile("${path.module}/policies/public-cache.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  publisher         = templatefile("${path.module}/policies/publisher.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  reporter          = templatefile("${path.module}/policies/reporter.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  public_cache      = templatefile("${path.module}/policies/public-cache.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  audit_create_only = templatefile("${path.module}/policies/audit-create-only.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
 
   # s3://BUCKET[/PREFIX][?endpoint=URL&region=R], as fleet_core::StoreUrl parses it.
   store_query = join("&", concat(
@@ -38,14 +39,16 @@ locals {
   }
 
   # The public-read statement is taken from the rendered template as it is; only
-  # when a TLS-only statement joins it is the document re-encoded.
+  # when a TLS-only or audit statement joins it is the document re-encoded.
+  bucket_statements = concat(
+    var.public_cache_read ? jsondecode(local.public_cache).Statement : [],
+    var.deny_insecure_transport ? [local.deny_insecure_transport] : [],
+    [for s in jsondecode(local.audit_create_only).Statement : s if var.audit_create_only],
+  )
   bucket_policy = (
-    var.deny_insecure_transport ? jsonencode({
-      Version = "2012-10-17"
-      Statement = concat(
-        var.public_cache_read ? jsondecode(local.public_cache).Statement : [],
-        [local.deny_insecure_transport],
-      )
+    var.deny_insecure_transport || var.audit_create_only ? jsonencode({
+      Version   = "2012-10-17"
+      Statement = local.bucket_statements
     }) :
     var.public_cache_read ? local.public_cache : null
   )

@@ -23,8 +23,13 @@ output "public_cache" {
   value       = local.public_cache
 }
 
+output "audit_create_only" {
+  description = "Create-only bucket policy for audit/chain/* (fleet_core::iam::audit_create_only_policy), whether or not it is enabled."
+  value       = local.audit_create_only
+}
+
 output "bucket_policy" {
-  description = "The bucket policy to attach: public cache read and/or TLS-only, or null when neither is asked for."
+  description = "The bucket policy to attach: public cache read, TLS-only and/or create-only audit, or null when none is asked for."
   value       = local.bucket_policy
 }
 

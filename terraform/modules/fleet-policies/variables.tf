@@ -52,6 +52,13 @@ variable "deny_insecure_transport" {
   nullable    = false
 }
 
+variable "audit_create_only" {
+  description = "Whether the bucket policy makes audit/chain/* create-only for everyone (fleet_core::iam::audit_create_only_policy: PUT without If-None-Match and deletes denied). AWS S3 only: SeaweedFS lacks the s3:if-none-match condition key and would refuse every audit write."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "region" {
   description = "Region for the store URL output (null: none in the URL)."
   type        = string

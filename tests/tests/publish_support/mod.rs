@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fleet_core::audit::AuditEntry;
+use fleet_core::audit_chain::ChainEntry;
 use fleet_core::keys::{PublicKey, SecretKey};
 use fleet_core::{Bucket, HostName, Key, KeyPrefix, StorePath, TrustedKeys};
 use fleet_publish::PushSettings;
@@ -150,21 +151,35 @@ pub fn copy_is_refused(nix: &Nix, cache_url: &str, top: &StorePath, trusted: &st
     assert!(!nix.is_valid_in(&to, top).unwrap());
 }
 
-/// Every audit entry in the bucket, oldest name first.
+/// Every manifest the signed audit chain records, oldest entry first, in the shape
+/// of the older entries. The entries' signatures are not checked here (the
+/// `audit_chain` tests do): this reads what the chain says.
 pub async fn audit_entries(bucket: &Bucket) -> Vec<AuditEntry> {
-    let mut list = bucket.list(&KeyPrefix::audit()).await.unwrap();
+    chain_entries(bucket)
+        .await
+        .iter()
+        .flat_map(ChainEntry::manifest_rows)
+        .collect()
+}
+
+/// Every entry of the signed audit chain, by index, payloads decoded unverified.
+pub async fn chain_entries(bucket: &Bucket) -> Vec<ChainEntry> {
+    use base64::Engine;
+    let mut list = bucket.list(&KeyPrefix::audit_chain()).await.unwrap();
     list.sort_by(|a, b| a.key.cmp(&b.key));
     let mut out = Vec::new();
     for o in list {
-        let k = o
-            .key
-            .strip_prefix("audit/")
+        let i = Key::audit_chain_index(&o.key).unwrap();
+        let bytes = bucket
+            .get(&Key::audit_chain(i), 1 << 20)
+            .await
             .unwrap()
-            .strip_suffix(".json")
+            .bytes;
+        let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
             .unwrap();
-        let key = Key::audit(&fleet_core::ObjectName::new(k).unwrap());
-        let bytes = bucket.get(&key, 1 << 16).await.unwrap().bytes;
-        out.push(serde_json::from_slice(&bytes).unwrap());
+        out.push(serde_json::from_slice(&payload).unwrap());
     }
     out
 }

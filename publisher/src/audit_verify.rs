@@ -1,0 +1,128 @@
+//! The engine of `fleet-publish audit verify` and `audit log`: reads the audit chain
+//! and the current objects from the bucket alone and hands them to the replay of
+//! [`fleet_core::audit_replay`].
+//!
+//! [`verify`] reports every finding of the chain (gaps, unverified, misplaced and
+//! unlinked entries, a cut end, stray objects under `audit/chain/`) and of the
+//! current objects it explains: every manifest and hold under `hosts/` must hold
+//! the bytes the last entry naming it recorded. [`entries`] verifies each entry for
+//! `audit log`.
+//!
+//! Which keys are trusted is decided in one place, [`trusted_audit_keys`].
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use fleet_core::audit_chain::{ChainEntry, VerifiedEntry, sha256_hex};
+use fleet_core::audit_replay::{Finding, FindingKind, explain, replay_chain};
+use fleet_core::manifest::MAX_MANIFEST_SIZE;
+use fleet_core::{Bucket, Key, KeyPrefix, PublicKey, TrustedKeys};
+use serde::Serialize;
+
+use crate::audit_log::{read_chain, read_hint, read_legacy};
+
+/// The keys audit entries are checked with. Today the publisher keys the operator
+/// gives; this is the one place to read them from the root of trust's versions
+/// instead.
+pub async fn trusted_audit_keys(
+    _bucket: &Bucket,
+    given: Vec<PublicKey>,
+) -> anyhow::Result<TrustedKeys> {
+    Ok(TrustedKeys::new(given))
+}
+
+/// What `audit verify` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// Entries stored in the chain.
+    pub entries: usize,
+    /// The last index stored.
+    pub head: Option<u64>,
+    /// Current objects checked against the chain (manifests and holds).
+    pub objects_checked: usize,
+    /// Every problem; none means the history verifies.
+    pub findings: Vec<Finding>,
+}
+
+/// Whether `audit verify` checks that the current object at `key` is explained.
+fn watched(key: &str) -> bool {
+    key.starts_with("hosts/") && (key.ends_with("/manifest.json") || key.ends_with("/hold.json"))
+}
+
+/// Replays the whole audit of `bucket` with `trusted`; see the module docs.
+pub async fn verify(bucket: &Bucket, trusted: &TrustedKeys) -> anyhow::Result<VerifyReport> {
+    let (stored, stray) = read_chain(bucket).await?;
+    let entries = stored.len();
+    let replay = replay_chain(stored, trusted, read_hint(bucket).await);
+    let mut findings = replay.findings.clone();
+    findings.extend(stray.into_iter().map(|key| Finding {
+        kind: FindingKind::Stray,
+        key,
+        index: None,
+        message: "it is under audit/chain/ but not an entry key (20 digits, .json)".into(),
+    }));
+    let current = current_objects(bucket).await?;
+    let mut explained = explain(&replay, &current, &[], watched);
+    // The older entries are read only when some object has no entry at all.
+    if explained
+        .iter()
+        .any(|f| f.kind == FindingKind::Unexplained && f.index.is_none())
+    {
+        let legacy = read_legacy(bucket, |_| true).await?;
+        explained = explain(&replay, &current, &legacy, watched);
+    }
+    findings.extend(explained);
+    Ok(VerifyReport {
+        entries,
+        head: replay.head,
+        objects_checked: current.len(),
+        findings,
+    })
+}
+
+/// Every manifest and hold under `hosts/`, key → SHA-256 of its bytes.
+async fn current_objects(bucket: &Bucket) -> anyhow::Result<BTreeMap<String, String>> {
+    let listed = bucket
+        .list(&KeyPrefix::hosts())
+        .await
+        .context("listing hosts/")?;
+    let keys: Vec<Key> = listed
+        .iter()
+        .filter(|o| watched(&o.key))
+        .filter_map(|o| {
+            let host = o.key.split('/').nth(1)?;
+            let host = fleet_core::HostName::new(host).ok()?;
+            let key = if o.key.ends_with("/manifest.json") {
+                Key::manifest(&host)
+            } else {
+                Key::hold(&host)
+            };
+            (key.as_str() == o.key).then_some(key)
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for (key, obj) in keys
+        .iter()
+        .zip(bucket.get_many(&keys, MAX_MANIFEST_SIZE).await)
+    {
+        let obj = obj.with_context(|| format!("reading {key}"))?;
+        out.insert(key.to_string(), sha256_hex(&obj.bytes));
+    }
+    Ok(out)
+}
+
+/// Every stored entry, verified with `trusted`: the entry, or the error that says
+/// why it does not verify (with its index).
+pub async fn entries(
+    bucket: &Bucket,
+    trusted: &TrustedKeys,
+) -> anyhow::Result<Vec<Result<VerifiedEntry, (u64, String)>>> {
+    let (stored, _) = read_chain(bucket).await?;
+    Ok(stored
+        .into_iter()
+        .map(|(index, bytes)| {
+            ChainEntry::verify(&bytes, Key::audit_chain(index).as_str(), trusted)
+                .map_err(|e| (index, e.to_string()))
+        })
+        .collect())
+}
