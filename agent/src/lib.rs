@@ -10,6 +10,7 @@
 //! - [`childenv`]: the allow-listed environment of switch and health checks;
 //! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
 //! - [`state`]: the state file, written atomically;
+//! - [`trust`]: the root of trust the host walks and the version it keeps;
 //! - [`pause`]: the operator's local pause file;
 //! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
 //! - [`report`]: status objects and queued events in the bucket;
@@ -36,5 +37,6 @@ pub mod pause;
 pub mod report;
 pub mod schedule;
 pub mod state;
+pub mod trust;
 
 pub use cycle::{Agent, Outcome};

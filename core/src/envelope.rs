@@ -184,6 +184,101 @@ pub fn open(
     }
 }
 
+/// Signs `payload` as `payload_type` with every key of `keys` (a threshold-signed
+/// object such as a trust root) and returns the stored envelope bytes.
+pub fn seal_many(payload_type: &str, payload: &[u8], keys: &[SecretKey]) -> Vec<u8> {
+    let message = pae(payload_type, payload);
+    let env = Envelope {
+        payload_type: payload_type.to_owned(),
+        payload: B64.encode(payload),
+        signatures: keys
+            .iter()
+            .map(|k| {
+                let sig = k.sign(&message);
+                EnvelopeSignature {
+                    keyid: sig.key_name,
+                    sig: B64.encode(sig.bytes),
+                }
+            })
+            .collect(),
+    };
+    let mut out = serde_json::to_vec(&env).expect("envelope serialises");
+    out.push(b'\n');
+    out
+}
+
+/// A threshold-signed envelope taken apart: its payload and the names of the keys
+/// whose signature verified.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The exact payload bytes. Not yet trusted: the caller decides whether
+    /// `signers` are enough before it acts on them.
+    pub payload: Vec<u8>,
+    /// Names of the keys of the given set whose signature verifies, each once.
+    pub signers: std::collections::BTreeSet<String>,
+    /// Every `keyid` in the envelope, for messages.
+    pub keyids: Vec<String>,
+}
+
+/// Checks size, form and type, and every signature against `keys`. Unlike [`open`]
+/// it does not stop at the first good signature: a threshold rule counts them.
+pub fn signers(
+    bytes: &[u8],
+    payload_type: &str,
+    keys: &TrustedKeys,
+    limit: u64,
+) -> Result<Signed, EnvelopeError> {
+    if bytes.len() as u64 > limit {
+        return Err(EnvelopeError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    if env.payload_type != payload_type {
+        return Err(EnvelopeError::WrongType {
+            expected: payload_type.to_owned(),
+            found: env.payload_type.chars().take(100).collect(),
+        });
+    }
+    if env.signatures.is_empty() {
+        return Err(EnvelopeError::Malformed("it has no signatures".into()));
+    }
+    let payload = B64
+        .decode(&env.payload)
+        .map_err(|e| EnvelopeError::Malformed(format!("payload is not base64: {e}")))?;
+    let message = pae(payload_type, &payload);
+    let mut signers = std::collections::BTreeSet::new();
+    for s in &env.signatures {
+        let ok = B64
+            .decode(&s.sig)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .is_some_and(|bytes| {
+                keys.verify(
+                    &message,
+                    &Signature {
+                        key_name: s.keyid.clone(),
+                        bytes,
+                    },
+                )
+            });
+        if ok {
+            signers.insert(s.keyid.clone());
+        }
+    }
+    Ok(Signed {
+        payload,
+        signers,
+        keyids: env
+            .signatures
+            .iter()
+            .map(|s| s.keyid.chars().take(64).collect())
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
 //! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
 //! | `dashboard/snapshot.json` | reporter | reporter |
+//! | `trust/root/<version>.json` | root key holders | agents, admins |
+//! | `trust/root.json` | root key holders | agents, admins |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -37,6 +39,8 @@ pub const STATUS_DIR: &str = "status";
 pub const RELEASES_DIR: &str = "releases";
 /// Folder of audit entries.
 pub const AUDIT_DIR: &str = "audit";
+/// Folder of the root of trust.
+pub const TRUST_DIR: &str = "trust";
 /// Folder the reporter keeps its incremental snapshot in.
 pub const DASHBOARD_DIR: &str = "dashboard";
 
@@ -101,6 +105,16 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "dashboard/snapshot.json",
         written_by: "reporter",
         read_by: "reporter",
+    },
+    LayoutRow {
+        pattern: "trust/root/<version>.json",
+        written_by: "root key holders",
+        read_by: "agents, admins",
+    },
+    LayoutRow {
+        pattern: "trust/root.json",
+        written_by: "root key holders",
+        read_by: "agents, admins",
     },
 ];
 
@@ -232,6 +246,16 @@ impl Key {
     /// `dashboard/snapshot.json`: the reporter's incremental cache of what it read.
     pub fn dashboard_snapshot() -> Self {
         Self(format!("{DASHBOARD_DIR}/snapshot.json"))
+    }
+
+    /// `trust/root/<version>.json`: one version of the root of trust, written once.
+    pub fn trust_root_version(version: u64) -> Self {
+        Self(format!("{TRUST_DIR}/root/{version}.json"))
+    }
+
+    /// `trust/root.json`: a copy of the newest root of trust version.
+    pub fn trust_root() -> Self {
+        Self(format!("{TRUST_DIR}/root.json"))
     }
 
     /// The key as a string, relative to the bucket's root prefix.

@@ -16,6 +16,7 @@ use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::resign::SigningOptions;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
+use crate::cmd::trust::{TrustArgs, TrustOptions};
 use crate::cmd::unhold::UnholdArgs;
 use crate::config::{ConfigFile, keys_of};
 
@@ -60,6 +61,8 @@ pub enum Command {
     Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
+    /// The root of trust in the bucket: publisher, cache, admin and root keys.
+    Trust(TrustArgs),
 }
 
 impl Cli {
@@ -80,6 +83,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<RenewOptions>());
     all.extend(keys_of::<RollbackOptions>());
     all.extend(keys_of::<SigningOptions>());
+    all.extend(keys_of::<TrustOptions>());
     all
 }
 

@@ -6,7 +6,8 @@
 //!   `nix-store --dump`, compressed);
 //! - [`deploy`](mod@deploy): pushes a host's closure, then writes its signed
 //!   manifest with the next sequence number by compare-and-swap, and an audit entry;
-//! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
+//! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy);
+//! - [`trust_write`]: the root of trust's next version (`fleet-publish trust …`).
 //!
 //! The logic lives here so tests can call it in process. The engines ([`mod@push`],
 //! [`mod@deploy`]) take settings and know nothing of the command line; each
@@ -27,6 +28,7 @@ pub mod manifest_write;
 pub mod push;
 pub mod renew;
 pub mod rollback;
+pub mod trust_write;
 
 use std::path::Path;
 

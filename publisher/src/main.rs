@@ -27,6 +27,7 @@ fn main() -> ExitCode {
                     Command::Rollback(a) => cmd::rollback::run(*a, config).await,
                     Command::Hold(a) => cmd::hold::run(*a, config).await,
                     Command::Unhold(a) => cmd::unhold::run(*a, config).await,
+                    Command::Trust(a) => cmd::trust::run(a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),
