@@ -192,7 +192,12 @@ impl TrustState {
             Err(e) => return Ok(Err(TrustFailure::Bucket(e))),
         };
         if let Some((bytes, etag)) = newest {
+            // The ETag stands for a pointer the walk reached; until this one is
+            // reached, the next poll reads the pointer again whatever it holds (an
+            // older pointer put back would otherwise answer 304).
+            self.etag = None;
             if let Err(f) = self.walk(bucket, settings, &bytes).await? {
+                self.save()?;
                 return Ok(Err(f));
             }
             self.etag = etag.filter(|e| e.len() <= 1024);
