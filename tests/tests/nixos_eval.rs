@@ -678,5 +678,8 @@ fn a_host_pinning_a_root_of_trust_gets_a_config_the_agent_accepts() {
     let o = agent_once(&config, &d.path().join("state"));
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let status: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(status["last_error"]["kind"], "trust-root-missing", "{status}");
+    assert_eq!(
+        status["last_error"]["kind"], "trust-root-missing",
+        "{status}"
+    );
 }
