@@ -103,27 +103,15 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 
 /// Signs `payload` as `payload_type` with `key` and returns the stored envelope bytes.
 pub fn seal(payload_type: &str, payload: &[u8], key: &SecretKey) -> Vec<u8> {
-    let sig = key.sign(&pae(payload_type, payload));
-    let env = Envelope {
-        payload_type: payload_type.to_owned(),
-        payload: B64.encode(payload),
-        signatures: vec![EnvelopeSignature {
-            keyid: sig.key_name,
-            sig: B64.encode(sig.bytes),
-        }],
-    };
-    let mut out = serde_json::to_vec(&env).expect("envelope serialises");
-    out.push(b'\n');
-    out
+    seal_many(payload_type, payload, std::slice::from_ref(key))
 }
 
-/// Checks size, form, type and signature, and returns the verified payload.
-pub fn open(
+/// Checks size, form and type; returns the envelope and its decoded payload.
+fn parse(
     bytes: &[u8],
     payload_type: &str,
-    trusted: &TrustedKeys,
     limit: u64,
-) -> Result<Opened, EnvelopeError> {
+) -> Result<(Envelope, Vec<u8>), EnvelopeError> {
     if bytes.len() as u64 > limit {
         return Err(EnvelopeError::TooLarge {
             size: bytes.len() as u64,
@@ -144,27 +132,40 @@ pub fn open(
     let payload = B64
         .decode(&env.payload)
         .map_err(|e| EnvelopeError::Malformed(format!("payload is not base64: {e}")))?;
+    Ok((env, payload))
+}
+
+/// Whether `s` is a valid signature over `message` by a key of `keys`.
+fn verifies(keys: &TrustedKeys, message: &[u8], s: &EnvelopeSignature) -> bool {
+    B64.decode(&s.sig)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .is_some_and(|bytes| {
+            keys.verify(
+                message,
+                &Signature {
+                    key_name: s.keyid.clone(),
+                    bytes,
+                },
+            )
+        })
+}
+
+/// Checks size, form, type and signature, and returns the verified payload.
+pub fn open(
+    bytes: &[u8],
+    payload_type: &str,
+    trusted: &TrustedKeys,
+    limit: u64,
+) -> Result<Opened, EnvelopeError> {
+    let (env, payload) = parse(bytes, payload_type, limit)?;
     let message = pae(payload_type, &payload);
     let mut bad_trusted = None;
     for s in &env.signatures {
         if !trusted.knows(&s.keyid) {
             continue;
         }
-        let ok = B64
-            .decode(&s.sig)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .map(|bytes| {
-                trusted.verify(
-                    &message,
-                    &Signature {
-                        key_name: s.keyid.clone(),
-                        bytes,
-                    },
-                )
-            })
-            .unwrap_or(false);
-        if ok {
+        if verifies(trusted, &message, s) {
             return Ok(Opened {
                 payload,
                 signed_by: s.keyid.clone(),
@@ -228,43 +229,11 @@ pub fn signers(
     keys: &TrustedKeys,
     limit: u64,
 ) -> Result<Signed, EnvelopeError> {
-    if bytes.len() as u64 > limit {
-        return Err(EnvelopeError::TooLarge {
-            size: bytes.len() as u64,
-            limit,
-        });
-    }
-    let env: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-    if env.payload_type != payload_type {
-        return Err(EnvelopeError::WrongType {
-            expected: payload_type.to_owned(),
-            found: env.payload_type.chars().take(100).collect(),
-        });
-    }
-    if env.signatures.is_empty() {
-        return Err(EnvelopeError::Malformed("it has no signatures".into()));
-    }
-    let payload = B64
-        .decode(&env.payload)
-        .map_err(|e| EnvelopeError::Malformed(format!("payload is not base64: {e}")))?;
+    let (env, payload) = parse(bytes, payload_type, limit)?;
     let message = pae(payload_type, &payload);
     let mut signers = std::collections::BTreeSet::new();
     for s in &env.signatures {
-        let ok = B64
-            .decode(&s.sig)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .is_some_and(|bytes| {
-                keys.verify(
-                    &message,
-                    &Signature {
-                        key_name: s.keyid.clone(),
-                        bytes,
-                    },
-                )
-            });
-        if ok {
+        if verifies(keys, &message, s) {
             signers.insert(s.keyid.clone());
         }
     }

@@ -179,6 +179,11 @@ impl TrustedRoot {
                 found: root.version,
             });
         }
+        Self::signed_by_own(root, bytes, what)
+    }
+
+    /// `root` (parsed from `bytes`) when a threshold of its own root keys signed it.
+    fn signed_by_own(root: Root, bytes: &[u8], what: &str) -> Result<Self, TrustError> {
         let own = root.root_key_set();
         let by_own = signed_by(bytes, what, &own)?;
         enough(&by_own, &own, root.threshold, "its own", what)?;
@@ -194,13 +199,7 @@ impl TrustedRoot {
     pub fn reload(bytes: &[u8], what: &str) -> Result<Self, TrustError> {
         let any = signed_by(bytes, what, &TrustedKeys::default())?;
         let root = parse(&any.payload, what)?;
-        let own = root.root_key_set();
-        let by_own = signed_by(bytes, what, &own)?;
-        enough(&by_own, &own, root.threshold, "its own", what)?;
-        Ok(Self {
-            root,
-            bytes: bytes.to_vec(),
-        })
+        Self::signed_by_own(root, bytes, what)
     }
 
     /// Refuses the root when it is past `expires_at` plus [`CLOCK_TOLERANCE`].

@@ -51,11 +51,11 @@ pub enum TrustCommand {
     /// Add (or re-scope) a publisher key in a new root version.
     AddPublisher(add_publisher::AddPublisherArgs),
     /// Add a cache key in a new root version.
-    AddCacheKey(add_cache_key::AddCacheKeyArgs),
+    AddCacheKey(AddKeyArgs),
     /// Add an admin key in a new root version.
-    AddAdmin(add_admin::AddAdminArgs),
+    AddAdmin(AddKeyArgs),
     /// Add a root key in a new root version.
-    AddRootKey(add_root_key::AddRootKeyArgs),
+    AddRootKey(AddKeyArgs),
     /// Remove keys (publisher, cache, admin or root) by name in a new root version.
     Revoke(revoke::RevokeArgs),
     /// Change how many root keys must sign a root, in a new root version.
@@ -136,18 +136,37 @@ pub async fn run(args: TrustArgs, config_file: &ConfigFile) -> anyhow::Result<()
     }
 }
 
-/// Adds `key` to `list`, refusing a second key of the same name.
-pub fn add_key(
-    list: &mut Vec<fleet_core::PublicKey>,
-    key: fleet_core::PublicKey,
+/// Arguments of the subcommands that add one plain key (`add-cache-key`,
+/// `add-admin`, `add-root-key`).
+#[derive(Args, Debug)]
+pub struct AddKeyArgs {
+    /// Bucket, root keys, lifetime.
+    #[command(flatten)]
+    pub options: TrustOptions,
+    /// The key's public key file (required).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+}
+
+/// Writes a new version with the key of `args` added to the list `list` picks,
+/// refusing a second key of the same name; `what` names the kind of key.
+pub async fn add_key(
+    args: AddKeyArgs,
+    config_file: &ConfigFile,
     what: &str,
+    list: fn(&mut Root) -> &mut Vec<fleet_core::PublicKey>,
 ) -> anyhow::Result<()> {
-    if list.iter().any(|k| k.name() == key.name()) {
-        bail!(
-            "the root already lists a {what} named {:?}; revoke it first to replace it",
-            key.name()
-        );
-    }
-    list.push(key);
-    Ok(())
+    let key = crate::load_public_key(&args.key_file, &format!("the {what} (--key-file)"))?;
+    next_version(args.options, config_file, |root| {
+        let list = list(root);
+        if list.iter().any(|k| k.name() == key.name()) {
+            bail!(
+                "the root already lists a {what} named {:?}; revoke it first to replace it",
+                key.name()
+            );
+        }
+        list.push(key);
+        Ok(())
+    })
+    .await
 }
