@@ -130,13 +130,40 @@ in
 
     trustedPublisherKeys = mkOption {
       type = types.listOf types.str;
+      default = [ ];
       example = [ "publisher-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI=" ];
-      description = "Publisher public keys (`name:base64`) that may sign this host's manifests.";
+      description = "Publisher public keys (`name:base64`) that may sign this host's manifests. Leave empty with `trustRootKeys`.";
     };
 
     trustedCacheKeys = mkOption {
       type = types.listOf types.str;
-      description = "Cache public keys (`name:base64`) that may sign narinfos; intersected with each manifest's `cache_keys`.";
+      default = [ ];
+      description = "Cache public keys (`name:base64`) that may sign narinfos; intersected with each manifest's `cache_keys`. Leave empty with `trustRootKeys`.";
+    };
+
+    trustRootKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "root-1:1gNt8HOHaiR6hFh4EO+f8kqYbHrgsr3VqnaSTY/M3RI=" ];
+      description = ''
+        Root public keys (`name:base64`) of the bucket's root of trust
+        (`trust/root.json`, docs/operations.md). With them the publisher and cache
+        keys come from the root, so rotating or revoking one touches no host; leave
+        `trustedPublisherKeys` and `trustedCacheKeys` empty.
+      '';
+    };
+
+    trustRootVersion = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      description = "The root version `trustRootKeys` were taken from: the first version this host trusts.";
+    };
+
+    labels = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "role=web" ];
+      description = "This host's labels, matched by the scopes of publisher keys in the root of trust.";
     };
 
     environmentFile = mkOption {
@@ -254,8 +281,12 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = cfg.trustedPublisherKeys != [ ] && cfg.trustedCacheKeys != [ ];
-        message = "services.fleet-agent: trustedPublisherKeys and trustedCacheKeys need at least one key each; without them the agent refuses every manifest.";
+        assertion = cfg.trustRootKeys != [ ] || (cfg.trustedPublisherKeys != [ ] && cfg.trustedCacheKeys != [ ]);
+        message = "services.fleet-agent: trustedPublisherKeys and trustedCacheKeys need at least one key each (or give trustRootKeys); without them the agent refuses every manifest.";
+      }
+      {
+        assertion = cfg.trustRootKeys == [ ] || (cfg.trustedPublisherKeys == [ ] && cfg.trustedCacheKeys == [ ]);
+        message = "services.fleet-agent: with trustRootKeys the publisher and cache keys come from the root of trust; leave trustedPublisherKeys and trustedCacheKeys empty (a key revoked in the root would otherwise still be trusted).";
       }
       {
         assertion = builtins.match hostPattern cfg.host != null;

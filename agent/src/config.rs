@@ -39,6 +39,16 @@
 //! log-format = "human"                        # or "json"
 //! ```
 //!
+//! With a root of trust in the bucket (docs/operations.md, "Rotate and revoke keys
+//! with a root of trust") the host pins root keys instead of publisher and cache
+//! keys, which then come from the root:
+//!
+//! ```toml
+//! trust-root-keys = ["root-1:…", "root-2:…"]  # or trust-root-keys-file = [PATH, …]
+//! trust-root-version = 1                      # the version the keys were taken from
+//! labels = ["role=web"]                       # default none: for scoped publisher keys
+//! ```
+//!
 //! On the command line a health check is `--health-checks KIND=VALUE` with KIND one of
 //! `systemd-unit`, `system-running` (`=true`), `http`, `command` (the command split at
 //! spaces), repeatable.
@@ -63,8 +73,10 @@ use crate::childenv::ChildEnv;
 use crate::health::Check;
 
 mod health_checks;
+mod trust;
 pub use health_checks::HealthCheckSpec;
 use health_checks::check;
+pub use trust::TrustSettings;
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleet-agent";
@@ -277,6 +289,45 @@ pub struct Config {
     #[arg(long, env = "FLEET_AGENT_LOG_FORMAT", value_enum)]
     #[serde(default)]
     pub log_format: Option<LogFormat>,
+
+    /// Root public keys (`name:base64`) pinned for the bucket's root of trust; with
+    /// them, publisher and cache keys come from `trust/root.json` instead of
+    /// `trusted-publisher-keys` / `trusted-cache-keys` [default: none].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_TRUST_ROOT_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    #[serde(default)]
+    pub trust_root_keys: Vec<String>,
+
+    /// Files holding such root public keys.
+    #[arg(
+        long,
+        env = "FLEET_AGENT_TRUST_ROOT_KEYS_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    #[serde(default)]
+    pub trust_root_keys_file: Vec<PathBuf>,
+
+    /// The root version the pinned keys were taken from: the first version this host
+    /// trusts [default: 1].
+    #[arg(long, env = "FLEET_AGENT_TRUST_ROOT_VERSION", value_name = "N")]
+    #[serde(default)]
+    pub trust_root_version: Option<u64>,
+
+    /// This host's labels, matched by the scopes of publisher keys in the root of
+    /// trust (`role=web`) [default: none].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_LABELS",
+        value_delimiter = ',',
+        value_name = "LABEL"
+    )]
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// The configuration, checked and with defaults applied.
@@ -328,6 +379,10 @@ pub struct Settings {
     pub restart_after_switch: bool,
     /// Log format.
     pub log_format: LogFormat,
+    /// The pinned root of trust, if the host uses one.
+    pub trust: Option<TrustSettings>,
+    /// This host's labels.
+    pub labels: Vec<String>,
 }
 
 fn duration_or(field: &str, v: &Option<String>, default: Duration) -> anyhow::Result<Duration> {
@@ -399,8 +454,16 @@ impl Config {
             bail!("host is not set: give --host, FLEET_AGENT_HOST or `host` in the config file");
         };
         let host = HostName::new(host).context("host")?;
-        let publisher_keys = keys("trusted-publisher-keys", &self.trusted_publisher_keys)?;
-        let cache_keys = keys("trusted-cache-keys", &self.trusted_cache_keys)?;
+        let trust = trust::settings(self)?;
+        let labels = trust::labels(&self.labels)?;
+        let (publisher_keys, cache_keys) = if trust.is_some() {
+            (TrustedKeys::default(), TrustedKeys::default())
+        } else {
+            (
+                keys("trusted-publisher-keys", &self.trusted_publisher_keys)?,
+                keys("trusted-cache-keys", &self.trusted_cache_keys)?,
+            )
+        };
         let state_dir = absolute(
             "state-dir",
             self.state_dir
@@ -511,6 +574,8 @@ impl Config {
             fetch_limits,
             restart_after_switch: self.restart_after_switch.unwrap_or(false),
             log_format: self.log_format.unwrap_or_default(),
+            trust,
+            labels,
         })
     }
 }

@@ -11,6 +11,7 @@
 //! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
 //! - [`identity`]: the host's identity key, which signs its status reports;
 //! - [`state`]: the state file, written atomically;
+//! - [`trust`]: the root of trust the host walks and the version it keeps;
 //! - [`pause`]: the operator's local pause file;
 //! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
 //! - [`report`]: status objects and queued events in the bucket;
@@ -38,5 +39,6 @@ pub mod pause;
 pub mod report;
 pub mod schedule;
 pub mod state;
+pub mod trust;
 
 pub use cycle::{Agent, Outcome};

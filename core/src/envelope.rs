@@ -104,27 +104,15 @@ pub(crate) fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 
 /// Signs `payload` as `payload_type` with `key` and returns the stored envelope bytes.
 pub fn seal(payload_type: &str, payload: &[u8], key: &SecretKey) -> Vec<u8> {
-    let sig = key.sign(&pae(payload_type, payload));
-    let env = Envelope {
-        payload_type: payload_type.to_owned(),
-        payload: B64.encode(payload),
-        signatures: vec![EnvelopeSignature {
-            keyid: sig.key_name,
-            sig: B64.encode(sig.bytes),
-        }],
-    };
-    let mut out = serde_json::to_vec(&env).expect("envelope serialises");
-    out.push(b'\n');
-    out
+    seal_many(payload_type, payload, std::slice::from_ref(key))
 }
 
-/// Checks size, form, type and signature, and returns the verified payload.
-pub fn open(
+/// Checks size, form and type; returns the envelope and its decoded payload.
+fn parse(
     bytes: &[u8],
     payload_type: &str,
-    trusted: &TrustedKeys,
     limit: u64,
-) -> Result<Opened, EnvelopeError> {
+) -> Result<(Envelope, Vec<u8>), EnvelopeError> {
     if bytes.len() as u64 > limit {
         return Err(EnvelopeError::TooLarge {
             size: bytes.len() as u64,
@@ -145,27 +133,40 @@ pub fn open(
     let payload = B64
         .decode(&env.payload)
         .map_err(|e| EnvelopeError::Malformed(format!("payload is not base64: {e}")))?;
+    Ok((env, payload))
+}
+
+/// Whether `s` is a valid signature over `message` by a key of `keys`.
+fn verifies(keys: &TrustedKeys, message: &[u8], s: &EnvelopeSignature) -> bool {
+    B64.decode(&s.sig)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .is_some_and(|bytes| {
+            keys.verify(
+                message,
+                &Signature {
+                    key_name: s.keyid.clone(),
+                    bytes,
+                },
+            )
+        })
+}
+
+/// Checks size, form, type and signature, and returns the verified payload.
+pub fn open(
+    bytes: &[u8],
+    payload_type: &str,
+    trusted: &TrustedKeys,
+    limit: u64,
+) -> Result<Opened, EnvelopeError> {
+    let (env, payload) = parse(bytes, payload_type, limit)?;
     let message = pae(payload_type, &payload);
     let mut bad_trusted = None;
     for s in &env.signatures {
         if !trusted.knows(&s.keyid) {
             continue;
         }
-        let ok = B64
-            .decode(&s.sig)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .map(|bytes| {
-                trusted.verify(
-                    &message,
-                    &Signature {
-                        key_name: s.keyid.clone(),
-                        bytes,
-                    },
-                )
-            })
-            .unwrap_or(false);
-        if ok {
+        if verifies(trusted, &message, s) {
             return Ok(Opened {
                 payload,
                 signed_by: s.keyid.clone(),
@@ -183,6 +184,69 @@ pub fn open(
                 .collect(),
         }),
     }
+}
+
+/// Signs `payload` as `payload_type` with every key of `keys` (a threshold-signed
+/// object such as a trust root) and returns the stored envelope bytes.
+pub fn seal_many(payload_type: &str, payload: &[u8], keys: &[SecretKey]) -> Vec<u8> {
+    let message = pae(payload_type, payload);
+    let env = Envelope {
+        payload_type: payload_type.to_owned(),
+        payload: B64.encode(payload),
+        signatures: keys
+            .iter()
+            .map(|k| {
+                let sig = k.sign(&message);
+                EnvelopeSignature {
+                    keyid: sig.key_name,
+                    sig: B64.encode(sig.bytes),
+                }
+            })
+            .collect(),
+    };
+    let mut out = serde_json::to_vec(&env).expect("envelope serialises");
+    out.push(b'\n');
+    out
+}
+
+/// A threshold-signed envelope taken apart: its payload and the names of the keys
+/// whose signature verified.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The exact payload bytes. Not yet trusted: the caller decides whether
+    /// `signers` are enough before it acts on them.
+    pub payload: Vec<u8>,
+    /// Names of the keys of the given set whose signature verifies, each once.
+    pub signers: std::collections::BTreeSet<String>,
+    /// Every `keyid` in the envelope, for messages.
+    pub keyids: Vec<String>,
+}
+
+/// Checks size, form and type, and every signature against `keys`. Unlike [`open`]
+/// it does not stop at the first good signature: a threshold rule counts them.
+pub fn signers(
+    bytes: &[u8],
+    payload_type: &str,
+    keys: &TrustedKeys,
+    limit: u64,
+) -> Result<Signed, EnvelopeError> {
+    let (env, payload) = parse(bytes, payload_type, limit)?;
+    let message = pae(payload_type, &payload);
+    let mut signers = std::collections::BTreeSet::new();
+    for s in &env.signatures {
+        if verifies(keys, &message, s) {
+            signers.insert(s.keyid.clone());
+        }
+    }
+    Ok(Signed {
+        payload,
+        signers,
+        keyids: env
+            .signatures
+            .iter()
+            .map(|s| s.keyid.chars().take(64).collect())
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -129,6 +129,16 @@ error_kinds! {
     RollbackFailed = "rollback-failed",
     /// A local failure of the agent itself (state directory, …).
     AgentError = "agent-error",
+    /// A manifest signed by a publisher key whose scope leaves this host out.
+    ManifestOutOfScope = "manifest-out-of-scope",
+    /// A root of trust version is malformed or not signed by a threshold of root keys.
+    TrustRootInvalid = "trust-root-invalid",
+    /// The bucket's root of trust is older than the version this host trusts.
+    TrustRootRollback = "trust-root-rollback",
+    /// The newest root of trust is past its expiry.
+    TrustRootExpired = "trust-root-expired",
+    /// A root of trust version the walk needs is not in the bucket.
+    TrustRootMissing = "trust-root-missing",
 }
 
 impl fmt::Display for ErrorKind {

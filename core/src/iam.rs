@@ -8,7 +8,7 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | agent for host H | `s3:GetObject` on `hosts/H/*` and `cache/*`; `s3:PutObject` on `status/H/*` |
+//! | agent for host H | `s3:GetObject` on `hosts/H/*`, `cache/*` and `trust/*`; `s3:PutObject` on `status/H/*` |
 //! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
 //! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes |
 //!
@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::host::HostName;
 use crate::layout::{
-    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR, STATUS_DIR,
+    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR, STATUS_DIR, TRUST_DIR,
 };
 
 /// A role that gets credentials.
@@ -176,6 +176,7 @@ impl Shape<'_> {
                     &["s3:PutObject"],
                     vec![format!("arn:aws:s3:::{bucket}/{p}{STATUS_DIR}/{host}/*")],
                 ),
+                allow("ReadTrustRoot", &["s3:GetObject"], vec![obj(TRUST_DIR)]),
             ],
             Shape::Publisher => vec![
                 allow(
@@ -409,10 +410,14 @@ mod tests {
             actions_on(&p, ":::fleet-bucket/prod/status/host-a/*"),
             ["s3:PutObject"]
         );
+        assert_eq!(
+            actions_on(&p, ":::fleet-bucket/prod/trust/*"),
+            ["s3:GetObject"]
+        );
         assert!(!p.contains("ListBucket") && !p.contains("Delete"));
-        // Exactly three statements: nothing else is allowed.
+        // Exactly four statements: nothing else is allowed.
         let v: serde_json::Value = serde_json::from_str(&p).unwrap();
-        assert_eq!(v["Statement"].as_array().unwrap().len(), 3);
+        assert_eq!(v["Statement"].as_array().unwrap().len(), 4);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! | `registry/hosts/<host>.json` | admin (`fleet-publish enroll`) | reporter |
 //! | `audit/chain/<index>.json` | publisher | publisher, admins |
 //! | `audit/head.json` | publisher | publisher |
+//! | `trust/root/<version>.json` | root key holders | agents, admins |
+//! | `trust/root.json` | root key holders | agents, admins |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -42,6 +44,9 @@ pub const RELEASES_DIR: &str = "releases";
 pub const AUDIT_DIR: &str = "audit";
 /// Sub-folder of [`AUDIT_DIR`] holding the signed audit chain.
 pub const AUDIT_CHAIN_DIR: &str = "chain";
+
+/// Folder of the root of trust.
+pub const TRUST_DIR: &str = "trust";
 /// Folder the reporter keeps its incremental snapshot in.
 pub const DASHBOARD_DIR: &str = "dashboard";
 /// Folder of the signed host registry.
@@ -123,6 +128,16 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "audit/head.json",
         written_by: "publisher",
         read_by: "publisher",
+    },
+    LayoutRow {
+        pattern: "trust/root/<version>.json",
+        written_by: "root key holders",
+        read_by: "agents, admins",
+    },
+    LayoutRow {
+        pattern: "trust/root.json",
+        written_by: "root key holders",
+        read_by: "agents, admins",
     },
 ];
 
@@ -295,6 +310,16 @@ impl Key {
             .strip_prefix(HOSTS_DIR)?
             .strip_prefix('/')?;
         HostName::new(rest.strip_suffix(".json")?).ok()
+    }
+
+    /// `trust/root/<version>.json`: one version of the root of trust, written once.
+    pub fn trust_root_version(version: u64) -> Self {
+        Self(format!("{TRUST_DIR}/root/{version}.json"))
+    }
+
+    /// `trust/root.json`: a copy of the newest root of trust version.
+    pub fn trust_root() -> Self {
+        Self(format!("{TRUST_DIR}/root.json"))
     }
 
     /// The key as a string, relative to the bucket's root prefix.

@@ -27,7 +27,8 @@
 //! - [`config`]: flags, environment and TOML file in one schema; [`duration`]: the
 //!   one duration syntax of every setting; [`logging`]: the one logging set-up;
 //! - [`error_kind`]: the stable `last_error.kind` values ([`ErrorKind`]);
-//! - [`fsutil`]: crash-safe local writes.
+//! - [`fsutil`]: crash-safe local writes;
+//! - [`trust`]: the root of trust (threshold-signed, versioned keys of the fleet).
 //!
 //! `docs/formats.md` describes every format with a real example.
 
@@ -61,6 +62,7 @@ pub mod status;
 pub mod status_sig;
 pub mod store_path;
 pub mod stream;
+pub mod trust;
 pub mod url;
 
 pub use bucket::{Bucket, BucketError, BucketOptions, S3Credentials};

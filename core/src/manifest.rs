@@ -224,6 +224,20 @@ pub enum ManifestError {
         "manifest has format version {0}; this build understands version 1 only (upgrade fleet)"
     )]
     UnsupportedVersion(u32),
+    /// Signed by a publisher key of the root of trust whose scope leaves this host out.
+    #[error(
+        "manifest is signed by publisher key {key:?}, whose scope in root version {root_version} ({scope}) does not include host `{host}`; refused even though the bucket let it be written"
+    )]
+    OutOfScope {
+        /// The signing key's name.
+        key: String,
+        /// This host.
+        host: HostName,
+        /// The key's scope, as text.
+        scope: String,
+        /// The root version that says so.
+        root_version: u64,
+    },
 }
 
 impl Manifest {

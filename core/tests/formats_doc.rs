@@ -213,6 +213,8 @@ fn documented_bucket_layout_is_the_code() {
         Key::registry_host(&host),
         Key::audit_chain(17),
         Key::audit_head(),
+        Key::trust_root_version(3),
+        Key::trust_root(),
     ];
     for key in &built {
         let rows: Vec<_> = LAYOUT
@@ -230,4 +232,19 @@ fn documented_bucket_layout_is_the_code() {
     }
     assert!(!fits("cache/<hash>.narinfo", "cache/a/b.narinfo"));
     assert!(fits("cache/nar/<f>.nar[.zst|.xz]", "cache/nar/x.nar"));
+}
+
+#[test]
+fn documented_root_of_trust_parses_and_follows_the_rules() {
+    use fleet_core::trust::Root;
+    let b = blocks();
+    let root: Root = serde_json::from_str(get(&b, "root-payload")).unwrap();
+    root.validate("docs").unwrap();
+    // What `fleet-publish trust` writes is the same text, field for field.
+    let again = serde_json::to_string_pretty(&root).unwrap() + "\n";
+    assert_eq!(again, get(&b, "root-payload"));
+    let web = fleet_core::HostName::new("web-1").unwrap();
+    let db = fleet_core::HostName::new("db-1").unwrap();
+    let scope = root.publisher_keys[1].scope.as_ref().unwrap();
+    assert!(scope.admits(&web, &[]) && !scope.admits(&db, &[]));
 }

@@ -9,6 +9,7 @@ let
 
   withoutNulls = attrs: removeAttrs attrs (filter (k: attrs.${k} == null) (attrNames attrs));
   seconds = n: if n == null then null else "${toString n}s";
+  nonEmpty = l: if l == [ ] then null else l;
 
   check = c: withoutNulls {
     systemd-unit = c.systemdUnit;
@@ -22,8 +23,11 @@ in
 withoutNulls {
   bucket = cfg.bucket;
   host = cfg.host;
-  trusted-publisher-keys = cfg.trustedPublisherKeys;
-  trusted-cache-keys = cfg.trustedCacheKeys;
+  trusted-publisher-keys = nonEmpty cfg.trustedPublisherKeys;
+  trusted-cache-keys = nonEmpty cfg.trustedCacheKeys;
+  trust-root-keys = nonEmpty (cfg.trustRootKeys or [ ]);
+  trust-root-version = if (cfg.trustRootKeys or [ ]) == [ ] then null else cfg.trustRootVersion;
+  labels = nonEmpty (cfg.labels or [ ]);
   poll-interval = seconds cfg.pollInterval;
   poll-jitter = seconds cfg.pollJitter;
   heartbeat-interval = seconds cfg.heartbeatInterval;

@@ -18,6 +18,7 @@ use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::resign::SigningOptions;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
+use crate::cmd::trust::{TrustArgs, TrustOptions};
 use crate::cmd::unhold::UnholdArgs;
 use crate::config::{ConfigFile, keys_of};
 
@@ -67,6 +68,8 @@ pub enum Command {
     Enroll(Box<EnrollArgs>),
     /// Read (`log`) or check (`verify`) the signed audit chain.
     Audit(AuditArgs),
+    /// The root of trust in the bucket: publisher, cache, admin and root keys.
+    Trust(TrustArgs),
 }
 
 impl Cli {
@@ -89,6 +92,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<SigningOptions>());
     all.extend(keys_of::<EnrollOptions>());
     all.extend(keys_of::<AuditOptions>());
+    all.extend(keys_of::<TrustOptions>());
     all
 }
 

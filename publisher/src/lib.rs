@@ -13,6 +13,8 @@
 //!   ([`audit_log::append`]); [`audit_verify`] reads and checks it (`audit log`,
 //!   `audit verify`);
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
+//! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy);
+//! - [`trust_write`]: the root of trust's next version (`fleet-publish trust …`).
 //!
 //! The logic lives here so tests can call it in process. The engines ([`mod@push`],
 //! [`mod@deploy`]) take settings and know nothing of the command line; each
@@ -37,6 +39,7 @@ pub mod manifest_write;
 pub mod push;
 pub mod renew;
 pub mod rollback;
+pub mod trust_write;
 
 use std::path::Path;
 

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                     Command::Unhold(a) => cmd::unhold::run(*a, config).await,
                     Command::Enroll(a) => cmd::enroll::run(*a, config).await,
                     Command::Audit(a) => cmd::audit::run(a, config).await,
+                    Command::Trust(a) => cmd::trust::run(a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),

@@ -449,6 +449,11 @@ fn bad_settings_fail_with_messages_that_say_what_to_do() {
         ),
         (
             "web-1",
+            r#"trustRootKeys = [ "r-1:z" ];"#,
+            "with trustRootKeys the publisher and cache keys come from the root of trust",
+        ),
+        (
+            "web-1",
             "watchdogSec = 60;",
             "services.fleet-agent.watchdogSec (60) must exceed 3 × requestTimeout (90).",
         ),
@@ -688,5 +693,51 @@ fn the_flake_outputs_evaluate() {
             .as_str()
             .unwrap()
             .starts_with("ExecStart=/nix/store/11111111111111111111111111111111-fleet-reporter-0.1.0/bin/fleet-reporter serve --config /nix/store/")
+    );
+}
+
+#[test]
+fn a_host_pinning_a_root_of_trust_gets_a_config_the_agent_accepts() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let bucket = d.path().join("bucket");
+    std::fs::create_dir(&bucket).unwrap();
+    let v = eval(
+        &lib,
+        &format!(
+            r#"{{
+              networking.hostName = "web-1";
+              services.fleet-agent = {{
+                enable = true;
+                bucket = "file://{}";
+                trustRootKeys = [ "{}" "{}" ];
+                trustRootVersion = 3;
+                labels = [ "role=web" ];
+              }};
+            }}"#,
+            bucket.display(),
+            key("root-1"),
+            key("root-2"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(v["assertions"], serde_json::json!([]), "{v}");
+    let config = v["etc"]["fleet/agent.toml"].as_str().unwrap().to_owned();
+    let toml = file(&v, &config);
+    for want in [
+        "trust-root-keys = [",
+        "trust-root-version = 3",
+        "labels = [\"role=web\"]",
+    ] {
+        assert!(toml.contains(want), "{want} missing from:\n{toml}");
+    }
+    assert!(!toml.contains("trusted-publisher-keys"), "{toml}");
+    // The real agent takes it: no root in the bucket yet is `trust-root-missing`.
+    let o = agent_once(&config, &d.path().join("state"));
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        status["last_error"]["kind"], "trust-root-missing",
+        "{status}"
     );
 }

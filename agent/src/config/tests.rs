@@ -198,3 +198,54 @@ fn the_old_store_spelling_still_loads() {
     let flag = Cli::parse_from(["x", "--store", "file:///flag", "--host", "web-1"]);
     assert_eq!(flag.config.store.as_deref(), Some("file:///flag"));
 }
+
+#[test]
+fn a_root_of_trust_replaces_the_static_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let root_file = d.path().join("root-2.public");
+    std::fs::write(&root_file, key()).unwrap();
+    let base = || Config {
+        bucket: Some("file:///b".into()),
+        host: Some("web-1".into()),
+        trust_root_keys: vec![key()],
+        trust_root_keys_file: vec![root_file.clone()],
+        labels: vec!["role=web".into()],
+        ..Default::default()
+    };
+    let s = base().settings().unwrap();
+    let trust = s.trust.expect("a root is pinned");
+    assert_eq!(trust.root_keys.keys().len(), 2);
+    assert_eq!(trust.initial_version, 1);
+    assert_eq!(s.labels, ["role=web"]);
+    assert!(s.publisher_keys.is_empty() && s.cache_keys.is_empty());
+    for (c, want) in [
+        (
+            Config {
+                trusted_publisher_keys: vec![key()],
+                ..base()
+            },
+            "remove the static keys",
+        ),
+        (
+            Config {
+                labels: vec!["Role Web".into()],
+                ..base()
+            },
+            "labels[0]",
+        ),
+        (
+            Config {
+                trust_root_keys: vec![],
+                trust_root_keys_file: vec![],
+                trust_root_version: Some(3),
+                trusted_publisher_keys: vec![key()],
+                trusted_cache_keys: vec![key()],
+                ..base()
+            },
+            "trust-root-version is set but no trust-root-keys",
+        ),
+    ] {
+        let err = format!("{:#}", c.settings().unwrap_err());
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+}

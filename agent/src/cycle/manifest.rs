@@ -5,7 +5,6 @@
 use fleet_core::ErrorKind;
 use std::sync::atomic::Ordering;
 
-use fleet_core::manifest::VerifyPolicy;
 use fleet_core::status::{AgentState, Generation};
 use fleet_core::{BucketError, Key, Manifest, ManifestError, TrustedKeys, VerifiedManifest};
 use jiff::Timestamp;
@@ -27,6 +26,7 @@ fn manifest_kind(e: &ManifestError) -> ErrorKind {
         ManifestError::SequenceReused { .. } => ErrorKind::ManifestSequenceReused,
         ManifestError::Expired { .. } => ErrorKind::ManifestExpired,
         ManifestError::UnsupportedVersion(_) => ErrorKind::ManifestUnsupportedVersion,
+        ManifestError::OutOfScope { .. } => ErrorKind::ManifestOutOfScope,
     }
 }
 
@@ -117,21 +117,6 @@ impl Agent {
         Ok(Some(memo))
     }
 
-    /// Checks size, signature, host, sequence and expiry against this host's policy.
-    fn verify_manifest(
-        &self,
-        bytes: &[u8],
-        now: Timestamp,
-    ) -> Result<VerifiedManifest, ManifestError> {
-        let policy = VerifyPolicy {
-            trusted: &self.settings.publisher_keys,
-            host: &self.settings.host,
-            highest_seen: self.state.highest_seen.as_ref(),
-            now: Some(now),
-        };
-        Manifest::verify(bytes, &policy)
-    }
-
     /// Takes a verified manifest as the desired state: its sequence becomes the
     /// highest seen (so an older one is never taken again) before anything runs.
     fn accept(&mut self, verified: VerifiedManifest) -> anyhow::Result<Manifest> {
@@ -179,10 +164,11 @@ impl Agent {
 
     /// The cache keys `m` names that this host trusts; `None` when there is none.
     fn trusted_cache_keys(&self, m: &Manifest) -> Option<TrustedKeys> {
+        let trusted = self.cache_key_set();
         let keys = TrustedKeys::new(
             m.cache_keys
                 .iter()
-                .filter(|k| self.settings.cache_keys.keys().contains(k))
+                .filter(|k| trusted.keys().contains(k))
                 .cloned(),
         );
         (!keys.is_empty()).then_some(keys)
@@ -197,13 +183,8 @@ impl Agent {
         digest: String,
     ) -> anyhow::Result<Outcome> {
         let names: Vec<&str> = m.cache_keys.iter().map(|k| k.name()).collect();
-        let trusted: Vec<&str> = self
-            .settings
-            .cache_keys
-            .keys()
-            .iter()
-            .map(|k| k.name())
-            .collect();
+        let trusted_set = self.cache_key_set();
+        let trusted: Vec<&str> = trusted_set.keys().iter().map(|k| k.name()).collect();
         let message = format!(
             "{key} sequence {} field cache_keys lists {names:?}, none of which this host trusts (trusted-cache-keys: {trusted:?}); add the cache's public key to trusted-cache-keys if it is legitimate",
             m.sequence

@@ -38,12 +38,17 @@
 //! publisher retries a failed generation by publishing a new sequence number.
 //! A closure refused by the fetch is downloaded and checked again after `backoff-max`.
 //!
+//! A host that pins a root of trust (`trust-root-keys`) first brings its root up to
+//! date (`trust.rs`: one conditional GET while unchanged) and applies nothing while
+//! the root is refused; its publisher and cache keys are the root's.
+//!
 //! Outcomes map to `once`'s exit codes ([`Outcome::exit_code`]). This file holds
 //! the agent and the poll; `manifest.rs` the steps from a new manifest object to
 //! its fetched closure, `activation.rs` those from there to healthy or rolled back.
 
 mod activation;
 mod manifest;
+mod trust;
 
 use fleet_core::ErrorKind;
 use std::sync::Arc;
@@ -162,6 +167,8 @@ pub struct Agent {
     metrics: Metrics,
     /// The host's identity key, which signs its reports (none: reports unsigned).
     identity: Option<fleet_core::SecretKey>,
+    /// The root of trust, when the host pins one.
+    trust: crate::trust::TrustState,
 }
 
 fn describe(g: &Generation) -> String {
@@ -193,6 +200,7 @@ impl Agent {
     /// Like [`Agent::open`] with a bucket opened by the caller (explicit credentials).
     pub fn with_bucket(settings: Settings, bucket: Bucket) -> anyhow::Result<Self> {
         let (store, state) = StateStore::open(&settings.state_dir)?;
+        let trust = crate::trust::TrustState::load(&settings.state_dir, settings.trust.as_ref())?;
         // What the last run reported counts as reported: a restart alone is no event.
         let last_change = (state.reported.state != AgentState::Starting).then(|| {
             report::change_key(
@@ -219,6 +227,7 @@ impl Agent {
             status_dirty: true,
             phase: Arc::new(AtomicU8::new(phase::IDLE)),
             metrics: Metrics::default(),
+            trust,
         })
     }
 
@@ -282,6 +291,9 @@ impl Agent {
             return self.resume(f).await;
         }
         self.discover_current()?;
+        if let Some(stopped) = self.check_trust(Timestamp::now()).await? {
+            return Ok(stopped);
+        }
         let key = Key::manifest(&self.settings.host);
         let now = Timestamp::now();
         let pause = pause::active(&self.settings.state_dir, now);

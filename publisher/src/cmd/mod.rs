@@ -15,4 +15,5 @@ pub mod renew;
 pub mod resign;
 pub mod rollback;
 pub mod show;
+pub mod trust;
 pub mod unhold;

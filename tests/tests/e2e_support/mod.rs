@@ -11,6 +11,9 @@
 //! The test itself reads and writes the bucket with the admin identity
 //! ([`FleetWorld::admin`]), which is also what the hostile-bucket attacker holds.
 
+// Shared by several test binaries, each using only part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -80,6 +83,10 @@ pub struct FleetWorld {
     pub publisher_public_file: PathBuf,
     /// Public key files passed to `deploy --extra-cache-key`.
     pub extra_cache_keys: Vec<PathBuf>,
+    /// Public key files `deploy --trusted-key-file` gets (a publisher key rotation).
+    pub deploy_trusted_keys: Vec<PathBuf>,
+    /// Root keys and version the agents pin instead of publisher and cache keys.
+    pub root_pin: Option<(Vec<PublicKey>, u64)>,
     /// Label of the fixture closures (their salt), so each test has its own paths.
     pub salt: String,
     rt: tokio::runtime::Runtime,
@@ -183,6 +190,8 @@ impl FleetWorld {
             publisher_public,
             publisher_public_file: keys.join("publisher.public"),
             extra_cache_keys: Vec::new(),
+            deploy_trusted_keys: Vec::new(),
+            root_pin: None,
             salt: salt.to_owned(),
             dir,
             rt,
@@ -286,6 +295,9 @@ impl FleetWorld {
         for k in &self.extra_cache_keys {
             cmd.arg("--extra-cache-key-file").arg(k);
         }
+        for k in &self.deploy_trusted_keys {
+            cmd.arg("--trusted-key-file").arg(k);
+        }
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
@@ -304,28 +316,77 @@ impl FleetWorld {
             .collect()
     }
 
+    /// Runs `fleet-publish trust ARGS --bucket URL` with the admin's credentials (the
+    /// Admin role is not there yet); returns whether it succeeded, stdout and stderr.
+    pub fn trust(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = self.command("fleet-publish");
+        with_creds(&mut cmd, &self.server.admin_credentials());
+        let out = cmd
+            .arg("trust")
+            .args(args)
+            .args(["--bucket", &self.store_url])
+            .current_dir(self.dir.path().join("keys"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// [`FleetWorld::trust`] that must succeed; returns its stdout.
+    pub fn trust_ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.trust(args);
+        assert!(ok, "fleet-publish trust {args:?} failed:\n{stdout}{stderr}");
+        stdout
+    }
+
+    /// The text of `host`'s agent configuration as `once` writes it.
+    pub fn agent_config_text(&self, host: &str) -> String {
+        std::fs::read_to_string(self.agent_config(self.host(host))).unwrap()
+    }
+
     /// Writes `host`'s agent configuration and returns its path.
     fn agent_config(&self, host: &Host) -> PathBuf {
         let path = self
             .dir
             .path()
             .join(format!("agent-{}.toml", host.name.as_str()));
+        let (publisher_keys, cache_keys, extra) = match &self.root_pin {
+            // With a root of trust the host pins only the root keys.
+            Some((keys, version)) => (
+                Vec::new(),
+                Vec::new(),
+                format!(
+                    "trust-root-keys = [{}]\ntrust-root-version = {version}\n",
+                    keys.iter()
+                        .map(|k| format!("{:?}", k.to_nix_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            None => (
+                vec![self.publisher_public.to_nix_string()],
+                self.agent_cache_keys
+                    .iter()
+                    .map(|k| k.to_nix_string())
+                    .collect(),
+                String::new(),
+            ),
+        };
         fleet_tests::agent::AgentConfig {
             bucket: self.store_url.clone(),
             host: host.name.to_string(),
-            publisher_keys: vec![self.publisher_public.to_nix_string()],
-            cache_keys: self
-                .agent_cache_keys
-                .iter()
-                .map(|k| k.to_nix_string())
-                .collect(),
+            publisher_keys,
+            cache_keys,
             state_dir: host.state_dir.clone(),
             chroot: host.chroot.clone(),
             profile: host.profile.clone(),
             facts_root: None,
             request_timeout: "10s".into(),
             activation_timeout: "60s".into(),
-            extra: String::new(),
+            extra,
         }
         .write(&path)
         .unwrap();
