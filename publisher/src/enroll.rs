@@ -7,7 +7,8 @@
 //! 1. the registry entry `registry/hosts/<host>.json` ([`fleet_core::registry`]),
 //!    signed with the admin's key, created with `put_if_absent` (or replaced by
 //!    compare-and-swap when re-enrolling a host whose identity changed, which needs
-//!    `replace`); the same identity key again is left as it is;
+//!    `replace`); the same identity key again is left as it is; a written entry is
+//!    recorded in the signed audit chain (`enroll`, [`crate::audit_log::append`]);
 //! 2. the host's credentials ([`Credentials`]): a new IAM user with the agent policy
 //!    of [`fleet_core::iam`] and an access key, over the IAM API
 //!    ([`crate::iam_api`]); or a key the admin made elsewhere; or none (an AWS
@@ -16,6 +17,7 @@
 //!    caller to write.
 
 use anyhow::{Context, bail};
+use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::bundle::{Bundle, BundleAgent, BundleCredentials};
 use fleet_core::enrollment::EnrollmentRequest;
@@ -103,6 +105,26 @@ pub fn s3_bucket(url: &BucketUrl) -> Option<(&str, &str)> {
 /// Registers the host of `req` and makes its credentials and bundle.
 pub async fn enroll(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Result<Enrolled> {
     let (entry, registered) = register(req, s).await?;
+    if let Some(bytes) = &registered {
+        let key = Key::registry_host(&req.host);
+        let action = AuditAction {
+            kind: ActionKind::Enroll,
+            hosts: vec![req.host.clone()],
+            details: AuditDetails {
+                objects: vec![ObjectChange::written(&key, bytes)],
+                ..AuditDetails::default()
+            },
+        };
+        crate::audit_log::append(&s.bucket, &s.signing_key, action)
+            .await
+            .with_context(|| {
+                format!(
+                    "{key} IS written, but its audit entry could not be written; \
+                     record it by hand"
+                )
+            })?;
+    }
+    let registered = registered.is_some();
     let (credentials, iam_user) = match &s.credentials {
         Credentials::IamApi {
             endpoint,
@@ -147,11 +169,12 @@ pub async fn enroll(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Resu
     })
 }
 
-/// Step 1: the registry entry.
+/// Step 1: the registry entry, and the bytes written when it was written (not
+/// when the same identity was enrolled already).
 async fn register(
     req: &EnrollmentRequest,
     s: &EnrollSettings,
-) -> anyhow::Result<(HostEntry, bool)> {
+) -> anyhow::Result<(HostEntry, Option<Vec<u8>>)> {
     let key = Key::registry_host(&req.host);
     let entry = HostEntry {
         version: 1,
@@ -171,15 +194,16 @@ async fn register(
         Err(BucketError::NotFound { .. }) => None,
         Err(e) => return Err(e).context("reading the host's registry entry"),
     };
+    let signed = entry.sign(&s.signing_key);
     let Some(obj) = existing else {
         s.bucket
-            .put_if_absent(&key, entry.sign(&s.signing_key))
+            .put_if_absent(&key, signed.clone())
             .await
             .with_context(|| format!("writing {key}"))?;
-        return Ok((entry, true));
+        return Ok((entry, Some(signed)));
     };
     let why = match HostEntry::verify(&obj.bytes, &req.host, &trusted) {
-        Ok(v) if v.entry.identity_key == req.identity_key => return Ok((v.entry, false)),
+        Ok(v) if v.entry.identity_key == req.identity_key => return Ok((v.entry, None)),
         Ok(v) => format!(
             "is enrolled with another identity key ({})",
             v.entry.identity_key
@@ -196,10 +220,10 @@ async fn register(
         .etag
         .context("the store gave no ETag for the registry entry")?;
     s.bucket
-        .put_if_match(&key, entry.sign(&s.signing_key), &etag)
+        .put_if_match(&key, signed.clone(), &etag)
         .await
         .with_context(|| format!("replacing {key}"))?;
-    Ok((entry, true))
+    Ok((entry, Some(signed)))
 }
 
 #[cfg(test)]
