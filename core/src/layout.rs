@@ -13,6 +13,7 @@
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
 //! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
 //! | `dashboard/snapshot.json` | reporter | reporter |
+//! | `cache/gc-condemned.json` | `fleet-publish gc` | `fleet-publish gc`, publisher |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -39,6 +40,12 @@ pub const RELEASES_DIR: &str = "releases";
 pub const AUDIT_DIR: &str = "audit";
 /// Folder the reporter keeps its incremental snapshot in.
 pub const DASHBOARD_DIR: &str = "dashboard";
+/// Folder of the root of trust (written by the admin role).
+pub const TRUST_DIR: &str = "trust";
+/// Folder of the signed host registry (written by the admin role).
+pub const REGISTRY_DIR: &str = "registry";
+/// Folder of rollout state objects.
+pub const ROLLOUTS_DIR: &str = "rollouts";
 
 /// Longest object name accepted in a key segment.
 pub const MAX_OBJECT_NAME_LEN: usize = 200;
@@ -101,6 +108,11 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "dashboard/snapshot.json",
         written_by: "reporter",
         read_by: "reporter",
+    },
+    LayoutRow {
+        pattern: "cache/gc-condemned.json",
+        written_by: "`fleet-publish gc`",
+        read_by: "`fleet-publish gc`, publisher",
     },
 ];
 
@@ -234,6 +246,12 @@ impl Key {
         Self(format!("{DASHBOARD_DIR}/snapshot.json"))
     }
 
+    /// `cache/gc-condemned.json`: what `fleet-publish gc` will delete on its next
+    /// run (`fleet_core::gc_condemned`); a push re-uploads what it lists.
+    pub fn gc_condemned() -> Self {
+        Self(format!("{CACHE_DIR}/gc-condemned.json"))
+    }
+
     /// The key as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -285,9 +303,27 @@ impl KeyPrefix {
     pub fn audit() -> Self {
         Self(format!("{AUDIT_DIR}/"))
     }
+    /// `hosts/<host>/`: everything the publisher keeps for one host.
+    pub fn host(host: &HostName) -> Self {
+        Self(format!("{HOSTS_DIR}/{host}/"))
+    }
+    /// `status/<host>/`: everything one host reported.
+    pub fn host_status(host: &HostName) -> Self {
+        Self(format!("{STATUS_DIR}/{host}/"))
+    }
     /// The prefix as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A key that a listing of this prefix returned, as a [`Key`]: `None` unless it
+    /// lies under the prefix and every further segment is a valid [`ObjectName`]
+    /// (so a hostile listing cannot name a key elsewhere).
+    pub fn listed(&self, key: &str) -> Option<Key> {
+        let rest = key.strip_prefix(&self.0)?;
+        rest.split('/')
+            .all(|seg| ObjectName::new(seg).is_ok())
+            .then(|| Key(key.to_owned()))
     }
 }
 
@@ -303,6 +339,19 @@ mod tests {
 
     fn h(s: &str) -> HostName {
         HostName::new(s).unwrap()
+    }
+
+    #[test]
+    fn listed_keys_stay_under_their_prefix() {
+        let p = KeyPrefix::host_status(&h("web-1"));
+        assert_eq!(
+            p.listed("status/web-1/events/e-1.json").unwrap().as_str(),
+            "status/web-1/events/e-1.json"
+        );
+        assert!(p.listed("status/web-2/status.json").is_none());
+        assert!(p.listed("status/web-1/../x").is_none());
+        assert!(p.listed("status/web-1//x").is_none());
+        assert_eq!(KeyPrefix::host(&h("a")).as_str(), "hosts/a/");
     }
 
     #[test]

@@ -197,6 +197,7 @@ fn documented_bucket_layout_is_the_code() {
         Key::status_event(&host, &ObjectName::status_event(time, 7)),
         Key::audit(&ObjectName::audit_entry(time, &host, 8)),
         Key::dashboard_snapshot(),
+        Key::gc_condemned(),
     ];
     for key in &built {
         let rows: Vec<_> = LAYOUT

@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
+use crate::cmd::gc::{GcArgs, GcOptions};
 use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
 use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::resign::SigningOptions;
+use crate::cmd::retire::RetireArgs;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
 use crate::cmd::unhold::UnholdArgs;
@@ -60,6 +62,12 @@ pub enum Command {
     Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
+    /// Retire hosts: a signed tombstone makes each agent apply nothing more
+    /// (`--purge` then deletes their objects; admin role).
+    Retire(Box<RetireArgs>),
+    /// Delete cache objects no manifest, hold or recent generation needs (dry run
+    /// unless --apply; admin role).
+    Gc(Box<GcArgs>),
 }
 
 impl Cli {
@@ -80,6 +88,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<RenewOptions>());
     all.extend(keys_of::<RollbackOptions>());
     all.extend(keys_of::<SigningOptions>());
+    all.extend(keys_of::<GcOptions>());
     all
 }
 

@@ -22,10 +22,12 @@ pub mod cmd;
 pub mod config;
 pub mod deploy;
 pub mod dry_run;
+pub mod gc;
 pub mod hold;
 pub mod manifest_write;
 pub mod push;
 pub mod renew;
+pub mod retire;
 pub mod rollback;
 
 use std::path::Path;

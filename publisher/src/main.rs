@@ -27,6 +27,8 @@ fn main() -> ExitCode {
                     Command::Rollback(a) => cmd::rollback::run(*a, config).await,
                     Command::Hold(a) => cmd::hold::run(*a, config).await,
                     Command::Unhold(a) => cmd::unhold::run(*a, config).await,
+                    Command::Retire(a) => cmd::retire::run(*a, config).await,
+                    Command::Gc(a) => cmd::gc::run(*a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),

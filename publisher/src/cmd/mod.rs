@@ -5,12 +5,14 @@
 //! `show` and `keygen` are small enough to keep their library function here.
 
 pub mod deploy;
+pub mod gc;
 pub mod hold;
 pub mod keygen;
 pub mod policy;
 pub mod push;
 pub mod renew;
 pub mod resign;
+pub mod retire;
 pub mod rollback;
 pub mod show;
 pub mod unhold;

@@ -140,7 +140,9 @@ pub struct CacheListing {
 }
 
 impl CacheListing {
-    /// Lists `cache/` once.
+    /// Lists `cache/` once. What `fleet-publish gc` has condemned
+    /// (`cache/gc-condemned.json`) counts as missing, so it is uploaded again and
+    /// the gc keeps it (see [`crate::gc`]).
     pub async fn read(bucket: &Bucket) -> anyhow::Result<Self> {
         let mut out = CacheListing::default();
         let entries = bucket
@@ -148,8 +150,12 @@ impl CacheListing {
             .await
             .context("listing the binary cache to see what is already there")?;
         let info_key = Key::cache_info();
+        let condemned_key = Key::gc_condemned();
+        let mut any_condemned = false;
         for e in entries {
-            if e.key == info_key.as_str() {
+            if e.key == condemned_key.as_str() {
+                any_condemned = true;
+            } else if e.key == info_key.as_str() {
                 out.has_cache_info = true;
             } else if let Some(name) = e.key.strip_prefix("cache/nar/") {
                 if !name.contains('/') {
@@ -161,6 +167,18 @@ impl CacheListing {
                 .and_then(|k| k.strip_suffix(".narinfo"))
             {
                 out.narinfos.insert(hash.to_owned());
+            }
+        }
+        let condemned = match any_condemned {
+            true => crate::gc::condemned::read(bucket).await?,
+            false => None,
+        };
+        if let Some(c) = condemned {
+            for k in &c.keys {
+                out.nars.remove(k);
+                if let Some(hash) = k.strip_prefix("cache/").and_then(|k| k.strip_suffix(".narinfo")) {
+                    out.narinfos.remove(hash);
+                }
             }
         }
         Ok(out)

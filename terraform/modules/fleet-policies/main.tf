@@ -20,6 +20,8 @@ locals {
   publisher    = templatefile("${path.module}/policies/publisher.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
   reporter     = templatefile("${path.module}/policies/reporter.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
   public_cache = templatefile("${path.module}/policies/public-cache.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  admin        = templatefile("${path.module}/policies/admin.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  viewer       = templatefile("${path.module}/policies/viewer.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
 
   # s3://BUCKET[/PREFIX][?endpoint=URL&region=R], as fleet_core::StoreUrl parses it.
   store_query = join("&", concat(
