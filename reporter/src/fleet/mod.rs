@@ -95,6 +95,21 @@ impl Fleet {
         m
     }
 
+    /// The hosts that count: every host but the retired ones.
+    pub fn active(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.state != HostState::Retired)
+    }
+
+    /// The retired hosts.
+    pub fn retired(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.state == HostState::Retired)
+    }
+
+    /// The hosts that fail a CI gate ([`HostState::fails_gate`]).
+    pub fn failing_gate(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.state.fails_gate())
+    }
+
     /// The row of `host`.
     pub fn host(&self, host: &HostName) -> Option<&HostRow> {
         self.hosts
