@@ -195,7 +195,10 @@ pub async fn reachable(
     present: &HashSet<String>,
 ) -> Result<std::collections::HashMap<String, NarInfo>, CacheWalkError> {
     let mut seen: HashSet<StorePath> = HashSet::new();
-    let mut level: Vec<StorePath> = roots.into_iter().filter(|r| seen.insert(r.clone())).collect();
+    let mut level: Vec<StorePath> = roots
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect();
     let mut out = std::collections::HashMap::new();
     while !level.is_empty() {
         let found: Vec<NarInfo> = futures::stream::iter(

@@ -165,7 +165,13 @@ const ADMIN_WRITES: [&str; 3] = [TRUST_DIR, REGISTRY_DIR, ROLLOUTS_DIR];
 /// Where the admin may delete.
 const ADMIN_DELETES: [&str; 5] = [HOSTS_DIR, STATUS_DIR, CACHE_DIR, RELEASES_DIR, ROLLOUTS_DIR];
 /// What the dashboard reads, and so what a viewer may read and list.
-const VIEWER_READS: [&str; 5] = [STATUS_DIR, HOSTS_DIR, RELEASES_DIR, ROLLOUTS_DIR, DASHBOARD_DIR];
+const VIEWER_READS: [&str; 5] = [
+    STATUS_DIR,
+    HOSTS_DIR,
+    RELEASES_DIR,
+    ROLLOUTS_DIR,
+    DASHBOARD_DIR,
+];
 
 impl Shape<'_> {
     /// The statements for `bucket` and a normalised prefix `p` (`""` or `"a/b/"`).

@@ -195,6 +195,7 @@ pub fn host_row(r: &HostRow, now: Timestamp) -> Value {
         "manifest": manifest(&r.manifest),
         "flags": r.flags,
         "notes": r.notes,
+        "hold": r.hold,
     })
 }
 
@@ -235,6 +236,10 @@ pub fn summary(fleet: &Fleet) -> Value {
         "hosts": fleet.hosts.len(),
         "active_hosts": fleet.active().count(),
         "retired_hosts": fleet.retired().map(|r| &r.host).collect::<Vec<_>>(),
+        "held_hosts": fleet
+            .held()
+            .map(|r| json!({"host": r.host, "hold": r.hold}))
+            .collect::<Vec<_>>(),
         "gate": {
             "ok": fleet.failing_gate().next().is_none(),
             "failing": fleet

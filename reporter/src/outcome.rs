@@ -176,6 +176,18 @@ pub enum DesiredSource {
     None,
 }
 
+/// A host's hold in force (`fleet-publish hold`, `hosts/<host>/hold.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldInfo {
+    /// Why, in the operator's words (hostile text: escape when displaying).
+    pub reason: String,
+    /// When it was signed.
+    pub since: Timestamp,
+    /// The publisher key that signed it; `None` when no trusted key is configured,
+    /// so the hold could not be verified.
+    pub signed_by: Option<String>,
+}
+
 /// One host, classified.
 #[derive(Clone, Debug)]
 pub struct HostRow {
@@ -197,6 +209,8 @@ pub struct HostRow {
     pub flags: Vec<String>,
     /// Remarks that are not problems of the objects (no manifest, …).
     pub notes: Vec<String>,
+    /// Its hold, if one is in force.
+    pub hold: Option<HoldInfo>,
 }
 
 #[cfg(test)]

@@ -133,22 +133,32 @@ async fn gc_deletes_exactly_the_unreachable_and_keeps_rollback_targets() {
     let zero = SignedDuration::ZERO;
 
     // A dry run reports and changes nothing.
-    let dry = gc(&f.admin_role, &f.settings(2, zero, false)).await.unwrap();
+    let dry = gc(&f.admin_role, &f.settings(2, zero, false))
+        .await
+        .unwrap();
     assert_eq!(dry.unreachable.objects, garbage.len());
     assert_eq!(dry.freed.objects, 0, "nothing was condemned yet");
     assert_eq!(dry.roots["manifests"], 1);
     assert_eq!(f.cache_keys().await, all);
 
     // Objects younger than the grace period are never even condemned.
-    let young = gc(&f.admin_role, &f.settings(2, SignedDuration::from_hours(1), true))
-        .await
-        .unwrap();
+    let young = gc(
+        &f.admin_role,
+        &f.settings(2, SignedDuration::from_hours(1), true),
+    )
+    .await
+    .unwrap();
     assert_eq!((young.unreachable.objects, young.freed.objects), (0, 0));
 
     // The first run condemns, the second deletes; the publisher may not.
     let first = gc(&f.admin_role, &f.settings(2, zero, true)).await.unwrap();
-    assert_eq!((first.freed.objects, first.condemned.objects), (0, garbage.len()));
-    let err = gc(&f.publisher, &f.settings(2, zero, true)).await.unwrap_err();
+    assert_eq!(
+        (first.freed.objects, first.condemned.objects),
+        (0, garbage.len())
+    );
+    let err = gc(&f.publisher, &f.settings(2, zero, true))
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("admin role"), "{err:#}");
     let second = gc(&f.admin_role, &f.settings(2, zero, true)).await.unwrap();
     let freed: BTreeSet<String> = second.freed_keys.iter().cloned().collect();
@@ -185,9 +195,14 @@ async fn a_push_racing_a_gc_loses_nothing() {
     let grace = SignedDuration::from_secs(20);
     // Wait until everything is older than the grace period, then condemn.
     tokio::time::sleep(Duration::from_secs(21)).await;
-    let first = gc(&f.admin_role, &f.settings(1, grace, true)).await.unwrap();
+    let first = gc(&f.admin_role, &f.settings(1, grace, true))
+        .await
+        .unwrap();
     let condemned_at = Instant::now();
-    assert!(first.condemned.objects > garbage.len(), "g0, g1 and gx are condemned");
+    assert!(
+        first.condemned.objects > garbage.len(),
+        "g0, g1 and gx are condemned"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // A push starting now finds g1 condemned and uploads it again.
@@ -204,7 +219,9 @@ async fn a_push_racing_a_gc_loses_nothing() {
 
     let ripe = Duration::from_secs(21).saturating_sub(condemned_at.elapsed());
     tokio::time::sleep(ripe).await;
-    let second = gc(&f.admin_role, &f.settings(1, grace, true)).await.unwrap();
+    let second = gc(&f.admin_role, &f.settings(1, grace, true))
+        .await
+        .unwrap();
     let freed: BTreeSet<String> = second.freed_keys.iter().cloned().collect();
     assert_eq!(freed, garbage, "only gx's own paths went");
     for g in [&g0, &g1, &g2] {

@@ -684,11 +684,23 @@ fn a_publisher_host_gets_a_renew_timer_whose_config_fleet_publish_accepts() {
         .unwrap_or_else(|| panic!("no timer in {v}"))
         .lines()
         .collect();
-    for want in ["[Timer]", "OnCalendar=daily", "Persistent=true", "RandomizedDelaySec=15m"] {
+    for want in [
+        "[Timer]",
+        "OnCalendar=daily",
+        "Persistent=true",
+        "RandomizedDelaySec=15m",
+    ] {
         assert!(timer.contains(&want), "{want} not in {timer:?}");
     }
-    assert_eq!(v["wantedBy"]["fleet-renew.timer"], serde_json::json!(["timers.target"]));
-    assert_eq!(v["wantedBy"]["fleet-renew"], serde_json::json!([]), "only the timer starts it");
+    assert_eq!(
+        v["wantedBy"]["fleet-renew.timer"],
+        serde_json::json!(["timers.target"])
+    );
+    assert_eq!(
+        v["wantedBy"]["fleet-renew"],
+        serde_json::json!([]),
+        "only the timer starts it"
+    );
 
     // The real fleet-publish reads the file (unknown keys would be refused) up to the
     // signing key, which only systemd provides.
@@ -702,8 +714,7 @@ fn a_publisher_host_gets_a_renew_timer_whose_config_fleet_publish_accepts() {
         .unwrap();
     let out = text(&o);
     assert!(
-        !o.status.success()
-            && out.contains("/run/credentials/fleet-renew.service/signing-key"),
+        !o.status.success() && out.contains("/run/credentials/fleet-renew.service/signing-key"),
         "{out}"
     );
 }

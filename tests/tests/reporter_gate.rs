@@ -1,7 +1,8 @@
 //! `fleet-reporter summary` as CI runs it, on a `file://` bucket: a retired host
 //! (tombstone manifest, agent reporting `retired`) is listed but not counted, the
 //! exit code is 0 while no host fails the gate and 3 once one is refused, and
-//! `--json` carries the gate, the retired hosts and every row.
+//! `--json` carries the gate, the retired and held hosts (with the reason) and
+//! every row.
 
 use std::process::Command;
 
@@ -57,20 +58,40 @@ async fn retired_hosts_are_apart_and_the_exit_code_gates_on_failing_hosts() {
         let b = bucket.clone();
         async move { b.put(&k, v).await.unwrap() }
     };
-    put(Key::manifest(&h("web-1")), manifest("web-1", 2, "switch").sign(&publisher)).await;
+    put(
+        Key::manifest(&h("web-1")),
+        manifest("web-1", 2, "switch").sign(&publisher),
+    )
+    .await;
     put(Key::status(&h("web-1")), status("web-1", "healthy", 2)).await;
-    put(Key::manifest(&h("web-2")), manifest("web-2", 3, "retire").sign(&publisher)).await;
+    put(
+        Key::manifest(&h("web-2")),
+        manifest("web-2", 3, "retire").sign(&publisher),
+    )
+    .await;
     put(Key::status(&h("web-2")), status("web-2", "retired", 3)).await;
 
     let (code, text) = summary(&url, &key_file, false);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("1 host (+1 retired): 1 up-to-date;"), "{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("web-2") && l.contains(" retired ")),
+        text.contains("1 host (+1 retired): 1 up-to-date;"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("web-2") && l.contains(" retired ")),
         "{text}"
     );
 
     put(Key::status(&h("web-1")), status("web-1", "refused", 2)).await;
+    let hold = fleet_core::hold::Hold {
+        version: 1,
+        host: h("web-1"),
+        held: true,
+        reason: "kernel bug".into(),
+        time: "2026-11-26T21:25:00Z".parse().unwrap(),
+    };
+    put(Key::hold(&h("web-1")), hold.sign(&publisher)).await;
     let (code, text) = summary(&url, &key_file, true);
     assert_eq!(code, 3, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -78,6 +99,9 @@ async fn retired_hosts_are_apart_and_the_exit_code_gates_on_failing_hosts() {
     assert_eq!(v["gate"]["failing"][0]["host"], "web-1", "{v:#}");
     assert_eq!(v["gate"]["failing"][0]["state"], "refused", "{v:#}");
     assert_eq!(v["retired_hosts"], serde_json::json!(["web-2"]), "{v:#}");
+    assert_eq!(v["held_hosts"][0]["host"], "web-1", "{v:#}");
+    assert_eq!(v["held_hosts"][0]["hold"]["reason"], "kernel bug", "{v:#}");
+    assert_eq!(v["rows"][0]["hold"]["signed_by"], "publisher-1", "{v:#}");
     assert_eq!(v["active_hosts"], 1, "{v:#}");
     assert_eq!(v["states"]["retired"], 1, "{v:#}");
     assert_eq!(v["rows"].as_array().unwrap().len(), 2, "{v:#}");

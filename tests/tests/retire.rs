@@ -86,7 +86,10 @@ fn a_retired_host_applies_nothing_and_only_the_admin_purges_it() {
         let admin_role = server.user_for(&Role::Admin, &name, "").await.unwrap();
         (server, name, admin, agent, publisher, admin_role)
     });
-    let url = format!("s3://{name}?endpoint={}&region=us-east-1", server.endpoint());
+    let url = format!(
+        "s3://{name}?endpoint={}&region=us-east-1",
+        server.endpoint()
+    );
     let w = World::s3("web-1", &url, admin, &agent);
     let g1 = w.system("retire-1", 0);
     let g2 = w.system("retire-2", 0);

@@ -188,7 +188,11 @@ pub async fn gc(bucket: &Bucket, settings: &GcSettings) -> anyhow::Result<GcRepo
     Ok(GcReport {
         applied: settings.apply,
         roots: root_counts,
-        kept: Tally::of(listing.values().filter(|i| !unreachable.contains_key(&i.key))),
+        kept: Tally::of(
+            listing
+                .values()
+                .filter(|i| !unreachable.contains_key(&i.key)),
+        ),
         unreachable: Tally::of(unreachable.values().copied()),
         freed: freed_tally,
         freed_keys,
@@ -212,11 +216,15 @@ async fn young_narinfo_paths(
         .map(|(k, _)| key_of(k))
         .collect::<anyhow::Result<_>>()?;
     let mut out = Vec::new();
-    for (key, got) in keys.iter().zip(bucket.get_many(&keys, MAX_NARINFO_SIZE).await) {
+    for (key, got) in keys
+        .iter()
+        .zip(bucket.get_many(&keys, MAX_NARINFO_SIZE).await)
+    {
         match got {
             Ok(o) => {
-                let ni = NarInfo::parse(&o.bytes, key.as_str())
-                    .with_context(|| format!("{key}: its references are unknown, so nothing was deleted"))?;
+                let ni = NarInfo::parse(&o.bytes, key.as_str()).with_context(|| {
+                    format!("{key}: its references are unknown, so nothing was deleted")
+                })?;
                 out.push(ni.store_path);
             }
             Err(fleet_core::BucketError::NotFound { .. }) => {}
@@ -228,7 +236,10 @@ async fn young_narinfo_paths(
 
 /// The [`Key`] of a listed cache key.
 fn key_of(listed: &str) -> anyhow::Result<Key> {
-    if let Some(url) = listed.strip_prefix("cache/").filter(|r| r.starts_with("nar/")) {
+    if let Some(url) = listed
+        .strip_prefix("cache/")
+        .filter(|r| r.starts_with("nar/"))
+    {
         return Key::nar(url).with_context(|| format!("listed key {listed}"));
     }
     let hash = listed
@@ -246,7 +257,9 @@ mod tests {
 
     #[test]
     fn only_narinfos_and_nars_are_collectable() {
-        assert!(collectable("cache/aql5kla6x8r78rrdfyxr471hbn3himl6.narinfo"));
+        assert!(collectable(
+            "cache/aql5kla6x8r78rrdfyxr471hbn3himl6.narinfo"
+        ));
         assert!(collectable("cache/nar/x.nar.zst"));
         assert!(!collectable("cache/nix-cache-info"));
         assert!(!collectable("cache/gc-condemned.json"));

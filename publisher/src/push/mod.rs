@@ -176,7 +176,10 @@ impl CacheListing {
         if let Some(c) = condemned {
             for k in &c.keys {
                 out.nars.remove(k);
-                if let Some(hash) = k.strip_prefix("cache/").and_then(|k| k.strip_suffix(".narinfo")) {
+                if let Some(hash) = k
+                    .strip_prefix("cache/")
+                    .and_then(|k| k.strip_suffix(".narinfo"))
+                {
                     out.narinfos.remove(hash);
                 }
             }

@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use fleet_core::{Activation, HostName};
 use fleet_core::manifest::ManifestError;
 use fleet_core::status::{AgentState, Generation};
+use fleet_core::{Activation, HostName};
 use jiff::{SignedDuration, Timestamp};
 
 use super::list::Slot;
@@ -131,7 +131,9 @@ pub fn classify(
         ));
     }
     let retired = matches!(&manifest, ManifestView::Verified(m) if m.activation == Activation::Retire)
-        || report.as_ref().is_some_and(|r| r.state == AgentState::Retired);
+        || report
+            .as_ref()
+            .is_some_and(|r| r.state == AgentState::Retired);
     if retired {
         notes.push(format!(
             "retired (`fleet-publish retire`): not counted with the fleet; `fleet-publish retire {host} --purge` removes its objects"
@@ -167,6 +169,7 @@ pub fn classify(
         desired_source,
         flags,
         notes,
+        hold: None,
     }
 }
 

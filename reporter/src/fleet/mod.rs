@@ -8,9 +8,11 @@
 //!    [`Snapshot`] when the object's ETag is unchanged, otherwise plan a read;
 //! 3. `fetch.rs`: GET the planned objects in batches and parse or verify each;
 //! 4. `classify.rs`: classify every host, and return the rows plus the
-//!    new snapshot.
+//!    new snapshot;
+//! 5. `holds.rs`: read the listed holds and put them on their rows.
 //!
-//! A warm refresh therefore costs two LISTs plus one GET per changed object.
+//! A warm refresh therefore costs two LISTs plus one GET per changed object and
+//! per held host.
 //!
 //! Everything a host wrote is hostile: an object that is too large, malformed or
 //! claims another host is recorded as a *flag* on that host's row and never stops the
@@ -20,6 +22,7 @@
 
 mod classify;
 mod fetch;
+mod holds;
 mod list;
 mod reuse;
 
@@ -105,6 +108,11 @@ impl Fleet {
         self.hosts.iter().filter(|r| r.state == HostState::Retired)
     }
 
+    /// The held hosts.
+    pub fn held(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.hold.is_some())
+    }
+
     /// The hosts that fail a CI gate ([`HostState::fails_gate`]).
     pub fn failing_gate(&self) -> impl Iterator<Item = &HostRow> {
         self.hosts.iter().filter(|r| r.state.fails_gate())
@@ -169,7 +177,8 @@ pub async fn refresh(
     .await;
     let fetch_ms = (started.elapsed().as_millis() as u64).saturating_sub(list_ms);
 
-    let (hosts, cache) = classify::classify_all(slots, verify, now, params.stale_after);
+    let (mut hosts, cache) = classify::classify_all(slots, verify, now, params.stale_after);
+    holds::attach(bucket, &params.trusted, listing.holds, &mut hosts).await;
 
     let stats = RefreshStats {
         listed: listing.listed,
