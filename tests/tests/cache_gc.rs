@@ -3,9 +3,10 @@
 //! - it deletes exactly the narinfos and NARs no manifest or kept generation
 //!   reaches, keeps the rollback target, needs two runs a grace period apart (the
 //!   first condemns), and the publisher's credentials may not delete;
-//! - a push racing a gc loses nothing: a push that starts after the condemnation
-//!   uploads the condemned paths again, a push that listed before it finishes
-//!   within the grace period, and real `nix copy --from` still gets both closures.
+//! - a push racing a gc loses nothing: a push (or deploy) that starts after the
+//!   condemnation uploads the condemned paths again, a push that listed before it
+//!   finishes within the grace period, and real `nix copy --from` still gets every
+//!   closure.
 
 mod publish_support;
 
@@ -51,7 +52,7 @@ async fn fx(label: &str) -> Fx {
 }
 
 impl Fx {
-    async fn deploy(&self, host: &str, c: &Closure) {
+    async fn deploy(&self, host: &str, c: &Closure) -> fleet_publish::PushSummary {
         let settings = DeploySettings {
             push: settings(),
             ..DeploySettings::default()
@@ -69,7 +70,8 @@ impl Fx {
             &settings,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0
     }
 
     fn settings(&self, keep: usize, grace: SignedDuration, apply: bool) -> GcSettings {
@@ -181,17 +183,18 @@ async fn gc_deletes_exactly_the_unreachable_and_keeps_rollback_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_racing_a_gc_loses_nothing() {
-    let (g0, g1, gx, g2) = (
+    let (g0, g1, g3, gx, g2) = (
         generation("r0"),
         generation("r1"),
+        generation("r3"),
         generation("rx"),
         generation("r2"),
     );
     let f = fx("gc-race").await;
-    for g in [&g0, &g1, &gx, &g2] {
+    for g in [&g0, &g1, &g3, &gx, &g2] {
         f.deploy("web-1", g).await;
     }
-    let garbage = f.only_in(&gx, &[&g0, &g1, &g2]).await;
+    let garbage = f.only_in(&gx, &[&g0, &g1, &g3, &g2]).await;
     let grace = SignedDuration::from_secs(20);
     // Wait until everything is older than the grace period, then condemn.
     tokio::time::sleep(Duration::from_secs(21)).await;
@@ -201,16 +204,20 @@ async fn a_push_racing_a_gc_loses_nothing() {
     let condemned_at = Instant::now();
     assert!(
         first.condemned.objects > garbage.len(),
-        "g0, g1 and gx are condemned"
+        "g0, g1, g3 and gx are condemned"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // A push starting now finds g1 condemned and uploads it again.
+    // A push starting now finds g1 condemned and uploads it again; so does a deploy
+    // of g3 (its check after the push included).
     let pushed = push_top(&f.publisher, &f.cache.key, &g1.top, &settings())
         .await
         .unwrap();
     let condemned_g1 = g1.paths.iter().filter(|p| !g2.paths.contains(p)).count();
     assert_eq!(pushed.uploaded, condemned_g1, "{pushed}");
+    let pushed = f.deploy("web-2", &g3).await;
+    let condemned_g3 = g3.paths.iter().filter(|p| !g2.paths.contains(p)).count();
+    assert_eq!(pushed.uploaded, condemned_g3, "{pushed}");
     // A push that listed before the condemnation skipped g0's paths and only now
     // writes its top narinfo.
     let top = Key::narinfo(g0.top.hash());
@@ -224,7 +231,7 @@ async fn a_push_racing_a_gc_loses_nothing() {
         .unwrap();
     let freed: BTreeSet<String> = second.freed_keys.iter().cloned().collect();
     assert_eq!(freed, garbage, "only gx's own paths went");
-    for g in [&g0, &g1, &g2] {
+    for g in [&g0, &g1, &g3, &g2] {
         f.nix_copies(g).await;
     }
 }
