@@ -235,3 +235,80 @@ async fn a_push_racing_a_gc_loses_nothing() {
         f.nix_copies(g).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_refuses_what_it_cannot_verify_and_changes_nothing() {
+    let g1 = generation("bad-1");
+    let dir = tempfile::tempdir().unwrap();
+    let (bucket, url) = file_bucket(&dir.path().join("bucket"));
+    let cache = KeyFiles::new(dir.path(), "cache-gc-1");
+    let signer = KeyFiles::new(dir.path(), "publisher-1");
+    let stranger = KeyFiles::new(dir.path(), "publisher-9");
+    let settings = DeploySettings {
+        push: settings(),
+        ..DeploySettings::default()
+    };
+    let t = DeployTarget {
+        host: HostName::new("web-1").unwrap(),
+        closure: g1.top.clone(),
+    };
+    deploy(
+        &bucket,
+        &CoreNix::default_store(),
+        &cache.key,
+        &signer.key,
+        &[t],
+        &settings,
+    )
+    .await
+    .unwrap();
+    let before: Vec<String> = bucket
+        .list(&KeyPrefix::cache())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+
+    // A manifest that does not verify with the keys given: its closure is unknown.
+    let wrong = GcSettings {
+        trusted: TrustedKeys::new([stranger.public_key()]),
+        keep_generations: 1,
+        grace: SignedDuration::ZERO,
+        apply: true,
+    };
+    let err = format!("{:#}", gc(&bucket, &wrong).await.unwrap_err());
+    assert!(
+        err.contains("nothing was deleted") && err.contains("does not verify"),
+        "{err}"
+    );
+    // No publisher key at all, and a bad grace: clear errors from the command.
+    let mut no_key = publish_cmd();
+    no_key.args(["gc", "--bucket", &url, "--apply"]);
+    let mut bad_grace = publish_cmd();
+    bad_grace
+        .args([
+            "gc",
+            "--bucket",
+            &url,
+            "--grace",
+            "soon",
+            "--trusted-key-file",
+        ])
+        .arg(&signer.public);
+    for (cmd, want) in [
+        (no_key, "no trusted-key given"),
+        (bad_grace, "grace = \"soon\""),
+    ] {
+        let (ok, _, stderr) = run(cmd);
+        assert!(!ok && stderr.contains(want), "{stderr}");
+    }
+    let after: Vec<String> = bucket
+        .list(&KeyPrefix::cache())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(before, after, "nothing was condemned or deleted");
+}

@@ -70,7 +70,7 @@ fn read(
         }));
     }
     let v = Hold::verify(bytes, host, trusted)?;
-    Ok(v.hold.held.then(|| HoldInfo {
+    Ok(v.hold.held.then_some(HoldInfo {
         reason: v.hold.reason,
         since: v.hold.time,
         signed_by: Some(v.signed_by),
