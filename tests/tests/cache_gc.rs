@@ -262,13 +262,11 @@ async fn gc_refuses_what_it_cannot_verify_and_changes_nothing() {
     )
     .await
     .unwrap();
-    let before: Vec<String> = bucket
-        .list(&KeyPrefix::cache())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
+    let cache_keys = || async {
+        let listed = bucket.list(&KeyPrefix::cache()).await.unwrap();
+        listed.into_iter().map(|e| e.key).collect::<Vec<_>>()
+    };
+    let before = cache_keys().await;
 
     // A manifest that does not verify with the keys given: its closure is unknown.
     let wrong = GcSettings {
@@ -303,12 +301,9 @@ async fn gc_refuses_what_it_cannot_verify_and_changes_nothing() {
         let (ok, _, stderr) = run(cmd);
         assert!(!ok && stderr.contains(want), "{stderr}");
     }
-    let after: Vec<String> = bucket
-        .list(&KeyPrefix::cache())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    assert_eq!(before, after, "nothing was condemned or deleted");
+    assert_eq!(
+        before,
+        cache_keys().await,
+        "nothing was condemned or deleted"
+    );
 }
