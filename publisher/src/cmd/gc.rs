@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! roots: 3 generations, 0 holds, 2 manifests
-//! kept: 812 objects, 1.2 GiB; unreachable: 40 objects, 96.0 MiB
+//! kept: 812 objects, 1204.3 MiB; unreachable: 40 objects, 96.0 MiB
 //! freed: 30 objects, 80.1 MiB
 //! condemned: 10 objects, 15.9 MiB, deleted by a gc --apply from 2026-12-03T22:00:00Z
 //! ```
