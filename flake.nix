@@ -45,9 +45,10 @@
       # services.fleet-agent and services.fleet-reporter, with this flake's packages
       # as defaults.
       nixosModules.default = { pkgs, ... }: {
-        imports = [ ./nixos/module.nix ./nixos/reporter.nix ];
+        imports = [ ./nixos/module.nix ./nixos/reporter.nix ./nixos/renew.nix ];
         services.fleet-agent.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-agent;
         services.fleet-reporter.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-reporter;
+        services.fleet-renew.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.fleet-publish;
       };
 
       devShells = forAllSystems (pkgs: {

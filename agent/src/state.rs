@@ -65,6 +65,8 @@ pub enum MemoOutcome {
     RolledBack,
     /// Activated, failed, and nothing could be restored.
     Failed,
+    /// A tombstone (`fleet-publish retire`): nothing is applied any more.
+    Retired,
 }
 
 impl MemoOutcome {
@@ -75,6 +77,7 @@ impl MemoOutcome {
             MemoOutcome::Refused => AgentState::Refused,
             MemoOutcome::RolledBack => AgentState::RolledBack,
             MemoOutcome::Failed => AgentState::Failed,
+            MemoOutcome::Retired => AgentState::Retired,
         }
     }
 }

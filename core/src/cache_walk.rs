@@ -111,31 +111,12 @@ pub async fn read_verified_narinfo(
     trusted: &TrustedKeys,
 ) -> Result<NarInfo, CacheWalkError> {
     let key = Key::narinfo(path.hash());
-    let obj = bucket
-        .get(&key, MAX_NARINFO_SIZE)
-        .await
-        .map_err(|e| match e {
-            BucketError::NotFound { .. } => CacheWalkError::Missing {
-                path: path.to_string(),
-                key: key.to_string(),
-            },
-            error => CacheWalkError::Bucket {
-                key: key.to_string(),
-                error,
-            },
-        })?;
-    let ni =
-        NarInfo::parse(&obj.bytes, key.as_str()).map_err(|error| CacheWalkError::Malformed {
+    let ni = read_narinfo(bucket, path)
+        .await?
+        .ok_or_else(|| CacheWalkError::Missing {
             path: path.to_string(),
-            error,
-        })?;
-    if &ni.store_path != path {
-        return Err(CacheWalkError::WrongPath {
             key: key.to_string(),
-            expected: path.to_string(),
-            found: ni.store_path.to_string(),
-        });
-    }
+        })?;
     ni.verify(trusted, key.as_str())
         .map_err(|error| CacheWalkError::Untrusted {
             path: path.to_string(),
@@ -180,4 +161,87 @@ pub async fn walk_closure(
         root: root.clone(),
         narinfos,
     })
+}
+
+/// Every path reachable from `roots` over the narinfos the bucket holds, by hash
+/// part, with its narinfo: what garbage collection must keep.
+///
+/// Unlike [`walk_closure`] a path with no narinfo is no error (it is simply not
+/// there to keep, say a root whose push never finished) and signatures are not
+/// checked: this walk only ever widens what is kept. A narinfo that does not parse,
+/// or describes another path, is an error, because its references are unknown.
+pub async fn reachable(
+    bucket: &Bucket,
+    roots: impl IntoIterator<Item = StorePath>,
+    present: &HashSet<String>,
+) -> Result<std::collections::HashMap<String, NarInfo>, CacheWalkError> {
+    let mut seen: HashSet<StorePath> = HashSet::new();
+    let mut level: Vec<StorePath> = roots
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect();
+    let mut out = std::collections::HashMap::new();
+    while !level.is_empty() {
+        let found: Vec<NarInfo> = futures::stream::iter(
+            level
+                .into_iter()
+                .filter(|p| present.contains(p.hash().as_str())),
+        )
+        .map(|p| async move { read_narinfo(bucket, &p).await })
+        .buffered(WALK_CONCURRENCY)
+        .try_collect::<Vec<Option<NarInfo>>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut next = Vec::new();
+        for ni in found {
+            for r in &ni.references {
+                if seen.len() >= MAX_WALK_PATHS {
+                    return Err(CacheWalkError::TooManyPaths {
+                        root: ni.store_path.to_string(),
+                        limit: MAX_WALK_PATHS,
+                    });
+                }
+                if seen.insert(r.clone()) {
+                    next.push(r.clone());
+                }
+            }
+            out.insert(ni.store_path.hash().as_str().to_owned(), ni);
+        }
+        level = next;
+    }
+    Ok(out)
+}
+
+/// Reads and parses the narinfo of `path`, checking only that it describes `path`
+/// (not its signature); `None` when there is none.
+async fn read_narinfo(
+    bucket: &Bucket,
+    path: &StorePath,
+) -> Result<Option<NarInfo>, CacheWalkError> {
+    let key = Key::narinfo(path.hash());
+    let obj = match bucket.get(&key, MAX_NARINFO_SIZE).await {
+        Ok(o) => o,
+        Err(BucketError::NotFound { .. }) => return Ok(None),
+        Err(error) => {
+            return Err(CacheWalkError::Bucket {
+                key: key.to_string(),
+                error,
+            });
+        }
+    };
+    let ni =
+        NarInfo::parse(&obj.bytes, key.as_str()).map_err(|error| CacheWalkError::Malformed {
+            path: path.to_string(),
+            error,
+        })?;
+    if &ni.store_path != path {
+        return Err(CacheWalkError::WrongPath {
+            key: key.to_string(),
+            expected: path.to_string(),
+            found: ni.store_path.to_string(),
+        });
+    }
+    Ok(Some(ni))
 }

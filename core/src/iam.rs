@@ -1,4 +1,4 @@
-//! IAM policies for fleet's three roles, as AWS IAM policy JSON.
+//! IAM policies for fleet's roles, as AWS IAM policy JSON.
 //!
 //! This is the single source of the policy text: `fleet-publish policy` prints it,
 //! the test harness attaches it to per-host users on SeaweedFS and moto to prove it,
@@ -11,9 +11,13 @@
 //! | agent for host H | `s3:GetObject` on `hosts/H/*`, `cache/*` and `trust/*`; `s3:PutObject` on `status/H/*` |
 //! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
 //! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes |
+//! | admin | everything the publisher may; get/put on `trust/*`, `registry/*`, `rollouts/*`; delete on `hosts/*`, `status/*`, `cache/*`, `releases/*`, `rollouts/*`; list those prefixes |
+//! | viewer | get on `status/*`, `hosts/*`, `releases/*`, `rollouts/*`, `dashboard/*`, `registry/*`; list those prefixes; nothing written |
 //!
-//! Nothing else is allowed, deletes included. On AWS the optional bucket policy
-//! [`audit_create_only_policy`] also makes `audit/chain/*` create-only. The agent cannot list: it only ever
+//! Nothing else is allowed; only the admin may delete (`fleet-publish retire
+//! --purge`, `fleet-publish gc --apply`), and never under `audit/`. On AWS the optional
+//! bucket policy [`audit_create_only_policy`] also makes `audit/chain/*` create-only.
+//! The agent cannot list: it only ever
 //! reads keys it can name. On AWS that means a missing object reads as 403 (S3 hides
 //! existence from principals that cannot list), which the agent reports as "missing
 //! or not allowed".
@@ -22,7 +26,8 @@ use serde::Serialize;
 
 use crate::host::HostName;
 use crate::layout::{
-    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR, STATUS_DIR, TRUST_DIR,
+    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR,
+    ROLLOUTS_DIR, STATUS_DIR, TRUST_DIR,
 };
 
 /// A role that gets credentials.
@@ -34,6 +39,10 @@ pub enum Role {
     Publisher,
     /// The dashboard.
     Reporter,
+    /// An operator who may change trust and delete: retire --purge, gc --apply.
+    Admin,
+    /// Read-only access to what the dashboard shows.
+    Viewer,
 }
 
 /// Why no policy could be made.
@@ -133,6 +142,8 @@ pub fn policy(role: &Role, bucket: &str, prefix: &str) -> Result<String, PolicyE
         Role::Agent(host) => Shape::Agent(host.as_str()),
         Role::Publisher => Shape::Publisher,
         Role::Reporter => Shape::Reporter,
+        Role::Admin => Shape::Admin,
+        Role::Viewer => Shape::Viewer,
     };
     Ok(render(shape.statements(bucket, &p)))
 }
@@ -148,7 +159,23 @@ enum Shape<'a> {
     Reporter,
     PublicCache,
     AuditCreateOnly,
+    Admin,
+    Viewer,
 }
+
+/// What the admin may write beyond the publisher's folders.
+const ADMIN_WRITES: [&str; 3] = [TRUST_DIR, REGISTRY_DIR, ROLLOUTS_DIR];
+/// Where the admin may delete.
+const ADMIN_DELETES: [&str; 5] = [HOSTS_DIR, STATUS_DIR, CACHE_DIR, RELEASES_DIR, ROLLOUTS_DIR];
+/// What the dashboard reads, and so what a viewer may read and list.
+const VIEWER_READS: [&str; 6] = [
+    STATUS_DIR,
+    HOSTS_DIR,
+    RELEASES_DIR,
+    ROLLOUTS_DIR,
+    DASHBOARD_DIR,
+    REGISTRY_DIR,
+];
 
 impl Shape<'_> {
     /// The statements for `bucket` and a normalised prefix `p` (`""` or `"a/b/"`).
@@ -223,6 +250,43 @@ impl Shape<'_> {
                         REGISTRY_DIR,
                     ],
                 ),
+            ],
+            Shape::Admin => {
+                let mut statements = Shape::Publisher.statements(bucket, p);
+                // The publisher's list statement is replaced by one over every folder.
+                statements.retain(|s| s.sid != "ListFleetPrefixes");
+                statements.push(allow(
+                    "AdminTrustRegistryRollouts",
+                    &["s3:GetObject", "s3:PutObject"],
+                    ADMIN_WRITES.iter().map(|d| obj(d)).collect(),
+                ));
+                statements.push(allow(
+                    "AdminDelete",
+                    &["s3:DeleteObject"],
+                    ADMIN_DELETES.iter().map(|d| obj(d)).collect(),
+                ));
+                statements.push(list(
+                    "AdminListFleetPrefixes",
+                    &[
+                        CACHE_DIR,
+                        HOSTS_DIR,
+                        RELEASES_DIR,
+                        AUDIT_DIR,
+                        STATUS_DIR,
+                        TRUST_DIR,
+                        REGISTRY_DIR,
+                        ROLLOUTS_DIR,
+                    ],
+                ));
+                statements
+            }
+            Shape::Viewer => vec![
+                allow(
+                    "ViewFleetState",
+                    &["s3:GetObject"],
+                    VIEWER_READS.iter().map(|d| obj(d)).collect(),
+                ),
+                list("ListFleetStateReadOnly", &VIEWER_READS),
             ],
             Shape::PublicCache => vec![Statement {
                 principal: Some("*"),
@@ -323,16 +387,22 @@ pub enum TemplateKind {
     PublicCache,
     /// The optional create-only bucket policy on `audit/chain/*` (AWS).
     AuditCreateOnly,
+    /// The admin.
+    Admin,
+    /// The read-only viewer.
+    Viewer,
 }
 
 impl TemplateKind {
     /// Every template, in the order of the files.
-    pub const ALL: [TemplateKind; 5] = [
+    pub const ALL: [TemplateKind; 7] = [
         TemplateKind::Agent,
         TemplateKind::Publisher,
         TemplateKind::Reporter,
         TemplateKind::PublicCache,
         TemplateKind::AuditCreateOnly,
+        TemplateKind::Admin,
+        TemplateKind::Viewer,
     ];
 
     /// The template's file name under `policies/`.
@@ -343,6 +413,8 @@ impl TemplateKind {
             TemplateKind::Reporter => "reporter.json.tftpl",
             TemplateKind::PublicCache => "public-cache.json.tftpl",
             TemplateKind::AuditCreateOnly => "audit-create-only.json.tftpl",
+            TemplateKind::Admin => "admin.json.tftpl",
+            TemplateKind::Viewer => "viewer.json.tftpl",
         }
     }
 
@@ -368,6 +440,8 @@ pub fn terraform_template(kind: TemplateKind) -> String {
         TemplateKind::Reporter => Shape::Reporter,
         TemplateKind::PublicCache => Shape::PublicCache,
         TemplateKind::AuditCreateOnly => Shape::AuditCreateOnly,
+        TemplateKind::Admin => Shape::Admin,
+        TemplateKind::Viewer => Shape::Viewer,
     };
     render(shape.statements("${bucket}", "${prefix}"))
 }
@@ -471,6 +545,40 @@ mod tests {
                     serde_json::json!(["arn:aws:s3:::b-1/dashboard/*"])
                 );
             }
+        }
+    }
+
+    #[test]
+    fn only_the_admin_deletes_and_the_viewer_writes_nothing() {
+        let roles = [
+            Role::Agent(HostName::new("h").unwrap()),
+            Role::Publisher,
+            Role::Reporter,
+            Role::Viewer,
+        ];
+        for r in &roles {
+            let p = policy(r, "b-1", "").unwrap();
+            assert!(!p.contains("s3:DeleteObject"), "{r:?}");
+        }
+        let v = policy(&Role::Viewer, "b-1", "").unwrap();
+        assert!(!v.contains("s3:PutObject") && !v.contains("Abort"), "{v}");
+        let a = policy(&Role::Admin, "b-1", "").unwrap();
+        assert_eq!(
+            actions_on(&a, ":::b-1/audit/*"),
+            ["s3:GetObject", "s3:PutObject"],
+            "the admin never deletes the audit trail"
+        );
+        for dir in ["hosts", "status", "cache", "releases", "rollouts"] {
+            assert!(
+                actions_on(&a, &format!(":::b-1/{dir}/*")).contains(&"s3:DeleteObject".into()),
+                "{dir}"
+            );
+        }
+        for dir in ["trust", "registry"] {
+            assert!(
+                actions_on(&a, &format!(":::b-1/{dir}/*")).contains(&"s3:PutObject".into()),
+                "{dir}"
+            );
         }
     }
 

@@ -18,6 +18,7 @@
 //! | `audit/head.json` | publisher | publisher |
 //! | `trust/root/<version>.json` | root key holders | agents, admins |
 //! | `trust/root.json` | root key holders | agents, admins |
+//! | `cache/gc-condemned.json` | `fleet-publish gc` | `fleet-publish gc`, publisher |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -51,6 +52,8 @@ pub const TRUST_DIR: &str = "trust";
 pub const DASHBOARD_DIR: &str = "dashboard";
 /// Folder of the signed host registry.
 pub const REGISTRY_DIR: &str = "registry";
+/// Folder of rollout state objects.
+pub const ROLLOUTS_DIR: &str = "rollouts";
 
 /// Longest object name accepted in a key segment.
 pub const MAX_OBJECT_NAME_LEN: usize = 200;
@@ -138,6 +141,11 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "trust/root.json",
         written_by: "root key holders",
         read_by: "agents, admins",
+    },
+    LayoutRow {
+        pattern: "cache/gc-condemned.json",
+        written_by: "`fleet-publish gc`",
+        read_by: "`fleet-publish gc`, publisher",
     },
 ];
 
@@ -322,6 +330,12 @@ impl Key {
         Self(format!("{TRUST_DIR}/root.json"))
     }
 
+    /// `cache/gc-condemned.json`: what `fleet-publish gc` will delete on its next
+    /// run (`fleet_core::gc_condemned`); a push re-uploads what it lists.
+    pub fn gc_condemned() -> Self {
+        Self(format!("{CACHE_DIR}/gc-condemned.json"))
+    }
+
     /// The key as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -381,9 +395,27 @@ impl KeyPrefix {
     pub fn audit_chain() -> Self {
         Self(format!("{AUDIT_DIR}/{AUDIT_CHAIN_DIR}/"))
     }
+    /// `hosts/<host>/`: everything the publisher keeps for one host.
+    pub fn host(host: &HostName) -> Self {
+        Self(format!("{HOSTS_DIR}/{host}/"))
+    }
+    /// `status/<host>/`: everything one host reported.
+    pub fn host_status(host: &HostName) -> Self {
+        Self(format!("{STATUS_DIR}/{host}/"))
+    }
     /// The prefix as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A key that a listing of this prefix returned, as a [`Key`]: `None` unless it
+    /// lies under the prefix and every further segment is a valid [`ObjectName`]
+    /// (so a hostile listing cannot name a key elsewhere).
+    pub fn listed(&self, key: &str) -> Option<Key> {
+        let rest = key.strip_prefix(&self.0)?;
+        rest.split('/')
+            .all(|seg| ObjectName::new(seg).is_ok())
+            .then(|| Key(key.to_owned()))
     }
 }
 
@@ -399,6 +431,19 @@ mod tests {
 
     fn h(s: &str) -> HostName {
         HostName::new(s).unwrap()
+    }
+
+    #[test]
+    fn listed_keys_stay_under_their_prefix() {
+        let p = KeyPrefix::host_status(&h("web-1"));
+        assert_eq!(
+            p.listed("status/web-1/events/e-1.json").unwrap().as_str(),
+            "status/web-1/events/e-1.json"
+        );
+        assert!(p.listed("status/web-2/status.json").is_none());
+        assert!(p.listed("status/web-1/../x").is_none());
+        assert!(p.listed("status/web-1//x").is_none());
+        assert_eq!(KeyPrefix::host(&h("a")).as_str(), "hosts/a/");
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum Activation {
     Boot,
     /// Switch to it now without making it the boot default.
     Test,
+    /// A tombstone (`fleet-publish retire`): the host is retired and applies nothing
+    /// from now on; `closure` is the last one it was given. The agent reports
+    /// `retired`.
+    Retire,
 }
 
 impl Activation {
@@ -59,6 +63,7 @@ impl Activation {
             Activation::Switch => "switch",
             Activation::Boot => "boot",
             Activation::Test => "test",
+            Activation::Retire => "retire",
         }
     }
 }
@@ -76,8 +81,9 @@ impl std::str::FromStr for Activation {
             "switch" => Ok(Activation::Switch),
             "boot" => Ok(Activation::Boot),
             "test" => Ok(Activation::Test),
+            "retire" => Ok(Activation::Retire),
             _ => Err(format!(
-                "activation mode {s:?} is not one of switch, boot, test"
+                "activation mode {s:?} is not one of switch, boot, test, retire"
             )),
         }
     }

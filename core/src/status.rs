@@ -68,11 +68,14 @@ pub enum AgentState {
     /// An operator paused deploys on the host (`fleet-agent pause`): it keeps polling
     /// and reporting; `desired` is what it will apply once resumed.
     Paused,
+    /// The host's manifest is a tombstone (`fleet-publish retire`): it applies
+    /// nothing and only reports.
+    Retired,
 }
 
 impl AgentState {
     /// Every state.
-    pub const ALL: [AgentState; 10] = [
+    pub const ALL: [AgentState; 11] = [
         AgentState::Starting,
         AgentState::Checking,
         AgentState::Fetching,
@@ -83,6 +86,7 @@ impl AgentState {
         AgentState::Refused,
         AgentState::Failed,
         AgentState::Paused,
+        AgentState::Retired,
     ];
 
     /// The state's wire name.
@@ -98,6 +102,7 @@ impl AgentState {
             AgentState::Refused => "refused",
             AgentState::Failed => "failed",
             AgentState::Paused => "paused",
+            AgentState::Retired => "retired",
         }
     }
 }

@@ -215,6 +215,7 @@ fn documented_bucket_layout_is_the_code() {
         Key::audit_head(),
         Key::trust_root_version(3),
         Key::trust_root(),
+        Key::gc_condemned(),
     ];
     for key in &built {
         let rows: Vec<_> = LAYOUT

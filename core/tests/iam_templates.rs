@@ -128,6 +128,8 @@ fn rendered_templates_equal_the_policies() {
                 TemplateKind::Reporter => iam::policy(&Role::Reporter, bucket, prefix),
                 TemplateKind::PublicCache => iam::public_cache_policy(bucket, prefix),
                 TemplateKind::AuditCreateOnly => iam::audit_create_only_policy(bucket, prefix),
+                TemplateKind::Admin => iam::policy(&Role::Admin, bucket, prefix),
+                TemplateKind::Viewer => iam::policy(&Role::Viewer, bucket, prefix),
             }
             .unwrap();
             assert_eq!(

@@ -10,7 +10,8 @@
 #
 # Result: { assertions = [ failed messages ]; } when an assertion fails (NixOS
 # stops there too), else { assertions = [ ]; warnings; units.<name> = unit file
-# text; wantedBy.<name>; etc.<path> = store path; files.<store path> = content;
+# text; timers.<name> = timer unit text; wantedBy.<name> (and <name>.timer);
+# etc.<path> = store path; files.<store path> = content;
 # systemPackages = [ names ]; }. tests/tests/nixos_eval.rs drives it.
 { lib, configuration }:
 
@@ -25,6 +26,7 @@ let
     writeText = name: text: builtins.toFile name text;
     fleet-agent = fakePackage "fleet-agent-0.1.0";
     fleet-reporter = fakePackage "fleet-reporter-0.1.0";
+    fleet-publish = fakePackage "fleet-publish-0.1.0";
   };
 
   evaluated = lib.evalModules {
@@ -32,6 +34,7 @@ let
       ./nixos-options.nix
       ../module.nix
       ../reporter.nix
+      ../renew.nix
       { _module.args.pkgs = pkgs; }
       configuration
     ];
@@ -67,6 +70,11 @@ let
     in
     "[Unit]\n${section unit}\n[Service]\n${section ({ Environment = environment; } // s.serviceConfig)}";
 
+  # systemd.nix: timerToUnit.
+  renderTimer = name: t:
+    "[Unit]\n${section ({ Description = t.description; } // t.unitConfig)}\n[Timer]\n${section t.timerConfig}";
+  fleetTimers = lib.filterAttrs (n: t: lib.hasPrefix "fleet-" n && t.enable) cfg.systemd.timers;
+
   fleetServices = lib.filterAttrs (n: s: lib.hasPrefix "fleet-" n && s.enable) cfg.systemd.services;
   etc = lib.mapAttrs (_: e: toString e.source) (lib.filterAttrs (_: e: e.enable) cfg.environment.etc);
   configFiles = lib.filter (p: lib.hasPrefix builtins.storeDir p && lib.hasSuffix ".toml" p)
@@ -78,7 +86,8 @@ if failed != [ ] then { assertions = failed; } else {
   assertions = [ ];
   inherit (cfg) warnings;
   units = lib.mapAttrs render fleetServices;
-  wantedBy = lib.mapAttrs (_: s: s.wantedBy) fleetServices;
+  timers = lib.mapAttrs renderTimer fleetTimers;
+  wantedBy = lib.mapAttrs (_: s: s.wantedBy) fleetServices // lib.mapAttrs' (n: t: lib.nameValuePair "${n}.timer" t.wantedBy) fleetTimers;
   inherit etc;
   # Attribute names may not carry string context.
   files = lib.listToAttrs (map (p: lib.nameValuePair (builtins.unsafeDiscardStringContext p) (builtins.readFile p)) configFiles);

@@ -50,6 +50,16 @@ let
     };
   };
 
+  timer = types.submodule {
+    options = {
+      enable = mkOption { type = types.bool; default = true; };
+      description = mkOption { type = types.singleLineStr; default = ""; };
+      wantedBy = unitNames;
+      timerConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+      unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+    };
+  };
+
   fakePackage = name: {
     type = "derivation";
     inherit name;
@@ -77,6 +87,7 @@ in
     systemd.package = mkOption { type = types.package; default = fakePackage "systemd-257"; };
 
     systemd.services = mkOption { type = types.attrsOf service; default = { }; };
+    systemd.timers = mkOption { type = types.attrsOf timer; default = { }; };
 
     environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
     environment.etc = mkOption {

@@ -10,12 +10,14 @@ use clap::{Parser, Subcommand};
 use crate::cmd::audit::{AuditArgs, AuditOptions};
 use crate::cmd::deploy::{DeployArgs, DeployOptions};
 use crate::cmd::enroll::{EnrollArgs, EnrollOptions};
+use crate::cmd::gc::{GcArgs, GcOptions};
 use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
 use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::resign::SigningOptions;
+use crate::cmd::retire::RetireArgs;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
 use crate::cmd::show::ShowOptions;
 use crate::cmd::trust::{TrustArgs, TrustOptions};
@@ -70,6 +72,12 @@ pub enum Command {
     Audit(AuditArgs),
     /// The root of trust in the bucket: publisher, cache, admin and root keys.
     Trust(TrustArgs),
+    /// Retire hosts: a signed tombstone makes each agent apply nothing more
+    /// (`--purge` then deletes their objects; admin role).
+    Retire(Box<RetireArgs>),
+    /// Delete cache objects no manifest, hold or recent generation needs (dry run
+    /// unless --apply; admin role).
+    Gc(Box<GcArgs>),
 }
 
 impl Cli {
@@ -93,6 +101,7 @@ fn known_keys() -> BTreeSet<String> {
     all.extend(keys_of::<EnrollOptions>());
     all.extend(keys_of::<AuditOptions>());
     all.extend(keys_of::<TrustOptions>());
+    all.extend(keys_of::<GcOptions>());
     all
 }
 

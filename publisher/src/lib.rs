@@ -33,11 +33,13 @@ pub mod config;
 pub mod deploy;
 pub mod dry_run;
 pub mod enroll;
+pub mod gc;
 pub mod hold;
 pub mod iam_api;
 pub mod manifest_write;
 pub mod push;
 pub mod renew;
+pub mod retire;
 pub mod rollback;
 pub mod trust_write;
 

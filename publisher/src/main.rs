@@ -30,6 +30,8 @@ fn main() -> ExitCode {
                     Command::Enroll(a) => cmd::enroll::run(*a, config).await,
                     Command::Audit(a) => cmd::audit::run(a, config).await,
                     Command::Trust(a) => cmd::trust::run(a, config).await,
+                    Command::Retire(a) => cmd::retire::run(*a, config).await,
+                    Command::Gc(a) => cmd::gc::run(*a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),

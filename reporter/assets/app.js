@@ -3,10 +3,11 @@
 // file never assigns HTML markup from strings.
 "use strict";
 (function () {
-  const STATES = ["flagged", "failed", "rolled-back", "refused", "stale", "pending", "never-seen", "up-to-date"];
+  const STATES = ["flagged", "failed", "rolled-back", "refused", "stale", "pending", "never-seen", "up-to-date", "retired"];
   const LABELS = {
     "flagged": "flagged", "failed": "failed", "rolled-back": "rolled back", "refused": "refused",
     "stale": "stale", "pending": "pending", "never-seen": "never seen", "up-to-date": "up to date",
+    "retired": "retired",
   };
   const REFRESH_MS = 30000;
   // Relative to the page, so a stage prefix (/prod/) keeps working.
@@ -68,7 +69,9 @@
 
   function renderSummary(s) {
     $("generated").textContent = "as of " + new Date(s.generated_at).toLocaleString() +
-      " · " + s.hosts + " hosts · refresh " + s.refresh.duration_ms + " ms (" +
+      " · " + (s.active_hosts !== undefined ? s.active_hosts : s.hosts) + " hosts" +
+      (s.retired_hosts && s.retired_hosts.length ? " (+" + s.retired_hosts.length + " retired)" : "") +
+      (s.held_hosts && s.held_hosts.length ? " · " + s.held_hosts.length + " held" : "") + " · refresh " + s.refresh.duration_ms + " ms (" +
       (s.refresh.fetched_status + s.refresh.fetched_manifests) + " objects read)";
     const trust = $("trust");
     if (s.manifests.verified) {
@@ -123,6 +126,12 @@
       hostCell.append(name);
       const stateCell = el("td");
       stateCell.append(stateBadge(h.state));
+      if (h.hold) {
+        // The reason is operator text, still only ever set as text.
+        const held = el("span", "held", "st st-held");
+        held.title = h.hold.reason;
+        stateCell.append(" ", held, " ", el("span", h.hold.reason, "hold-reason"));
+      }
       const desired = el("td", generation(h.desired), "mono");
       if (h.desired) desired.title = h.desired.closure + (h.desired_source === "agent-report" ? " (as reported by the agent)" : "");
       if (h.manifest && h.manifest.status === "invalid") desired.textContent = "manifest invalid";

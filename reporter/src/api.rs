@@ -196,6 +196,7 @@ pub fn host_row(r: &HostRow, now: Timestamp) -> Value {
         "flags": r.flags,
         "notes": r.notes,
         "status_signature": status_signature(&r.status_signature),
+        "hold": r.hold,
     })
 }
 
@@ -242,6 +243,19 @@ pub fn summary(fleet: &Fleet) -> Value {
     json!({
         "generated_at": fleet.generated_at,
         "hosts": fleet.hosts.len(),
+        "active_hosts": fleet.active().count(),
+        "retired_hosts": fleet.retired().map(|r| &r.host).collect::<Vec<_>>(),
+        "held_hosts": fleet
+            .held()
+            .map(|r| json!({"host": r.host, "hold": r.hold}))
+            .collect::<Vec<_>>(),
+        "gate": {
+            "ok": fleet.failing_gate().next().is_none(),
+            "failing": fleet
+                .failing_gate()
+                .map(|r| json!({"host": r.host, "state": r.state}))
+                .collect::<Vec<_>>(),
+        },
         "states": counts,
         "stale_after_seconds": fleet.stale_after.as_secs(),
         "manifests": verification,

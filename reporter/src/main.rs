@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! fleet-reporter serve --bucket URL [--listen 127.0.0.1:8080] [--token-file F] …
-//! fleet-reporter summary --bucket URL [--trusted-key K]   # one text table, then exit
+//! fleet-reporter summary --bucket URL [--trusted-key K] [--json]   # once, then exit (3: a host fails)
 //! fleet-reporter lambda          # run under the AWS Lambda runtime
 //! fleet-reporter                 # = lambda when AWS_LAMBDA_RUNTIME_API is set
 //! ```
@@ -32,8 +32,10 @@ enum Command {
     Serve(Config),
     /// Run as an AWS Lambda function (API Gateway or Function URL events).
     Lambda(Config),
-    /// Print the fleet once as a text table (host, state, generations, last error).
-    Summary(Config),
+    /// Print the fleet once as a text table (host, state, generations, last error)
+    /// or JSON; exit code 3 when any host is failed, rolled back, refused, stale or
+    /// flagged.
+    Summary(cmd::summary::SummaryArgs),
 }
 
 /// Only the configuration, read from the environment, for the implicit Lambda mode.
@@ -50,7 +52,11 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Serve(c)) => cmd::serve::run(c).await,
         Some(Command::Lambda(c)) => cmd::lambda::run(c).await,
-        Some(Command::Summary(c)) => cmd::summary::run(c).await,
+        Some(Command::Summary(a)) => match cmd::summary::run(a).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::from(cmd::summary::GATE_FAILED),
+            Err(e) => Err(e),
+        },
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => {
             cmd::lambda::run(EnvOnly::parse_from(["fleet-reporter"]).config).await
         }

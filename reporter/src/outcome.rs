@@ -92,11 +92,14 @@ pub enum HostState {
     NeverSeen,
     /// Running what it should.
     UpToDate,
+    /// Retired (`fleet-publish retire`: a tombstone manifest, or the agent reports
+    /// `retired`); shown apart and not counted with the fleet.
+    Retired,
 }
 
 impl HostState {
     /// Every state, in severity order.
-    pub const ALL: [HostState; 8] = [
+    pub const ALL: [HostState; 9] = [
         HostState::Flagged,
         HostState::Failed,
         HostState::RolledBack,
@@ -105,6 +108,7 @@ impl HostState {
         HostState::Pending,
         HostState::NeverSeen,
         HostState::UpToDate,
+        HostState::Retired,
     ];
 
     /// The wire name.
@@ -118,7 +122,21 @@ impl HostState {
             HostState::Pending => "pending",
             HostState::NeverSeen => "never-seen",
             HostState::UpToDate => "up-to-date",
+            HostState::Retired => "retired",
         }
+    }
+
+    /// Whether a host in this state fails a CI gate (`fleet-reporter summary`'s
+    /// exit code 3): failed, rolled back, refused, stale or flagged.
+    pub fn fails_gate(self) -> bool {
+        matches!(
+            self,
+            HostState::Flagged
+                | HostState::Failed
+                | HostState::RolledBack
+                | HostState::Refused
+                | HostState::Stale
+        )
     }
 
     /// Parses a wire name.
@@ -171,6 +189,18 @@ pub enum StatusSignatureView {
     Invalid(String),
 }
 
+/// A host's hold in force (`fleet-publish hold`, `hosts/<host>/hold.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HoldInfo {
+    /// Why, in the operator's words (hostile text: escape when displaying).
+    pub reason: String,
+    /// When it was signed.
+    pub since: Timestamp,
+    /// The publisher key that signed it; `None` when no trusted key is configured,
+    /// so the hold could not be verified.
+    pub signed_by: Option<String>,
+}
+
 /// One host, classified.
 #[derive(Clone, Debug)]
 pub struct HostRow {
@@ -194,6 +224,8 @@ pub struct HostRow {
     pub notes: Vec<String>,
     /// Whether its status is signed by its enrolled identity key.
     pub status_signature: StatusSignatureView,
+    /// Its hold, if one is in force.
+    pub hold: Option<HoldInfo>,
 }
 
 #[cfg(test)]

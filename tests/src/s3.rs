@@ -214,6 +214,8 @@ impl S3Server {
             Role::Agent(host) => format!("agent-{host}"),
             Role::Publisher => "publisher".to_owned(),
             Role::Reporter => "reporter".to_owned(),
+            Role::Admin => "admin".to_owned(),
+            Role::Viewer => "viewer".to_owned(),
         };
         self.user_with_policy(&label, &policy).await
     }

@@ -40,6 +40,10 @@ enum Who {
     Publisher,
     /// The reporter on [`SITE`].
     Reporter,
+    /// The admin role on [`SITE`].
+    Admin,
+    /// The read-only viewer on [`SITE`].
+    Viewer,
     /// An access key the server does not know.
     Stranger,
 }
@@ -170,6 +174,44 @@ const MATRIX: &[(Who, Op, &str, Expect, On)] = &[
     (Reporter, Delete, "dashboard/snapshot.json",           Deny,    On::All),
     (Reporter, List,   "cache/",                           Deny,    On::Conditions),
     (Reporter, List,   "audit/",                           Deny,    On::Conditions),
+    // The admin: what the publisher may, and delete under hosts, status, cache and
+    // releases; never the audit trail, never the dashboard.
+    (Admin, Read,   "cache/nix-cache-info",                Allow,   On::All),
+    (Admin, Write,  "hosts/host-a/manifest.json",          Allow,   On::All),
+    (Admin, Write,  "hosts/host-a/hold.json",              Allow,   On::All),
+    (Admin, Write,  "audit/a-2.json",                      Allow,   On::All),
+    (Admin, Read,   "status/host-a/status.json",           Allow,   On::All),
+    (Admin, List,   "hosts/",                              Allow,   On::All),
+    (Admin, List,   "status/",                             Allow,   On::All),
+    (Admin, List,   "cache/",                              Allow,   On::All),
+    (Admin, Delete, "hosts/host-b/manifest.json",          Allow,   On::All),
+    (Admin, Delete, "hosts/host-b/hold.json",              Allow,   On::All),
+    (Admin, Delete, "status/host-b/status.json",           Allow,   On::All),
+    (Admin, Delete, "status/host-b/events/e-9.json",       Allow,   On::All),
+    (Admin, Delete, "cache/nar/garbage.nar.zst",           Allow,   On::All),
+    (Admin, Delete, "releases/r-9.json",                   Allow,   On::All),
+    (Admin, Delete, "audit/a-1.json",                      Deny,    On::All),
+    (Admin, Delete, "dashboard/snapshot.json",              Deny,    On::All),
+    (Admin, Write,  "status/host-a/status.json",           Deny,    On::All),
+    (Admin, Write,  "dashboard/snapshot.json",              Deny,    On::All),
+    // The viewer reads what the dashboard shows and changes nothing.
+    (Viewer, Read,   "status/host-a/status.json",          Allow,   On::All),
+    (Viewer, Read,   "hosts/host-a/manifest.json",         Allow,   On::All),
+    (Viewer, Read,   "hosts/host-a/hold.json",             Allow,   On::All),
+    (Viewer, Read,   "releases/r-1.json",                  Allow,   On::All),
+    (Viewer, Read,   "dashboard/snapshot.json",             Allow,   On::All),
+    (Viewer, List,   "status/",                            Allow,   On::All),
+    (Viewer, List,   "hosts/",                             Allow,   On::All),
+    (Viewer, Read,   "cache/nix-cache-info",               Deny,    On::All),
+    (Viewer, Read,   "audit/a-1.json",                     Deny,    On::All),
+    (Viewer, Write,  "hosts/host-a/manifest.json",         Deny,    On::All),
+    (Viewer, Write,  "hosts/host-a/hold.json",             Deny,    On::All),
+    (Viewer, Write,  "status/host-a/status.json",          Deny,    On::All),
+    (Viewer, Write,  "dashboard/snapshot.json",             Deny,    On::All),
+    (Viewer, Delete, "status/host-a/status.json",          Deny,    On::All),
+    (Viewer, Delete, "hosts/host-a/manifest.json",         Deny,    On::All),
+    (Viewer, List,   "cache/",                             Deny,    On::Conditions),
+    (Viewer, List,   "audit/",                             Deny,    On::Conditions),
     // Unknown credentials get nothing.
     (Stranger, Read,   "cache/nix-cache-info",             Deny,    On::All),
     (Stranger, Write,  "status/host-a/status.json",        Deny,    On::All),
@@ -189,6 +231,7 @@ fn key(text: &str) -> Key {
     let parts: Vec<&str> = text.split('/').collect();
     let k = match parts.as_slice() {
         ["hosts", h, "manifest.json"] => Key::manifest(&host(h)),
+        ["hosts", h, "hold.json"] => Key::hold(&host(h)),
         ["status", h, "status.json"] => Key::status(&host(h)),
         ["status", h, "events", e] => {
             Key::status_event(&host(h), &name(e.trim_end_matches(".json")))
@@ -237,6 +280,8 @@ struct Views {
     agent_a_other: Bucket,
     publisher: Bucket,
     reporter: Bucket,
+    admin: Bucket,
+    viewer: Bucket,
     stranger: Bucket,
 }
 
@@ -247,6 +292,8 @@ impl Views {
             AgentAOtherSite => &self.agent_a_other,
             Publisher => &self.publisher,
             Reporter => &self.reporter,
+            Admin => &self.admin,
+            Viewer => &self.viewer,
             Stranger => &self.stranger,
         }
     }
@@ -276,6 +323,8 @@ async fn setup(server: &S3Server) -> Result<Views> {
         .await?;
     let publisher = server.user_for(&Role::Publisher, &b, SITE).await?;
     let reporter = server.user_for(&Role::Reporter, &b, SITE).await?;
+    let admin_role = server.user_for(&Role::Admin, &b, SITE).await?;
+    let viewer = server.user_for(&Role::Viewer, &b, SITE).await?;
     let stranger = S3Credentials {
         access_key_id: "AKIAFLEETSTRANGER000".into(),
         secret_access_key: "not-a-secret-this-server-knows".into(),
@@ -288,6 +337,8 @@ async fn setup(server: &S3Server) -> Result<Views> {
         agent_a_other: server.bucket(&b, OTHER_SITE, &agent)?,
         publisher: server.bucket(&b, SITE, &publisher)?,
         reporter: server.bucket(&b, SITE, &reporter)?,
+        admin: server.bucket(&b, SITE, &admin_role)?,
+        viewer: server.bucket(&b, SITE, &viewer)?,
         stranger: server.bucket(&b, SITE, &stranger)?,
     };
     // Seed every object a cell names (on the site its `who` works on), and one

@@ -506,6 +506,14 @@ fn terraform_renders_exactly_fleet_cores_policies() {
             a.text("reporter"),
             iam::policy(&Role::Reporter, bucket, prefix).unwrap()
         );
+        assert_eq!(
+            a.text("admin"),
+            iam::policy(&Role::Admin, bucket, prefix).unwrap()
+        );
+        assert_eq!(
+            a.text("viewer"),
+            iam::policy(&Role::Viewer, bucket, prefix).unwrap()
+        );
         let public = iam::public_cache_policy(bucket, prefix).unwrap();
         assert_eq!(a.text("public_cache"), public);
 

@@ -409,10 +409,12 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
         "{}",
         text(&o)
     );
-    // Without a token the same file works as it is: the (empty) fleet is printed.
+    // Without a token the same file works as it is: the fleet is printed (its one
+    // host, without a manifest, is failed: exit code 3, the CI gate).
     let v = eval(&lib, &configuration("")).unwrap();
     let o = reporter_summary(&exec_config(&unit(&v, "fleet-reporter")));
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("1 host: 1 failed"), "{}", text(&o));
 }
 
 #[test]
@@ -739,5 +741,89 @@ fn a_host_pinning_a_root_of_trust_gets_a_config_the_agent_accepts() {
     assert_eq!(
         status["last_error"]["kind"], "trust-root-missing",
         "{status}"
+    );
+}
+
+#[test]
+fn a_publisher_host_gets_a_renew_timer_whose_config_fleet_publish_accepts() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let bucket = d.path().join("bucket");
+    std::fs::create_dir(&bucket).unwrap();
+    let v = eval(
+        &lib,
+        &format!(
+            r#"{{
+                services.fleet-renew = {{
+                    enable = true;
+                    bucket = "file://{}";
+                    signingKeyFile = "/run/secrets/fleet-publisher.secret";
+                    within = "3d";
+                    schedule = "daily";
+                    trustedPublisherKeys = [ "{}" ];
+                    environmentFile = "/run/secrets/fleet-publisher.env";
+                }};
+            }}"#,
+            bucket.display(),
+            key("publisher-old-1")
+        ),
+    )
+    .unwrap();
+    let service = unit(&v, "fleet-renew");
+    for want in [
+        "Type=oneshot",
+        "LoadCredential=signing-key:/run/secrets/fleet-publisher.secret",
+        "EnvironmentFile=/run/secrets/fleet-publisher.env",
+        "DynamicUser=true",
+    ] {
+        assert!(has(&service, want), "{want} not in {service:?}");
+    }
+    let exec = service
+        .iter()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    assert!(
+        exec.starts_with(
+            "/nix/store/00000000000000000000000000000000-fleet-publish-0.1.0/bin/fleet-publish renew --all --config "
+        ),
+        "{exec}"
+    );
+    let timer: Vec<&str> = v["timers"]["fleet-renew"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no timer in {v}"))
+        .lines()
+        .collect();
+    for want in [
+        "[Timer]",
+        "OnCalendar=daily",
+        "Persistent=true",
+        "RandomizedDelaySec=15m",
+    ] {
+        assert!(timer.contains(&want), "{want} not in {timer:?}");
+    }
+    assert_eq!(
+        v["wantedBy"]["fleet-renew.timer"],
+        serde_json::json!(["timers.target"])
+    );
+    assert_eq!(
+        v["wantedBy"]["fleet-renew"],
+        serde_json::json!([]),
+        "only the timer starts it"
+    );
+
+    // The real fleet-publish reads the file (unknown keys would be refused) up to the
+    // signing key, which only systemd provides.
+    let config = exec_config(&service);
+    let toml = file(&v, &config);
+    assert!(toml.contains("within = \"3d\""), "{toml}");
+    let o = Command::new(fleet_tests::bin("fleet-publish"))
+        .args(["renew", "--all", "--config", &config])
+        .env_remove("FLEET_BUCKET")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("/run/credentials/fleet-renew.service/signing-key"),
+        "{out}"
     );
 }

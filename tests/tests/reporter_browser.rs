@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`) loads the
 //! page from `fleet-reporter serve` over a `file://` fixture bucket, runs its script,
 //! and the resulting DOM must show every fixture host with its state, while a status
-//! object full of `<script>` and HTML shows up as text and runs nothing. A screenshot
+//! object full of `<script>` and HTML shows up as text and runs nothing; a held host
+//! shows its hold and reason (as text), a retired host is shown apart from the count.
+//! A screenshot
 //! is saved to `tests/artifacts/reporter-dashboard.png` (gitignored).
 
 use std::io::{BufRead, BufReader};
@@ -21,11 +23,16 @@ fn h(s: &str) -> HostName {
 }
 
 fn manifest(host: &str, seq: u64) -> Manifest {
+    let activation = if host == "web-retired" {
+        "retire"
+    } else {
+        "switch"
+    };
     serde_json::from_value(serde_json::json!({
         "version": 1, "host": host, "sequence": seq,
         "closure": format!("{CLOSURE}-{seq}"),
         "issued_at": "2026-01-01T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z",
-        "cache_keys": [], "activation": "switch",
+        "cache_keys": [], "activation": activation,
     }))
     .unwrap()
 }
@@ -54,7 +61,12 @@ const HOSTS: &[(&str, &str)] = &[
     ("web-xss", "failed"),
     ("evil-junk", "flagged"),
     ("evil-badsig", "flagged"),
+    ("web-held", "up to date"),
+    ("web-retired", "retired"),
 ];
+
+/// The reason of web-held's hold: operator text, shown as text.
+const HOLD_REASON: &str = "disk swap <i>until Friday</i>";
 
 async fn fixture(root: &Path, publisher: &SecretKey) {
     let bucket = Bucket::open_url(&format!("file://{}", root.display())).unwrap();
@@ -76,6 +88,8 @@ async fn fixture(root: &Path, publisher: &SecretKey) {
         ("web-failed", "failed", 1, Some("unit nginx.service failed")),
         ("web-xss", "failed", 1, Some(XSS)),
         ("evil-badsig", "healthy", 2, None),
+        ("web-held", "healthy", 2, None),
+        ("web-retired", "retired", 2, None),
     ] {
         let mut r = status(host, state, current, err);
         if host == "web-xss" {
@@ -87,6 +101,17 @@ async fn fixture(root: &Path, publisher: &SecretKey) {
             .await
             .unwrap();
     }
+    let hold = fleet_core::hold::Hold {
+        version: 1,
+        host: h("web-held"),
+        held: true,
+        reason: HOLD_REASON.into(),
+        time: "2026-11-26T21:25:00Z".parse().unwrap(),
+    };
+    bucket
+        .put(&Key::hold(&h("web-held")), hold.sign(publisher))
+        .await
+        .unwrap();
     bucket
         .put(
             &Key::status(&h("evil-junk")),
@@ -211,6 +236,17 @@ async fn the_page_shows_the_fleet_and_runs_no_host_script() {
         dom.contains("publisher-1"),
         "the trust banner names the key"
     );
+    // The hold and its reason (as text); the retired host is not counted.
+    let held = rows
+        .iter()
+        .find(|r| r.contains(">web-held</button>"))
+        .unwrap();
+    assert!(held.contains("st-held"), "{held}");
+    assert!(
+        held.contains("disk swap &lt;i&gt;until Friday&lt;/i&gt;"),
+        "{held}"
+    );
+    assert!(dom.contains(" 8 hosts (+1 retired) · 1 held"), "{dom}");
 
     // The hostile status is text: escaped in the DOM, no element made, nothing run.
     assert!(

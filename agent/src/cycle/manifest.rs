@@ -6,7 +6,9 @@ use fleet_core::ErrorKind;
 use std::sync::atomic::Ordering;
 
 use fleet_core::status::{AgentState, Generation};
-use fleet_core::{BucketError, Key, Manifest, ManifestError, TrustedKeys, VerifiedManifest};
+use fleet_core::{
+    Activation, BucketError, Key, Manifest, ManifestError, TrustedKeys, VerifiedManifest,
+};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
@@ -67,6 +69,9 @@ impl Agent {
             }
         };
         let m = self.accept(verified)?;
+        if m.activation == Activation::Retire {
+            return self.retired(&m, etag, digest);
+        }
         if let Some(p) = pause {
             // Verified and recorded as desired, so the status shows what is pending;
             // not remembered as finished, so it is applied once the pause ends.
@@ -160,6 +165,32 @@ impl Agent {
         self.set(AgentState::Healthy, None);
         self.save()?;
         Ok(true)
+    }
+
+    /// `m` is a tombstone: the host is retired. Nothing is fetched or activated; the
+    /// running system stays as it is, and the memo makes every later poll of the
+    /// same object report `retired` again (a 304 costs nothing).
+    fn retired(
+        &mut self,
+        m: &Manifest,
+        etag: Option<String>,
+        digest: String,
+    ) -> anyhow::Result<Outcome> {
+        tracing::warn!(
+            sequence = m.sequence,
+            "this host is retired (tombstone manifest): applying nothing from now on"
+        );
+        self.state.manifest = Some(ManifestMemo {
+            etag,
+            outcome: MemoOutcome::Retired,
+            error: None,
+            digest: Some(digest),
+            expires_at: None,
+            retry_after: None,
+        });
+        self.set(AgentState::Retired, None);
+        self.save()?;
+        Ok(Outcome::Healthy)
     }
 
     /// The cache keys `m` names that this host trusts; `None` when there is none.

@@ -8,6 +8,7 @@
 //!   same bytes as the last one ───────► the same (a re-upload is not a new deploy)
 //!   200 → verify (size, signature by a trusted key, host, sequence ≥ highest seen,
 //!         not expired) ── refused ────► state `refused`, last_error.kind manifest-*
+//!       → a tombstone (`retire`) ─────► `retired`: nothing applied, now or later
 //!       → paused (`fleet-agent pause`) ► `paused`, desired = this manifest, nothing applied
 //!       → closure already current ───► `healthy` (heartbeat)
 //!       → fetch missing paths, verify, import ── refused ─► `refused` (fetch kind)
@@ -138,6 +139,8 @@ impl Outcome {
             MemoOutcome::Refused => Outcome::Refused,
             MemoOutcome::RolledBack => Outcome::RolledBack,
             MemoOutcome::Failed => Outcome::Failed,
+            // Retired is where the host should be: nothing to retry.
+            MemoOutcome::Retired => Outcome::Healthy,
         }
     }
 }

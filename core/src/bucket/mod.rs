@@ -204,7 +204,11 @@ impl Bucket {
                     .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                     .unwrap_or_else(|| "us-east-1".into());
                 b = b.with_region(region);
+                // `Bucket::delete` removes one key at a time: a plain DELETE, which
+                // every store authorises per key (moto checks a bulk `POST ?delete`
+                // against the bucket's ARN, so a per-prefix delete grant fails there).
                 b = b
+                    .with_disable_bulk_delete(true)
                     .with_virtual_hosted_style_request(*virtual_hosted)
                     .with_client_options(
                         ClientOptions::new()

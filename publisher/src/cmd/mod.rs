@@ -7,12 +7,14 @@
 pub mod audit;
 pub mod deploy;
 pub mod enroll;
+pub mod gc;
 pub mod hold;
 pub mod keygen;
 pub mod policy;
 pub mod push;
 pub mod renew;
 pub mod resign;
+pub mod retire;
 pub mod rollback;
 pub mod show;
 pub mod trust;

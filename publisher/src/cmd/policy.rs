@@ -20,6 +20,10 @@ pub enum RoleArg {
     Publisher,
     /// The dashboard.
     Reporter,
+    /// An operator: trust changes, retire --purge, gc --apply (may delete).
+    Admin,
+    /// Read-only access to what the dashboard shows.
+    Viewer,
 }
 
 /// `policy` options.
@@ -59,6 +63,8 @@ pub fn render(o: PolicyOptions, config_file: &ConfigFile) -> anyhow::Result<Stri
         (_, Some(_)) => bail!("--host applies to role agent only"),
         (RoleArg::Publisher, None) => Role::Publisher,
         (RoleArg::Reporter, None) => Role::Reporter,
+        (RoleArg::Admin, None) => Role::Admin,
+        (RoleArg::Viewer, None) => Role::Viewer,
     };
     Ok(policy(&role, bucket, o.prefix.as_deref().unwrap_or(""))?)
 }

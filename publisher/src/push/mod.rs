@@ -13,8 +13,8 @@
 //! How:
 //!
 //! 1. The closure comes from the local store (`nix-store --query --requisites`); one
-//!    LIST of `cache/` tells which narinfos are already there, and only the missing
-//!    paths go further. `nix path-info` is asked about those only, so a no-op
+//!    LIST of `cache/` tells which narinfos are already there (what `gc` condemned
+//!    counts as missing, `crate::gc`), and only the missing paths go further. `nix path-info` is asked about those only, so a no-op
 //!    republish costs a validity check of the roots, the closure query and one
 //!    listing, whatever the closure size; the three run at once (as do `nix path-info`
 //!    and writing `nix-cache-info`).
@@ -137,10 +137,12 @@ pub struct CacheListing {
     pub nars: HashMap<String, u64>,
     /// Whether `cache/nix-cache-info` exists.
     pub has_cache_info: bool,
+    /// Whether `cache/gc-condemned.json` exists.
+    pub has_condemned: bool,
 }
 
 impl CacheListing {
-    /// Lists `cache/` once.
+    /// Lists `cache/` once: what is there.
     pub async fn read(bucket: &Bucket) -> anyhow::Result<Self> {
         let mut out = CacheListing::default();
         let entries = bucket
@@ -148,8 +150,11 @@ impl CacheListing {
             .await
             .context("listing the binary cache to see what is already there")?;
         let info_key = Key::cache_info();
+        let condemned_key = Key::gc_condemned();
         for e in entries {
-            if e.key == info_key.as_str() {
+            if e.key == condemned_key.as_str() {
+                out.has_condemned = true;
+            } else if e.key == info_key.as_str() {
                 out.has_cache_info = true;
             } else if let Some(name) = e.key.strip_prefix("cache/nar/") {
                 if !name.contains('/') {
@@ -164,6 +169,27 @@ impl CacheListing {
             }
         }
         Ok(out)
+    }
+
+    /// What a push may skip: the listing without what `fleet-publish gc` has
+    /// condemned (`cache/gc-condemned.json`), which is uploaded again so the gc
+    /// keeps it (see [`crate::gc`]).
+    pub async fn without_condemned(mut self, bucket: &Bucket) -> anyhow::Result<Self> {
+        if !self.has_condemned {
+            return Ok(self);
+        }
+        if let Some(c) = crate::gc::condemned::read(bucket).await? {
+            for k in &c.keys {
+                self.nars.remove(k);
+                if let Some(hash) = k
+                    .strip_prefix("cache/")
+                    .and_then(|k| k.strip_suffix(".narinfo"))
+                {
+                    self.narinfos.remove(hash);
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// The paths of `paths` that have no narinfo.
@@ -186,11 +212,13 @@ pub async fn push(
     let start = Instant::now();
     // The three questions are independent: ask them at once. The validity check's
     // answer is looked at first, as it says best what is wrong with an unbuilt root.
-    let (valid, closure, listing) = tokio::join!(
-        crate::check_valid(nix, roots),
-        nix.closure(roots),
-        CacheListing::read(bucket)
-    );
+    let (valid, closure, listing) =
+        tokio::join!(crate::check_valid(nix, roots), nix.closure(roots), async {
+            CacheListing::read(bucket)
+                .await?
+                .without_condemned(bucket)
+                .await
+        });
     valid?;
     let closure = closure.context("listing the closure in the local Nix store")?;
     let listing = listing?;

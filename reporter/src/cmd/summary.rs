@@ -19,6 +19,16 @@
 //! clock. Every string a host wrote is hostile: control characters (terminal escape
 //! sequences) and bidirectional overrides are printed escaped, and long texts are cut.
 //!
+//! Retired hosts (`fleet-publish retire`) are listed in the table with state
+//! `retired` but left out of the count (`3 hosts (+1 retired): …`).
+//!
+//! `--json` prints `/api/v1/summary`'s object with every host's row (as
+//! `/api/v1/hosts` gives it) under `"rows"` instead of the table.
+//!
+//! Exit codes, for CI to gate on: 0 when no host fails the gate, 3 when any host is
+//! failed, rolled back, refused, stale or flagged (the table or the JSON's
+//! `gate.failing` says which), 1 when the fleet could not be read.
+//!
 //! Unlike `serve`, it does not write the dashboard's cache `dashboard/snapshot.json`
 //! unless `--write-snapshot true` is given, so credentials that may only read (a
 //! publisher's) are enough.
@@ -31,7 +41,7 @@ use fleet_core::{Bucket, BucketOptions};
 use fleet_reporter::Reporter;
 use fleet_reporter::config::Config;
 use fleet_reporter::fleet::Fleet;
-use fleet_reporter::outcome::HostRow;
+use fleet_reporter::outcome::{HostRow, HostState};
 use jiff::Timestamp;
 
 /// Longest error kind shown in the table.
@@ -39,8 +49,24 @@ const MAX_KIND: usize = 40;
 /// Longest error message or flag shown under the table.
 const MAX_MESSAGE: usize = 600;
 
-/// Aggregates once and prints the table on stdout.
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+/// `summary` arguments: the reporter's options and the output format.
+#[derive(clap::Args, Debug)]
+pub struct SummaryArgs {
+    /// The reporter's options.
+    #[command(flatten)]
+    pub config: Config,
+    /// Print JSON (the API's summary plus every host's row) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit code when some host fails the gate.
+pub const GATE_FAILED: u8 = 3;
+
+/// Aggregates once and prints the table (or JSON) on stdout; `Ok(false)` when
+/// some host fails the gate.
+pub async fn run(args: SummaryArgs) -> anyhow::Result<bool> {
+    let SummaryArgs { mut config, json } = args;
     config.take_deprecated();
     config.write_snapshot.get_or_insert(false);
     let s = config.resolve()?;
@@ -51,8 +77,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .refresh()
         .await
         .with_context(|| format!("reading the fleet from {}", s.bucket))?;
-    print!("{}", render(&fleet));
-    Ok(())
+    if json {
+        let mut v = fleet_reporter::api::summary(&fleet);
+        v["rows"] = fleet
+            .hosts
+            .iter()
+            .map(|r| fleet_reporter::api::host_row(r, fleet.generated_at))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", render(&fleet));
+    }
+    Ok(fleet.failing_gate().next().is_none())
 }
 
 /// `s` with control characters and bidirectional overrides escaped, cut to `max`
@@ -147,14 +183,20 @@ pub fn render(fleet: &Fleet) -> String {
     let counts: Vec<String> = fleet
         .counts()
         .into_iter()
-        .filter(|(_, n)| *n > 0)
+        .filter(|(s, n)| *n > 0 && *s != HostState::Retired)
         .map(|(s, n)| format!("{n} {s}"))
         .collect();
-    let n = fleet.hosts.len();
+    let n = fleet.active().count();
+    let retired = fleet.retired().count();
     let _ = write!(
         out,
-        "{n} host{}{}{}; ",
+        "{n} host{}{}{}{}; ",
         if n == 1 { "" } else { "s" },
+        if retired > 0 {
+            format!(" (+{retired} retired)")
+        } else {
+            String::new()
+        },
         if counts.is_empty() { "" } else { ": " },
         counts.join(", ")
     );

@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use fleet_core::HostName;
 use fleet_core::manifest::ManifestError;
 use fleet_core::status::{AgentState, Generation};
+use fleet_core::{Activation, HostName};
 use jiff::{SignedDuration, Timestamp};
 
 use super::list::Slot;
@@ -130,8 +130,19 @@ pub fn classify(
             "deploys are paused on the host (`fleet-agent pause`){pending}: it applies nothing until `fleet-agent resume` or the pause's end"
         ));
     }
+    let retired = matches!(&manifest, ManifestView::Verified(m) if m.activation == Activation::Retire)
+        || report
+            .as_ref()
+            .is_some_and(|r| r.state == AgentState::Retired);
+    if retired {
+        notes.push(format!(
+            "retired (`fleet-publish retire`): not counted with the fleet; `fleet-publish retire {host} --purge` removes its objects"
+        ));
+    }
     let state = if !flags.is_empty() {
         HostState::Flagged
+    } else if retired {
+        HostState::Retired
     } else if let Some(r) = &report {
         let age = last_seen.map(|t| now.duration_since(t)).unwrap_or_default();
         if age > stale_after {
@@ -159,6 +170,7 @@ pub fn classify(
         flags,
         notes,
         status_signature: StatusSignatureView::Unverified,
+        hold: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Step 1 of a refresh: list `status/` and `hosts/` and sort what is listed into one
 //! [`Slot`] per host, in host order.
 //!
-//! Of a host's folder only `status.json` / `manifest.json` is listed (never its
-//! events): on `file://` that is one `stat` per host, on S3 the other entries are
-//! dropped as the pages arrive. S3 listings run as concurrent key ranges cut at host
+//! Of a host's `status/` folder only `status.json` is listed (never its events): on
+//! `file://` that is one `stat` per host, on S3 the other entries are dropped as the
+//! pages arrive. A host's `hosts/` folder is listed whole: it holds `manifest.json`
+//! and, for a held host, `hold.json` (read by `holds.rs`). S3 listings run as concurrent key ranges cut at host
 //! names of the previous snapshot (or at first characters when there is none), see
 //! [`fleet_core::Bucket::list_pruned`]. Keys under no valid host name are counted as
 //! [`Ignored`].
@@ -45,6 +46,8 @@ pub(super) struct Listing {
     pub ignored: Ignored,
     /// Objects in the two listings.
     pub listed: usize,
+    /// The listed `hosts/<host>/hold.json`, sorted by host.
+    pub holds: Vec<(HostName, ObjectInfo)>,
 }
 
 /// Lists both folders (concurrent key ranges, at most `concurrency` each, cut at the
@@ -65,11 +68,14 @@ pub(super) async fn list(
     let listed = status_list.len() + hosts_list.len();
     let mut ignored = Ignored::default();
     let statuses = by_host(STATUS_DIR, status_list, &mut ignored);
-    let manifests = by_host(HOSTS_DIR, hosts_list, &mut ignored);
+    let (holds, manifests): (Vec<_>, Vec<_>) = by_host(HOSTS_DIR, hosts_list, &mut ignored)
+        .into_iter()
+        .partition(|(h, info)| info.key == Key::hold(h).as_str());
     Ok(Listing {
         slots: merge_by_host(statuses, manifests),
         ignored,
         listed,
+        holds,
     })
 }
 
@@ -79,7 +85,7 @@ fn by_host(dir: &str, list: Vec<ObjectInfo>, ignored: &mut Ignored) -> Vec<(Host
     let mut v: Vec<(HostName, ObjectInfo)> = Vec::with_capacity(list.len());
     for info in list {
         match sort_key(dir, &info.key) {
-            Listed::Status(h) | Listed::Manifest(h) => v.push((h, info)),
+            Listed::Status(h) | Listed::Manifest(h) | Listed::Hold(h) => v.push((h, info)),
             Listed::Other => {}
             Listed::Ignored => ignored.add(&info.key),
         }
@@ -93,6 +99,7 @@ fn by_host(dir: &str, list: Vec<ObjectInfo>, ignored: &mut Ignored) -> Vec<(Host
 enum Listed {
     Status(HostName),
     Manifest(HostName),
+    Hold(HostName),
     /// A valid host's other object (events, future files): not part of the snapshot.
     Other,
     /// Under no valid host.
@@ -113,6 +120,11 @@ fn sort_key(dir: &str, key: &str) -> Listed {
         .and_then(|r| r.strip_prefix('/'))
         .unwrap_or("");
     match rest.split_once('/') {
+        Some((h, _)) if !is_status => match HostName::new(h) {
+            Ok(h) if key == Key::hold(&h).as_str() => Listed::Hold(h),
+            Ok(_) => Listed::Other,
+            Err(_) => Listed::Ignored,
+        },
         Some((h, _)) if HostName::new(h).is_ok() => Listed::Other,
         _ => Listed::Ignored,
     }
@@ -142,11 +154,12 @@ fn host_object_name(dir: &str) -> &'static str {
 }
 
 /// What to list of each folder under `dir/` ([`Bucket::list_pruned`]): of a valid
-/// host's folder only the one object the aggregation reads (its events and anything
-/// else there are never listed); folders under names that are not hosts are walked
-/// whole, so their objects are reported as ignored.
+/// host's `status/` folder only its `status.json` (its events are never listed), of
+/// its `hosts/` folder everything (the manifest and a hold); folders under names
+/// that are not hosts are walked whole, so their objects are reported as ignored.
 fn below_host(dir: &'static str) -> impl Fn(&str) -> Visit + Send + Sync + 'static {
     let only = host_object_name(dir);
+    let whole = dir == HOSTS_DIR;
     move |folder: &str| {
         let host = folder
             .strip_prefix(dir)
@@ -154,7 +167,7 @@ fn below_host(dir: &'static str) -> impl Fn(&str) -> Visit + Send + Sync + 'stat
             .and_then(|r| r.strip_suffix('/'))
             .filter(|h| !h.contains('/'));
         match host {
-            Some(h) if HostName::new(h).is_ok() => Visit::Only(only),
+            Some(h) if HostName::new(h).is_ok() && !whole => Visit::Only(only),
             _ => Visit::All,
         }
     }
@@ -290,10 +303,11 @@ mod tests {
         assert_eq!(v("status/Not_A_Host/"), Visit::All);
         assert_eq!(v("status/Not_A_Host/x/"), Visit::All);
         assert_eq!(v("status/"), Visit::All);
-        assert_eq!(
-            below_host(HOSTS_DIR)("hosts/web-1/"),
-            Visit::Only("manifest.json")
-        );
+        assert_eq!(below_host(HOSTS_DIR)("hosts/web-1/"), Visit::All);
+        assert!(matches!(
+            sort_key("hosts", "hosts/web-1/hold.json"),
+            Listed::Hold(h) if h.as_str() == "web-1"
+        ));
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! 3. `fetch.rs`: GET the planned objects in batches and parse or verify each;
 //! 4. `classify.rs`: classify every host, and return the rows plus the
 //!    new snapshot; with `registry.rs`, check each status against the signed host
-//!    registry (its signature by the host's identity key).
+//!    registry (its signature by the host's identity key);
+//! 5. `holds.rs`: read the listed holds and put them on their rows.
 //!
 //! A warm refresh therefore costs three LISTs (the registry's too, when manifests are
-//! verified) plus one GET per changed object.
+//! verified) plus one GET per changed object and per held host.
 //!
 //! Everything a host wrote is hostile: an object that is too large, malformed or
 //! claims another host is recorded as a *flag* on that host's row and never stops the
@@ -22,6 +23,7 @@
 
 mod classify;
 mod fetch;
+mod holds;
 mod list;
 mod registry;
 mod reuse;
@@ -99,6 +101,26 @@ impl Fleet {
         m
     }
 
+    /// The hosts that count: every host but the retired ones.
+    pub fn active(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.state != HostState::Retired)
+    }
+
+    /// The retired hosts.
+    pub fn retired(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.state == HostState::Retired)
+    }
+
+    /// The held hosts.
+    pub fn held(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.hold.is_some())
+    }
+
+    /// The hosts that fail a CI gate ([`HostState::fails_gate`]).
+    pub fn failing_gate(&self) -> impl Iterator<Item = &HostRow> {
+        self.hosts.iter().filter(|r| r.state.fails_gate())
+    }
+
     /// The row of `host`.
     pub fn host(&self, host: &HostName) -> Option<&HostRow> {
         self.hosts
@@ -167,7 +189,9 @@ pub async fn refresh(
     } else {
         BTreeMap::new()
     };
-    let (hosts, cache) = classify::classify_all(slots, &enrolled, verify, now, params.stale_after);
+    let (mut hosts, cache) =
+        classify::classify_all(slots, &enrolled, verify, now, params.stale_after);
+    holds::attach(bucket, &params.trusted, listing.holds, &mut hosts).await;
 
     let stats = RefreshStats {
         listed: listing.listed,

@@ -182,3 +182,49 @@ resource "aws_iam_role_policy" "reporter" {
   role   = aws_iam_role.reporter.id
   policy = module.policies.reporter
 }
+
+# ---- admin and viewer (optional users) --------------------------------------------
+
+resource "aws_iam_user" "admin" {
+  count = var.admin_user ? 1 : 0
+
+  name = "${var.name_prefix}-admin"
+  path = var.iam_path
+  tags = var.tags
+}
+
+resource "aws_iam_user_policy" "admin" {
+  count = length(aws_iam_user.admin)
+
+  name   = "fleet-admin"
+  user   = aws_iam_user.admin[0].name
+  policy = module.policies.admin
+}
+
+resource "aws_iam_access_key" "admin" {
+  count = var.create_access_keys ? length(aws_iam_user.admin) : 0
+
+  user = aws_iam_user.admin[0].name
+}
+
+resource "aws_iam_user" "viewer" {
+  count = var.viewer_user ? 1 : 0
+
+  name = "${var.name_prefix}-viewer"
+  path = var.iam_path
+  tags = var.tags
+}
+
+resource "aws_iam_user_policy" "viewer" {
+  count = length(aws_iam_user.viewer)
+
+  name   = "fleet-viewer"
+  user   = aws_iam_user.viewer[0].name
+  policy = module.policies.viewer
+}
+
+resource "aws_iam_access_key" "viewer" {
+  count = var.create_access_keys ? length(aws_iam_user.viewer) : 0
+
+  user = aws_iam_user.viewer[0].name
+}

@@ -60,6 +60,28 @@ output "publisher_secret_access_key" {
   sensitive   = true
 }
 
+output "admin_access_key_id" {
+  description = "Access key ID of the admin user (null unless admin_user and create_access_keys)."
+  value       = one(aws_iam_access_key.admin[*].id)
+}
+
+output "admin_secret_access_key" {
+  description = "Secret access key of the admin user."
+  value       = one(aws_iam_access_key.admin[*].secret)
+  sensitive   = true
+}
+
+output "viewer_access_key_id" {
+  description = "Access key ID of the viewer user (null unless viewer_user and create_access_keys)."
+  value       = one(aws_iam_access_key.viewer[*].id)
+}
+
+output "viewer_secret_access_key" {
+  description = "Secret access key of the viewer user."
+  value       = one(aws_iam_access_key.viewer[*].secret)
+  sensitive   = true
+}
+
 output "reporter_role_arn" {
   description = "ARN of the reporter role (the Lambda's execution role)."
   value       = aws_iam_role.reporter.arn
@@ -81,6 +103,8 @@ output "policies" {
     agent     = module.policies.agent
     publisher = module.policies.publisher
     reporter  = module.policies.reporter
+    admin     = module.policies.admin
+    viewer    = module.policies.viewer
     bucket    = module.policies.bucket_policy
   }
 }

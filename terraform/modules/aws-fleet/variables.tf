@@ -253,3 +253,17 @@ variable "tags" {
   default     = {}
   nullable    = false
 }
+
+variable "admin_user" {
+  description = "Create an IAM user with the admin policy (trust changes, `retire --purge`, `gc --apply`: it may delete), with an access key if create_access_keys. Give it to operators, not to CI."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "viewer_user" {
+  description = "Create an IAM user with the read-only viewer policy (what the dashboard shows), with an access key if create_access_keys."
+  type        = bool
+  default     = false
+  nullable    = false
+}

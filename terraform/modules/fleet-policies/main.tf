@@ -21,6 +21,8 @@ locals {
   reporter          = templatefile("${path.module}/policies/reporter.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
   public_cache      = templatefile("${path.module}/policies/public-cache.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
   audit_create_only = templatefile("${path.module}/policies/audit-create-only.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  admin             = templatefile("${path.module}/policies/admin.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
+  viewer            = templatefile("${path.module}/policies/viewer.json.tftpl", { bucket = var.bucket, prefix = local.prefix })
 
   # s3://BUCKET[/PREFIX][?endpoint=URL&region=R], as fleet_core::StoreUrl parses it.
   store_query = join("&", concat(

@@ -18,6 +18,16 @@ output "reporter" {
   value       = local.reporter
 }
 
+output "admin" {
+  description = "Admin policy JSON (fleet-publish policy --role admin): the publisher's rights plus trust/, registry/, rollouts/ and deletes (retire --purge, gc --apply)."
+  value       = local.admin
+}
+
+output "viewer" {
+  description = "Viewer policy JSON (fleet-publish policy --role viewer): read-only access to what the dashboard shows."
+  value       = local.viewer
+}
+
 output "public_cache" {
   description = "Public-read bucket policy for cache/* (fleet_core::iam::public_cache_policy), whether or not it is enabled."
   value       = local.public_cache

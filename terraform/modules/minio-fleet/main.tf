@@ -155,3 +155,45 @@ resource "minio_iam_user_policy_attachment" "reporter" {
   user_name   = minio_iam_user.reporter.name
   policy_name = minio_iam_policy.reporter.name
 }
+
+# ---- admin and viewer (optional) --------------------------------------------------
+
+resource "minio_iam_user" "admin" {
+  count = var.admin_user ? 1 : 0
+
+  name = "${var.name_prefix}-admin"
+}
+
+resource "minio_iam_policy" "admin" {
+  count = length(minio_iam_user.admin)
+
+  name   = "${var.name_prefix}-admin"
+  policy = module.policies.admin
+}
+
+resource "minio_iam_user_policy_attachment" "admin" {
+  count = length(minio_iam_user.admin)
+
+  user_name   = minio_iam_user.admin[0].name
+  policy_name = minio_iam_policy.admin[0].name
+}
+
+resource "minio_iam_user" "viewer" {
+  count = var.viewer_user ? 1 : 0
+
+  name = "${var.name_prefix}-viewer"
+}
+
+resource "minio_iam_policy" "viewer" {
+  count = length(minio_iam_user.viewer)
+
+  name   = "${var.name_prefix}-viewer"
+  policy = module.policies.viewer
+}
+
+resource "minio_iam_user_policy_attachment" "viewer" {
+  count = length(minio_iam_user.viewer)
+
+  user_name   = minio_iam_user.viewer[0].name
+  policy_name = minio_iam_policy.viewer[0].name
+}

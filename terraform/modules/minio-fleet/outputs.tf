@@ -46,12 +46,36 @@ output "reporter_secret_access_key" {
   sensitive   = true
 }
 
+output "admin_access_key_id" {
+  description = "Access key ID of the admin user (null unless admin_user)."
+  value       = one(minio_iam_user.admin[*].name)
+}
+
+output "admin_secret_access_key" {
+  description = "Secret key of the admin user."
+  value       = one(minio_iam_user.admin[*].secret)
+  sensitive   = true
+}
+
+output "viewer_access_key_id" {
+  description = "Access key ID of the viewer user (null unless viewer_user)."
+  value       = one(minio_iam_user.viewer[*].name)
+}
+
+output "viewer_secret_access_key" {
+  description = "Secret key of the viewer user."
+  value       = one(minio_iam_user.viewer[*].secret)
+  sensitive   = true
+}
+
 output "policies" {
   description = "The policy documents deployed, for review (identical to `fleet-publish policy` output)."
   value = {
     agent     = module.policies.agent
     publisher = module.policies.publisher
     reporter  = module.policies.reporter
+    admin     = module.policies.admin
+    viewer    = module.policies.viewer
     bucket    = module.policies.bucket_policy
   }
 }

@@ -114,3 +114,17 @@ variable "abort_incomplete_multipart_days" {
     error_message = "abort_incomplete_multipart_days must be a whole number of days, at least 1."
   }
 }
+
+variable "admin_user" {
+  description = "Create a MinIO user with the admin policy (trust changes, `retire --purge`, `gc --apply`: it may delete). Give it to operators, not to CI."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "viewer_user" {
+  description = "Create a MinIO user with the read-only viewer policy (what the dashboard shows)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
