@@ -14,7 +14,10 @@
 //! admin`); audit entries are never deleted. Its cache paths become garbage for
 //! `fleet-publish gc` once no other root keeps them.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
+use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::{Activation, Bucket, HostName, Key, KeyPrefix, PublicKey, SecretKey, TrustedKeys};
 use jiff::SignedDuration;
@@ -126,6 +129,7 @@ async fn require_manifest(
 pub async fn purge(
     bucket: &Bucket,
     hosts: &[HostName],
+    signing_key: &SecretKey,
     trusted: &TrustedKeys,
 ) -> anyhow::Result<Vec<String>> {
     for host in hosts {
@@ -141,6 +145,7 @@ pub async fn purge(
     }
     let mut deleted = Vec::new();
     for host in hosts {
+        let mut gone = Vec::new();
         let mut keys = Vec::new();
         for prefix in [KeyPrefix::host_status(host), KeyPrefix::host(host)] {
             let listed = bucket
@@ -163,7 +168,24 @@ pub async fn purge(
                 e => anyhow::Error::new(e).context(format!("deleting {key}")),
             })?;
             deleted.push(key.to_string());
+            gone.push(ObjectChange::deleted(&key));
         }
+        let mut extra = BTreeMap::new();
+        extra.insert("step".to_owned(), serde_json::json!("purge"));
+        let action = AuditAction {
+            kind: ActionKind::Retire,
+            hosts: vec![host.clone()],
+            details: AuditDetails {
+                objects: gone,
+                extra,
+                ..AuditDetails::default()
+            },
+        };
+        crate::audit_log::append(bucket, signing_key, action)
+            .await
+            .with_context(|| {
+                format!("{host} IS purged, but its audit entry could not be written; record it by hand")
+            })?;
     }
     Ok(deleted)
 }

@@ -76,6 +76,7 @@ impl Fx {
 
     fn settings(&self, keep: usize, grace: SignedDuration, apply: bool) -> GcSettings {
         GcSettings {
+            signing_key: Some(self.signer.key.clone()),
             trusted: TrustedKeys::new([self.signer.public_key()]),
             keep_generations: keep,
             grace,
@@ -270,6 +271,7 @@ async fn gc_refuses_what_it_cannot_verify_and_changes_nothing() {
 
     // A manifest that does not verify with the keys given: its closure is unknown.
     let wrong = GcSettings {
+        signing_key: None,
         trusted: TrustedKeys::new([stranger.public_key()]),
         keep_generations: 1,
         grace: SignedDuration::ZERO,

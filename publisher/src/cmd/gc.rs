@@ -11,6 +11,7 @@
 //!
 //! `--json` prints the [`GcReport`](crate::gc::GcReport) instead.
 
+use anyhow::Context;
 use clap::Args;
 use fleet_core::TrustedKeys;
 use fleet_core::duration::{Zero, parse_duration};
@@ -38,6 +39,10 @@ pub struct GcOptions {
     /// this long: "24h", "1h", "P1D" [default: 24h].
     #[arg(long, env = "FLEET_GC_GRACE", value_name = "DURATION")]
     pub grace: Option<String>,
+    /// Secret key file that signs the audit entry of a `--apply` run (required with
+    /// `--apply`: what gc deletes is recorded in the audit chain).
+    #[arg(long, env = "FLEET_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<std::path::PathBuf>,
 }
 
 /// `gc` arguments.
@@ -68,7 +73,15 @@ pub async fn run(args: GcArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
         Some(t) => jiff::SignedDuration::try_from(parse_duration("grace", t, Zero::Allowed)?)?,
         None => DEFAULT_GRACE,
     };
+    let signing_key = if args.apply {
+        let file = config::required(&o.signing_key, "signing-key", "FLEET_SIGNING_KEY")
+            .context("gc --apply records what it deletes in the signed audit chain")?;
+        Some(crate::load_secret_key(file, "signing key (--signing-key)")?)
+    } else {
+        None
+    };
     let settings = GcSettings {
+        signing_key,
         trusted: TrustedKeys::new(keys),
         keep_generations: o.keep_generations.unwrap_or(DEFAULT_KEEP_GENERATIONS),
         grace,

@@ -62,7 +62,7 @@ pub async fn run(args: RetireArgs, config_file: &ConfigFile) -> anyhow::Result<(
     }
     if args.purge {
         let trusted = TrustedKeys::new(std::iter::once(signing_key.public()).chain(trusted));
-        let deleted = purge(&bucket, &hosts, &trusted).await?;
+        let deleted = purge(&bucket, &hosts, &signing_key, &trusted).await?;
         for h in &hosts {
             let n = deleted
                 .iter()

@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use anyhow::Context;
 use fleet_core::bucket::ObjectInfo;
 use fleet_core::narinfo::{MAX_NARINFO_SIZE, NarInfo};
-use fleet_core::{Bucket, Key, KeyPrefix, TrustedKeys};
+use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
+use fleet_core::{Bucket, Key, KeyPrefix, SecretKey, TrustedKeys};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
@@ -40,6 +41,8 @@ pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(24);
 /// How to collect.
 #[derive(Clone, Debug)]
 pub struct GcSettings {
+    /// Signs the audit entry of an applied run (required when `apply`).
+    pub signing_key: Option<SecretKey>,
     /// Publisher keys the manifests and holds must verify with.
     pub trusted: TrustedKeys,
     /// Distinct closures kept per host from its audit history.
@@ -110,7 +113,7 @@ pub async fn gc(bucket: &Bucket, settings: &GcSettings) -> anyhow::Result<GcRepo
     let young = |i: &ObjectInfo| now.duration_since(i.last_modified) < settings.grace;
 
     let hosts = manifest_hosts(bucket).await?;
-    let history = crate::rollback::history(bucket, &hosts).await?;
+    let history = crate::rollback::history(bucket, &hosts, &settings.trusted).await?;
     let ctx = roots::RootContext {
         bucket,
         trusted: &settings.trusted,
@@ -182,6 +185,9 @@ pub async fn gc(bucket: &Bucket, settings: &GcSettings) -> anyhow::Result<GcRepo
         }
         if previous.is_none() || ripe.is_some() {
             condemned::write(bucket, waiting.clone(), since).await?;
+        }
+        if !freed_keys.is_empty() || previous.is_none() || ripe.is_some() {
+            record(bucket, settings, &freed_keys, freed_tally, waiting.len()).await?;
         }
     }
     let condemned_tally = Tally::of(waiting.iter().filter_map(|k| listing.get(k)));
@@ -276,4 +282,43 @@ mod tests {
         }
         assert!(key_of("cache/nix-cache-info").is_err());
     }
+}
+
+/// The most deleted keys one audit entry names; beyond it the entry gives counts
+/// only, which keeps it far below the entry size limit.
+const MAX_AUDITED_KEYS: usize = 2000;
+
+/// Appends the `gc` audit entry of an applied run: what it deleted (keys, up to
+/// [`MAX_AUDITED_KEYS`]) and counts.
+async fn record(
+    bucket: &Bucket,
+    settings: &GcSettings,
+    freed: &[String],
+    tally: Tally,
+    condemned: usize,
+) -> anyhow::Result<()> {
+    let Some(key) = &settings.signing_key else {
+        anyhow::bail!("gc --apply needs a signing key for its audit entry");
+    };
+    let mut objects = Vec::new();
+    for k in freed.iter().take(MAX_AUDITED_KEYS) {
+        objects.push(ObjectChange::deleted(&key_of(k)?));
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert("freed_objects".to_owned(), serde_json::json!(tally.objects));
+    extra.insert("freed_bytes".to_owned(), serde_json::json!(tally.bytes));
+    extra.insert("condemned_objects".to_owned(), serde_json::json!(condemned));
+    let action = AuditAction {
+        kind: ActionKind::Gc,
+        hosts: Vec::new(),
+        details: AuditDetails {
+            objects,
+            extra,
+            ..AuditDetails::default()
+        },
+    };
+    crate::audit_log::append(bucket, key, action)
+        .await
+        .context("gc deleted what it reported, but its audit entry could not be written")?;
+    Ok(())
 }
