@@ -12,6 +12,8 @@
 //! - [`manifest`]: the signed per-host [`Manifest`] and its verification;
 //! - [`audit`]: the publisher's append-only audit entries;
 //! - [`hold`]: signed holds that keep publishers off a host;
+//! - [`release`]: signed releases (per-host closures and a rollout plan);
+//!   [`rollout`]: a rollout's state, replaced by compare-and-swap;
 //! - [`status`]: the [`StatusReport`] agents write;
 //! - [`iam`]: the IAM policy text for each role;
 //! - [`cache_walk`]: a closure's signed narinfos read from the bucket (deploying
@@ -48,6 +50,8 @@ pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
 pub mod nixcli;
+pub mod release;
+pub mod rollout;
 pub mod status;
 pub mod store_path;
 pub mod stream;

@@ -6,6 +6,8 @@
 //!   `nix-store --dump`, compressed);
 //! - [`deploy`](mod@deploy): pushes a host's closure, then writes its signed
 //!   manifest with the next sequence number by compare-and-swap, and an audit entry;
+//! - [`rollout`](mod@rollout): signed releases and their rollouts in waves, moved on by
+//!   compare-and-swap on a state object in the bucket;
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
 //!
 //! The logic lives here so tests can call it in process. The engines ([`mod@push`],
@@ -27,6 +29,7 @@ pub mod manifest_write;
 pub mod push;
 pub mod renew;
 pub mod rollback;
+pub mod rollout;
 
 use std::path::Path;
 

@@ -1,0 +1,114 @@
+//! Reading releases and rollout states, and replacing a state by compare-and-swap.
+//!
+//! [`update`] is the one writer of `releases/<id>/rollout.json` after its creation:
+//! read and verify the state, let the caller change it, sign it with the revision
+//! incremented, and `put_if_match` on the ETag read; on a conflict start again from
+//! the read.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleet_core::bucket::BucketError;
+use fleet_core::release::{MAX_RELEASE_SIZE, Release, VerifiedRelease};
+use fleet_core::rollout::{MAX_ROLLOUT_SIZE, RolloutState};
+use fleet_core::{Bucket, Key, ObjectName, SecretKey, TrustedKeys};
+
+/// Compare-and-swap attempts on a rollout state.
+pub const MAX_STATE_ATTEMPTS: u32 = 20;
+
+/// A rollout state as read, with the ETag to replace it on.
+#[derive(Clone, Debug)]
+pub struct StoredState {
+    /// The verified state.
+    pub state: RolloutState,
+    /// Its ETag.
+    pub etag: String,
+}
+
+/// Parses a release id given by a user.
+pub fn release_id(text: &str) -> anyhow::Result<ObjectName> {
+    ObjectName::new(text).with_context(|| format!("release id {text:?}"))
+}
+
+/// Reads and verifies release `id`.
+pub async fn read_release(
+    bucket: &Bucket,
+    id: &ObjectName,
+    trusted: &TrustedKeys,
+) -> anyhow::Result<VerifiedRelease> {
+    let key = Key::release(id);
+    let obj = match bucket.get(&key, MAX_RELEASE_SIZE).await {
+        Ok(o) => o,
+        Err(BucketError::NotFound { .. }) => bail!(
+            "there is no release {id} in {} ({key} does not exist); is the id right?",
+            bucket.url()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {key}")),
+    };
+    Ok(Release::verify(&obj.bytes, id.as_str(), trusted)?)
+}
+
+/// Reads and verifies the rollout state of release `id`.
+pub async fn read_state(
+    bucket: &Bucket,
+    id: &ObjectName,
+    trusted: &TrustedKeys,
+) -> anyhow::Result<StoredState> {
+    let key = Key::rollout(id);
+    let obj = match bucket.get(&key, MAX_ROLLOUT_SIZE).await {
+        Ok(o) => o,
+        Err(BucketError::NotFound { .. }) => bail!(
+            "release {id} has no rollout state in {} ({key} does not exist); is the id right?",
+            bucket.url()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {key}")),
+    };
+    let v = RolloutState::verify(&obj.bytes, id.as_str(), trusted)?;
+    let etag = obj.etag.with_context(|| {
+        format!(
+            "{} gave no ETag for {key}, so the rollout cannot be moved on by compare-and-swap",
+            bucket.url()
+        )
+    })?;
+    Ok(StoredState {
+        state: v.state,
+        etag,
+    })
+}
+
+/// Replaces the state of release `id`: `change` gets a copy of the current state
+/// and says whether it changed it (`Ok(false)`: nothing to write). Retries from the
+/// read when another writer won. Returns the state now stored and whether this call
+/// wrote it.
+pub async fn update(
+    bucket: &Bucket,
+    id: &ObjectName,
+    trusted: &TrustedKeys,
+    signing_key: &SecretKey,
+    mut change: impl FnMut(&mut RolloutState) -> anyhow::Result<bool>,
+) -> anyhow::Result<(RolloutState, bool)> {
+    let key = Key::rollout(id);
+    for attempt in 1..=MAX_STATE_ATTEMPTS {
+        let stored = read_state(bucket, id, trusted).await?;
+        let mut next = stored.state.clone();
+        if !change(&mut next)? {
+            return Ok((stored.state, false));
+        }
+        next.revision = stored.state.revision + 1;
+        match bucket
+            .put_if_match(&key, next.sign(signing_key), &stored.etag)
+            .await
+        {
+            Ok(_) => return Ok((next, true)),
+            Err(BucketError::Conflict { .. }) => {
+                tracing::info!(%id, attempt, "another publisher moved the rollout on; reading again");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("writing {key}")),
+        }
+    }
+    bail!(
+        "gave up writing {key} after {MAX_STATE_ATTEMPTS} attempts: other publishers kept \
+         changing it; try again"
+    )
+}
