@@ -164,6 +164,55 @@ pub struct WaveState {
     pub hosts: BTreeMap<HostName, HostState>,
 }
 
+/// How many hosts of a wave are in each outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WaveCounts {
+    /// Hosts in the wave's plan.
+    pub hosts: usize,
+    /// Healthy on the release's closure.
+    pub healthy: usize,
+    /// Written, no answer yet (or not written yet, once started).
+    pub pending: usize,
+    /// Failed, rolled back or silent.
+    pub bad: usize,
+    /// Held, skipped.
+    pub skipped: usize,
+    /// Rolled back by the publisher after a halt.
+    pub reverted: usize,
+}
+
+impl WaveState {
+    /// Counts its hosts by outcome; `planned` is the wave's size in the release.
+    pub fn counts(&self, planned: usize) -> WaveCounts {
+        let mut c = WaveCounts {
+            hosts: planned,
+            ..WaveCounts::default()
+        };
+        for s in self.hosts.values() {
+            match s.outcome {
+                HostOutcome::Pending => c.pending += 1,
+                HostOutcome::Healthy => c.healthy += 1,
+                HostOutcome::SkippedHeld => c.skipped += 1,
+                _ => c.bad += 1,
+            }
+            if s.rolled_back_to.is_some() {
+                c.reverted += 1;
+            }
+        }
+        c
+    }
+
+    /// `not started`, `in progress`, `soaking` or `completed`.
+    pub fn stage(&self) -> &'static str {
+        match (self.started_at, self.settled_at, self.completed_at) {
+            (_, _, Some(_)) => "completed",
+            (_, Some(_), None) => "soaking",
+            (Some(_), None, None) => "in progress",
+            (None, _, _) => "not started",
+        }
+    }
+}
+
 /// One step, for the record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

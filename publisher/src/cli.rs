@@ -12,9 +12,11 @@ use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
+use crate::cmd::release::ReleaseArgs;
 use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::resign::SigningOptions;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
+use crate::cmd::rollout::RolloutArgs;
 use crate::cmd::show::ShowOptions;
 use crate::cmd::unhold::UnholdArgs;
 use crate::config::{ConfigFile, keys_of};
@@ -60,6 +62,10 @@ pub enum Command {
     Unhold(Box<UnholdArgs>),
     /// Print the IAM policy JSON of a role.
     Policy(PolicyOptions),
+    /// Make a signed release (per-host closures and a plan of waves) to roll out.
+    Release(Box<ReleaseArgs>),
+    /// Move a release's rollout on, show it, pause, resume, abort or roll it back.
+    Rollout(Box<RolloutArgs>),
 }
 
 impl Cli {
