@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<cmd::rollout::PhaseExit>().is_some() => {
-            let code = e.downcast_ref::<cmd::rollout::PhaseExit>().map_or(1, |p| p.code());
+            let code = e
+                .downcast_ref::<cmd::rollout::PhaseExit>()
+                .map_or(1, |p| p.code());
             ExitCode::from(code)
         }
         Err(e) => {

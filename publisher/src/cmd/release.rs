@@ -82,7 +82,9 @@ fn per_wave<T: Clone>(
         0 => Ok(vec![default; n]),
         1 => Ok(vec![parse(&given[0])?; n]),
         m if m == n => given.iter().map(|g| parse(g)).collect(),
-        m => bail!("--{flag} is given {m} times for {n} waves: give it once (for all) or once per wave"),
+        m => bail!(
+            "--{flag} is given {m} times for {n} waves: give it once (for all) or once per wave"
+        ),
     }
 }
 
@@ -94,7 +96,9 @@ fn seconds(flag: &str, text: &str, zero: Zero) -> anyhow::Result<u64> {
 /// The wave specs of the command line.
 pub fn wave_specs(args: &ReleaseArgs) -> anyhow::Result<Vec<WaveSpec>> {
     let n = args.waves.len();
-    let soaks = per_wave("soak", &args.soak, n, 0, |t| seconds("soak", t, Zero::Allowed))?;
+    let soaks = per_wave("soak", &args.soak, n, 0, |t| {
+        seconds("soak", t, Zero::Allowed)
+    })?;
     let budgets = per_wave("wave-budget", &args.wave_budget, n, Budget::Hosts(0), |t| {
         Budget::parse(t, "--wave-budget").map_err(anyhow::Error::msg)
     })?;
@@ -116,10 +120,9 @@ pub fn wave_specs(args: &ReleaseArgs) -> anyhow::Result<Vec<WaveSpec>> {
 pub async fn run(args: ReleaseArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let o = config_file.layer(args.options.clone())?;
     let store = config::bucket(&o.push.bucket, &o.push.store)?;
-    let hosts_file = o
-        .hosts
-        .as_ref()
-        .context("no hosts given: pass --hosts FILE, a JSON object mapping host names to closures")?;
+    let hosts_file = o.hosts.as_ref().context(
+        "no hosts given: pass --hosts FILE, a JSON object mapping host names to closures",
+    )?;
     let spec = ReleaseSpec {
         id: release_id(&args.id)?,
         targets: read_hosts_file(hosts_file)?,
@@ -131,7 +134,9 @@ pub async fn run(args: ReleaseArgs, config_file: &ConfigFile) -> anyhow::Result<
         },
         report_deadline_seconds: seconds(
             "report-deadline",
-            args.report_deadline.as_deref().unwrap_or(DEFAULT_REPORT_DEADLINE),
+            args.report_deadline
+                .as_deref()
+                .unwrap_or(DEFAULT_REPORT_DEADLINE),
             Zero::Refused,
         )?,
         auto_rollback: args.auto_rollback,

@@ -75,9 +75,7 @@ pub fn table(release: &Release, state: &RolloutState) -> String {
     if let Some(r) = &state.halt_reason {
         s.push_str(&format!(" ({r})"));
     }
-    s.push_str(
-        "\nwave  stage        hosts  healthy  pending  bad  skipped  rolled back\n",
-    );
+    s.push_str("\nwave  stage        hosts  healthy  pending  bad  skipped  rolled back\n");
     for (i, (w, p)) in state.waves.iter().zip(&release.plan.waves).enumerate() {
         let c = w.counts(p.hosts.len());
         s.push_str(&format!(

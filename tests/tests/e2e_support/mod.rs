@@ -265,6 +265,13 @@ impl FleetWorld {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// `fleet-publish` with the publisher's credentials.
+    pub fn publisher_command(&self) -> Command {
+        let mut cmd = self.command("fleet-publish");
+        with_creds(&mut cmd, &self.publisher_creds);
+        cmd
+    }
+
     /// `fleet-publish deploy --hosts FILE` with the publisher's credentials; returns
     /// the sequence written per host, as it printed them.
     pub fn publish(&self, targets: &[(&str, &Closure)]) -> BTreeMap<String, u64> {
