@@ -11,8 +11,6 @@
 //! `--wait` repeats the pass every `--interval` until the rollout is done, halted,
 //! aborted or paused. Exit code: 0 done, 3 in progress, 4 halted or aborted.
 
-use std::time::Duration;
-
 use clap::Args;
 use fleet_core::duration::{Zero, parse_duration};
 use fleet_core::rollout::Phase;
@@ -92,6 +90,6 @@ pub async fn run(args: AdvanceArgs, config_file: &ConfigFile) -> anyhow::Result<
         if !args.wait || a.state.phase != Phase::Running {
             return PhaseExit::result(a.state.phase);
         }
-        tokio::time::sleep(Duration::from(interval)).await;
+        tokio::time::sleep(interval).await;
     }
 }

@@ -14,8 +14,6 @@
 //! `--interval` until the rollout is done, halted or aborted. Exit code: 0 done, 3
 //! in progress (running or paused), 4 halted or aborted.
 
-use std::time::Duration;
-
 use clap::Args;
 use fleet_core::duration::{Zero, parse_duration};
 use fleet_core::release::Release;
@@ -185,6 +183,6 @@ pub async fn run(args: StatusArgs, config_file: &ConfigFile) -> anyhow::Result<(
             print!("{}", table(&release, &state));
             return PhaseExit::result(state.phase);
         }
-        tokio::time::sleep(Duration::from(interval)).await;
+        tokio::time::sleep(interval).await;
     }
 }

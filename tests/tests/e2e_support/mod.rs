@@ -281,8 +281,7 @@ impl FleetWorld {
             .collect();
         let file = self.dir.path().join("deploy.json");
         std::fs::write(&file, serde_json::to_vec(&map).unwrap()).unwrap();
-        let mut cmd = self.command("fleet-publish");
-        with_creds(&mut cmd, &self.publisher_creds);
+        let mut cmd = self.publisher_command();
         cmd.args(["deploy", "--bucket", &self.store_url, "--expires-in", "1d"])
             .arg("--cache-key")
             .arg(&self.cache_secret)
