@@ -424,3 +424,93 @@ fn a_rollout_halts_on_its_budget_and_rolls_back() {
     );
     assert!(text(&o).contains("no release nope"), "{}", text(&o));
 }
+
+#[test]
+fn pause_resume_abort_soak_silence_and_exit_codes() {
+    let w = FleetWorld::new("rollout-ctl", &["ctl-1", "ctl-2", "ctl-3"]);
+    let gen1 = w.system("ctl", "1", 0);
+    let gen2 = w.system("ctl", "2", 0);
+    w.publish(&[("ctl-1", &gen1), ("ctl-2", &gen1), ("ctl-3", &gen1)]);
+    let hosts: BTreeMap<String, StorePath> = ["ctl-1", "ctl-2"]
+        .iter()
+        .map(|h| (h.to_string(), gen2.top.clone()))
+        .collect();
+    let o = release(
+        &w,
+        "c1",
+        &hosts,
+        &[
+            "--wave", "ctl-1", "--wave", "100%", "--soak", "1h", "--soak", "0s",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = run(&w, &["rollout", "advance", "c1"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(
+        w.once_expect("ctl-1", 0).report.current.unwrap().closure,
+        gen2.top
+    );
+    // Healthy, then soaking for an hour: the next wave waits.
+    let o = run(&w, &["rollout", "advance", "c1"]);
+    assert!(
+        text(&o).contains("wave 1 settled") && text(&o).contains("soaking until"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&w, &["rollout", "status", "c1"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1     soaking"),
+        "{}",
+        text(&o)
+    );
+
+    // Paused: advance does nothing; resume; abort for good.
+    let o = run(&w, &["rollout", "pause", "c1", "--reason", "incident 42"]);
+    assert!(text(&o).contains("rollout c1: paused"), "{}", text(&o));
+    let o = run(&w, &["rollout", "advance", "c1"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "paused");
+    let o = run(&w, &["rollout", "resume", "c1"]);
+    assert!(text(&o).contains("rollout c1: running"), "{}", text(&o));
+    let o = run(&w, &["rollout", "rollback", "c1"]);
+    assert!(
+        text(&o).contains("only a halted or aborted rollout"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&w, &["rollout", "abort", "c1", "--reason", "superseded"]);
+    assert!(text(&o).contains("rollout c1: aborted"), "{}", text(&o));
+    let o = run(&w, &["rollout", "advance", "c1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let o = run(
+        &w,
+        &["rollout", "status", "c1", "--follow", "--interval", "1s"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("aborted: superseded"), "{}", text(&o));
+    let o = run(&w, &["rollout", "pause", "c1"]);
+    assert!(text(&o).contains("it cannot be paused"), "{}", text(&o));
+    // The aborted rollout's touched host goes back; ctl-2 was never touched.
+    let o = run(&w, &["rollout", "rollback", "c1"]);
+    assert!(text(&o).contains("ctl-1: sequence 2 -> 3"), "{}", text(&o));
+    assert_eq!(w.manifest("ctl-1").closure, gen1.top);
+    assert_eq!(w.manifest("ctl-2").sequence, 1);
+
+    // A host that never reports within the deadline is silent: over a budget of 0.
+    let one: BTreeMap<String, StorePath> = [("ctl-3".to_owned(), gen2.top.clone())].into();
+    let o = release(
+        &w,
+        "c2",
+        &one,
+        &["--wave", "100%", "--report-deadline", "1s"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&w, &["rollout", "advance", "c2"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = run(&w, &["rollout", "advance", "c2"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("ctl-3 silent"), "{}", text(&o));
+}
