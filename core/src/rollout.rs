@@ -332,8 +332,7 @@ impl RolloutState {
         self.updated_at = now;
     }
 
-    /// Every host of a started wave whose bad outcome counts, and how many hosts
-    /// the started waves hold.
+    /// Every host of a started wave whose outcome counts against a budget.
     pub fn bad_hosts(&self) -> Vec<(&HostName, HostOutcome)> {
         self.waves
             .iter()

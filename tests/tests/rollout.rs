@@ -56,17 +56,11 @@ fn text(o: &Output) -> String {
 fn release(w: &FleetWorld, id: &str, hosts: &BTreeMap<String, StorePath>, plan: &[&str]) -> Output {
     let file = w.dir.path().join(format!("release-{id}.json"));
     std::fs::write(&file, serde_json::to_vec(hosts).unwrap()).unwrap();
+    let cache = w.cache_secret.to_str().unwrap();
     let mut args = vec!["release", "--id", id, "--hosts", file.to_str().unwrap()];
     args.extend_from_slice(plan);
-    let mut cmd = w.publisher_command();
-    cmd.args(&args)
-        .arg("--bucket")
-        .arg(&w.store_url)
-        .arg("--signing-key")
-        .arg(&w.publisher_secret)
-        .arg("--cache-key")
-        .arg(&w.cache_secret);
-    cmd.output().unwrap()
+    args.extend_from_slice(&["--cache-key", cache]);
+    run(w, &args)
 }
 
 /// Every key (and size) under hosts/, audit/ and releases/.

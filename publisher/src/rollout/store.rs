@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleet_core::bucket::BucketError;
+use fleet_core::bucket::{BucketError, Object};
 use fleet_core::release::{MAX_RELEASE_SIZE, Release, VerifiedRelease};
 use fleet_core::rollout::{MAX_ROLLOUT_SIZE, RolloutState};
 use fleet_core::{Bucket, Key, ObjectName, SecretKey, TrustedKeys};
@@ -30,21 +30,32 @@ pub fn release_id(text: &str) -> anyhow::Result<ObjectName> {
     ObjectName::new(text).with_context(|| format!("release id {text:?}"))
 }
 
+/// Reads `key`; a missing one is an error saying `missing()` and naming the key.
+async fn read_object(
+    bucket: &Bucket,
+    key: &Key,
+    limit: u64,
+    missing: impl FnOnce() -> String,
+) -> anyhow::Result<Object> {
+    match bucket.get(key, limit).await {
+        Ok(o) => Ok(o),
+        Err(BucketError::NotFound { .. }) => {
+            bail!("{} ({key} does not exist); is the id right?", missing())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {key}")),
+    }
+}
+
 /// Reads and verifies release `id`.
 pub async fn read_release(
     bucket: &Bucket,
     id: &ObjectName,
     trusted: &TrustedKeys,
 ) -> anyhow::Result<VerifiedRelease> {
-    let key = Key::release(id);
-    let obj = match bucket.get(&key, MAX_RELEASE_SIZE).await {
-        Ok(o) => o,
-        Err(BucketError::NotFound { .. }) => bail!(
-            "there is no release {id} in {} ({key} does not exist); is the id right?",
-            bucket.url()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("reading {key}")),
-    };
+    let obj = read_object(bucket, &Key::release(id), MAX_RELEASE_SIZE, || {
+        format!("there is no release {id} in {}", bucket.url())
+    })
+    .await?;
     Ok(Release::verify(&obj.bytes, id.as_str(), trusted)?)
 }
 
@@ -55,14 +66,10 @@ pub async fn read_state(
     trusted: &TrustedKeys,
 ) -> anyhow::Result<StoredState> {
     let key = Key::rollout(id);
-    let obj = match bucket.get(&key, MAX_ROLLOUT_SIZE).await {
-        Ok(o) => o,
-        Err(BucketError::NotFound { .. }) => bail!(
-            "release {id} has no rollout state in {} ({key} does not exist); is the id right?",
-            bucket.url()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("reading {key}")),
-    };
+    let obj = read_object(bucket, &key, MAX_ROLLOUT_SIZE, || {
+        format!("release {id} has no rollout state in {}", bucket.url())
+    })
+    .await?;
     let v = RolloutState::verify(&obj.bytes, id.as_str(), trusted)?;
     let etag = obj.etag.with_context(|| {
         format!(
