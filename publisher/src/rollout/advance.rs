@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use fleet_core::release::VerifiedRelease;
+use fleet_core::release::{Release, VerifiedRelease};
 use fleet_core::rollout::{HostOutcome, HostState, Phase, Previous, RolloutState};
 use fleet_core::{Bucket, HostName, ObjectName, PublicKey, SecretKey, TrustedKeys};
 use jiff::{SignedDuration, Timestamp};
@@ -176,51 +176,15 @@ pub async fn advance(
             continue;
         }
         let now = Timestamp::now();
-        let soak = SignedDuration::from_secs(
-            release.release.plan.waves[k]
-                .soak_seconds
-                .min(i64::MAX as u64) as i64,
-        );
-        let last = k + 1 == state.waves.len();
         let mut probe = state.clone();
         observe(bucket, &release.release, &mut probe, now).await;
         let mut events: Vec<String> = Vec::new();
         let (s, wrote) = update(bucket, id, &trusted, signing_key, |s| {
-            events.clear();
-            if s.phase != Phase::Running || s.current_wave() != Some(k) {
-                return Ok(false);
-            }
-            let mut changed = apply_outcomes(&probe, s);
-            if let Some(reason) = over_budget(&release.release, s) {
-                s.phase = Phase::Halted;
-                s.halt_reason = Some(reason.clone());
-                events.push(format!("halted: {reason}"));
-                s.record(&by, format!("halted: {reason}"));
-                return Ok(true);
-            }
-            let w = &mut s.waves[k];
-            let pending = w.hosts.values().any(|h| h.outcome == HostOutcome::Pending);
-            if !pending && w.settled_at.is_none() {
-                w.settled_at = Some(now);
-                events.push(format!("wave {} settled; soaking for {soak:#}", k + 1));
-                changed = true;
-            }
-            if let Some(settled) = w.settled_at
-                && !pending
-                && now >= settled + soak
-            {
-                w.completed_at = Some(now);
-                events.push(format!("wave {} completed", k + 1));
-                if last {
-                    s.phase = Phase::Done;
-                    events.push("rollout done".to_owned());
-                }
-                changed = true;
-            }
-            for e in &events {
-                s.record(&by, e.clone());
-            }
-            Ok(changed)
+            events = match decide(&release.release, &probe, s, k, now, &by) {
+                Some(e) => e,
+                None => return Ok(false),
+            };
+            Ok(true)
         })
         .await?;
         out.state = s.clone();
@@ -244,11 +208,69 @@ pub async fn advance(
                     .collect();
                 format!("wave {}: waiting for {}", k + 1, pending.join(", "))
             }
-            Some(t) => format!("wave {}: soaking until {}", k + 1, t + soak),
+            Some(t) => format!(
+                "wave {}: soaking until {}",
+                k + 1,
+                t + soak(&release.release, k)
+            ),
         });
         return Ok(out);
     }
     Ok(out)
+}
+
+/// The soak time of wave `k`.
+fn soak(release: &Release, k: usize) -> SignedDuration {
+    SignedDuration::from_secs(release.plan.waves[k].soak_seconds.min(i64::MAX as u64) as i64)
+}
+
+/// Steps 3 and 4 on the state `s`, whose current wave `k` is written: take the
+/// outcomes observed on `probe`, halt on a spent budget, settle, complete, finish.
+/// Returns the events recorded, or `None` when nothing changed (also when `s` moved
+/// on meanwhile).
+pub fn decide(
+    release: &Release,
+    probe: &RolloutState,
+    s: &mut RolloutState,
+    k: usize,
+    now: Timestamp,
+    by: &str,
+) -> Option<Vec<String>> {
+    if s.phase != Phase::Running || s.current_wave() != Some(k) {
+        return None;
+    }
+    let mut changed = apply_outcomes(probe, s);
+    let mut events = Vec::new();
+    if let Some(reason) = over_budget(release, s) {
+        s.phase = Phase::Halted;
+        s.halt_reason = Some(reason.clone());
+        s.record(by, format!("halted: {reason}"));
+        return Some(vec![format!("halted: {reason}")]);
+    }
+    let soak = soak(release, k);
+    let last = k + 1 == s.waves.len();
+    let w = &mut s.waves[k];
+    let pending = w.hosts.values().any(|h| h.outcome == HostOutcome::Pending);
+    if !pending && w.settled_at.is_none() {
+        w.settled_at = Some(now);
+        events.push(format!("wave {} settled; soaking for {soak:#}", k + 1));
+    }
+    if let Some(settled) = w.settled_at
+        && !pending
+        && now >= settled + soak
+    {
+        w.completed_at = Some(now);
+        events.push(format!("wave {} completed", k + 1));
+        if last {
+            s.phase = Phase::Done;
+            events.push("rollout done".to_owned());
+        }
+    }
+    for e in &events {
+        s.record(by, e.clone());
+    }
+    changed |= !events.is_empty();
+    changed.then_some(events)
 }
 
 /// Copies the outcomes observed on `probe` to the written hosts of `state` (which
@@ -423,3 +445,6 @@ async fn deploy_wave(
     .await?;
     Ok((written, step))
 }
+
+#[cfg(test)]
+mod tests;
