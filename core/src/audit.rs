@@ -23,8 +23,9 @@
 //! }
 //! ```
 //!
-//! `action` names the command that wrote the manifest: `deploy`, `renew` or
-//! `rollback`. Rollback reads these entries as each host's history.
+//! `action` names the command that wrote the manifest: `deploy`, `renew`,
+//! `rollback` or `rollout` (a wave of `fleet-publish rollout advance`). Rollback
+//! reads these entries as each host's history.
 //!
 //! The entry is not signed itself: `new_manifest_sha256` ties it to the manifest,
 //! which is.
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 pub struct AuditEntry {
     /// Format version; 1.
     pub version: u32,
-    /// What wrote the manifest: `deploy`, `renew` or `rollback`.
+    /// What wrote the manifest: `deploy`, `renew`, `rollback` or `rollout`.
     pub action: String,
     /// When the manifest was signed.
     pub time: Timestamp,

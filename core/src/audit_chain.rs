@@ -76,7 +76,9 @@ pub enum ActionKind {
     Unhold,
     /// A release was signed.
     Release,
-    /// A rollout took a step.
+    /// A rollout wave wrote a host's manifest.
+    Rollout,
+    /// A rollout's state changed (wave started, settled, halted, paused, …).
     RolloutStep,
     /// A host was retired.
     Retire,
@@ -100,6 +102,7 @@ impl ActionKind {
             ActionKind::Hold => "hold",
             ActionKind::Unhold => "unhold",
             ActionKind::Release => "release",
+            ActionKind::Rollout => "rollout",
             ActionKind::RolloutStep => "rollout-step",
             ActionKind::Retire => "retire",
             ActionKind::Gc => "gc",
@@ -118,6 +121,7 @@ impl ActionKind {
             ActionKind::Hold,
             ActionKind::Unhold,
             ActionKind::Release,
+            ActionKind::Rollout,
             ActionKind::RolloutStep,
             ActionKind::Retire,
             ActionKind::Gc,

@@ -12,6 +12,8 @@
 //! | `status/<host>/status.json` | that host's agent | reporter, publisher |
 //! | `status/<host>/events/<time>-<seq>.json` | that host's agent | reporter, publisher |
 //! | `audit/<time>-<host>-<seq>.json` | publisher | admins |
+//! | `releases/<id>.json` | publisher | publisher, reporter |
+//! | `releases/<id>/rollout.json` | publisher | publisher, reporter |
 //! | `dashboard/snapshot.json` | reporter | reporter |
 //! | `registry/hosts/<host>.json` | admin (`fleet-publish enroll`) | reporter |
 //! | `audit/chain/<index>.json` | publisher | publisher, admins |
@@ -22,8 +24,8 @@
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
-//! builds. `releases/` is reserved: the IAM policies already grant it, no key there
-//! is written yet.
+//! builds. A rollout's state lives beside its release under `releases/`, so the
+//! roles that may read or write releases cover it.
 //!
 //! A [`Key`] can only be built through the constructors below, each of which takes
 //! validated parts ([`HostName`], [`ObjectName`]), so no user input can produce `..`,
@@ -111,6 +113,16 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "audit/<time>-<host>-<seq>.json",
         written_by: "publisher",
         read_by: "admins",
+    },
+    LayoutRow {
+        pattern: "releases/<id>.json",
+        written_by: "publisher",
+        read_by: "publisher, reporter",
+    },
+    LayoutRow {
+        pattern: "releases/<id>/rollout.json",
+        written_by: "publisher",
+        read_by: "publisher, reporter",
     },
     LayoutRow {
         pattern: "dashboard/snapshot.json",
@@ -267,6 +279,18 @@ impl Key {
     /// `releases/<id>.json`: a signed release.
     pub fn release(id: &ObjectName) -> Self {
         Self(format!("{RELEASES_DIR}/{id}.json"))
+    }
+
+    /// `releases/<id>/rollout.json`: the rollout state of a release
+    /// (`crate::rollout`).
+    pub fn rollout(id: &ObjectName) -> Self {
+        Self(format!("{RELEASES_DIR}/{id}/rollout.json"))
+    }
+
+    /// The release id whose rollout state this key is, if it is one.
+    pub fn rollout_release(key: &str) -> Option<ObjectName> {
+        let rest = key.strip_prefix(RELEASES_DIR)?.strip_prefix('/')?;
+        ObjectName::new(rest.strip_suffix("/rollout.json")?).ok()
     }
 
     /// `audit/<name>.json`: one append-only audit entry.

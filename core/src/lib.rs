@@ -13,6 +13,8 @@
 //! - [`audit`]: the publisher's older, unsigned audit entries;
 //! - [`audit_chain`], [`audit_replay`]: the signed, hash-chained audit and its replay;
 //! - [`hold`]: signed holds that keep publishers off a host;
+//! - [`release`]: signed releases (per-host closures and a rollout plan);
+//!   [`rollout`]: a rollout's state, replaced by compare-and-swap;
 //! - [`status`]: the [`StatusReport`] agents write; [`status_sig`]: its signature
 //!   by the host's identity key;
 //! - [`enrollment`]: the request a new host prints; [`registry`]: the signed host
@@ -58,6 +60,8 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod nixcli;
 pub mod registry;
+pub mod release;
+pub mod rollout;
 pub mod status;
 pub mod status_sig;
 pub mod store_path;

@@ -209,6 +209,8 @@ fn documented_bucket_layout_is_the_code() {
         Key::status(&host),
         Key::status_event(&host, &ObjectName::status_event(time, 7)),
         Key::audit(&ObjectName::audit_entry(time, &host, 8)),
+        Key::release(&ObjectName::new("2026-12-02-a").unwrap()),
+        Key::rollout(&ObjectName::new("2026-12-02-a").unwrap()),
         Key::dashboard_snapshot(),
         Key::registry_host(&host),
         Key::audit_chain(17),

@@ -15,10 +15,12 @@ use crate::cmd::hold::HoldArgs;
 use crate::cmd::keygen::KeygenOptions;
 use crate::cmd::policy::PolicyOptions;
 use crate::cmd::push::PushArgs;
+use crate::cmd::release::ReleaseArgs;
 use crate::cmd::renew::{RenewArgs, RenewOptions};
 use crate::cmd::resign::SigningOptions;
 use crate::cmd::retire::RetireArgs;
 use crate::cmd::rollback::{RollbackArgs, RollbackOptions};
+use crate::cmd::rollout::RolloutArgs;
 use crate::cmd::show::ShowOptions;
 use crate::cmd::trust::{TrustArgs, TrustOptions};
 use crate::cmd::unhold::UnholdArgs;
@@ -78,6 +80,10 @@ pub enum Command {
     /// Delete cache objects no manifest, hold or recent generation needs (dry run
     /// unless --apply; admin role).
     Gc(Box<GcArgs>),
+    /// Make a signed release (per-host closures and a plan of waves) to roll out.
+    Release(Box<ReleaseArgs>),
+    /// Move a release's rollout on, show it, pause, resume, abort or roll it back.
+    Rollout(Box<RolloutArgs>),
 }
 
 impl Cli {

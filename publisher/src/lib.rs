@@ -12,6 +12,8 @@
 //! - [`audit_log`]: the signed audit chain every action appends to
 //!   ([`audit_log::append`]); [`audit_verify`] reads and checks it (`audit log`,
 //!   `audit verify`);
+//! - [`rollout`](mod@rollout): signed releases and their rollouts in waves, moved on by
+//!   compare-and-swap on a state object in the bucket;
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy).
 //! - [`show`](cmd::show), [`keygen`](cmd::keygen), [`policy`](cmd::policy);
 //! - [`trust_write`]: the root of trust's next version (`fleet-publish trust …`).
@@ -42,6 +44,7 @@ pub mod renew;
 pub mod retire;
 pub mod rollback;
 pub mod trust_write;
+pub mod rollout;
 
 use std::path::Path;
 

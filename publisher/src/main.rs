@@ -1,7 +1,8 @@
 //! `fleet-publish`: the command line over [`fleet_publish`].
 //!
 //! Exit codes: 0 success, 1 failure (the message names what failed and where),
-//! 2 bad usage (clap's own code).
+//! 2 bad usage (clap's own code); `rollout status` and `rollout advance` also 3
+//! (rollout in progress) and 4 (halted or aborted).
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
                     Command::Trust(a) => cmd::trust::run(a, config).await,
                     Command::Retire(a) => cmd::retire::run(*a, config).await,
                     Command::Gc(a) => cmd::gc::run(*a, config).await,
+                    Command::Release(a) => cmd::release::run(*a, config).await,
+                    Command::Rollout(a) => cmd::rollout::run(*a, config).await,
                     Command::Keygen(_) | Command::Policy(_) => unreachable!("handled above"),
                 }
             }),
@@ -40,6 +43,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cmd::rollout::PhaseExit>().is_some() => {
+            let code = e
+                .downcast_ref::<cmd::rollout::PhaseExit>()
+                .map_or(1, |p| p.code());
+            ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("fleet-publish: error: {e:#}");
             ExitCode::FAILURE

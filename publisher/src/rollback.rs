@@ -8,7 +8,9 @@
 //!
 //! 1. read and verify its current manifest (sequence S, closure C);
 //! 2. choose the target from its history: with `to_sequence` N the entry of sequence
-//!    N (an error if N was never written for that host or is not below S); by
+//!    N (an error if N was never written for that host or is not below S); with
+//!    `to_closures` (`--to-release ID`, a halted rollout) the latest entry below S
+//!    carrying the host's closure given there; by
 //!    default the latest entry below S whose closure is not C (renewals repeat a
 //!    closure, so "the one before" skips them);
 //! 3. walk the target closure's narinfos in the bucket, each signed by a cache key
@@ -46,6 +48,9 @@ use crate::manifest_write::{
 pub struct RollbackSettings {
     /// Roll back to this sequence instead of the one before the current.
     pub to_sequence: Option<u64>,
+    /// Roll each host back to this closure (`--to-release`, a halted rollout's
+    /// previous closures): the latest earlier sequence that carried it.
+    pub to_closures: Option<BTreeMap<HostName, StorePath>>,
     /// Lifetime of the new manifests.
     pub expires_in: SignedDuration,
     /// Other publisher keys accepted on the current manifests.
@@ -62,6 +67,7 @@ impl Default for RollbackSettings {
     fn default() -> Self {
         Self {
             to_sequence: None,
+            to_closures: None,
             expires_in: crate::deploy::DEFAULT_EXPIRES_IN,
             trusted: Vec::new(),
             extra_cache_keys: Vec::new(),
@@ -172,8 +178,20 @@ pub async fn plan(
             .into_iter()
             .flat_map(|e| e.range(..cur.sequence))
             .map(|(_, e)| e);
-        let target = match settings.to_sequence {
-            Some(n) => {
+        let target = match (&settings.to_closures, settings.to_sequence) {
+            (Some(map), _) => {
+                let want = map.get(host).with_context(|| {
+                    format!("host {host} has no closure to roll back to; nothing was written")
+                })?;
+                earlier.rfind(|e| &e.closure == want).with_context(|| {
+                    format!(
+                        "host {host} never ran {want} before its current sequence {} (per \
+                         audit/), so it cannot be rolled back to it; nothing was written",
+                        cur.sequence
+                    )
+                })?
+            }
+            (None, Some(n)) => {
                 let found = entries.and_then(|e| e.get(&n)).filter(|_| n < cur.sequence);
                 found.with_context(|| {
                     let known: Vec<String> = entries
@@ -193,7 +211,7 @@ pub async fn plan(
                     )
                 })?
             }
-            None => earlier
+            (None, None) => earlier
                 .rfind(|e| e.closure != cur.closure)
                 .with_context(|| {
                     format!(

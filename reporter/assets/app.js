@@ -165,7 +165,42 @@
     return p.toString();
   }
 
+  function renderRollouts(d) {
+    const list = d && Array.isArray(d.rollouts) ? d.rollouts : [];
+    const tb = $("rollout-rows");
+    tb.replaceChildren();
+    $("rollouts").hidden = list.length === 0;
+    for (const r of list) {
+      const tr = el("tr");
+      tr.dataset.release = String(r.release);
+      if (r.error) {
+        const td = el("td", r.error, "muted");
+        td.colSpan = 5;
+        tr.append(el("td", r.release), td);
+        tb.append(tr);
+        continue;
+      }
+      const waves = Array.isArray(r.waves) ? r.waves : [];
+      let total = 0, healthy = 0, bad = 0;
+      for (const w of waves) {
+        total += w.counts.hosts; healthy += w.counts.healthy; bad += w.counts.bad;
+      }
+      const wave = r.current_wave ? r.current_wave + " of " + r.waves_total : "all " + r.waves_total;
+      const progress = healthy + " / " + total + " healthy" + (bad ? ", " + bad + " bad" : "");
+      tr.append(
+        el("td", r.release),
+        el("td", r.phase, "rollout-" + String(r.phase).replace(/[^a-z-]/g, "")),
+        el("td", wave),
+        el("td", progress),
+        el("td", r.halt_reason || "—"),
+        el("td", new Date(r.updated_at).toLocaleString()),
+      );
+      tb.append(tr);
+    }
+  }
+
   async function load() {
+    getJSON("api/v1/rollouts").then(renderRollouts, (e) => showError("Cannot load the rollouts: " + e.message));
     try {
       const [s, h] = await Promise.all([getJSON("api/v1/summary"), getJSON("api/v1/hosts?" + query())]);
       renderSummary(s);

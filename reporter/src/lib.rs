@@ -14,6 +14,7 @@
 //! | `/api/v1/summary` | counts per state, verification status, refresh counters ([`api::summary`]) |
 //! | `/api/v1/hosts` | the host list, filtered, sorted, paged ([`api::HostQuery`]) |
 //! | `/api/v1/hosts/<host>` | one host and its newest events |
+//! | `/api/v1/rollouts` | the newest releases' rollouts: phase, wave, progress, halt reason ([`rollouts`]) |
 //! | `/metrics` | Prometheus text ([`metrics`]) |
 //! | `/healthz` | `ok` (no bucket access, no token needed) |
 //!
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod outcome;
 mod par;
 pub mod response;
+pub mod rollouts;
 mod routes;
 pub mod snapshot;
 mod stored;

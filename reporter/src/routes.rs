@@ -62,6 +62,10 @@ impl Reporter {
                     Err(e) => unavailable(&e),
                 }
             }
+            "/api/v1/rollouts" => match self.rollouts().await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => unavailable(&e),
+            },
             "/metrics" => match self.fleet().await {
                 Ok(f) => text(
                     StatusCode::OK,

@@ -284,3 +284,120 @@ async fn the_page_shows_the_fleet_and_runs_no_host_script() {
         shot.display()
     );
 }
+
+/// A signed release of the fixture's web hosts in two waves, and its rollout state:
+/// halted in wave 2 with a halt reason full of markup (a publisher wrote it, but it
+/// quotes host names and errors, so it is shown as text like everything else).
+async fn rollout_fixture(root: &Path, publisher: &SecretKey) {
+    use fleet_core::release::{Budget, Plan, Release, ReleaseHost, Selector, WaveSpec};
+    use fleet_core::rollout::{HostOutcome, HostState, Phase, RolloutState};
+    let bucket = Bucket::open_url(&format!("file://{}", root.display())).unwrap();
+    let hosts: std::collections::BTreeMap<HostName, ReleaseHost> =
+        ["web-ok", "web-failed", "web-pending"]
+            .iter()
+            .map(|n| {
+                let closure = fleet_core::StorePath::new(&format!("{CLOSURE}-{n}-3")).unwrap();
+                (
+                    h(n),
+                    ReleaseHost {
+                        closure,
+                        activation: fleet_core::Activation::Switch,
+                    },
+                )
+            })
+            .collect();
+    let spec = |select| WaveSpec {
+        select,
+        soak_seconds: 0,
+        budget: Budget::Hosts(0),
+    };
+    let waves = fleet_core::release::resolve_waves(
+        &hosts.keys().cloned().collect(),
+        &[
+            spec(Selector::Hosts(vec!["web-ok".into()])),
+            spec(Selector::Percent(100)),
+        ],
+    )
+    .unwrap();
+    let release = Release {
+        version: 1,
+        id: "rel-7".into(),
+        created_at: "2026-11-26T21:00:00Z".parse().unwrap(),
+        cache_keys: vec![SecretKey::generate("cache-1").unwrap().public()],
+        hosts,
+        plan: Plan {
+            waves,
+            budget: Budget::Hosts(0),
+            report_deadline_seconds: 600,
+        },
+    };
+    let id = fleet_core::ObjectName::new("rel-7").unwrap();
+    bucket
+        .put(&Key::release(&id), release.sign(publisher))
+        .await
+        .unwrap();
+    let mut state = RolloutState::new("rel-7", "00", 2, false, "publisher-1");
+    let host = |outcome| HostState {
+        previous: None,
+        sequence: Some(2),
+        outcome,
+        rolled_back_to: None,
+    };
+    let now = jiff::Timestamp::now();
+    state.waves[0].started_at = Some(now);
+    state.waves[0].completed_at = Some(now);
+    state.waves[0]
+        .hosts
+        .insert(h("web-ok"), host(HostOutcome::Healthy));
+    state.waves[1].started_at = Some(now);
+    state.waves[1]
+        .hosts
+        .insert(h("web-failed"), host(HostOutcome::Failed));
+    state.waves[1]
+        .hosts
+        .insert(h("web-pending"), host(HostOutcome::Pending));
+    state.phase = Phase::Halted;
+    state.halt_reason = Some(format!("wave 2: web-failed failed {XSS}"));
+    bucket
+        .put(&Key::rollout(&id), state.sign(publisher))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_rollouts_with_wave_progress_and_halt_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    let publisher = SecretKey::generate("publisher-1").unwrap();
+    fixture(&root, &publisher).await;
+    rollout_fixture(&root, &publisher).await;
+    let (_server, url) = serve(&root, &publisher);
+    let dom = tokio::task::spawn_blocking(move || run_chromium(&url, &["--dump-dom".into()]))
+        .await
+        .unwrap();
+    let table = dom
+        .split("<tbody id=\"rollout-rows\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tbody>").next())
+        .unwrap_or_else(|| panic!("no rollout table in the page:\n{dom}"));
+    let row = table
+        .split("<tr ")
+        .find(|r| r.contains("data-release=\"rel-7\""))
+        .unwrap_or_else(|| panic!("rel-7 is not in the rollout table:\n{table}"));
+    for cell in [">halted</td>", ">2 of 2</td>", ">1 / 3 healthy, 1 bad</td>"] {
+        assert!(row.contains(cell), "no {cell} in {row}");
+    }
+    assert!(
+        row.contains("wave 2: web-failed failed &lt;script&gt;"),
+        "{row}"
+    );
+    assert!(
+        !dom.contains("<script>document.title"),
+        "markup reached the DOM"
+    );
+    assert!(!dom.contains("data-pwned"), "an injected handler ran");
+    assert!(
+        !dom.contains("<section id=\"rollouts\" hidden"),
+        "the section is hidden"
+    );
+}

@@ -274,6 +274,13 @@ impl FleetWorld {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// `fleet-publish` with the publisher's credentials.
+    pub fn publisher_command(&self) -> Command {
+        let mut cmd = self.command("fleet-publish");
+        with_creds(&mut cmd, &self.publisher_creds);
+        cmd
+    }
+
     /// `fleet-publish deploy --hosts FILE` with the publisher's credentials; returns
     /// the sequence written per host, as it printed them.
     pub fn publish(&self, targets: &[(&str, &Closure)]) -> BTreeMap<String, u64> {
@@ -283,8 +290,7 @@ impl FleetWorld {
             .collect();
         let file = self.dir.path().join("deploy.json");
         std::fs::write(&file, serde_json::to_vec(&map).unwrap()).unwrap();
-        let mut cmd = self.command("fleet-publish");
-        with_creds(&mut cmd, &self.publisher_creds);
+        let mut cmd = self.publisher_command();
         cmd.args(["deploy", "--bucket", &self.store_url, "--expires-in", "1d"])
             .arg("--cache-key")
             .arg(&self.cache_secret)
