@@ -11,8 +11,8 @@
 //! | agent for host H | `s3:GetObject` on `hosts/H/*`, `cache/*` and `trust/*`; `s3:PutObject` on `status/H/*` |
 //! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
 //! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes |
-//! | admin | everything the publisher may; get/put on `trust/*`, `registry/*`, `rollouts/*`; delete on `hosts/*`, `status/*`, `cache/*`, `releases/*`, `rollouts/*`; list those prefixes |
-//! | viewer | get on `status/*`, `hosts/*`, `releases/*`, `rollouts/*`, `dashboard/*`, `registry/*`; list those prefixes; nothing written |
+//! | admin | everything the publisher may; get/put on `trust/*`, `registry/*`; delete on `hosts/*`, `status/*`, `cache/*`, `releases/*`; list those prefixes |
+//! | viewer | get on `status/*`, `hosts/*`, `releases/*` (releases and their rollout states), `dashboard/*`, `registry/*`; list those prefixes; nothing written |
 //!
 //! Nothing else is allowed; only the admin may delete (`fleet-publish retire
 //! --purge`, `fleet-publish gc --apply`), and never under `audit/`. On AWS the optional
@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::host::HostName;
 use crate::layout::{
     AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR,
-    ROLLOUTS_DIR, STATUS_DIR, TRUST_DIR,
+    STATUS_DIR, TRUST_DIR,
 };
 
 /// A role that gets credentials.
@@ -164,15 +164,14 @@ enum Shape<'a> {
 }
 
 /// What the admin may write beyond the publisher's folders.
-const ADMIN_WRITES: [&str; 3] = [TRUST_DIR, REGISTRY_DIR, ROLLOUTS_DIR];
+const ADMIN_WRITES: [&str; 2] = [TRUST_DIR, REGISTRY_DIR];
 /// Where the admin may delete.
-const ADMIN_DELETES: [&str; 5] = [HOSTS_DIR, STATUS_DIR, CACHE_DIR, RELEASES_DIR, ROLLOUTS_DIR];
+const ADMIN_DELETES: [&str; 4] = [HOSTS_DIR, STATUS_DIR, CACHE_DIR, RELEASES_DIR];
 /// What the dashboard reads, and so what a viewer may read and list.
-const VIEWER_READS: [&str; 6] = [
+const VIEWER_READS: [&str; 5] = [
     STATUS_DIR,
     HOSTS_DIR,
     RELEASES_DIR,
-    ROLLOUTS_DIR,
     DASHBOARD_DIR,
     REGISTRY_DIR,
 ];
@@ -275,7 +274,6 @@ impl Shape<'_> {
                         STATUS_DIR,
                         TRUST_DIR,
                         REGISTRY_DIR,
-                        ROLLOUTS_DIR,
                     ],
                 ));
                 statements
@@ -568,7 +566,7 @@ mod tests {
             ["s3:GetObject", "s3:PutObject"],
             "the admin never deletes the audit trail"
         );
-        for dir in ["hosts", "status", "cache", "releases", "rollouts"] {
+        for dir in ["hosts", "status", "cache", "releases"] {
             assert!(
                 actions_on(&a, &format!(":::b-1/{dir}/*")).contains(&"s3:DeleteObject".into()),
                 "{dir}"

@@ -54,8 +54,6 @@ pub const TRUST_DIR: &str = "trust";
 pub const DASHBOARD_DIR: &str = "dashboard";
 /// Folder of the signed host registry.
 pub const REGISTRY_DIR: &str = "registry";
-/// Folder of rollout state objects.
-pub const ROLLOUTS_DIR: &str = "rollouts";
 
 /// Longest object name accepted in a key segment.
 pub const MAX_OBJECT_NAME_LEN: usize = 200;

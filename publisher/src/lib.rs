@@ -43,8 +43,8 @@ pub mod push;
 pub mod renew;
 pub mod retire;
 pub mod rollback;
-pub mod trust_write;
 pub mod rollout;
+pub mod trust_write;
 
 use std::path::Path;
 

@@ -184,7 +184,9 @@ pub async fn purge(
         crate::audit_log::append(bucket, signing_key, action)
             .await
             .with_context(|| {
-                format!("{host} IS purged, but its audit entry could not be written; record it by hand")
+                format!(
+                    "{host} IS purged, but its audit entry could not be written; record it by hand"
+                )
             })?;
     }
     Ok(deleted)

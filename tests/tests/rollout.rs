@@ -15,7 +15,6 @@
 //!   show every step; the dashboard's JSON API shows the rollout;
 //! - `rollback --to-release ID` goes back to the closure a release names.
 
-#[allow(dead_code)]
 mod e2e_support;
 
 use std::collections::BTreeMap;

@@ -24,9 +24,9 @@ pub mod roots;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::Context;
+use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
 use fleet_core::bucket::ObjectInfo;
 use fleet_core::narinfo::{MAX_NARINFO_SIZE, NarInfo};
-use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
 use fleet_core::{Bucket, Key, KeyPrefix, SecretKey, TrustedKeys};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -257,33 +257,6 @@ fn key_of(listed: &str) -> anyhow::Result<Key> {
     Ok(Key::narinfo(path.hash()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_narinfos_and_nars_are_collectable() {
-        assert!(collectable(
-            "cache/aql5kla6x8r78rrdfyxr471hbn3himl6.narinfo"
-        ));
-        assert!(collectable("cache/nar/x.nar.zst"));
-        assert!(!collectable("cache/nix-cache-info"));
-        assert!(!collectable("cache/gc-condemned.json"));
-        assert!(!collectable("hosts/a/manifest.json"));
-    }
-
-    #[test]
-    fn listed_keys_round_trip() {
-        for k in [
-            "cache/aql5kla6x8r78rrdfyxr471hbn3himl6.narinfo",
-            "cache/nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst",
-        ] {
-            assert_eq!(key_of(k).unwrap().as_str(), k);
-        }
-        assert!(key_of("cache/nix-cache-info").is_err());
-    }
-}
-
 /// The most deleted keys one audit entry names; beyond it the entry gives counts
 /// only, which keeps it far below the entry size limit.
 const MAX_AUDITED_KEYS: usize = 2000;
@@ -321,4 +294,31 @@ async fn record(
         .await
         .context("gc deleted what it reported, but its audit entry could not be written")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_narinfos_and_nars_are_collectable() {
+        assert!(collectable(
+            "cache/aql5kla6x8r78rrdfyxr471hbn3himl6.narinfo"
+        ));
+        assert!(collectable("cache/nar/x.nar.zst"));
+        assert!(!collectable("cache/nix-cache-info"));
+        assert!(!collectable("cache/gc-condemned.json"));
+        assert!(!collectable("hosts/a/manifest.json"));
+    }
+
+    #[test]
+    fn listed_keys_round_trip() {
+        for k in [
+            "cache/aql5kla6x8r78rrdfyxr471hbn3himl6.narinfo",
+            "cache/nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst",
+        ] {
+            assert_eq!(key_of(k).unwrap().as_str(), k);
+        }
+        assert!(key_of("cache/nix-cache-info").is_err());
+    }
 }

@@ -160,8 +160,14 @@ pub async fn create(
             )
         })?;
     let mut extra = BTreeMap::new();
-    extra.insert("release".to_owned(), serde_json::json!(release.id.to_string()));
-    extra.insert("waves".to_owned(), serde_json::json!(release.plan.waves.len()));
+    extra.insert(
+        "release".to_owned(),
+        serde_json::json!(release.id.to_string()),
+    );
+    extra.insert(
+        "waves".to_owned(),
+        serde_json::json!(release.plan.waves.len()),
+    );
     let action = AuditAction {
         kind: ActionKind::Release,
         hosts: release.hosts.keys().cloned().collect(),

@@ -167,6 +167,7 @@ mod tests {
             last_error: None,
             facts: Facts::default(),
             time,
+            signature: None,
         }
     }
 

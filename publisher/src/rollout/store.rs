@@ -137,7 +137,10 @@ async fn record_step(
     // The log keeps the newest entries only, so match on the last one seen before.
     let new_events: Vec<&str> = match before.log.last() {
         Some(last) => match after.log.iter().rposition(|e| e == last) {
-            Some(i) => after.log[i + 1..].iter().map(|e| e.event.as_str()).collect(),
+            Some(i) => after.log[i + 1..]
+                .iter()
+                .map(|e| e.event.as_str())
+                .collect(),
             None => after.log.iter().map(|e| e.event.as_str()).collect(),
         },
         None => after.log.iter().map(|e| e.event.as_str()).collect(),

@@ -19,7 +19,7 @@ output "reporter" {
 }
 
 output "admin" {
-  description = "Admin policy JSON (fleet-publish policy --role admin): the publisher's rights plus trust/, registry/, rollouts/ and deletes (retire --purge, gc --apply)."
+  description = "Admin policy JSON (fleet-publish policy --role admin): the publisher's rights plus trust/, registry/ and deletes (retire --purge, gc --apply)."
   value       = local.admin
 }
 
