@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod audit;
 pub mod fault_proxy;
 pub mod nix;
 pub mod proxy;

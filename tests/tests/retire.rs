@@ -154,9 +154,16 @@ fn a_retired_host_applies_nothing_and_only_the_admin_purges_it() {
         left.iter().all(|(k, _)| k.starts_with("audit/")),
         "only the audit entries stay: {left:?}"
     );
-    let actions: Vec<String> = left
+    let chain = w.block_on(fleet_tests::audit::chain_entries(&w.bucket));
+    let actions: Vec<(&str, Option<&serde_json::Value>)> = chain
         .iter()
-        .map(|(k, _)| k.rsplit('-').next().unwrap().to_owned())
+        .map(|e| (e.action.as_str(), e.details.extra.get("step")))
         .collect();
-    assert_eq!(actions, ["2.json"], "the retire entry (sequence 2) stays");
+    let purge = serde_json::json!("purge");
+    assert_eq!(
+        actions,
+        [("retire", None), ("retire", Some(&purge))],
+        "the tombstone and the purge are on record, and stay (the test's first \
+         manifest was written without the publisher, so it has no entry)"
+    );
 }

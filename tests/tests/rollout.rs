@@ -23,7 +23,7 @@ use std::process::Output;
 use e2e_support::FleetWorld;
 use fleet_core::audit::AuditEntry;
 use fleet_core::status::AgentState;
-use fleet_core::{Key, KeyPrefix, StorePath};
+use fleet_core::{KeyPrefix, StorePath};
 use serde_json::Value;
 
 const N: usize = 12;
@@ -79,21 +79,7 @@ fn written(w: &FleetWorld) -> Vec<(String, u64)> {
 }
 
 fn audit(w: &FleetWorld) -> Vec<AuditEntry> {
-    let mut out: Vec<AuditEntry> = w
-        .block_on(w.admin.list(&KeyPrefix::audit()))
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let name = e
-                .key
-                .strip_prefix("audit/")
-                .unwrap()
-                .strip_suffix(".json")
-                .unwrap();
-            let key = Key::audit(&fleet_core::ObjectName::new(name).unwrap());
-            serde_json::from_slice(&w.read(&key)).unwrap()
-        })
-        .collect();
+    let mut out = w.block_on(fleet_tests::audit::audit_entries(&w.admin));
     out.sort_by_key(|e| (e.host.clone(), e.sequence));
     out
 }

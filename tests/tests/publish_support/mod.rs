@@ -7,10 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use fleet_core::audit::AuditEntry;
-use fleet_core::audit_chain::ChainEntry;
 use fleet_core::keys::{PublicKey, SecretKey};
-use fleet_core::{Bucket, HostName, Key, KeyPrefix, StorePath, TrustedKeys};
+use fleet_core::{Bucket, HostName, StorePath, TrustedKeys};
 use fleet_publish::PushSettings;
 use fleet_tests::nix::{Closure, Nix};
 
@@ -151,38 +149,9 @@ pub fn copy_is_refused(nix: &Nix, cache_url: &str, top: &StorePath, trusted: &st
     assert!(!nix.is_valid_in(&to, top).unwrap());
 }
 
-/// Every manifest the signed audit chain records, oldest entry first, in the shape
-/// of the older entries. The entries' signatures are not checked here (the
-/// `audit_chain` tests do): this reads what the chain says.
-pub async fn audit_entries(bucket: &Bucket) -> Vec<AuditEntry> {
-    chain_entries(bucket)
-        .await
-        .iter()
-        .flat_map(ChainEntry::manifest_rows)
-        .collect()
-}
-
-/// Every entry of the signed audit chain, by index, payloads decoded unverified.
-pub async fn chain_entries(bucket: &Bucket) -> Vec<ChainEntry> {
-    use base64::Engine;
-    let mut list = bucket.list(&KeyPrefix::audit_chain()).await.unwrap();
-    list.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut out = Vec::new();
-    for o in list {
-        let i = Key::audit_chain_index(&o.key).unwrap();
-        let bytes = bucket
-            .get(&Key::audit_chain(i), 1 << 20)
-            .await
-            .unwrap()
-            .bytes;
-        let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(env["payload"].as_str().unwrap())
-            .unwrap();
-        out.push(serde_json::from_slice(&payload).unwrap());
-    }
-    out
-}
+// Not every test binary that includes this module reads the chain.
+#[allow(unused_imports)]
+pub use fleet_tests::audit::{audit_entries, chain_entries};
 
 /// Runs `n` deploys of one host at once as separate processes and checks that each
 /// got its own sequence and that the audit entries form one unbroken chain.
