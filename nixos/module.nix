@@ -171,6 +171,11 @@ in
     requestTimeout = seconds "Bound on one bucket request." 30;
     activationTimeout = seconds "Bound on switch-to-configuration." 600;
     healthTimeout = seconds "Default bound on one health check." 60;
+    connectivityTimeout = mkOption {
+      type = types.ints.unsigned;
+      default = 300;
+      description = "After a switch and its health checks, seconds the agent tries to read its manifest and write its status before it rolls back (`connectivity-lost`); 0 turns the check off.";
+    };
 
     healthChecks = mkOption {
       type = types.listOf healthCheck;

@@ -20,6 +20,7 @@
 //! profile = "/nix/var/nix/profiles/system"    # default
 //! activation-timeout = "10m"                  # default: bound on switch-to-configuration
 //! health-timeout = "60s"                      # default per check
+//! connectivity-timeout = "5m"                 # default: after a switch, reach the bucket within this or roll back; "0s" = off
 //! health-checks = [
 //!   { systemd-unit = "nginx.service", grace = "10s" },
 //!   { system-running = true },
@@ -85,6 +86,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default bound on one health check.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default window after a switch in which the agent must reach the bucket again.
+pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default bound on queued, unsent events.
 pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 100;
 
@@ -197,6 +200,17 @@ pub struct Config {
     #[arg(long, env = "FLEET_AGENT_HEALTH_TIMEOUT", value_name = "DURATION")]
     #[serde(default)]
     pub health_timeout: Option<String>,
+
+    /// After a switch and its health checks, how long the agent tries to read its
+    /// manifest and write its status before it rolls back as `connectivity-lost`;
+    /// `0s` turns the check off [default: 5m].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_CONNECTIVITY_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    #[serde(default)]
+    pub connectivity_timeout: Option<String>,
 
     /// More of the agent's environment variables to give switch-to-configuration and
     /// health checks, beyond the built-in allow-list (PATH, locale, TZ, …); never
@@ -314,6 +328,8 @@ pub struct Settings {
     pub activation_timeout: Duration,
     /// Health checks.
     pub health_checks: Vec<Check>,
+    /// Window after a switch to reach the bucket again; zero = no check.
+    pub connectivity_timeout: Duration,
     /// The environment switch-to-configuration and health checks get.
     pub child_env: ChildEnv,
     /// Where metrics are written, if anywhere.
@@ -504,6 +520,10 @@ impl Config {
                 DEFAULT_ACTIVATION_TIMEOUT,
             )?,
             health_checks,
+            connectivity_timeout: match self.connectivity_timeout.as_deref() {
+                Some(t) => parse_duration("connectivity-timeout", t, Zero::Allowed)?,
+                None => DEFAULT_CONNECTIVITY_TIMEOUT,
+            },
             child_env: ChildEnv::new("pass-environment", &self.pass_environment)?,
             metrics_file: self.metrics_file.as_deref().map(metrics_file).transpose()?,
             facts_root,

@@ -29,7 +29,7 @@
 //!   one keeps being reported as such without a second activation.
 //! - `in_flight` is written *before* activation starts and names the target, the
 //!   generation to return to and the step reached (`activating`, `checking-health`,
-//!   `rolling-back`, as `"step": {"kind": …}`). A restarted agent finishes from there (see `cycle.rs`).
+//!   `confirming-connectivity`, `rolling-back`, as `"step": {"kind": …}`). A restarted agent finishes from there (see `cycle.rs`).
 //! - `pending_events` are status events not yet written to the bucket, oldest first,
 //!   at most `max-queued-events` (the oldest are dropped and counted).
 //!
@@ -116,6 +116,9 @@ pub enum Step {
     Activating,
     /// `switch-to-configuration` succeeded; health checks started.
     CheckingHealth,
+    /// Health checks passed; the agent is proving it still reaches the bucket
+    /// (`connectivity-timeout`) before it commits.
+    ConfirmingConnectivity,
     /// The target failed; restoring `previous` started.
     RollingBack {
         /// Why the target failed.

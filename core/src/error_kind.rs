@@ -129,6 +129,9 @@ error_kinds! {
     RollbackFailed = "rollback-failed",
     /// A local failure of the agent itself (state directory, …).
     AgentError = "agent-error",
+    /// After a switch the agent could not reach the bucket (manifest GET and status
+    /// PUT) within `connectivity-timeout`, so it rolled back.
+    ConnectivityLost = "connectivity-lost",
 }
 
 impl fmt::Display for ErrorKind {

@@ -32,6 +32,7 @@ withoutNulls {
   activation-timeout = seconds cfg.activationTimeout;
   health-timeout = seconds cfg.healthTimeout;
   health-checks = map check cfg.healthChecks;
+  connectivity-timeout = seconds cfg.connectivityTimeout;
   max-queued-events = cfg.maxQueuedEvents;
   metrics-file = cfg.metricsFile;
   log-format = cfg.logFormat;

@@ -226,6 +226,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
                 }};
                 pollInterval = 30; pollJitter = 0; heartbeatInterval = 90; backoffMax = 600;
                 requestTimeout = 20; activationTimeout = 300; healthTimeout = 15;
+                connectivityTimeout = 120;
                 healthChecks = [
                   {{ systemdUnit = "nginx.service"; grace = 5; }}
                   {{ systemRunning = true; }}
@@ -289,6 +290,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
         "restart-after-switch = true",
         "grace = \"5s\"",
         "system-running = true",
+        "connectivity-timeout = \"120s\"",
     ] {
         assert!(toml.contains(want), "{want} missing from:\n{toml}");
     }

@@ -1,6 +1,7 @@
 //! The activation steps of a cycle: the in-flight record written before anything
-//! runs, profile and switch, health checks, then commit or roll back; and resuming
-//! from the step an interrupted activation recorded.
+//! runs, profile and switch, health checks, the connectivity check
+//! (`connectivity.rs`), then commit or roll back; and resuming from the step an
+//! interrupted activation recorded.
 
 use fleet_core::ErrorKind;
 use std::sync::atomic::Ordering;
@@ -89,10 +90,10 @@ impl Agent {
             );
             return self.rollback(flight, reason).await;
         }
-        self.commit(flight)
+        self.confirm_connectivity(flight).await
     }
 
-    fn commit(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
+    pub(super) fn commit(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
         let target = flight.target.clone();
         if self.state.current.as_ref().map(|c| &c.closure) != Some(&target.closure) {
             self.state.previous = self.state.current.take();
@@ -113,7 +114,7 @@ impl Agent {
         Ok(Outcome::Healthy)
     }
 
-    async fn rollback(
+    pub(super) async fn rollback(
         &mut self,
         flight: InFlight,
         reason: ReportedError,
@@ -191,6 +192,7 @@ impl Agent {
                 self.rollback(flight, reason).await
             }
             Step::CheckingHealth => self.check_health(flight).await,
+            Step::ConfirmingConnectivity => self.confirm_connectivity(flight).await,
             Step::RollingBack { reason } => self.rollback(flight, reason).await,
         }
     }

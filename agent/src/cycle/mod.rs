@@ -17,6 +17,9 @@
 //!           fails ──────────────────► roll back
 //!       → step: checking-health; health checks (skipped for mode `boot`)
 //!           fail ───────────────────► roll back
+//!       → step: confirming-connectivity; GET manifest + PUT status, retried up to
+//!         connectivity-timeout (skipped for mode `boot`)
+//!           never reached ──────────► roll back (connectivity-lost)
 //!       → current := target, previous := old current, in_flight := none → `healthy`
 //! roll back: step: rolling-back{reason}; profile and switch of `previous`
 //!   → `rolled-back` (reason in last_error) | `failed` when there is nothing to return
@@ -30,6 +33,7 @@
 //!   previous generation and reports `rolled-back` with kind `activation-interrupted`.
 //! - `checking-health`: the switch finished; the health checks run again and decide
 //!   between committing and rolling back (verify, not re-activate).
+//! - `confirming-connectivity`: the connectivity check starts again.
 //! - `rolling-back`: the rollback is done again (restoring the previous generation is
 //!   idempotent), with the original reason.
 //!
@@ -43,6 +47,7 @@
 //! its fetched closure, `activation.rs` those from there to healthy or rolled back.
 
 mod activation;
+mod connectivity;
 mod manifest;
 
 use fleet_core::ErrorKind;
