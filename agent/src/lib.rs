@@ -11,6 +11,8 @@
 //! - [`credentials`]: S3 credentials from `$CREDENTIALS_DIRECTORY`;
 //! - [`state`]: the state file, written atomically;
 //! - [`pause`]: the operator's local pause file;
+//! - [`reboot`]: the reboot policy and command for `boot` deploys;
+//! - [`window`]: maintenance windows;
 //! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
 //! - [`report`]: status objects and queued events in the bucket;
 //! - [`facts`]: host facts for the status;
@@ -33,8 +35,10 @@ pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod pause;
+pub mod reboot;
 pub mod report;
 pub mod schedule;
 pub mod state;
+pub mod window;
 
 pub use cycle::{Agent, Outcome};

@@ -29,7 +29,7 @@
 //!   one keeps being reported as such without a second activation.
 //! - `in_flight` is written *before* activation starts and names the target, the
 //!   generation to return to and the step reached (`activating`, `checking-health`,
-//!   `confirming-connectivity`, `rolling-back`, as `"step": {"kind": …}`). A restarted agent finishes from there (see `cycle.rs`).
+//!   `confirming-connectivity`, `awaiting-reboot`, `rolling-back`, as `"step": {"kind": …}`). A restarted agent finishes from there (see `cycle.rs`).
 //! - `pending_events` are status events not yet written to the bucket, oldest first,
 //!   at most `max-queued-events` (the oldest are dropped and counted).
 //!
@@ -119,6 +119,13 @@ pub enum Step {
     /// Health checks passed; the agent is proving it still reaches the bucket
     /// (`connectivity-timeout`) before it commits.
     ConfirmingConnectivity,
+    /// Mode `boot`: the target is the boot default; waiting for the reboot into it.
+    AwaitingReboot {
+        /// Reboots the agent asked for (at most one).
+        reboots: u32,
+        /// The boot id when it asked, to tell that a reboot happened.
+        boot_id: Option<String>,
+    },
     /// The target failed; restoring `previous` started.
     RollingBack {
         /// Why the target failed.

@@ -64,11 +64,17 @@ pub enum AgentState {
     /// An operator paused deploys on the host (`fleet-agent pause`): it keeps polling
     /// and reporting; `desired` is what it will apply once resumed.
     Paused,
+    /// A `boot` activation set the new generation as the boot default; it runs after
+    /// the next reboot (which the agent's `reboot` policy may start).
+    RebootPending,
+    /// The desired closure is downloaded and verified, waiting for a maintenance
+    /// window or the manifest's `activate_after`.
+    Staged,
 }
 
 impl AgentState {
     /// Every state.
-    pub const ALL: [AgentState; 10] = [
+    pub const ALL: [AgentState; 12] = [
         AgentState::Starting,
         AgentState::Checking,
         AgentState::Fetching,
@@ -79,6 +85,8 @@ impl AgentState {
         AgentState::Refused,
         AgentState::Failed,
         AgentState::Paused,
+        AgentState::RebootPending,
+        AgentState::Staged,
     ];
 
     /// The state's wire name.
@@ -94,6 +102,8 @@ impl AgentState {
             AgentState::Refused => "refused",
             AgentState::Failed => "failed",
             AgentState::Paused => "paused",
+            AgentState::RebootPending => "reboot-pending",
+            AgentState::Staged => "staged",
         }
     }
 }

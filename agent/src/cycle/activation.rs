@@ -37,6 +37,9 @@ impl Agent {
             );
             return self.rollback(flight, reason).await;
         }
+        if flight.activation == Activation::Boot {
+            return self.await_reboot(flight).await;
+        }
         let flight = InFlight {
             step: Step::CheckingHealth,
             ..flight
@@ -71,13 +74,9 @@ impl Agent {
         .await
     }
 
-    async fn check_health(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
+    pub(super) async fn check_health(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
         self.phase.store(phase::ACTIVATING, Ordering::SeqCst);
-        if flight.activation == Activation::Boot {
-            tracing::info!(
-                "activation mode boot: the new generation runs after the next reboot; health checks skipped"
-            );
-        } else if let Err(f) = health::run_all(
+        if let Err(f) = health::run_all(
             &self.settings.health_checks,
             &self.settings.child_env,
             &self.settings.facts_root,
@@ -166,7 +165,7 @@ impl Agent {
         };
         self.state.in_flight = None;
         self.state.manifest = Some(ManifestMemo {
-            etag: flight.etag,
+            etag: flight.etag.clone(),
             outcome,
             error: Some(err.clone()),
             digest: self.state.highest_seen.as_ref().map(|s| s.digest.clone()),
@@ -176,6 +175,9 @@ impl Agent {
         tracing::error!(kind = %err.kind, "{}", err.message);
         self.set(outcome.agent_state(), Some(err));
         self.save()?;
+        if outcome == MemoOutcome::RolledBack {
+            self.reboot_back(&flight).await;
+        }
         Ok(Outcome::of_memo(outcome))
     }
 
@@ -193,6 +195,7 @@ impl Agent {
             }
             Step::CheckingHealth => self.check_health(flight).await,
             Step::ConfirmingConnectivity => self.confirm_connectivity(flight).await,
+            Step::AwaitingReboot { .. } => self.await_reboot(flight).await,
             Step::RollingBack { reason } => self.rollback(flight, reason).await,
         }
     }

@@ -13,15 +13,15 @@
 //! event, so it reaches the bucket once the restored generation can.
 //!
 //! The step is recorded (`confirming-connectivity`) before the first try, so a
-//! restarted agent tries again rather than committing unchecked. Mode `boot` is not
-//! checked: the new generation runs only after a reboot. `connectivity-timeout = "0s"`
-//! turns the check off.
+//! restarted agent tries again rather than committing unchecked. Mode `boot` is
+//! checked after the reboot into the new generation (`boot.rs`).
+//! `connectivity-timeout = "0s"` turns the check off.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fleet_core::manifest::MAX_MANIFEST_SIZE;
-use fleet_core::{Activation, BucketError, ErrorKind, Key};
+use fleet_core::{BucketError, ErrorKind, Key};
 use tokio::time::Instant;
 
 use super::{Agent, Outcome, describe, phase};
@@ -39,7 +39,7 @@ impl Agent {
         flight: InFlight,
     ) -> anyhow::Result<Outcome> {
         let window = self.settings.connectivity_timeout;
-        if window.is_zero() || flight.activation == Activation::Boot {
+        if window.is_zero() {
             return self.commit(flight);
         }
         self.phase.store(phase::ACTIVATING, Ordering::SeqCst);

@@ -15,10 +15,12 @@
 //!       → in_flight := {target, previous, step: activating}  (written before anything runs)
 //!       → nix-env --profile P --set CLOSURE; CLOSURE/bin/switch-to-configuration MODE
 //!           fails ──────────────────► roll back
-//!       → step: checking-health; health checks (skipped for mode `boot`)
+//!       → mode boot: step awaiting-reboot, `reboot-pending` until the host booted
+//!         the target (`boot.rs`: reboot policy, bounded reboots), then on as below
+//!       → step: checking-health; health checks
 //!           fail ───────────────────► roll back
 //!       → step: confirming-connectivity; GET manifest + PUT status, retried up to
-//!         connectivity-timeout (skipped for mode `boot`)
+//!         connectivity-timeout
 //!           never reached ──────────► roll back (connectivity-lost)
 //!       → current := target, previous := old current, in_flight := none → `healthy`
 //! roll back: step: rolling-back{reason}; profile and switch of `previous`
@@ -34,6 +36,7 @@
 //! - `checking-health`: the switch finished; the health checks run again and decide
 //!   between committing and rolling back (verify, not re-activate).
 //! - `confirming-connectivity`: the connectivity check starts again.
+//! - `awaiting-reboot`: checks whether the host booted the target (`boot.rs`).
 //! - `rolling-back`: the rollback is done again (restoring the previous generation is
 //!   idempotent), with the original reason.
 //!
@@ -47,6 +50,7 @@
 //! its fetched closure, `activation.rs` those from there to healthy or rolled back.
 
 mod activation;
+mod boot;
 mod connectivity;
 mod manifest;
 
@@ -85,11 +89,16 @@ pub enum Outcome {
     AccessDenied,
     /// An operator paused deploys here (`fleet-agent pause`); nothing was applied.
     Paused,
+    /// A `boot` deploy waits for the reboot into it.
+    RebootPending,
+    /// The desired closure is fetched and verified, waiting for a maintenance window
+    /// or `activate_after`.
+    Staged,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Healthy,
         Outcome::Refused,
         Outcome::RolledBack,
@@ -97,6 +106,8 @@ impl Outcome {
         Outcome::Retry,
         Outcome::AccessDenied,
         Outcome::Paused,
+        Outcome::RebootPending,
+        Outcome::Staged,
     ];
 
     /// The outcome's name in metrics.
@@ -109,12 +120,14 @@ impl Outcome {
             Outcome::Retry => "retry",
             Outcome::AccessDenied => "access-denied",
             Outcome::Paused => "paused",
+            Outcome::RebootPending => "reboot-pending",
+            Outcome::Staged => "staged",
         }
     }
 
     /// Exit code of `fleet-agent once`: 0 healthy, 2 refused, 3 rolled back, 4 failed,
-    /// 5 retry later (unreachable, transient), 6 access denied, 7 paused. (1 is a
-    /// configuration or local error before any cycle.)
+    /// 5 retry later (unreachable, transient), 6 access denied, 7 paused, 8 reboot
+    /// pending, 9 staged. (1 is a configuration or local error before any cycle.)
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Healthy => 0,
@@ -124,6 +137,8 @@ impl Outcome {
             Outcome::Retry => 5,
             Outcome::AccessDenied => 6,
             Outcome::Paused => 7,
+            Outcome::RebootPending => 8,
+            Outcome::Staged => 9,
         }
     }
 
