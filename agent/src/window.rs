@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Days are `Mon` … `Sun` (or full English names, any case), comma-separated, each a
-//! day or a range (`Fri-Mon` wraps). The range's start is inside the window, its end
+//! day or a range (`Fri-Mon` wraps). Times are `HH:MM` or `HH:MM:SS`. The range's start is inside the window, its end
 //! is not. A window whose start equals its end would never open and is refused, like
 //! any text that does not parse, with the setting's name.
 
@@ -37,11 +37,11 @@ pub struct WindowError {
 pub struct Window {
     /// The days it opens on (index 0 = Monday).
     days: [bool; 7],
-    /// Minutes after midnight it opens.
-    start: u16,
-    /// Minutes after midnight it closes (1440 = midnight at the end of the day); at
+    /// Seconds after midnight it opens.
+    start: u32,
+    /// Seconds after midnight it closes (86400 = midnight at the end of the day); at
     /// or before `start` when it crosses midnight.
-    end: u16,
+    end: u32,
     text: String,
 }
 
@@ -61,10 +61,21 @@ fn day(text: &str) -> Option<usize> {
         .position(|d| t.len() >= 3 && d.starts_with(t.as_str()) && (t.len() == 3 || *d == t))
 }
 
-fn minutes(text: &str) -> Option<u16> {
-    let (h, m) = text.split_once(':')?;
-    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 || h == 24 && m == 0).then_some(h * 60 + m)
+const DAY: u32 = 24 * 3600;
+
+fn seconds(text: &str) -> Option<u32> {
+    let mut parts = text.split(':');
+    let h: u32 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let s: u32 = match parts.next() {
+        Some(s) => s.parse().ok()?,
+        None => 0,
+    };
+    if parts.next().is_some() || m >= 60 || s >= 60 {
+        return None;
+    }
+    let t = h * 3600 + m * 60 + s;
+    (t <= DAY).then_some(t)
 }
 
 fn index(w: Weekday) -> usize {
@@ -106,10 +117,10 @@ impl Window {
             .trim()
             .split_once('-')
             .ok_or_else(|| err("the time range needs a start and an end, HH:MM-HH:MM"))?;
-        let (Some(start), Some(end)) = (minutes(start.trim()), minutes(end.trim())) else {
-            return Err(err("times are HH:MM, from 00:00 to 24:00"));
+        let (Some(start), Some(end)) = (seconds(start.trim()), seconds(end.trim())) else {
+            return Err(err("times are HH:MM or HH:MM:SS, from 00:00 to 24:00"));
         };
-        if start == 1440 {
+        if start == DAY {
             return Err(err("a window cannot start at 24:00"));
         }
         if start == end {
@@ -126,7 +137,7 @@ impl Window {
     /// Whether the window is open at the zoned time `at`.
     pub fn is_open(&self, at: &Zoned) -> bool {
         let d = index(at.weekday());
-        let m = at.hour() as u16 * 60 + at.minute() as u16;
+        let m = at.hour() as u32 * 3600 + at.minute() as u32 * 60 + at.second() as u32;
         if self.start < self.end {
             self.days[d] && m >= self.start && m < self.end
         } else {
@@ -141,7 +152,13 @@ impl Window {
         if self.is_open(from) {
             return Some(from.clone());
         }
-        let start = Time::new((self.start / 60) as i8, (self.start % 60) as i8, 0, 0).ok()?;
+        let start = Time::new(
+            (self.start / 3600) as i8,
+            (self.start / 60 % 60) as i8,
+            (self.start % 60) as i8,
+            0,
+        )
+        .ok()?;
         (0..8).find_map(|offset| {
             let date = from
                 .date()

@@ -189,6 +189,8 @@ pub async fn write_next(
             expires_at,
             cache_keys: next.cache_keys.clone(),
             activation: next.activation,
+            activate_after: None,
+            maintenance_windows: None,
         };
         let bytes = manifest.sign(settings.signing_key);
         let digest = hex::encode(Sha256::digest(&bytes));

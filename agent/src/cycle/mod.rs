@@ -12,6 +12,7 @@
 //!       → closure already current ───► `healthy` (heartbeat)
 //!       → fetch missing paths, verify, import ── refused ─► `refused` (fetch kind)
 //!                                      └─ network, disk… ─► `failed`, retried with backoff
+//!       → windows closed or before activate_after ► `staged` (`staged.rs`)
 //!       → in_flight := {target, previous, step: activating}  (written before anything runs)
 //!       → nix-env --profile P --set CLOSURE; CLOSURE/bin/switch-to-configuration MODE
 //!           fails ──────────────────► roll back
@@ -53,6 +54,7 @@ mod activation;
 mod boot;
 mod connectivity;
 mod manifest;
+mod staged;
 
 use fleet_core::ErrorKind;
 use std::sync::Arc;
@@ -70,6 +72,7 @@ use crate::metrics::Metrics;
 use crate::pause::{self, Pause};
 use crate::state::{ManifestMemo, MemoOutcome, State, StateStore};
 use crate::{activate, facts, report};
+use manifest::target_of;
 
 /// How a cycle ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +183,8 @@ pub struct Agent {
     status_dirty: bool,
     phase: Arc<AtomicU8>,
     metrics: Metrics,
+    /// When the closure the last cycle staged may be activated.
+    wake_at: Option<Timestamp>,
 }
 
 fn describe(g: &Generation) -> String {
@@ -229,6 +234,7 @@ impl Agent {
             status_dirty: true,
             phase: Arc::new(AtomicU8::new(phase::IDLE)),
             metrics: Metrics::default(),
+            wake_at: None,
         })
     }
 
@@ -260,6 +266,7 @@ impl Agent {
     /// Runs one cycle. Never panics on anything the bucket serves; local failures
     /// (state directory not writable) are reported and retried with backoff.
     pub async fn cycle(&mut self) -> Outcome {
+        self.wake_at = None;
         let outcome = match self.cycle_inner().await {
             Ok(o) => o,
             Err(e) => {

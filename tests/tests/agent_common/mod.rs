@@ -266,6 +266,8 @@ impl World {
             expires_at: now + self.expires_in,
             cache_keys: vec![self.cache_public.clone()],
             activation: Activation::Switch,
+            activate_after: None,
+            maintenance_windows: None,
         }
     }
 
