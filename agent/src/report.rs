@@ -41,6 +41,7 @@ pub fn build(host: &HostName, state: &State, mut facts: fleet_core::status::Fact
         last_error: state.reported.last_error.clone(),
         facts,
         time: Timestamp::now(),
+        pause: state.reported.pause.clone(),
     }
 }
 

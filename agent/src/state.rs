@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use fleet_core::Activation;
 use fleet_core::manifest::SeenManifest;
-use fleet_core::status::{AgentState, Generation, ReportedError, StatusReport};
+use fleet_core::status::{AgentState, Generation, PauseNote, ReportedError, StatusReport};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +161,9 @@ pub struct Reported {
     pub state: AgentState,
     /// The last error, kept until a cycle succeeds.
     pub last_error: Option<ReportedError>,
+    /// The local pause while one holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseNote>,
 }
 
 impl Default for Reported {
@@ -168,6 +171,7 @@ impl Default for Reported {
         Self {
             state: AgentState::Starting,
             last_error: None,
+            pause: None,
         }
     }
 }

@@ -175,6 +175,22 @@ pub struct StatusReport {
     pub facts: Facts,
     /// When the report was made.
     pub time: Timestamp,
+    /// The operator's local pause while one holds (`fleet-agent pause`); absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseNote>,
+}
+
+/// A local pause as the status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseNote {
+    /// When it was set.
+    pub since: Timestamp,
+    /// When it ends by itself; `None`: at `fleet-agent resume`.
+    pub until: Option<Timestamp>,
+    /// Why, in the operator's words (at most [`MAX_MESSAGE_LEN`] bytes).
+    pub reason: Option<String>,
 }
 
 /// Why a status object was refused.
@@ -266,6 +282,14 @@ impl StatusReport {
         short("facts.nixos_version", report.facts.nixos_version.as_ref())?;
         short("facts.kernel", report.facts.kernel.as_ref())?;
         short("facts.boot_id", report.facts.boot_id.as_ref())?;
+        if let Some(reason) = report.pause.as_ref().and_then(|p| p.reason.as_ref())
+            && reason.len() > MAX_MESSAGE_LEN
+        {
+            return Err(malformed(format!(
+                "field pause.reason is {} bytes, longer than {MAX_MESSAGE_LEN}",
+                reason.len()
+            )));
+        }
         if let Some(e) = &report.last_error {
             short("last_error.kind", Some(&e.kind.to_string()))?;
             if e.message.len() > MAX_MESSAGE_LEN {
@@ -324,6 +348,7 @@ mod tests {
                 reboot_needed: Some(false),
             },
             time: "2026-11-26T21:25:00Z".parse().unwrap(),
+            pause: None,
         }
     }
 

@@ -83,6 +83,7 @@ pub fn report(
             reboot_needed: Some(false),
         },
         time,
+        pause: None,
     }
 }
 

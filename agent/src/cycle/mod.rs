@@ -302,6 +302,13 @@ impl Agent {
         let key = Key::manifest(&self.settings.host);
         let now = Timestamp::now();
         let pause = pause::active(&self.settings.state_dir, now);
+        let note = pause.as_ref().map(Pause::note);
+        if self.state.reported.pause != note {
+            // The status says why deploys wait (and stops saying so at once).
+            self.state.reported.pause = note;
+            self.status_dirty = true;
+            self.save()?;
+        }
         let etag = self
             .state
             .manifest
