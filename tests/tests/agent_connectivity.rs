@@ -13,12 +13,10 @@
 mod agent_common;
 
 use agent_common::World;
-use fleet_core::iam::Role;
+use fleet_core::StorePath;
 use fleet_core::status::AgentState;
-use fleet_core::{HostName, StorePath};
 use fleet_tests::fault_proxy::{FaultPlan, FaultProxy};
 use fleet_tests::nix::Closure;
-use fleet_tests::s3::S3Server;
 
 /// A system whose activation makes the link up or down (see the module docs).
 const NET_NIX: &str = r#"
@@ -51,24 +49,7 @@ EOF
 /// A world on a fresh SeaweedFS bucket whose agent reaches it through a proxy that
 /// is cut while the returned file exists.
 fn cuttable_world(host: &str) -> (World, std::path::PathBuf) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (server, name, admin, agent) = rt.block_on(async {
-        let server = S3Server::seaweedfs()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let name = server.new_bucket("connectivity").await.unwrap();
-        let admin = server
-            .bucket(&name, "", &server.admin_credentials())
-            .unwrap();
-        let agent = server
-            .user_for(&Role::Agent(HostName::new(host).unwrap()), &name, "")
-            .await
-            .unwrap();
-        (server, name, admin, agent)
-    });
+    let (server, name, admin, agent) = agent_common::seaweedfs_bucket("connectivity", host);
     let proxy = FaultProxy::start(
         server.endpoint().trim_start_matches("http://"),
         FaultPlan::none(0),
