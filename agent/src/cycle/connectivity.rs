@@ -15,7 +15,8 @@
 //! The step is recorded (`confirming-connectivity`) before the first try, so a
 //! restarted agent tries again rather than committing unchecked. Mode `boot` is
 //! checked after the reboot into the new generation (`boot.rs`).
-//! `connectivity-timeout = "0s"` turns the check off.
+//! `connectivity-timeout = "0s"` turns the check off; a first deploy, with no previous
+//! generation to return to, is not checked.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,6 +41,12 @@ impl Agent {
     ) -> anyhow::Result<Outcome> {
         let window = self.settings.connectivity_timeout;
         if window.is_zero() {
+            return self.commit(flight);
+        }
+        if flight.previous.is_none() {
+            // A first deploy has nothing to return to: failing it would only report
+            // `failed` for a host that runs the new generation anyway.
+            tracing::info!("no previous generation to return to: connectivity not checked");
             return self.commit(flight);
         }
         self.phase.store(phase::ACTIVATING, Ordering::SeqCst);
