@@ -126,3 +126,46 @@ fn a_manifests_activate_after_and_windows_hold_the_deploy() {
     assert_eq!(r.kind(), "manifest-malformed", "{}", r.stderr);
     assert!(r.message().contains("never open"), "{}", r.message());
 }
+
+#[test]
+fn fleet_publish_deploy_writes_activate_after_and_the_agent_stages_until_then() {
+    let w = World::new("win-3");
+    let g1 = w.system("p1", 0);
+    w.bring_up(1, &g1);
+    let g2 = w.system("p2", 0);
+    w.publish_closure(&g2);
+    let signing_key = w.dir.path().join("publisher-1.secret");
+    w.publisher.write_new(&signing_key).unwrap();
+    let after = Timestamp::now() + SignedDuration::from_hours(1);
+    let out = fleet_tests::agent::clean_command(
+        &fleet_tests::bin("fleet-publish"),
+        &w.dir.path().join("xdg-cache"),
+    )
+    .args([
+        "deploy",
+        "--bucket",
+        &w.store_url,
+        "--host",
+        w.host.as_str(),
+    ])
+    .arg("--cache-key")
+    .arg(&w.cache_secret_file)
+    .arg("--signing-key")
+    .arg(&signing_key)
+    .arg("--closure")
+    .arg(g2.top.to_string())
+    .args(["--activate-after", &after.to_string()])
+    .args(["--maintenance-window", "daily 00:00-24:00"])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = w.once_expect(STAGED);
+    assert!(r.stderr.contains("activate_after"), "{}", r.stderr);
+    assert_eq!(r.report.desired.unwrap().sequence, Some(2));
+    assert!(fetched(&w, &g2.top));
+    assert_eq!(w.activated(), vec![g1.top.clone()]);
+}
