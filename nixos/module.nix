@@ -198,6 +198,28 @@ in
     requestTimeout = seconds "Bound on one bucket request." 30;
     activationTimeout = seconds "Bound on switch-to-configuration." 600;
     healthTimeout = seconds "Default bound on one health check." 60;
+    reboot = mkOption {
+      type = types.enum [ "never" "when-idle" "window" ];
+      default = "never";
+      description = "May the agent reboot the host for a `boot` deploy: never (an operator does), when-idle (no login session), window (inside maintenanceWindows).";
+    };
+    maintenanceWindows = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "Mon-Fri 02:00-04:00" "Sat,Sun 22:00-02:00" ];
+      description = "When new generations are activated (and, with reboot = \"window\", when the agent reboots): days and a time range in timeZone. Empty: always.";
+    };
+    timeZone = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "Europe/Berlin";
+      description = "IANA time zone of maintenanceWindows (default: the system's).";
+    };
+    connectivityTimeout = mkOption {
+      type = types.ints.unsigned;
+      default = 300;
+      description = "After a switch and its health checks, seconds the agent tries to read its manifest and write its status before it rolls back (`connectivity-lost`); 0 turns the check off.";
+    };
 
     healthChecks = mkOption {
       type = types.listOf healthCheck;

@@ -20,12 +20,17 @@
 //! profile = "/nix/var/nix/profiles/system"    # default
 //! activation-timeout = "10m"                  # default: bound on switch-to-configuration
 //! health-timeout = "60s"                      # default per check
+//! connectivity-timeout = "5m"                 # default: after a switch, reach the bucket within this or roll back; "0s" = off
 //! health-checks = [
 //!   { systemd-unit = "nginx.service", grace = "10s" },
 //!   { system-running = true },
 //!   { command = ["/run/current-system/sw/bin/true"], timeout = "10s" },
 //!   { http = "http://127.0.0.1:8080/healthz" },
 //! ]
+//! reboot = "never"                            # default; or "when-idle", "window": may the agent reboot for a `boot` deploy
+//! maintenance-windows = ["Mon-Fri 02:00-04:00"] # default none (always open): when new generations are activated
+//! time-zone = "Europe/Berlin"                 # default: the system's; the windows' zone
+//! reboot-command = ["systemctl", "reboot"]    # default (expert/test setting)
 //! pass-environment = ["HTTPS_PROXY"]          # default none: more variables for switch and checks
 //! metrics-file = "/var/lib/prometheus-node-exporter-text-files/fleet-agent.prom" # default: none
 //! facts-root = "/"                            # default: root of /etc, /proc, /run for facts
@@ -71,6 +76,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::childenv::ChildEnv;
 use crate::health::Check;
+use crate::reboot::RebootPolicy;
+use crate::window::Windows;
 
 mod health_checks;
 mod trust;
@@ -97,6 +104,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Default bound on one health check.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default window after a switch in which the agent must reach the bucket again.
+pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default bound on queued, unsent events.
 pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 100;
 
@@ -209,6 +218,51 @@ pub struct Config {
     #[arg(long, env = "FLEET_AGENT_HEALTH_TIMEOUT", value_name = "DURATION")]
     #[serde(default)]
     pub health_timeout: Option<String>,
+
+    /// After a switch and its health checks, how long the agent tries to read its
+    /// manifest and write its status before it rolls back as `connectivity-lost`;
+    /// `0s` turns the check off [default: 5m].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_CONNECTIVITY_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    #[serde(default)]
+    pub connectivity_timeout: Option<String>,
+
+    /// May the agent reboot for a `boot` deploy: never, when-idle (no login session)
+    /// or window (inside a maintenance window) [default: never].
+    #[arg(long, env = "FLEET_AGENT_REBOOT", value_name = "POLICY")]
+    #[serde(default)]
+    pub reboot: Option<String>,
+
+    /// Maintenance windows ("Mon-Fri 02:00-04:00", "daily 03:00-03:30"): new
+    /// generations are fetched at once but activated only inside one [default: none,
+    /// always open].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_MAINTENANCE_WINDOWS",
+        value_delimiter = ';',
+        value_name = "DAYS HH:MM-HH:MM"
+    )]
+    #[serde(default)]
+    pub maintenance_windows: Vec<String>,
+
+    /// IANA time zone of the maintenance windows [default: the system's].
+    #[arg(long, env = "FLEET_AGENT_TIME_ZONE", value_name = "ZONE")]
+    #[serde(default)]
+    pub time_zone: Option<String>,
+
+    /// Program and arguments that reboot the host (expert and test setting; on the
+    /// command line split at spaces) [default: systemctl reboot].
+    #[arg(
+        long,
+        env = "FLEET_AGENT_REBOOT_COMMAND",
+        value_delimiter = ' ',
+        value_name = "PROGRAM ARGS"
+    )]
+    #[serde(default)]
+    pub reboot_command: Vec<String>,
 
     /// More of the agent's environment variables to give switch-to-configuration and
     /// health checks, beyond the built-in allow-list (PATH, locale, TZ, …); never
@@ -365,6 +419,14 @@ pub struct Settings {
     pub activation_timeout: Duration,
     /// Health checks.
     pub health_checks: Vec<Check>,
+    /// Window after a switch to reach the bucket again; zero = no check.
+    pub connectivity_timeout: Duration,
+    /// When the agent may reboot for a `boot` deploy.
+    pub reboot: RebootPolicy,
+    /// When new generations may be activated.
+    pub windows: Windows,
+    /// What reboots the host.
+    pub reboot_command: Vec<String>,
     /// The environment switch-to-configuration and health checks get.
     pub child_env: ChildEnv,
     /// Where metrics are written, if anywhere.
@@ -532,7 +594,22 @@ impl Config {
             "fetch-concurrency = {} must be between 1 and 64",
             fetch_limits.concurrency
         );
+        let reboot = RebootPolicy::parse(self.reboot.as_deref().unwrap_or("never"))?;
+        let tz = crate::window::time_zone("time-zone", self.time_zone.as_deref())?;
+        let windows = Windows::parse("maintenance-windows", &self.maintenance_windows, tz)?;
+        ensure!(
+            reboot != RebootPolicy::Window || !windows.windows.is_empty(),
+            "reboot = \"window\" needs maintenance-windows: without one the host would never reboot"
+        );
+        let reboot_command = if self.reboot_command.is_empty() {
+            vec!["systemctl".to_owned(), "reboot".to_owned()]
+        } else {
+            self.reboot_command.clone()
+        };
         Ok(Settings {
+            reboot,
+            windows,
+            reboot_command,
             bucket,
             host,
             publisher_keys,
@@ -567,6 +644,10 @@ impl Config {
                 DEFAULT_ACTIVATION_TIMEOUT,
             )?,
             health_checks,
+            connectivity_timeout: match self.connectivity_timeout.as_deref() {
+                Some(t) => parse_duration("connectivity-timeout", t, Zero::Allowed)?,
+                None => DEFAULT_CONNECTIVITY_TIMEOUT,
+            },
             child_env: ChildEnv::new("pass-environment", &self.pass_environment)?,
             metrics_file: self.metrics_file.as_deref().map(metrics_file).transpose()?,
             facts_root,

@@ -7,7 +7,7 @@
 //! | `kernel` | `proc/sys/kernel/osrelease` |
 //! | `uptime_seconds` | first field of `proc/uptime` |
 //! | `boot_id` | `proc/sys/kernel/random/boot_id` |
-//! | `reboot_needed` | `run/booted-system/kernel` and `run/current-system/kernel` resolve to different files |
+//! | `reboot_needed` | `run/booted-system/{kernel,initrd}` and `run/current-system/{kernel,initrd}` resolve to different files (a `switch` that changed the kernel or initrd); the report also sets it while a `boot` generation waits for its reboot |
 //!
 //! A missing or unreadable source gives `None`, never an error. Reads are bounded and
 //! values are cut to the status format's short-string bound, so odd files cannot make
@@ -51,13 +51,17 @@ fn os_release_version(text: &str) -> Option<String> {
 /// Gathers the facts under `root`.
 pub fn gather(root: &Path) -> Facts {
     let at = |rel: &str| root.join(rel);
-    let kernel_of = |rel: &str| std::fs::canonicalize(at(rel)).ok();
-    let reboot_needed = match (
-        kernel_of("run/booted-system/kernel"),
-        kernel_of("run/current-system/kernel"),
+    let resolve = |rel: &str| std::fs::canonicalize(at(rel)).ok();
+    let differs = |file: &str| match (
+        resolve(&format!("run/booted-system/{file}")),
+        resolve(&format!("run/current-system/{file}")),
     ) {
         (Some(booted), Some(current)) => Some(booted != current),
         _ => None,
+    };
+    let reboot_needed = match (differs("kernel"), differs("initrd")) {
+        (None, None) => None,
+        (k, i) => Some(k == Some(true) || i == Some(true)),
     };
     Facts {
         nixos_version: read_small(&at("etc/os-release")).and_then(|t| os_release_version(&t)),

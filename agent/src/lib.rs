@@ -13,6 +13,8 @@
 //! - [`state`]: the state file, written atomically;
 //! - [`trust`]: the root of trust the host walks and the version it keeps;
 //! - [`pause`]: the operator's local pause file;
+//! - [`reboot`]: the reboot policy and command for `boot` deploys;
+//! - [`window`]: maintenance windows;
 //! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
 //! - [`report`]: status objects and queued events in the bucket;
 //! - [`facts`]: host facts for the status;
@@ -36,9 +38,11 @@ pub mod identity;
 pub mod metrics;
 pub mod notify;
 pub mod pause;
+pub mod reboot;
 pub mod report;
 pub mod schedule;
 pub mod state;
 pub mod trust;
+pub mod window;
 
 pub use cycle::{Agent, Outcome};

@@ -44,6 +44,15 @@ impl Pause {
         self.until.is_none_or(|u| now < u)
     }
 
+    /// The pause as the status reports it.
+    pub fn note(&self) -> fleet_core::status::PauseNote {
+        fleet_core::status::PauseNote {
+            since: self.since,
+            until: self.until,
+            reason: self.reason.clone(),
+        }
+    }
+
     /// One line for logs and `fleet-agent pause`'s output.
     pub fn describe(&self) -> String {
         let until = match self.until {

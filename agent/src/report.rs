@@ -23,7 +23,15 @@ use jiff::Timestamp;
 use crate::state::{PendingEvent, State};
 
 /// Builds a report of `state` as it stands, with fresh facts.
-pub fn build(host: &HostName, state: &State, facts: fleet_core::status::Facts) -> StatusReport {
+pub fn build(host: &HostName, state: &State, mut facts: fleet_core::status::Facts) -> StatusReport {
+    // A generation set as the boot default and not yet booted needs a reboot too.
+    if state
+        .in_flight
+        .as_ref()
+        .is_some_and(|f| matches!(f.step, crate::state::Step::AwaitingReboot { .. }))
+    {
+        facts.reboot_needed = Some(true);
+    }
     StatusReport {
         version: 1,
         host: host.clone(),
@@ -35,6 +43,7 @@ pub fn build(host: &HostName, state: &State, facts: fleet_core::status::Facts) -
         facts,
         time: Timestamp::now(),
         signature: None,
+        pause: state.reported.pause.clone(),
     }
 }
 

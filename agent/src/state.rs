@@ -29,7 +29,7 @@
 //!   one keeps being reported as such without a second activation.
 //! - `in_flight` is written *before* activation starts and names the target, the
 //!   generation to return to and the step reached (`activating`, `checking-health`,
-//!   `rolling-back`, as `"step": {"kind": …}`). A restarted agent finishes from there (see `cycle.rs`).
+//!   `confirming-connectivity`, `awaiting-reboot`, `rolling-back`, as `"step": {"kind": …}`). A restarted agent finishes from there (see `cycle.rs`).
 //! - `pending_events` are status events not yet written to the bucket, oldest first,
 //!   at most `max-queued-events` (the oldest are dropped and counted).
 //!
@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use fleet_core::Activation;
 use fleet_core::manifest::SeenManifest;
-use fleet_core::status::{AgentState, Generation, ReportedError, StatusReport};
+use fleet_core::status::{AgentState, Generation, PauseNote, ReportedError, StatusReport};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,16 @@ pub enum Step {
     Activating,
     /// `switch-to-configuration` succeeded; health checks started.
     CheckingHealth,
+    /// Health checks passed; the agent is proving it still reaches the bucket
+    /// (`connectivity-timeout`) before it commits.
+    ConfirmingConnectivity,
+    /// Mode `boot`: the target is the boot default; waiting for the reboot into it.
+    AwaitingReboot {
+        /// Reboots the agent asked for (at most one).
+        reboots: u32,
+        /// The boot id when it asked, to tell that a reboot happened.
+        boot_id: Option<String>,
+    },
     /// The target failed; restoring `previous` started.
     RollingBack {
         /// Why the target failed.
@@ -154,6 +164,9 @@ pub struct Reported {
     pub state: AgentState,
     /// The last error, kept until a cycle succeeds.
     pub last_error: Option<ReportedError>,
+    /// The local pause while one holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseNote>,
 }
 
 impl Default for Reported {
@@ -161,6 +174,7 @@ impl Default for Reported {
         Self {
             state: AgentState::Starting,
             last_error: None,
+            pause: None,
         }
     }
 }

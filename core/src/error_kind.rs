@@ -139,6 +139,13 @@ error_kinds! {
     TrustRootExpired = "trust-root-expired",
     /// A root of trust version the walk needs is not in the bucket.
     TrustRootMissing = "trust-root-missing",
+    /// After a switch the agent could not reach the bucket (manifest GET and status
+    /// PUT) within `connectivity-timeout`, so it rolled back.
+    ConnectivityLost = "connectivity-lost",
+    /// After the reboot into a `boot` generation the host runs another system.
+    BootFailed = "boot-failed",
+    /// The agent's `reboot-command` failed.
+    RebootFailed = "reboot-failed",
 }
 
 impl fmt::Display for ErrorKind {

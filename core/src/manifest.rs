@@ -110,6 +110,15 @@ pub struct Manifest {
     pub cache_keys: Vec<PublicKey>,
     /// How to activate.
     pub activation: Activation,
+    /// Not before this instant: the agent fetches the closure at once but activates
+    /// it only from then on (fleet-wide scheduled changes). Absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_after: Option<Timestamp>,
+    /// Maintenance windows for this deploy (`"Mon-Fri 02:00-04:00"`, in the host's
+    /// time zone), replacing the host's own `maintenance-windows`. Absent: the
+    /// host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_windows: Option<Vec<String>>,
 }
 
 /// What an agent remembers of the newest manifest it accepted.
@@ -367,6 +376,8 @@ mod tests {
             expires_at: "2026-11-27T11:00:00Z".parse().unwrap(),
             cache_keys: vec![SecretKey::generate("cache-1").unwrap().public()],
             activation: Activation::Switch,
+            activate_after: None,
+            maintenance_windows: None,
         }
     }
 

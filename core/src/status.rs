@@ -71,11 +71,17 @@ pub enum AgentState {
     /// The host's manifest is a tombstone (`fleet-publish retire`): it applies
     /// nothing and only reports.
     Retired,
+    /// A `boot` activation set the new generation as the boot default; it runs after
+    /// the next reboot (which the agent's `reboot` policy may start).
+    RebootPending,
+    /// The desired closure is downloaded and verified, waiting for a maintenance
+    /// window or the manifest's `activate_after`.
+    Staged,
 }
 
 impl AgentState {
     /// Every state.
-    pub const ALL: [AgentState; 11] = [
+    pub const ALL: [AgentState; 13] = [
         AgentState::Starting,
         AgentState::Checking,
         AgentState::Fetching,
@@ -87,6 +93,8 @@ impl AgentState {
         AgentState::Failed,
         AgentState::Paused,
         AgentState::Retired,
+        AgentState::RebootPending,
+        AgentState::Staged,
     ];
 
     /// The state's wire name.
@@ -103,6 +111,8 @@ impl AgentState {
             AgentState::Failed => "failed",
             AgentState::Paused => "paused",
             AgentState::Retired => "retired",
+            AgentState::RebootPending => "reboot-pending",
+            AgentState::Staged => "staged",
         }
     }
 }
@@ -174,6 +184,10 @@ pub struct StatusReport {
     pub facts: Facts,
     /// When the report was made.
     pub time: Timestamp,
+    /// The operator's local pause while one holds (`fleet-agent pause`); absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseNote>,
     /// The agent's signature with its identity key (`crate::status_sig`); absent
     /// when the host has no identity key (set-ups without enrollment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +203,18 @@ pub struct StatusSignature {
     pub keyid: String,
     /// Base64 of the 64 signature bytes.
     pub sig: String,
+}
+
+/// A local pause as the status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseNote {
+    /// When it was set.
+    pub since: Timestamp,
+    /// When it ends by itself; `None`: at `fleet-agent resume`.
+    pub until: Option<Timestamp>,
+    /// Why, in the operator's words (at most [`MAX_MESSAGE_LEN`] bytes).
+    pub reason: Option<String>,
 }
 
 /// Why a status object was refused.
@@ -284,6 +310,14 @@ impl StatusReport {
             short("signature.keyid", Some(&sig.keyid))?;
             short("signature.sig", Some(&sig.sig))?;
         }
+        if let Some(reason) = report.pause.as_ref().and_then(|p| p.reason.as_ref())
+            && reason.len() > MAX_MESSAGE_LEN
+        {
+            return Err(malformed(format!(
+                "field pause.reason is {} bytes, longer than {MAX_MESSAGE_LEN}",
+                reason.len()
+            )));
+        }
         if let Some(e) = &report.last_error {
             short("last_error.kind", Some(&e.kind.to_string()))?;
             if e.message.len() > MAX_MESSAGE_LEN {
@@ -342,6 +376,7 @@ mod tests {
                 reboot_needed: Some(false),
             },
             time: "2026-11-26T21:25:00Z".parse().unwrap(),
+            pause: None,
             signature: None,
         }
     }

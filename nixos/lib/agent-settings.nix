@@ -36,6 +36,10 @@ withoutNulls {
   activation-timeout = seconds cfg.activationTimeout;
   health-timeout = seconds cfg.healthTimeout;
   health-checks = map check cfg.healthChecks;
+  connectivity-timeout = seconds cfg.connectivityTimeout;
+  reboot = cfg.reboot;
+  maintenance-windows = cfg.maintenanceWindows;
+  time-zone = cfg.timeZone;
   max-queued-events = cfg.maxQueuedEvents;
   metrics-file = cfg.metricsFile;
   log-format = cfg.logFormat;

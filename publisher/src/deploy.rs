@@ -77,6 +77,10 @@ pub struct DeploySettings {
     pub extra_cache_keys: Vec<PublicKey>,
     /// Deploy held hosts too (`fleet_core::hold`); otherwise they are skipped.
     pub force: bool,
+    /// Written as the manifests' `activate_after`.
+    pub activate_after: Option<jiff::Timestamp>,
+    /// Written as the manifests' `maintenance_windows` (empty: none).
+    pub maintenance_windows: Vec<String>,
 }
 
 impl Default for DeploySettings {
@@ -90,6 +94,8 @@ impl Default for DeploySettings {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             extra_cache_keys: Vec::new(),
             force: false,
+            activate_after: None,
+            maintenance_windows: Vec::new(),
         }
     }
 }
@@ -132,6 +138,9 @@ pub async fn deploy(
         activation: settings.activation,
         cache_keys: cache_keys(cache_key, &settings.extra_cache_keys),
         expires_in: settings.expires_in,
+        activate_after: settings.activate_after,
+        maintenance_windows: (!settings.maintenance_windows.is_empty())
+            .then(|| settings.maintenance_windows.clone()),
     };
     let mut outcomes = Vec::with_capacity(targets.len());
     for t in targets {

@@ -45,6 +45,10 @@ pub struct NextManifest {
     pub cache_keys: Vec<PublicKey>,
     /// Lifetime from now.
     pub expires_in: SignedDuration,
+    /// The manifest's `activate_after`, if any.
+    pub activate_after: Option<Timestamp>,
+    /// The manifest's `maintenance_windows`, if any.
+    pub maintenance_windows: Option<Vec<String>>,
 }
 
 /// How to write.
@@ -191,6 +195,8 @@ pub async fn write_next(
             expires_at,
             cache_keys: next.cache_keys.clone(),
             activation: next.activation,
+            activate_after: next.activate_after,
+            maintenance_windows: next.maintenance_windows.clone(),
         };
         let bytes = manifest.sign(settings.signing_key);
         let digest = hex::encode(Sha256::digest(&bytes));

@@ -142,6 +142,9 @@ pub async fn renew(
                             activation: m.activation,
                             cache_keys: m.cache_keys.clone(),
                             expires_in: settings.expires_in,
+                            // Renewing keeps the deploy's schedule.
+                            activate_after: m.activate_after,
+                            maintenance_windows: m.maintenance_windows.clone(),
                         }))
                     })
                     .await;

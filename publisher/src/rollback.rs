@@ -281,6 +281,9 @@ pub async fn apply(
                 activation: p.activation,
                 cache_keys: p.cache_keys.clone(),
                 expires_in: settings.expires_in,
+                // A rollback is applied at once.
+                activate_after: None,
+                maintenance_windows: None,
             }))
         })
         .await;

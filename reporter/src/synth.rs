@@ -41,6 +41,8 @@ pub fn manifest(host: &HostName, sequence: u64, now: Timestamp) -> Manifest {
         expires_at: now + SignedDuration::from_hours(24 * 7),
         cache_keys: vec![],
         activation: Activation::Switch,
+        activate_after: None,
+        maintenance_windows: None,
     }
 }
 
@@ -82,6 +84,7 @@ pub fn report(
         },
         time,
         signature: None,
+        pause: None,
     }
 }
 

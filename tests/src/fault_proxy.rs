@@ -31,10 +31,14 @@
 //!
 //! [`FaultProxy::calm`] turns the faults off (everything passes), for checking that a
 //! client recovers once the faults stop; [`FaultProxy::stats`] counts what was
-//! injected.
+//! injected. [`FaultProxy::cut_while_exists`] names a file: while it exists every
+//! request is reset before it is forwarded, as if the network were down, so a
+//! process the test does not control (a system's activation script) can cut the
+//! link by creating the file and restore it by removing it.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,6 +192,7 @@ pub struct FaultProxy {
     port: u16,
     schedule: Arc<Mutex<Schedule>>,
     calm: Arc<AtomicBool>,
+    cut_file: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl FaultProxy {
@@ -204,6 +209,7 @@ impl FaultProxy {
                 stats: FaultStats::new(),
             })),
             calm: Arc::new(AtomicBool::new(false)),
+            cut_file: Arc::new(Mutex::new(None)),
         };
         let upstream = upstream.to_owned();
         let p = proxy.clone();
@@ -230,6 +236,16 @@ impl FaultProxy {
     /// Turns faults off (`true`: every request passes) or back on.
     pub fn calm(&self, calm: bool) {
         self.calm.store(calm, Ordering::SeqCst);
+    }
+
+    /// Resets every request while `file` exists (see the module docs).
+    pub fn cut_while_exists(&self, file: PathBuf) {
+        *self.cut_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+    }
+
+    fn is_cut(&self) -> bool {
+        let file = self.cut_file.lock().unwrap_or_else(|e| e.into_inner());
+        file.as_ref().is_some_and(|f| f.exists())
     }
 
     /// Starts a new schedule from `plan` (a new seed, say), keeping the counts.
@@ -259,6 +275,9 @@ impl FaultProxy {
             let _ = client.shutdown(Shutdown::Both);
             return;
         };
+        if self.is_cut() {
+            return reset(client);
+        }
         let method = request.method.clone();
         let (fault, delay) = if self.calm.load(Ordering::SeqCst) {
             (Fault::Pass, Duration::ZERO)

@@ -54,6 +54,10 @@ fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume()
         assert!(r.stderr.contains("disk swap"), "{}", r.stderr);
     }
     assert_eq!(w.status().state, AgentState::Paused);
+    // status.json says why and until when.
+    let note = w.status().pause.expect("the pause in status.json");
+    assert_eq!(note.reason.as_deref(), Some("disk swap"));
+    assert_eq!(note.until, None);
     assert_eq!(w.activated(), vec![g1.top.clone()]);
     assert_eq!(w.profile_target(), Some(g1.top.clone()));
     assert!(
@@ -65,6 +69,7 @@ fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume()
     agent_local(&w, &["resume"]);
     let r = w.once_expect(0);
     assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
+    assert_eq!(r.report.pause, None, "resumed: no pause reported");
     assert_eq!(w.activated(), vec![g1.top.clone(), g2.top.clone()]);
     assert_eq!(r.report.current.unwrap().sequence, Some(2));
 
@@ -72,7 +77,9 @@ fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume()
     agent_local(&w, &["pause", "--until", "2s"]);
     let g3 = w.system("p3", 0);
     w.deploy(3, &g3);
-    assert_eq!(w.once_expect(7).report.state, AgentState::Paused);
+    let r = w.once_expect(7);
+    assert_eq!(r.report.state, AgentState::Paused);
+    assert!(r.report.pause.unwrap().until.is_some());
     std::thread::sleep(Duration::from_millis(2200));
     let r = w.once_expect(0);
     assert_eq!(r.report.current.unwrap().closure, g3.top, "{}", r.stderr);

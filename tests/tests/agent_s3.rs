@@ -17,11 +17,9 @@ mod agent_common;
 use std::time::Duration;
 
 use agent_common::World;
-use fleet_core::iam::Role;
 use fleet_core::status::AgentState;
 use fleet_core::{HostName, Key};
 use fleet_tests::proxy::{Requests, counting_proxy};
-use fleet_tests::s3::S3Server;
 
 struct S3World {
     w: World,
@@ -32,24 +30,7 @@ struct S3World {
 /// A world on a fresh SeaweedFS bucket, the agent using `agent_host`'s scoped keys
 /// through the counting proxy, configured as host `host`.
 fn s3_world(host: &str, agent_host: &str) -> S3World {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (server, bucket_name, admin, agent) = rt.block_on(async {
-        let server = S3Server::seaweedfs()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let name = server.new_bucket("agent").await.unwrap();
-        let admin = server
-            .bucket(&name, "", &server.admin_credentials())
-            .unwrap();
-        let agent = server
-            .user_for(&Role::Agent(HostName::new(agent_host).unwrap()), &name, "")
-            .await
-            .unwrap();
-        (server, name, admin, agent)
-    });
+    let (server, bucket_name, admin, agent) = agent_common::seaweedfs_bucket("agent", agent_host);
     let requests = Requests::default();
     let upstream = server.endpoint().trim_start_matches("http://");
     let port = counting_proxy(upstream, requests.clone()).unwrap();

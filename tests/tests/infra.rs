@@ -736,6 +736,7 @@ fn the_nixos_modules_agent_config_is_accepted_by_fleet_agent() {
               trustedPublisherKeys = [ "{pk}" ]; trustedCacheKeys = [ "{ck}" ];
               pollInterval = 60; pollJitter = 0; heartbeatInterval = 120; backoffMax = 900;
               requestTimeout = 30; activationTimeout = 600; healthTimeout = 60;
+              connectivityTimeout = 300; reboot = "never"; maintenanceWindows = [ ]; timeZone = null;
               healthChecks = [
                 {{ systemdUnit = "nginx.service"; command = null; http = null; timeout = null; }}
                 {{ systemdUnit = null; command = [ "/bin/sh" "-c" "echo \"ok\"\nexit 0" ]; http = null; timeout = 5; }}

@@ -284,6 +284,8 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
                 }};
                 pollInterval = 30; pollJitter = 0; heartbeatInterval = 90; backoffMax = 600;
                 requestTimeout = 20; activationTimeout = 300; healthTimeout = 15;
+                connectivityTimeout = 120;
+                reboot = "window"; maintenanceWindows = [ "Mon-Fri 02:00-04:00" ]; timeZone = "UTC";
                 healthChecks = [
                   {{ systemdUnit = "nginx.service"; grace = 5; }}
                   {{ systemRunning = true; }}
@@ -347,6 +349,10 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
         "restart-after-switch = true",
         "grace = \"5s\"",
         "system-running = true",
+        "connectivity-timeout = \"120s\"",
+        "reboot = \"window\"",
+        "maintenance-windows = [\"Mon-Fri 02:00-04:00\"]",
+        "time-zone = \"UTC\"",
     ] {
         assert!(toml.contains(want), "{want} missing from:\n{toml}");
     }

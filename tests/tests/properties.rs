@@ -97,6 +97,8 @@ fn manifest(host: &HostName) -> Manifest {
         expires_at: now + jiff::SignedDuration::from_hours(24),
         cache_keys: vec![cache.public()],
         activation: fleet_core::Activation::Switch,
+        activate_after: None,
+        maintenance_windows: None,
     }
 }
 

@@ -120,6 +120,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             failures = 0;
             schedule::next_poll(s.poll_interval, s.poll_jitter, &mut rng)
         };
+        // A staged closure is activated as soon as its wait ends, not a poll later.
+        let wait = match agent.wake_at() {
+            Some(t) => {
+                let until = Duration::try_from(t.duration_since(jiff::Timestamp::now()))
+                    .unwrap_or(Duration::ZERO);
+                wait.min(until + Duration::from_millis(200))
+            }
+            None => wait,
+        };
         let deadline = Instant::now() + wait;
         loop {
             tokio::select! {

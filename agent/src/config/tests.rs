@@ -54,6 +54,7 @@ health-checks = [
     assert_eq!(s.host.as_str(), "web-2");
     assert_eq!(s.poll_interval, Duration::from_secs(5));
     assert_eq!(s.poll_jitter, Duration::ZERO);
+    assert_eq!(s.connectivity_timeout, DEFAULT_CONNECTIVITY_TIMEOUT);
     assert_eq!(s.state_dir, Path::new(DEFAULT_STATE_DIR));
     assert_eq!(s.staging_dir, Path::new(DEFAULT_STATE_DIR).join("staging"));
     assert_eq!(s.profile, Path::new(DEFAULT_PROFILE));

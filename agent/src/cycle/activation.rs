@@ -1,6 +1,7 @@
 //! The activation steps of a cycle: the in-flight record written before anything
-//! runs, profile and switch, health checks, then commit or roll back; and resuming
-//! from the step an interrupted activation recorded.
+//! runs, profile and switch, health checks, the connectivity check
+//! (`connectivity.rs`), then commit or roll back; and resuming from the step an
+//! interrupted activation recorded.
 
 use fleet_core::ErrorKind;
 use std::sync::atomic::Ordering;
@@ -36,6 +37,9 @@ impl Agent {
             );
             return self.rollback(flight, reason).await;
         }
+        if flight.activation == Activation::Boot {
+            return self.await_reboot(flight).await;
+        }
         let flight = InFlight {
             step: Step::CheckingHealth,
             ..flight
@@ -70,13 +74,9 @@ impl Agent {
         .await
     }
 
-    async fn check_health(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
+    pub(super) async fn check_health(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
         self.phase.store(phase::ACTIVATING, Ordering::SeqCst);
-        if flight.activation == Activation::Boot {
-            tracing::info!(
-                "activation mode boot: the new generation runs after the next reboot; health checks skipped"
-            );
-        } else if let Err(f) = health::run_all(
+        if let Err(f) = health::run_all(
             &self.settings.health_checks,
             &self.settings.child_env,
             &self.settings.facts_root,
@@ -89,10 +89,10 @@ impl Agent {
             );
             return self.rollback(flight, reason).await;
         }
-        self.commit(flight)
+        self.confirm_connectivity(flight).await
     }
 
-    fn commit(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
+    pub(super) fn commit(&mut self, flight: InFlight) -> anyhow::Result<Outcome> {
         let target = flight.target.clone();
         if self.state.current.as_ref().map(|c| &c.closure) != Some(&target.closure) {
             self.state.previous = self.state.current.take();
@@ -113,7 +113,7 @@ impl Agent {
         Ok(Outcome::Healthy)
     }
 
-    async fn rollback(
+    pub(super) async fn rollback(
         &mut self,
         flight: InFlight,
         reason: ReportedError,
@@ -165,7 +165,7 @@ impl Agent {
         };
         self.state.in_flight = None;
         self.state.manifest = Some(ManifestMemo {
-            etag: flight.etag,
+            etag: flight.etag.clone(),
             outcome,
             error: Some(err.clone()),
             digest: self.state.highest_seen.as_ref().map(|s| s.digest.clone()),
@@ -175,6 +175,9 @@ impl Agent {
         tracing::error!(kind = %err.kind, "{}", err.message);
         self.set(outcome.agent_state(), Some(err));
         self.save()?;
+        if outcome == MemoOutcome::RolledBack {
+            self.reboot_back(&flight).await;
+        }
         Ok(Outcome::of_memo(outcome))
     }
 
@@ -191,6 +194,8 @@ impl Agent {
                 self.rollback(flight, reason).await
             }
             Step::CheckingHealth => self.check_health(flight).await,
+            Step::ConfirmingConnectivity => self.confirm_connectivity(flight).await,
+            Step::AwaitingReboot { .. } => self.await_reboot(flight).await,
             Step::RollingBack { reason } => self.rollback(flight, reason).await,
         }
     }

@@ -33,7 +33,7 @@ fn manifest_kind(e: &ManifestError) -> ErrorKind {
 }
 
 /// The generation a manifest asks for.
-fn target_of(m: &Manifest) -> Generation {
+pub(super) fn target_of(m: &Manifest) -> Generation {
     Generation {
         sequence: Some(m.sequence),
         closure: m.closure.clone(),
@@ -83,8 +83,24 @@ impl Agent {
         let Some(cache_keys) = self.trusted_cache_keys(&m) else {
             return self.refuse_cache_keys(key, &m, etag, digest);
         };
+        let windows = match self.windows_for(&m) {
+            Ok(w) => w,
+            Err(e) => {
+                let message = format!("{key} refused: {e}");
+                return self.refuse(
+                    ErrorKind::ManifestMalformed,
+                    message,
+                    etag,
+                    Some(digest),
+                    None,
+                );
+            }
+        };
         if let Some(stopped) = self.fetch(&m, &cache_keys, &etag, &digest, now).await? {
             return Ok(stopped);
+        }
+        if let Some(staged) = self.hold_for_schedule(&m, &windows)? {
+            return Ok(staged);
         }
         let flight = InFlight {
             target: target_of(&m),

@@ -13,11 +13,17 @@
 //!       → closure already current ───► `healthy` (heartbeat)
 //!       → fetch missing paths, verify, import ── refused ─► `refused` (fetch kind)
 //!                                      └─ network, disk… ─► `failed`, retried with backoff
+//!       → windows closed or before activate_after ► `staged` (`staged.rs`)
 //!       → in_flight := {target, previous, step: activating}  (written before anything runs)
 //!       → nix-env --profile P --set CLOSURE; CLOSURE/bin/switch-to-configuration MODE
 //!           fails ──────────────────► roll back
-//!       → step: checking-health; health checks (skipped for mode `boot`)
+//!       → mode boot: step awaiting-reboot, `reboot-pending` until the host booted
+//!         the target (`boot.rs`: reboot policy, bounded reboots), then on as below
+//!       → step: checking-health; health checks
 //!           fail ───────────────────► roll back
+//!       → step: confirming-connectivity; GET manifest + PUT status, retried up to
+//!         connectivity-timeout
+//!           never reached ──────────► roll back (connectivity-lost)
 //!       → current := target, previous := old current, in_flight := none → `healthy`
 //! roll back: step: rolling-back{reason}; profile and switch of `previous`
 //!   → `rolled-back` (reason in last_error) | `failed` when there is nothing to return
@@ -31,6 +37,8 @@
 //!   previous generation and reports `rolled-back` with kind `activation-interrupted`.
 //! - `checking-health`: the switch finished; the health checks run again and decide
 //!   between committing and rolling back (verify, not re-activate).
+//! - `confirming-connectivity`: the connectivity check starts again.
+//! - `awaiting-reboot`: checks whether the host booted the target (`boot.rs`).
 //! - `rolling-back`: the rollback is done again (restoring the previous generation is
 //!   idempotent), with the original reason.
 //!
@@ -48,7 +56,10 @@
 //! its fetched closure, `activation.rs` those from there to healthy or rolled back.
 
 mod activation;
+mod boot;
+mod connectivity;
 mod manifest;
+mod staged;
 mod trust;
 
 use fleet_core::ErrorKind;
@@ -67,6 +78,7 @@ use crate::metrics::Metrics;
 use crate::pause::{self, Pause};
 use crate::state::{ManifestMemo, MemoOutcome, State, StateStore};
 use crate::{activate, facts, report};
+use manifest::target_of;
 
 /// How a cycle ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,11 +98,16 @@ pub enum Outcome {
     AccessDenied,
     /// An operator paused deploys here (`fleet-agent pause`); nothing was applied.
     Paused,
+    /// A `boot` deploy waits for the reboot into it.
+    RebootPending,
+    /// The desired closure is fetched and verified, waiting for a maintenance window
+    /// or `activate_after`.
+    Staged,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Healthy,
         Outcome::Refused,
         Outcome::RolledBack,
@@ -98,6 +115,8 @@ impl Outcome {
         Outcome::Retry,
         Outcome::AccessDenied,
         Outcome::Paused,
+        Outcome::RebootPending,
+        Outcome::Staged,
     ];
 
     /// The outcome's name in metrics.
@@ -110,12 +129,14 @@ impl Outcome {
             Outcome::Retry => "retry",
             Outcome::AccessDenied => "access-denied",
             Outcome::Paused => "paused",
+            Outcome::RebootPending => "reboot-pending",
+            Outcome::Staged => "staged",
         }
     }
 
     /// Exit code of `fleet-agent once`: 0 healthy, 2 refused, 3 rolled back, 4 failed,
-    /// 5 retry later (unreachable, transient), 6 access denied, 7 paused. (1 is a
-    /// configuration or local error before any cycle.)
+    /// 5 retry later (unreachable, transient), 6 access denied, 7 paused, 8 reboot
+    /// pending, 9 staged. (1 is a configuration or local error before any cycle.)
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Healthy => 0,
@@ -125,6 +146,8 @@ impl Outcome {
             Outcome::Retry => 5,
             Outcome::AccessDenied => 6,
             Outcome::Paused => 7,
+            Outcome::RebootPending => 8,
+            Outcome::Staged => 9,
         }
     }
 
@@ -172,6 +195,8 @@ pub struct Agent {
     identity: Option<fleet_core::SecretKey>,
     /// The root of trust, when the host pins one.
     trust: crate::trust::TrustState,
+    /// When the closure the last cycle staged may be activated.
+    wake_at: Option<Timestamp>,
 }
 
 fn describe(g: &Generation) -> String {
@@ -231,6 +256,7 @@ impl Agent {
             phase: Arc::new(AtomicU8::new(phase::IDLE)),
             metrics: Metrics::default(),
             trust,
+            wake_at: None,
         })
     }
 
@@ -262,6 +288,7 @@ impl Agent {
     /// Runs one cycle. Never panics on anything the bucket serves; local failures
     /// (state directory not writable) are reported and retried with backoff.
     pub async fn cycle(&mut self) -> Outcome {
+        self.wake_at = None;
         let outcome = match self.cycle_inner().await {
             Ok(o) => o,
             Err(e) => {
@@ -300,6 +327,13 @@ impl Agent {
         let key = Key::manifest(&self.settings.host);
         let now = Timestamp::now();
         let pause = pause::active(&self.settings.state_dir, now);
+        let note = pause.as_ref().map(Pause::note);
+        if self.state.reported.pause != note {
+            // The status says why deploys wait (and stops saying so at once).
+            self.state.reported.pause = note;
+            self.status_dirty = true;
+            self.save()?;
+        }
         let etag = self
             .state
             .manifest

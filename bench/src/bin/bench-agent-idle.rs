@@ -156,6 +156,8 @@ impl World<'_> {
             expires_at: now + jiff::SignedDuration::from_hours(24),
             cache_keys: vec![self.common.cache_public.clone()],
             activation: Activation::Switch,
+            activate_after: None,
+            maintenance_windows: None,
         }
         .sign(&self.common.publisher)
     }

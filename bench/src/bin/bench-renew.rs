@@ -55,6 +55,8 @@ async fn seed(bucket: &Bucket, key: &SecretKey, cache: &SecretKey) -> anyhow::Re
                     expires_at: now + jiff::SignedDuration::from_hours(1),
                     cache_keys: vec![cache.public()],
                     activation: Activation::Switch,
+                    activate_after: None,
+                    maintenance_windows: None,
                 };
                 bucket.put(&Key::manifest(&host), m.sign(key)).await?;
                 Ok(())

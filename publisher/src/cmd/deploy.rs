@@ -84,6 +84,15 @@ pub struct DeployOptions {
     /// How the agent activates the closure [default: switch].
     #[arg(long, env = "FLEET_ACTIVATION", value_enum)]
     pub activation: Option<ActivationArg>,
+    /// Hosts fetch at once but activate only from this time (RFC 3339,
+    /// "2026-12-03T02:00:00Z") [default: at once].
+    #[arg(long, env = "FLEET_ACTIVATE_AFTER", value_name = "TIME")]
+    pub activate_after: Option<String>,
+    /// Maintenance window for this deploy, replacing the hosts' own
+    /// ("Mon-Fri 02:00-04:00", in each host's time zone); repeatable [default: the hosts'].
+    #[arg(long = "maintenance-window", value_name = "DAYS HH:MM-HH:MM")]
+    #[serde(default, rename = "maintenance-window")]
+    pub maintenance_windows: Vec<String>,
     /// Trusted publisher keys.
     #[command(flatten)]
     #[serde(flatten)]
@@ -190,6 +199,18 @@ pub async fn run(args: DeployArgs, config_file: &ConfigFile) -> anyhow::Result<(
         force: args.force,
         max_attempts: DEFAULT_MAX_ATTEMPTS,
         extra_cache_keys: o.extra_cache_keys.keys()?,
+        activate_after: o
+            .activate_after
+            .as_deref()
+            .map(|t| {
+                t.parse::<jiff::Timestamp>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "--activate-after {t:?} is not an RFC 3339 time like \"2026-12-03T02:00:00Z\": {e}"
+                    )
+                })
+            })
+            .transpose()?,
+        maintenance_windows: o.maintenance_windows.clone(),
     };
     if settings.force_sequence.is_some() && targets.len() > 1 {
         bail!("--force-sequence applies to one host; use --host/--closure, not --hosts");

@@ -126,8 +126,21 @@ pub fn classify(
             .and_then(|d| d.sequence)
             .map(|s| format!(" (sequence {s} is waiting)"))
             .unwrap_or_default();
+        let why = r
+            .pause
+            .as_ref()
+            .map(|p| {
+                let reason = p.reason.as_deref().map(|t| format!("; reason: {t}"));
+                let until = p.until.map(|u| format!("; until {u}"));
+                format!(
+                    "{}{}",
+                    reason.unwrap_or_default(),
+                    until.unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
         notes.push(format!(
-            "deploys are paused on the host (`fleet-agent pause`){pending}: it applies nothing until `fleet-agent resume` or the pause's end"
+            "deploys are paused on the host (`fleet-agent pause`){pending}: it applies nothing until `fleet-agent resume` or the pause's end{why}"
         ));
     }
     let retired = matches!(&manifest, ManifestView::Verified(m) if m.activation == Activation::Retire)
@@ -204,6 +217,7 @@ mod tests {
             facts: Facts::default(),
             time: "2026-11-26T12:00:00Z".parse().unwrap(),
             signature: None,
+            pause: None,
         }))
     }
 
@@ -302,7 +316,16 @@ mod tests {
     #[test]
     fn a_paused_host_says_so() {
         let now: Timestamp = NOW.parse().unwrap();
-        let paused = report(AgentState::Paused, "old");
+        let StatusOutcome::Report(r) = report(AgentState::Paused, "old") else {
+            unreachable!()
+        };
+        let mut r = (*r).clone();
+        r.pause = Some(fleet_core::status::PauseNote {
+            since: now,
+            until: Some("2026-11-26T14:00:00Z".parse().unwrap()),
+            reason: Some("disk swap".into()),
+        });
+        let paused = StatusOutcome::Report(Arc::new(r));
         let row = classify(
             HostName::new("a").unwrap(),
             Some((&paused, now)),
@@ -312,9 +335,10 @@ mod tests {
         );
         assert_eq!(row.state, HostState::Pending);
         assert!(
-            row.notes
-                .iter()
-                .any(|n| n.contains("paused") && n.contains("sequence 2 is waiting")),
+            row.notes.iter().any(|n| n.contains("paused")
+                && n.contains("sequence 2 is waiting")
+                && n.contains("reason: disk swap")
+                && n.contains("until 2026-11-26T14:00:00Z")),
             "{:?}",
             row.notes
         );

@@ -25,6 +25,7 @@ fn sample() -> Snapshot {
         facts: Facts::default(),
         time: "2026-11-26T12:00:00Z".parse().unwrap(),
         signature: None,
+        pause: None,
     };
     let mut hosts = BTreeMap::new();
     hosts.insert(

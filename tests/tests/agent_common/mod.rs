@@ -63,6 +63,35 @@ EOF
 /// Environment variable the held fixture waits on.
 pub const HOLD_ENV: &str = fleet_tests::agent::FIXTURE_ENV[1];
 
+/// A fresh bucket on the shared SeaweedFS server: the server, the bucket's name, the
+/// admin's view of it and `host`'s own scoped agent credentials (real IAM calls).
+pub fn seaweedfs_bucket(
+    label: &str,
+    host: &str,
+) -> (
+    &'static fleet_tests::s3::S3Server,
+    String,
+    Bucket,
+    S3Credentials,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = fleet_tests::s3::S3Server::seaweedfs()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let name = server.new_bucket(label).await.unwrap();
+        let admin = server
+            .bucket(&name, "", &server.admin_credentials())
+            .unwrap();
+        let role = fleet_core::iam::Role::Agent(HostName::new(host).unwrap());
+        let agent = server.user_for(&role, &name, "").await.unwrap();
+        (server, name, admin, agent)
+    })
+}
+
 /// Real Nix, or a panic that says how to install it.
 pub fn nix() -> Nix {
     Nix::new().unwrap_or_else(|e| panic!("{e:#}"))
@@ -266,6 +295,8 @@ impl World {
             expires_at: now + self.expires_in,
             cache_keys: vec![self.cache_public.clone()],
             activation: Activation::Switch,
+            activate_after: None,
+            maintenance_windows: None,
         }
     }
 
