@@ -131,6 +131,7 @@ mod tests {
             facts: Facts::default(),
             time: "2026-11-26T21:25:00.123456789Z".parse().unwrap(),
             signature: None,
+            pause: None,
         }
     }
 

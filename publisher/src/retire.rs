@@ -94,6 +94,9 @@ pub async fn retire(
                     activation: Activation::Retire,
                     cache_keys: m.cache_keys.clone(),
                     expires_in: settings.expires_in,
+                    // A tombstone applies nothing, so it has nothing to schedule.
+                    activate_after: None,
+                    maintenance_windows: None,
                 }))
         })
         .await

@@ -191,6 +191,8 @@ fn manifest(host: &str, signer: &SecretKey) -> Vec<u8> {
         expires_at: now() + SignedDuration::from_hours(24),
         cache_keys: Vec::new(),
         activation: Activation::Switch,
+        activate_after: None,
+        maintenance_windows: None,
     }
     .sign(signer)
 }

@@ -398,6 +398,10 @@ async fn deploy_wave(
                 activation: target.activation,
                 cache_keys: release.release.cache_keys.clone(),
                 expires_in: settings.expires_in,
+                // A wave's soak time starts when it is written: applied at once
+                // (hosts' own maintenance windows still apply).
+                activate_after: None,
+                maintenance_windows: None,
             }))
         })
         .await

@@ -168,6 +168,7 @@ mod tests {
             facts: Facts::default(),
             time,
             signature: None,
+            pause: None,
         }
     }
 
