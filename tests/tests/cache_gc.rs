@@ -309,3 +309,75 @@ async fn gc_refuses_what_it_cannot_verify_and_changes_nothing() {
         "nothing was condemned or deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_keeps_its_closures_until_it_is_deleted() {
+    let (g1, g2, g3, g4) = (
+        generation("rel1"),
+        generation("rel2"),
+        generation("rel3"),
+        generation("rel4"),
+    );
+    let f = fx("gc-release").await;
+    for g in [&g1, &g2, &g3, &g4] {
+        f.deploy("web-1", g).await;
+    }
+    // A release that names g1, signed and stored as `fleet-publish release` does;
+    // with one generation kept, only the release holds g1 now.
+    let release = fleet_core::release::Release {
+        version: 1,
+        id: "r-1".into(),
+        created_at: jiff::Timestamp::now(),
+        cache_keys: vec![f.cache.public_key()],
+        hosts: [(
+            HostName::new("web-1").unwrap(),
+            fleet_core::release::ReleaseHost {
+                closure: g1.top.clone(),
+                activation: fleet_core::Activation::Switch,
+            },
+        )]
+        .into(),
+        plan: serde_json::from_value(serde_json::json!({
+            "waves": [{"select": {"percent": 100}, "hosts": ["web-1"], "soak_seconds": 0,
+                       "budget": {"hosts": 0}}],
+            "budget": {"hosts": 0},
+            "report_deadline_seconds": 60
+        }))
+        .unwrap(),
+    };
+    let id = fleet_core::ObjectName::new("r-1").unwrap();
+    f.publisher
+        .put(&Key::release(&id), release.sign(&f.signer.key))
+        .await
+        .unwrap();
+    let only_g1 = f.only_in(&g1, &[&g2, &g3, &g4]).await;
+    assert!(!only_g1.is_empty());
+    let zero = SignedDuration::ZERO;
+    let all = f.cache_keys().await;
+    for _ in 0..2 {
+        let r = gc(&f.admin_role, &f.settings(1, zero, true)).await.unwrap();
+        assert_eq!(r.roots["releases"], 1);
+    }
+    let left = f.cache_keys().await;
+    assert!(
+        only_g1.is_subset(&left),
+        "the release's closure stays: {:?}",
+        only_g1.difference(&left).collect::<Vec<_>>()
+    );
+    assert!(left.len() < all.len(), "g2 and g3 went");
+    walk_closure(
+        &f.admin_role,
+        &g1.top,
+        &TrustedKeys::new([f.cache.public_key()]),
+    )
+    .await
+    .unwrap();
+
+    // Deleting the release (admin) lets its closure go.
+    f.admin_role.delete(&Key::release(&id)).await.unwrap();
+    for _ in 0..2 {
+        gc(&f.admin_role, &f.settings(1, zero, true)).await.unwrap();
+    }
+    let gone = f.cache_keys().await;
+    assert!(only_g1.is_disjoint(&gone), "{gone:?}");
+}

@@ -4,8 +4,8 @@
 //! closures; everything reachable from any of them over narinfo references is kept.
 //! A source that cannot tell what it references (a manifest or hold that does not
 //! verify, an unreadable audit entry) is an error, and the gc stops before
-//! deleting anything. Adding a source (releases, rollouts) is one function here and
-//! one line in [`SOURCES`].
+//! deleting anything. Adding a source is one function here and one line in
+//! [`SOURCES`].
 
 use std::collections::BTreeMap;
 
@@ -50,6 +50,7 @@ pub const SOURCES: &[(&str, Source)] = &[
     ("manifests", manifests),
     ("generations", generations),
     ("holds", holds),
+    ("releases", releases),
 ];
 
 /// Every root of every source.
@@ -122,6 +123,45 @@ fn holds<'a>(ctx: &'a RootContext<'a>) -> BoxFuture<'a, anyhow::Result<Vec<Root>
                     closure: e.closure.clone(),
                     source: "holds",
                     host: host.clone(),
+                });
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Every host closure of every release in the bucket (`releases/<id>.json`): a
+/// release can be rolled out, or rolled back to (`rollback --to-release`), for as
+/// long as it is there; deleting the release (admin) releases its closures.
+fn releases<'a>(ctx: &'a RootContext<'a>) -> BoxFuture<'a, anyhow::Result<Vec<Root>>> {
+    Box::pin(async move {
+        let prefix = fleet_core::KeyPrefix::releases();
+        let listed = ctx
+            .bucket
+            .list(&prefix)
+            .await
+            .with_context(|| format!("listing {prefix}"))?;
+        let mut out = Vec::new();
+        for entry in listed {
+            // `releases/<id>.json`; rollout states sit one folder deeper.
+            let Some(id) = entry
+                .key
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_suffix(".json"))
+                .filter(|id| !id.contains('/'))
+            else {
+                continue;
+            };
+            let id = fleet_core::ObjectName::new(id)
+                .with_context(|| format!("{} is not a release name", entry.key))?;
+            let v = crate::rollout::store::read_release(ctx.bucket, &id, ctx.trusted)
+                .await
+                .with_context(|| format!("release {id}"))?;
+            for (host, h) in v.release.hosts {
+                out.push(Root {
+                    closure: h.closure,
+                    source: "releases",
+                    host,
                 });
             }
         }
