@@ -212,6 +212,32 @@ const MATRIX: &[(Who, Op, &str, Expect, On)] = &[
     (Viewer, Delete, "hosts/host-a/manifest.json",         Deny,    On::All),
     (Viewer, List,   "cache/",                             Deny,    On::Conditions),
     (Viewer, List,   "audit/",                             Deny,    On::Conditions),
+    // The root of trust: agents read it; only the admin writes it.
+    (AgentA,    Read,   "trust/root.json",                 Allow,   On::All),
+    (AgentA,    Read,   "trust/root/2.json",               Allow,   On::All),
+    (AgentA,    Write,  "trust/root.json",                 Deny,    On::All),
+    (Publisher, Write,  "trust/root/2.json",               Deny,    On::All),
+    (Reporter,  Write,  "trust/root.json",                 Deny,    On::All),
+    (Admin,     Write,  "trust/root/3.json",               Allow,   On::All),
+    (Admin,     Write,  "trust/root.json",                 Allow,   On::All),
+    (Viewer,    Write,  "trust/root.json",                 Deny,    On::All),
+    // The host registry: the admin writes it (`enroll`), the dashboard reads it.
+    (Admin,     Write,  "registry/hosts/host-b.json",      Allow,   On::All),
+    (Publisher, Write,  "registry/hosts/host-b.json",      Deny,    On::All),
+    (AgentA,    Write,  "registry/hosts/host-a.json",      Deny,    On::All),
+    (Viewer,    Read,   "registry/hosts/host-a.json",      Allow,   On::All),
+    (Viewer,    Write,  "registry/hosts/host-a.json",      Deny,    On::All),
+    // A rollout's state sits beside its release: the publisher moves it on, the
+    // dashboard reads it, agents never see it.
+    (Publisher, Write,  "releases/r-1/rollout.json",       Allow,   On::All),
+    (Reporter,  Read,   "releases/r-1/rollout.json",       Allow,   On::All),
+    (Viewer,    Read,   "releases/r-1/rollout.json",       Allow,   On::All),
+    (AgentA,    Read,   "releases/r-1/rollout.json",       Deny,    On::All),
+    // The signed audit chain: publishers append, nobody deletes.
+    (Publisher, Write,  "audit/chain/00000000000000000007.json", Allow, On::All),
+    (Admin,     Delete, "audit/chain/00000000000000000001.json", Deny,  On::All),
+    (Publisher, Delete, "audit/chain/00000000000000000001.json", Deny,  On::All),
+    (Reporter,  Read,   "audit/chain/00000000000000000001.json", Deny,  On::All),
     // Unknown credentials get nothing.
     (Stranger, Read,   "cache/nix-cache-info",             Deny,    On::All),
     (Stranger, Write,  "status/host-a/status.json",        Deny,    On::All),
@@ -242,6 +268,18 @@ fn key(text: &str) -> Key {
         ["audit", a] => Key::audit(&name(a.trim_end_matches(".json"))),
         ["dashboard", "snapshot.json"] => Key::dashboard_snapshot(),
         ["registry", "hosts", h] => Key::registry_host(&host(h.trim_end_matches(".json"))),
+        ["trust", "root.json"] => Key::trust_root(),
+        ["trust", "root", v] => Key::trust_root_version(
+            v.trim_end_matches(".json")
+                .parse()
+                .expect("matrix root versions are numbers"),
+        ),
+        ["releases", r, "rollout.json"] => Key::rollout(&name(r)),
+        ["audit", "chain", i] => Key::audit_chain(
+            i.trim_end_matches(".json")
+                .parse()
+                .expect("matrix audit indices are numbers"),
+        ),
         _ => panic!("matrix key {text:?} has no layout constructor; add it to key()"),
     };
     assert_eq!(k.as_str(), text, "key() builds the key the table names");
