@@ -13,6 +13,8 @@
 //!     "trusted-publisher-keys": ["publisher-1:<base64>"],
 //!     "trusted-cache-keys": ["cache-1:<base64>"]
 //!   },
+//!   // or, for a fleet with a root of trust (`trust/`), instead of the two lists:
+//!   // "agent": {"bucket": …, "trust-root-keys": ["root-1:<base64>"], "trust-root-version": 1}
 //!   "credentials": {"access_key_id": "AKIA…", "secret_access_key": "…"}
 //! }
 //! ```
@@ -58,6 +60,13 @@ pub struct BundleAgent {
     pub trusted_publisher_keys: Vec<PublicKey>,
     /// Keys trusted to sign narinfos.
     pub trusted_cache_keys: Vec<PublicKey>,
+    /// Root keys of the bucket's root of trust (`trust/`), instead of the two
+    /// lists above: the host then takes its publisher and cache keys from the root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_root_keys: Vec<PublicKey>,
+    /// The root version those keys were taken from (with `trust-root-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root_version: Option<u64>,
 }
 
 /// A static S3 access key.
@@ -101,8 +110,21 @@ impl Bundle {
                 b.version
             ));
         }
-        if b.agent.trusted_publisher_keys.is_empty() || b.agent.trusted_cache_keys.is_empty() {
-            return Err("it names no trusted publisher key or no trusted cache key".into());
+        let a = &b.agent;
+        let static_keys = !a.trusted_publisher_keys.is_empty() || !a.trusted_cache_keys.is_empty();
+        if a.trust_root_keys.is_empty() {
+            if a.trusted_publisher_keys.is_empty() || a.trusted_cache_keys.is_empty() {
+                return Err("it names no trusted publisher key or no trusted cache key".into());
+            }
+            if a.trust_root_version.is_some() {
+                return Err("it names a trust-root-version but no trust-root-keys".into());
+            }
+        } else if static_keys {
+            return Err(
+                "it names both trust-root-keys and static publisher or cache keys; a host \
+                 takes one or the other"
+                    .into(),
+            );
         }
         Ok(b)
     }
@@ -124,6 +146,8 @@ mod tests {
                 bucket: "s3://b".into(),
                 trusted_publisher_keys: vec![k("p-1")],
                 trusted_cache_keys: vec![k("c-1")],
+                trust_root_keys: Vec::new(),
+                trust_root_version: None,
             },
             credentials: Some(BundleCredentials {
                 access_key_id: "AKID".into(),
@@ -133,5 +157,23 @@ mod tests {
         assert_eq!(Bundle::parse(&b.to_bytes()).unwrap(), b);
         assert!(!format!("{b:?}").contains("s3cr3t"));
         assert!(Bundle::parse(b"{}").is_err());
+
+        // A root of trust instead of static keys; never both.
+        let mut rooted = b.clone();
+        rooted.agent.trusted_publisher_keys.clear();
+        rooted.agent.trusted_cache_keys.clear();
+        rooted.agent.trust_root_keys = vec![k("root-1")];
+        rooted.agent.trust_root_version = Some(3);
+        assert_eq!(Bundle::parse(&rooted.to_bytes()).unwrap(), rooted);
+        let mut both = rooted.clone();
+        both.agent.trusted_cache_keys = vec![k("c-1")];
+        assert!(
+            Bundle::parse(&both.to_bytes())
+                .unwrap_err()
+                .contains("one or the other")
+        );
+        let mut version_only = b.clone();
+        version_only.agent.trust_root_version = Some(1);
+        assert!(Bundle::parse(&version_only.to_bytes()).is_err());
     }
 }

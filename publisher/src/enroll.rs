@@ -65,6 +65,10 @@ pub struct EnrollSettings {
     pub agent_publisher_keys: Vec<PublicKey>,
     /// Cache keys the agent is to trust.
     pub agent_cache_keys: Vec<PublicKey>,
+    /// Root keys for the host to pin instead (then both lists above are empty).
+    pub agent_trust_root_keys: Vec<PublicKey>,
+    /// The root version they come from (with root keys).
+    pub agent_trust_root_version: Option<u64>,
     /// Where the host's credentials come from.
     pub credentials: Credentials,
     /// Replace a registry entry with another identity key.
@@ -158,6 +162,8 @@ pub async fn enroll(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Resu
             bucket: s.bucket_url.clone(),
             trusted_publisher_keys: s.agent_publisher_keys.clone(),
             trusted_cache_keys: s.agent_cache_keys.clone(),
+            trust_root_keys: s.agent_trust_root_keys.clone(),
+            trust_root_version: s.agent_trust_root_version,
         },
         credentials,
     };
@@ -257,6 +263,8 @@ mod tests {
             trusted: vec![],
             agent_publisher_keys: vec![admin.public()],
             agent_cache_keys: vec![cache.public()],
+            agent_trust_root_keys: Vec::new(),
+            agent_trust_root_version: None,
             credentials: Credentials::None,
             replace: false,
         };

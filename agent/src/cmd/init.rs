@@ -208,15 +208,27 @@ fn config_text(bundle: &Bundle, state_dir: &Path) -> String {
         let quoted: Vec<String> = keys.iter().map(|k| q(&k.to_nix_string())).collect();
         format!("[{}]", quoted.join(", "))
     };
+    let a = &bundle.agent;
+    // A bundle carries either a root of trust or static keys (`Bundle::parse`).
+    let keys = if a.trust_root_keys.is_empty() {
+        format!(
+            "trusted-publisher-keys = {}\ntrusted-cache-keys = {}\n",
+            list(&a.trusted_publisher_keys),
+            list(&a.trusted_cache_keys)
+        )
+    } else {
+        format!(
+            "trust-root-keys = {}\ntrust-root-version = {}\n",
+            list(&a.trust_root_keys),
+            a.trust_root_version.unwrap_or(1)
+        )
+    };
     format!(
         "# Written by `fleet-agent init --bundle` for host {host}.\n\
-         bucket = {bucket}\nhost = {hostq}\ntrusted-publisher-keys = {p}\n\
-         trusted-cache-keys = {c}\nstate-dir = {state}\n",
+         bucket = {bucket}\nhost = {hostq}\n{keys}state-dir = {state}\n",
         host = bundle.host,
-        bucket = q(&bundle.agent.bucket),
+        bucket = q(&a.bucket),
         hostq = q(bundle.host.as_str()),
-        p = list(&bundle.agent.trusted_publisher_keys),
-        c = list(&bundle.agent.trusted_cache_keys),
         state = q(&state_dir.to_string_lossy()),
     )
 }
@@ -256,6 +268,8 @@ mod tests {
                 bucket: "s3://b?endpoint=http://127.0.0.1:1".into(),
                 trusted_publisher_keys: vec![k("p-1")],
                 trusted_cache_keys: vec![k("c-1")],
+                trust_root_keys: Vec::new(),
+                trust_root_version: None,
             },
             credentials: Some(BundleCredentials {
                 access_key_id: "AKID".into(),
@@ -284,5 +298,39 @@ mod tests {
             bundle.agent.trusted_cache_keys[0]
         );
         assert_eq!(config.state_dir.as_deref(), Some(state.as_path()));
+    }
+
+    #[test]
+    fn a_bundle_with_a_root_of_trust_pins_the_root_not_static_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let host = HostName::new("web-1").unwrap();
+        let (key, _) = identity::load_or_create(&state, &host).unwrap();
+        let root = SecretKey::generate("root-1").unwrap().public();
+        let bundle = Bundle {
+            version: 1,
+            host,
+            identity_key: key.public(),
+            agent: BundleAgent {
+                bucket: "s3://b?endpoint=http://127.0.0.1:1".into(),
+                trusted_publisher_keys: Vec::new(),
+                trusted_cache_keys: Vec::new(),
+                trust_root_keys: vec![root.clone()],
+                trust_root_version: Some(4),
+            },
+            credentials: None,
+        };
+        let file = d.path().join("bundle.json");
+        std::fs::write(&file, bundle.to_bytes()).unwrap();
+        init(args(&state, d.path(), Some(file))).unwrap();
+        let text = std::fs::read_to_string(d.path().join("etc/agent.toml")).unwrap();
+        let config: crate::config::Config = toml::from_str(&text).unwrap();
+        assert_eq!(config.trust_root_version, Some(4), "{text}");
+        assert_eq!(
+            PublicKey::parse(&config.trust_root_keys[0], "t").unwrap(),
+            root
+        );
+        assert!(config.trusted_publisher_keys.is_empty(), "{text}");
+        assert!(config.trusted_cache_keys.is_empty(), "{text}");
     }
 }

@@ -68,6 +68,26 @@ pub struct EnrollOptions {
     /// IAM API endpoint [default: the bucket's endpoint, else AWS IAM].
     #[arg(long, env = "FLEET_IAM_ENDPOINT", value_name = "URL")]
     pub iam_endpoint: Option<String>,
+    /// Root key (`name:base64`) of the bucket's root of trust for the host to pin
+    /// instead of static publisher and cache keys; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_AGENT_TRUST_ROOT_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub agent_trust_root_key: Vec<String>,
+    /// File holding such a key; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_AGENT_TRUST_ROOT_KEY_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub agent_trust_root_key_file: Vec<PathBuf>,
+    /// The root version those keys come from [default: 1].
+    #[arg(long, env = "FLEET_AGENT_TRUST_ROOT_VERSION", value_name = "N")]
+    pub agent_trust_root_version: Option<u64>,
 }
 
 /// `enroll` arguments.
@@ -132,7 +152,21 @@ pub async fn run(args: EnrollArgs, config_file: &ConfigFile) -> anyhow::Result<(
     let key_file = config::required(&o.signing_key, "signing-key", "FLEET_SIGNING_KEY")?;
     let signing_key = crate::load_secret_key(key_file, "signing key (--signing-key)")?;
     let trusted = o.trusted.keys()?;
-    let agent_publisher_keys = if trusted.is_empty() {
+    let agent_trust_root_keys = config::public_keys(
+        "agent-trust-root-key",
+        &o.agent_trust_root_key,
+        &o.agent_trust_root_key_file,
+    )?;
+    let rooted = !agent_trust_root_keys.is_empty();
+    if !rooted && o.agent_trust_root_version.is_some() {
+        bail!(
+            "agent-trust-root-version needs --agent-trust-root-key or --agent-trust-root-key-file"
+        );
+    }
+    let agent_publisher_keys = if rooted {
+        // The host takes its publisher and cache keys from the root.
+        Vec::new()
+    } else if trusted.is_empty() {
         vec![signing_key.public()]
     } else {
         trusted.clone()
@@ -147,7 +181,9 @@ pub async fn run(args: EnrollArgs, config_file: &ConfigFile) -> anyhow::Result<(
     {
         agent_cache_keys.push(crate::load_secret_key(f, "cache key (--cache-key)")?.public());
     }
-    if agent_cache_keys.is_empty() {
+    if rooted {
+        agent_cache_keys.clear();
+    } else if agent_cache_keys.is_empty() {
         bail!(
             "the host needs a cache key to trust: give --trusted-cache-key KEY, --trusted-cache-key-file FILE or --cache-key FILE"
         );
@@ -203,6 +239,8 @@ pub async fn run(args: EnrollArgs, config_file: &ConfigFile) -> anyhow::Result<(
         trusted,
         agent_publisher_keys,
         agent_cache_keys,
+        agent_trust_root_keys,
+        agent_trust_root_version: rooted.then(|| o.agent_trust_root_version.unwrap_or(1)),
         credentials,
         replace: args.replace,
     };
