@@ -4,8 +4,9 @@
 //!
 //! [`verify`] reports every finding of the chain (gaps, unverified, misplaced and
 //! unlinked entries, a cut end, stray objects under `audit/chain/`) and of the
-//! current objects it explains: every manifest and hold under `hosts/` must hold
-//! the bytes the last entry naming it recorded. [`entries`] verifies each entry for
+//! current objects it explains: every manifest and hold under `hosts/`, every
+//! release and rollout state under `releases/` and every host registry entry must
+//! hold the bytes the last entry naming it recorded. [`entries`] verifies each entry for
 //! `audit log`.
 //!
 //! Which keys are trusted is decided in one place, [`trusted_audit_keys`].
@@ -15,7 +16,11 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use fleet_core::audit_chain::{ChainEntry, VerifiedEntry, sha256_hex};
 use fleet_core::audit_replay::{Finding, FindingKind, explain, replay_chain};
+use fleet_core::bucket::BucketError;
 use fleet_core::manifest::MAX_MANIFEST_SIZE;
+use fleet_core::registry::MAX_HOST_ENTRY_SIZE;
+use fleet_core::release::MAX_RELEASE_SIZE;
+use fleet_core::rollout::MAX_ROLLOUT_SIZE;
 use fleet_core::{Bucket, Key, KeyPrefix, PublicKey, TrustedKeys};
 use serde::Serialize;
 
@@ -38,15 +43,23 @@ pub struct VerifyReport {
     pub entries: usize,
     /// The last index stored.
     pub head: Option<u64>,
-    /// Current objects checked against the chain (manifests and holds).
+    /// Current objects checked against the chain (manifests, holds, releases,
+    /// rollout states, registry entries).
     pub objects_checked: usize,
     /// Every problem; none means the history verifies.
     pub findings: Vec<Finding>,
 }
 
-/// Whether `audit verify` checks that the current object at `key` is explained.
+/// Whether `audit verify` checks that the current object at `key` is explained:
+/// manifests and holds, releases and their rollout states, host registry entries.
 fn watched(key: &str) -> bool {
-    key.starts_with("hosts/") && (key.ends_with("/manifest.json") || key.ends_with("/hold.json"))
+    let hosts = key.starts_with("hosts/")
+        && (key.ends_with("/manifest.json") || key.ends_with("/hold.json"));
+    let releases = key.strip_prefix("releases/").is_some_and(|rest| {
+        rest.ends_with("/rollout.json") || (rest.ends_with(".json") && !rest.contains('/'))
+    });
+    let registry = key.starts_with("registry/hosts/") && key.ends_with(".json");
+    hosts || releases || registry
 }
 
 /// Replays the whole audit of `bucket` with `trusted`; see the module docs.
@@ -80,33 +93,38 @@ pub async fn verify(bucket: &Bucket, trusted: &TrustedKeys) -> anyhow::Result<Ve
     })
 }
 
-/// Every manifest and hold under `hosts/`, key → SHA-256 of its bytes.
+/// Every watched object ([`watched`]), key → SHA-256 of its bytes. The registry
+/// is skipped when these credentials may not list it (the publisher role may not;
+/// the admin's may).
 async fn current_objects(bucket: &Bucket) -> anyhow::Result<BTreeMap<String, String>> {
-    let listed = bucket
-        .list(&KeyPrefix::hosts())
-        .await
-        .context("listing hosts/")?;
-    let keys: Vec<Key> = listed
-        .iter()
-        .filter(|o| watched(&o.key))
-        .filter_map(|o| {
-            let host = o.key.split('/').nth(1)?;
-            let host = fleet_core::HostName::new(host).ok()?;
-            let key = if o.key.ends_with("/manifest.json") {
-                Key::manifest(&host)
-            } else {
-                Key::hold(&host)
-            };
-            (key.as_str() == o.key).then_some(key)
-        })
-        .collect();
     let mut out = BTreeMap::new();
-    for (key, obj) in keys
-        .iter()
-        .zip(bucket.get_many(&keys, MAX_MANIFEST_SIZE).await)
-    {
-        let obj = obj.with_context(|| format!("reading {key}"))?;
-        out.insert(key.to_string(), sha256_hex(&obj.bytes));
+    for (prefix, max) in [
+        (KeyPrefix::hosts(), MAX_MANIFEST_SIZE),
+        (
+            KeyPrefix::releases(),
+            MAX_ROLLOUT_SIZE.max(MAX_RELEASE_SIZE),
+        ),
+        (KeyPrefix::registry_hosts(), MAX_HOST_ENTRY_SIZE),
+    ] {
+        let listed = match bucket.list(&prefix).await {
+            Ok(l) => l,
+            Err(BucketError::AccessDenied { .. }) if prefix == KeyPrefix::registry_hosts() => {
+                tracing::warn!(
+                    "these credentials may not list {prefix}; its entries are not checked"
+                );
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("listing {prefix}")),
+        };
+        let keys: Vec<Key> = listed
+            .iter()
+            .filter(|o| watched(&o.key))
+            .filter_map(|o| prefix.listed(&o.key))
+            .collect();
+        for (key, obj) in keys.iter().zip(bucket.get_many(&keys, max).await) {
+            let obj = obj.with_context(|| format!("reading {key}"))?;
+            out.insert(key.to_string(), sha256_hex(&obj.bytes));
+        }
     }
     Ok(out)
 }

@@ -331,6 +331,23 @@ async fn audit_verify_passes_an_honest_history_and_catches_each_tampering() {
         ok,
         "the restored history does not verify: {report:#}\n{stderr}"
     );
+
+    // A release written with the bucket credentials, around `fleet-publish
+    // release`, has no entry either.
+    let stray_release = Key::release(&fleet_core::ObjectName::new("r-sneaky").unwrap());
+    f.publisher
+        .put(&stray_release, b"{}".to_vec())
+        .await
+        .unwrap();
+    let found = f.findings();
+    assert_eq!(
+        found
+            .iter()
+            .map(|(k, _, key)| (k.as_str(), key.as_str()))
+            .collect::<Vec<_>>(),
+        [("unexplained", stray_release.as_str())]
+    );
+    f.admin.delete(&stray_release).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
