@@ -71,7 +71,7 @@ use anyhow::{Context, bail, ensure};
 use fleet_core::duration::{Zero, parse_duration};
 pub use fleet_core::logging::LogFormat;
 use fleet_core::nixcli::Nix;
-use fleet_core::{BucketUrl, HostName, PublicKey, TrustedKeys};
+use fleet_core::{BucketUrl, HostName, TrustedKeys};
 use serde::{Deserialize, Serialize};
 
 use crate::childenv::ChildEnv;
@@ -80,10 +80,14 @@ use crate::reboot::RebootPolicy;
 use crate::window::Windows;
 
 mod health_checks;
+mod limits;
 mod trust;
+mod values;
 pub use health_checks::HealthCheckSpec;
 use health_checks::check;
+use limits::{fetch_limits, schedule};
 pub use trust::TrustSettings;
+use values::{absolute, duration_or, keys, metrics_file};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/fleet-agent";
@@ -447,52 +451,6 @@ pub struct Settings {
     pub labels: Vec<String>,
 }
 
-fn duration_or(field: &str, v: &Option<String>, default: Duration) -> anyhow::Result<Duration> {
-    Ok(fleet_core::duration::duration_or(
-        field,
-        v.as_deref(),
-        Zero::Refused,
-        default,
-    )?)
-}
-
-fn absolute(field: &str, p: &Path) -> anyhow::Result<PathBuf> {
-    ensure!(
-        p.is_absolute(),
-        "{field} = {} must be an absolute path",
-        p.display()
-    );
-    ensure!(
-        !p.components().any(|c| c == std::path::Component::ParentDir),
-        "{field} = {} may not contain `..`",
-        p.display()
-    );
-    Ok(p.to_owned())
-}
-
-fn metrics_file(p: &Path) -> anyhow::Result<PathBuf> {
-    let p = absolute("metrics-file", p)?;
-    ensure!(
-        p.extension().is_some_and(|e| e == "prom"),
-        "metrics-file = {} must end in .prom: node-exporter's textfile collector reads only *.prom files",
-        p.display()
-    );
-    Ok(p)
-}
-
-fn keys(field: &str, texts: &[String]) -> anyhow::Result<TrustedKeys> {
-    ensure!(
-        !texts.is_empty(),
-        "{field} is empty: give at least one public key (`name:base64`); without one the agent would refuse everything"
-    );
-    let keys = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| PublicKey::parse(t, &format!("{field}[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(TrustedKeys::new(keys))
-}
-
 impl Config {
     /// Fills unset fields from the TOML file named by `--config`, if any.
     pub fn layered(self) -> anyhow::Result<Config> {
@@ -571,41 +529,8 @@ impl Config {
             &self.request_timeout,
             DEFAULT_REQUEST_TIMEOUT,
         )?;
-        let defaults = crate::fetch::FetchLimits::default();
-        let fetch_limits = crate::fetch::FetchLimits {
-            max_nar_size: self.max_nar_size.unwrap_or(defaults.max_nar_size),
-            max_paths: self.max_closure_paths.unwrap_or(defaults.max_paths),
-            max_total_nar_size: self
-                .max_download_size
-                .unwrap_or(defaults.max_total_nar_size),
-            concurrency: self.fetch_concurrency.unwrap_or(defaults.concurrency),
-            import_in_waves: self.import_in_waves.unwrap_or(defaults.import_in_waves),
-            request_timeout,
-            ..defaults
-        };
-        ensure!(
-            fetch_limits.max_nar_size > 0
-                && fetch_limits.max_paths > 0
-                && fetch_limits.max_total_nar_size > 0,
-            "max-nar-size, max-closure-paths and max-download-size must be at least 1"
-        );
-        ensure!(
-            (1..=64).contains(&fetch_limits.concurrency),
-            "fetch-concurrency = {} must be between 1 and 64",
-            fetch_limits.concurrency
-        );
-        let reboot = RebootPolicy::parse(self.reboot.as_deref().unwrap_or("never"))?;
-        let tz = crate::window::time_zone("time-zone", self.time_zone.as_deref())?;
-        let windows = Windows::parse("maintenance-windows", &self.maintenance_windows, tz)?;
-        ensure!(
-            reboot != RebootPolicy::Window || !windows.windows.is_empty(),
-            "reboot = \"window\" needs maintenance-windows: without one the host would never reboot"
-        );
-        let reboot_command = if self.reboot_command.is_empty() {
-            vec!["systemctl".to_owned(), "reboot".to_owned()]
-        } else {
-            self.reboot_command.clone()
-        };
+        let fetch_limits = fetch_limits(self, request_timeout)?;
+        let (reboot, windows, reboot_command) = schedule(self)?;
         Ok(Settings {
             reboot,
             windows,
