@@ -9,7 +9,7 @@
 //! version verified, so the host never trusts a version lower than one it saw. Each
 //! poll is one conditional GET of `trust/root.json` (304 while unchanged); when it
 //! changed, every version from the trusted one up to the one it names is read from
-//! `trust/root/<version>.json` and checked by TUF's rule
+//! `trust/<version>.root.json` and checked by TUF's rule
 //! ([`fleet_core::trust::chain`]). Without a trusted version yet, the walk starts at
 //! `trust-root-version`, verified against the pinned `trust-root-keys`.
 

@@ -18,7 +18,7 @@
 //! | `registry/hosts/<host>.json` | admin (`fleet-publish enroll`) | reporter |
 //! | `audit/chain/<index>.json` | publisher | publisher, admins |
 //! | `audit/head.json` | publisher | publisher |
-//! | `trust/root/<version>.json` | root key holders | agents, admins |
+//! | `trust/<version>.root.json` | root key holders | agents, admins |
 //! | `trust/root.json` | root key holders | agents, admins |
 //! | `cache/gc-condemned.json` | `fleet-publish gc` | `fleet-publish gc`, publisher |
 //!
@@ -143,7 +143,7 @@ pub const LAYOUT: &[LayoutRow] = &[
         read_by: "publisher",
     },
     LayoutRow {
-        pattern: "trust/root/<version>.json",
+        pattern: "trust/<version>.root.json",
         written_by: "root key holders",
         read_by: "agents, admins",
     },
@@ -342,9 +342,9 @@ impl Key {
         HostName::new(rest.strip_suffix(".json")?).ok()
     }
 
-    /// `trust/root/<version>.json`: one version of the root of trust, written once.
+    /// `trust/<version>.root.json`: one version of the root of trust, written once.
     pub fn trust_root_version(version: u64) -> Self {
-        Self(format!("{TRUST_DIR}/root/{version}.json"))
+        Self(format!("{TRUST_DIR}/{version}.root.json"))
     }
 
     /// `trust/root.json`: a copy of the newest root of trust version.

@@ -4,7 +4,7 @@
 //!
 //! A new version is checked before it is written exactly as hosts will check it
 //! ([`TrustedRoot::next`]): signed by a threshold of the current version's root
-//! keys and of its own. It is written create-only to `trust/root/<version>.json`
+//! keys and of its own. It is written create-only to `trust/<version>.root.json`
 //! (a version is never replaced; two admins racing get one winner), then copied to
 //! `trust/root.json`. Only the root key files are needed: no publisher, cache or
 //! other secret.

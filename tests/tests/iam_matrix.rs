@@ -214,11 +214,11 @@ const MATRIX: &[(Who, Op, &str, Expect, On)] = &[
     (Viewer, List,   "audit/",                             Deny,    On::Conditions),
     // The root of trust: agents read it; only the admin writes it.
     (AgentA,    Read,   "trust/root.json",                 Allow,   On::All),
-    (AgentA,    Read,   "trust/root/2.json",               Allow,   On::All),
+    (AgentA,    Read,   "trust/2.root.json",               Allow,   On::All),
     (AgentA,    Write,  "trust/root.json",                 Deny,    On::All),
-    (Publisher, Write,  "trust/root/2.json",               Deny,    On::All),
+    (Publisher, Write,  "trust/2.root.json",               Deny,    On::All),
     (Reporter,  Write,  "trust/root.json",                 Deny,    On::All),
-    (Admin,     Write,  "trust/root/3.json",               Allow,   On::All),
+    (Admin,     Write,  "trust/3.root.json",               Allow,   On::All),
     (Admin,     Write,  "trust/root.json",                 Allow,   On::All),
     (Viewer,    Write,  "trust/root.json",                 Deny,    On::All),
     // The host registry: the admin writes it (`enroll`), the dashboard reads it.
@@ -269,8 +269,8 @@ fn key(text: &str) -> Key {
         ["dashboard", "snapshot.json"] => Key::dashboard_snapshot(),
         ["registry", "hosts", h] => Key::registry_host(&host(h.trim_end_matches(".json"))),
         ["trust", "root.json"] => Key::trust_root(),
-        ["trust", "root", v] => Key::trust_root_version(
-            v.trim_end_matches(".json")
+        ["trust", v] => Key::trust_root_version(
+            v.trim_end_matches(".root.json")
                 .parse()
                 .expect("matrix root versions are numbers"),
         ),

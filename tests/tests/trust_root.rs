@@ -57,7 +57,7 @@ fn publisher_keys_rotate_and_revoke_through_the_root_as_docs_operations_says() {
         "--cache-key-file",
         "cache.public",
     ]));
-    assert!(out.starts_with("trust/root/1.json: version 1"), "{out}");
+    assert!(out.starts_with("trust/1.root.json: version 1"), "{out}");
     // Each host pins the root keys and version 1, and no publisher or cache key.
     w.root_pin = Some((vec![root1, root2], 1));
     let web1 = w.system("web-1", "1", 0);

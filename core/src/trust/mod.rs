@@ -1,7 +1,7 @@
 //! The root of trust: which keys may sign what in a fleet, itself signed by a
 //! threshold of offline root keys and versioned, after TUF's root role.
 //!
-//! Stored at `trust/root/<version>.json` (every version, written once) and copied to
+//! Stored at `trust/<version>.root.json` (every version, written once) and copied to
 //! `trust/root.json` (the newest, a hint where to stop walking) as a DSSE envelope
 //! (see [`crate::envelope`]) of payload type [`ROOT_PAYLOAD_TYPE`], with one
 //! signature per root key that signed it. The payload is JSON with exactly these

@@ -1,11 +1,11 @@
 //! `fleet-publish trust …`: the root of trust in the bucket
-//! (`trust/root/<version>.json`, [`fleet_core::trust`]), one file per subcommand.
+//! (`trust/<version>.root.json`, [`fleet_core::trust`]), one file per subcommand.
 //! Every subcommand but `show` signs a new version with the root key files given by
 //! `--root-key-file` (repeat it up to the threshold) and needs no other secret; the
 //! engine is [`crate::trust_write`]. Each prints the version it wrote:
 //!
 //! ```text
-//! trust/root/2.json: version 2, expires 2027-12-02T21:25:00Z, root keys ["root-1"] (threshold 1), publisher keys ["publisher-2", "web-team-1 (hosts [\"web-*\"], labels [])"], cache keys ["cache-1"], admin keys []
+//! trust/2.root.json: version 2, expires 2027-12-02T21:25:00Z, root keys ["root-1"] (threshold 1), publisher keys ["publisher-2", "web-team-1 (hosts [\"web-*\"], labels [])"], cache keys ["cache-1"], admin keys []
 //! ```
 
 pub mod add_admin;
