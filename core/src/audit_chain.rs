@@ -230,6 +230,25 @@ pub struct AuditAction {
 }
 
 impl AuditAction {
+    /// An action that wrote or deleted `objects` (not manifests), with `extra`
+    /// fields on record.
+    pub fn objects<'a>(
+        kind: ActionKind,
+        hosts: Vec<HostName>,
+        objects: Vec<ObjectChange>,
+        extra: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+    ) -> Self {
+        Self {
+            kind,
+            hosts,
+            details: AuditDetails {
+                objects,
+                extra: extra.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                ..AuditDetails::default()
+            },
+        }
+    }
+
     /// A manifest write (`deploy`, `renew`, `rollback`) of one host.
     pub fn manifest(kind: ActionKind, change: ManifestChange) -> Self {
         Self {

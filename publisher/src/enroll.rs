@@ -17,7 +17,7 @@
 //!    caller to write.
 
 use anyhow::{Context, bail};
-use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
+use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::bundle::{Bundle, BundleAgent, BundleCredentials};
 use fleet_core::enrollment::EnrollmentRequest;
@@ -111,14 +111,12 @@ pub async fn enroll(req: &EnrollmentRequest, s: &EnrollSettings) -> anyhow::Resu
     let (entry, registered) = register(req, s).await?;
     if let Some(bytes) = &registered {
         let key = Key::registry_host(&req.host);
-        let action = AuditAction {
-            kind: ActionKind::Enroll,
-            hosts: vec![req.host.clone()],
-            details: AuditDetails {
-                objects: vec![ObjectChange::written(&key, bytes)],
-                ..AuditDetails::default()
-            },
-        };
+        let action = AuditAction::objects(
+            ActionKind::Enroll,
+            vec![req.host.clone()],
+            vec![ObjectChange::written(&key, bytes)],
+            [],
+        );
         crate::audit_log::append(&s.bucket, &s.signing_key, action)
             .await
             .with_context(|| {

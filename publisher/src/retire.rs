@@ -14,10 +14,8 @@
 //! admin`); audit entries are never deleted. Its cache paths become garbage for
 //! `fleet-publish gc` once no other root keeps them.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, bail};
-use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
+use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::{Activation, Bucket, HostName, Key, KeyPrefix, PublicKey, SecretKey, TrustedKeys};
 use jiff::SignedDuration;
@@ -173,17 +171,12 @@ pub async fn purge(
             deleted.push(key.to_string());
             gone.push(ObjectChange::deleted(&key));
         }
-        let mut extra = BTreeMap::new();
-        extra.insert("step".to_owned(), serde_json::json!("purge"));
-        let action = AuditAction {
-            kind: ActionKind::Retire,
-            hosts: vec![host.clone()],
-            details: AuditDetails {
-                objects: gone,
-                extra,
-                ..AuditDetails::default()
-            },
-        };
+        let action = AuditAction::objects(
+            ActionKind::Retire,
+            vec![host.clone()],
+            gone,
+            [("step", serde_json::json!("purge"))],
+        );
         crate::audit_log::append(bucket, signing_key, action)
             .await
             .with_context(|| {

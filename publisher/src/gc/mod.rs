@@ -24,7 +24,7 @@ pub mod roots;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::Context;
-use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
+use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange};
 use fleet_core::bucket::ObjectInfo;
 use fleet_core::narinfo::{MAX_NARINFO_SIZE, NarInfo};
 use fleet_core::{Bucket, Key, KeyPrefix, SecretKey, TrustedKeys};
@@ -277,19 +277,16 @@ async fn record(
     for k in freed.iter().take(MAX_AUDITED_KEYS) {
         objects.push(ObjectChange::deleted(&key_of(k)?));
     }
-    let mut extra = BTreeMap::new();
-    extra.insert("freed_objects".to_owned(), serde_json::json!(tally.objects));
-    extra.insert("freed_bytes".to_owned(), serde_json::json!(tally.bytes));
-    extra.insert("condemned_objects".to_owned(), serde_json::json!(condemned));
-    let action = AuditAction {
-        kind: ActionKind::Gc,
-        hosts: Vec::new(),
-        details: AuditDetails {
-            objects,
-            extra,
-            ..AuditDetails::default()
-        },
-    };
+    let action = AuditAction::objects(
+        ActionKind::Gc,
+        Vec::new(),
+        objects,
+        [
+            ("freed_objects", serde_json::json!(tally.objects)),
+            ("freed_bytes", serde_json::json!(tally.bytes)),
+            ("condemned_objects", serde_json::json!(condemned)),
+        ],
+    );
     crate::audit_log::append(bucket, key, action)
         .await
         .context("gc deleted what it reported, but its audit entry could not be written")?;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, bail};
-use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
+use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::nixcli::Nix;
 use fleet_core::release::{Budget, Plan, Release, ReleaseHost, WaveSpec, resolve_waves};
@@ -159,24 +159,15 @@ pub async fn create(
                 spec.id
             )
         })?;
-    let mut extra = BTreeMap::new();
-    extra.insert(
-        "release".to_owned(),
-        serde_json::json!(release.id.to_string()),
+    let action = AuditAction::objects(
+        ActionKind::Release,
+        release.hosts.keys().cloned().collect(),
+        vec![written, state_written],
+        [
+            ("release", serde_json::json!(release.id)),
+            ("waves", serde_json::json!(release.plan.waves.len())),
+        ],
     );
-    extra.insert(
-        "waves".to_owned(),
-        serde_json::json!(release.plan.waves.len()),
-    );
-    let action = AuditAction {
-        kind: ActionKind::Release,
-        hosts: release.hosts.keys().cloned().collect(),
-        details: AuditDetails {
-            objects: vec![written, state_written],
-            extra,
-            ..AuditDetails::default()
-        },
-    };
     crate::audit_log::append(bucket, signing_key, action)
         .await
         .with_context(|| {

@@ -5,11 +5,10 @@
 //! incremented, and `put_if_match` on the ETag read; on a conflict start again from
 //! the read.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
+use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange};
 use fleet_core::bucket::{BucketError, Object};
 use fleet_core::release::{MAX_RELEASE_SIZE, Release, VerifiedRelease};
 use fleet_core::rollout::{MAX_ROLLOUT_SIZE, RolloutState};
@@ -145,19 +144,16 @@ async fn record_step(
         },
         None => after.log.iter().map(|e| e.event.as_str()).collect(),
     };
-    let mut extra = BTreeMap::new();
-    extra.insert("release".to_owned(), serde_json::json!(id.to_string()));
-    extra.insert("revision".to_owned(), serde_json::json!(after.revision));
-    extra.insert("events".to_owned(), serde_json::json!(new_events));
-    let action = AuditAction {
-        kind: ActionKind::RolloutStep,
-        hosts: Vec::new(),
-        details: AuditDetails {
-            objects: vec![written],
-            extra,
-            ..AuditDetails::default()
-        },
-    };
+    let action = AuditAction::objects(
+        ActionKind::RolloutStep,
+        Vec::new(),
+        vec![written],
+        [
+            ("release", serde_json::json!(id.to_string())),
+            ("revision", serde_json::json!(after.revision)),
+            ("events", serde_json::json!(new_events)),
+        ],
+    );
     crate::audit_log::append(bucket, signing_key, action)
         .await
         .with_context(|| {
