@@ -102,9 +102,17 @@ pub enum HostOutcome {
     Silent,
     /// Held (`fleet-publish hold`): left alone.
     SkippedHeld,
+    /// Retired (`fleet-publish retire`, its manifest a tombstone): left alone.
+    SkippedRetired,
 }
 
 impl HostOutcome {
+    /// Whether the rollout left it alone (held or retired): it gets no manifest and
+    /// counts neither for nor against a budget.
+    pub fn is_skipped(self) -> bool {
+        matches!(self, HostOutcome::SkippedHeld | HostOutcome::SkippedRetired)
+    }
+
     /// Whether it counts against a failure budget.
     pub fn is_bad(self) -> bool {
         matches!(
@@ -122,6 +130,7 @@ impl HostOutcome {
             HostOutcome::RolledBack => "rolled-back",
             HostOutcome::Silent => "silent",
             HostOutcome::SkippedHeld => "skipped-held",
+            HostOutcome::SkippedRetired => "skipped-retired",
         }
     }
 }
@@ -192,7 +201,7 @@ impl WaveState {
             match s.outcome {
                 HostOutcome::Pending => c.pending += 1,
                 HostOutcome::Healthy => c.healthy += 1,
-                HostOutcome::SkippedHeld => c.skipped += 1,
+                HostOutcome::SkippedHeld | HostOutcome::SkippedRetired => c.skipped += 1,
                 _ => c.bad += 1,
             }
             if s.rolled_back_to.is_some() {
@@ -241,7 +250,7 @@ pub struct RolloutState {
     pub phase: Phase,
     /// Roll the touched hosts back when it halts.
     pub auto_rollback: bool,
-    /// Deploy held hosts too.
+    /// Deploy held and retired hosts too.
     pub force: bool,
     /// Why it halted (or was aborted).
     pub halt_reason: Option<String>,

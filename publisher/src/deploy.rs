@@ -26,8 +26,9 @@
 //! 5. append an audit entry (`fleet_core::audit`) create-only.
 //!
 //! Steps 3 to 5 are [`crate::manifest_write`], which renew and rollback share.
-//! Before all that, held hosts ([`crate::hold`]) are dropped from the targets with
-//! a warning, unless [`DeploySettings::force`].
+//! Before all that, held hosts ([`crate::hold`]) and retired ones (their manifest a
+//! tombstone) are dropped from the targets with a warning, unless
+//! [`DeploySettings::force`].
 
 use anyhow::{Context, bail};
 use fleet_core::cache_walk::{BucketClosure, walk_closure};
@@ -35,7 +36,7 @@ use fleet_core::nixcli::Nix;
 use fleet_core::{Activation, Bucket, HostName, PublicKey, SecretKey, StorePath, TrustedKeys};
 use jiff::SignedDuration;
 
-use crate::hold::skip_held;
+use crate::hold::skip_held_or_retired;
 pub use crate::manifest_write::DeployOutcome;
 use crate::manifest_write::{NextManifest, WriteSettings, trusted_publishers, write_next};
 use crate::push::{CacheListing, PushSettings, PushSummary, push};
@@ -75,7 +76,8 @@ pub struct DeploySettings {
     /// Cache public keys listed in the manifests besides the cache key's own (key
     /// rotation: narinfos pushed before the rotation carry the old key's signature).
     pub extra_cache_keys: Vec<PublicKey>,
-    /// Deploy held hosts too (`fleet_core::hold`); otherwise they are skipped.
+    /// Deploy held and retired hosts too (`fleet_core::hold`, `retire`); otherwise
+    /// they are skipped.
     pub force: bool,
     /// Written as the manifests' `activate_after`.
     pub activate_after: Option<jiff::Timestamp>,
@@ -123,7 +125,7 @@ pub async fn deploy(
     };
     let hosts: Vec<HostName> = targets.iter().map(|t| t.host.clone()).collect();
     let trusted = trusted_publishers(&write);
-    let hosts = skip_held(bucket, hosts, &trusted, settings.force, "deployed").await?;
+    let hosts = skip_held_or_retired(bucket, hosts, &trusted, settings.force, "deployed").await?;
     let targets: Vec<DeployTarget> = targets
         .iter()
         .filter(|t| hosts.contains(&t.host))

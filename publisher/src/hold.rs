@@ -6,15 +6,17 @@
 //! chain ([`crate::audit_log::append`], `hold` or `unhold`). Writes are plain PUTs: a hold is the
 //! operator's last word, and two operators holding one host at once both mean "hold".
 //! [`held`] reads the holds of some hosts and keeps those in force; `deploy` and
-//! `rollback` skip those hosts unless forced ([`skip_held`]).
+//! `rollback` skip those hosts, and retired ones (their manifest a tombstone), unless
+//! forced ([`skip_held_or_retired`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, bail};
 use fleet_core::audit_chain::{ActionKind, AuditAction, AuditDetails, ObjectChange};
 use fleet_core::bucket::BucketError;
 use fleet_core::hold::{Hold, MAX_HOLD_SIZE, MAX_REASON_LEN, VerifiedHold};
-use fleet_core::{Bucket, HostName, Key, SecretKey, TrustedKeys};
+use fleet_core::manifest::{MAX_MANIFEST_SIZE, VerifyPolicy};
+use fleet_core::{Activation, Bucket, HostName, Key, Manifest, SecretKey, TrustedKeys};
 use jiff::Timestamp;
 
 /// Signs and writes a hold (`held`) or its release for each of `hosts`; returns
@@ -123,9 +125,43 @@ pub async fn held(
     Ok(out)
 }
 
-/// `hosts` without the held ones (each skipped with a warning), unless `force`.
-/// An error when every host is held.
-pub async fn skip_held(
+/// The hosts among `hosts` whose current manifest is a tombstone
+/// (`fleet-publish retire`) that verifies with `trusted`. A manifest that is missing
+/// or does not verify is not a tombstone here: the write that follows deals with it.
+pub async fn retired(
+    bucket: &Bucket,
+    hosts: &[HostName],
+    trusted: &TrustedKeys,
+) -> anyhow::Result<BTreeSet<HostName>> {
+    let keys: Vec<Key> = hosts.iter().map(Key::manifest).collect();
+    let mut out = BTreeSet::new();
+    for (h, r) in hosts
+        .iter()
+        .zip(bucket.get_many(&keys, MAX_MANIFEST_SIZE).await)
+    {
+        let obj = match r {
+            Ok(o) => o,
+            Err(BucketError::NotFound { .. }) => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading the manifest of {h}")),
+        };
+        let policy = VerifyPolicy {
+            trusted,
+            host: h,
+            highest_seen: None,
+            now: None,
+        };
+        if let Ok(v) = Manifest::verify(&obj.bytes, &policy)
+            && v.manifest.activation == Activation::Retire
+        {
+            out.insert(h.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `hosts` without the held and the retired ones (each skipped with a warning),
+/// unless `force`. An error when every host is held or retired.
+pub async fn skip_held_or_retired(
     bucket: &Bucket,
     hosts: Vec<HostName>,
     trusted: &TrustedKeys,
@@ -136,7 +172,8 @@ pub async fn skip_held(
         return Ok(hosts);
     }
     let holds = held(bucket, &hosts, trusted).await?;
-    if holds.is_empty() {
+    let retired = retired(bucket, &hosts, trusted).await?;
+    if holds.is_empty() && retired.is_empty() {
         return Ok(hosts);
     }
     for (h, v) in &holds {
@@ -148,19 +185,31 @@ pub async fn skip_held(
             v.hold.time
         );
     }
+    for h in retired.iter().filter(|h| !holds.contains_key(*h)) {
+        tracing::warn!(
+            "host {h} is retired (its manifest is a tombstone): not {verb}; --force \
+             brings it back (then restart its agent)"
+        );
+    }
     let left: Vec<HostName> = hosts
         .into_iter()
-        .filter(|h| !holds.contains_key(h))
+        .filter(|h| !holds.contains_key(h) && !retired.contains(h))
         .collect();
     if left.is_empty() {
-        bail!(
-            "every host given is held ({}); nothing was written. Release them with \
-             `fleet-publish unhold`, or pass --force",
-            holds
+        let mut why: Vec<String> = holds
+            .iter()
+            .map(|(h, v)| format!("{h}: held, {}", v.hold.reason))
+            .collect();
+        why.extend(
+            retired
                 .iter()
-                .map(|(h, v)| format!("{h}: {}", v.hold.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
+                .filter(|h| !holds.contains_key(*h))
+                .map(|h| format!("{h}: retired")),
+        );
+        bail!(
+            "every host given is held or retired ({}); nothing was written. Release held \
+             hosts with `fleet-publish unhold`, or pass --force",
+            why.join("; ")
         );
     }
     Ok(left)

@@ -20,7 +20,7 @@
 //!    ([`crate::manifest_write`]). If the manifest changed since step 1 the write
 //!    stops, saying so: the history it was chosen from is stale.
 //!
-//! Held hosts ([`crate::hold`]) are left out, with a warning, unless
+//! Held hosts ([`crate::hold`]) and retired ones are left out, with a warning, unless
 //! [`RollbackSettings::force`]. Steps 1 to 3 run for every host before step 4 runs for any, so bad input changes
 //! nothing in the bucket. Chain entries count only when signed by a trusted
 //! publisher key, and older entries are not signed at all, so a target is only
@@ -38,7 +38,7 @@ use jiff::SignedDuration;
 use serde::Serialize;
 
 use crate::audit_log;
-use crate::hold::skip_held;
+use crate::hold::skip_held_or_retired;
 use crate::manifest_write::{
     DeployOutcome, NextManifest, WriteSettings, read_current, trusted_publishers, write_next,
 };
@@ -59,7 +59,7 @@ pub struct RollbackSettings {
     pub extra_cache_keys: Vec<PublicKey>,
     /// Compare-and-swap attempts per host.
     pub max_attempts: u32,
-    /// Roll back held hosts too (`fleet_core::hold`); otherwise they are skipped.
+    /// Roll back held and retired hosts too; otherwise they are skipped.
     pub force: bool,
 }
 
@@ -152,7 +152,7 @@ pub async fn plan(
     }
     let write = write_settings(signing_key, settings);
     let trusted = trusted_publishers(&write);
-    let hosts = &skip_held(
+    let hosts = &skip_held_or_retired(
         bucket,
         hosts.to_vec(),
         &trusted,

@@ -4,6 +4,8 @@
 //! - a tombstone (written with the publisher's credentials) makes the agent report
 //!   `retired` and apply nothing, on this poll and the next;
 //! - an unknown host or a bad name is refused with a clear error and changes nothing;
+//! - a pause does not hide the retirement, and `rollback` leaves the host alone
+//!   unless forced;
 //! - `--purge` with the publisher's credentials is refused (it may not delete) and
 //!   deletes nothing; with the admin role's it removes everything under
 //!   `hosts/<host>/` and `status/<host>/` and keeps the audit entries.
@@ -30,6 +32,17 @@ fn everything(w: &World) -> Vec<(String, u64)> {
 
 /// `fleet-publish retire ARGS…` with `creds`; (success, stdout, stderr).
 fn retire(w: &World, url: &str, creds: &S3Credentials, args: &[&str]) -> (bool, String, String) {
+    publish(w, url, creds, "retire", args)
+}
+
+/// `fleet-publish SUB ARGS…` with `creds` and the publisher's signing key.
+fn publish(
+    w: &World,
+    url: &str,
+    creds: &S3Credentials,
+    sub: &str,
+    args: &[&str],
+) -> (bool, String, String) {
     let key = w.dir.path().join("publisher.secret");
     if !key.exists() {
         w.publisher.write_new(&key).unwrap();
@@ -41,7 +54,7 @@ fn retire(w: &World, url: &str, creds: &S3Credentials, args: &[&str]) -> (bool, 
             cmd.env_remove(&k);
         }
     }
-    cmd.arg("retire")
+    cmd.arg(sub)
         .args(args)
         .arg("--bucket")
         .arg(url)
@@ -145,6 +158,37 @@ fn a_retired_host_applies_nothing_and_only_the_admin_purges_it() {
     assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
     assert_eq!(w.status().state, AgentState::Retired);
     assert_eq!(w.state().highest_seen.unwrap().sequence, 2);
+
+    // A pause does not hide the retirement: the tombstone is final.
+    let local = |args: &[&str]| {
+        let out = fleet_tests::agent::clean_command(
+            &fleet_tests::bin("fleet-agent"),
+            &w.dir.path().join("xdg-cache"),
+        )
+        .args(args)
+        .arg("--state-dir")
+        .arg(&w.state_dir)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "fleet-agent {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    local(&["pause", "--reason", "disk swap"]);
+    assert_eq!(w.once_expect(0).report.state, AgentState::Retired);
+    local(&["resume"]);
+
+    // Rollback (like deploy and rollouts) leaves a retired host alone unless forced.
+    let before = everything(&w);
+    let (ok, _, err) = publish(&w, &url, &publisher, "rollback", &["--host", "web-1"]);
+    assert!(!ok, "rolling back a retired host needs --force");
+    assert!(
+        err.contains("web-1: retired") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(everything(&w), before, "the refused rollback wrote nothing");
 
     let (ok, out, err) = retire(&w, &url, &admin_role, &["web-1", "--purge"]);
     assert!(ok, "{err}");

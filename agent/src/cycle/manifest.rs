@@ -57,8 +57,8 @@ impl Agent {
         let digest = hex::encode(Sha256::digest(bytes));
         if let Some(memo) = self.reuploaded(&digest, &etag, now)? {
             return match pause {
-                Some(p) => self.paused(p),
-                None => Ok(self.report_memo(&memo)),
+                Some(p) if memo.outcome != MemoOutcome::Retired => self.paused(p),
+                _ => Ok(self.report_memo(&memo)),
             };
         }
         let verified = match self.verify_manifest(bytes, now) {

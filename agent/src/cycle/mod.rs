@@ -346,9 +346,11 @@ impl Agent {
             .get_if_changed(&key, etag.as_deref(), MAX_MANIFEST_SIZE)
             .await
         {
+            // A retired host stays `retired` under a pause: the tombstone is final,
+            // while a pause only holds back what is still to be applied.
             Ok(Fetched::NotModified) => match &pause {
-                Some(p) => self.paused(p),
-                None => self.unchanged(),
+                Some(p) if !self.is_retired() => self.paused(p),
+                _ => self.unchanged(),
             },
             Ok(Fetched::Object(o)) => {
                 self.new_manifest(&key, o.bytes.as_ref(), o.etag, pause.as_ref())
@@ -396,6 +398,14 @@ impl Agent {
     }
 
     /// The manifest did not change: report what it ended as.
+    /// Whether the last manifest taken was a tombstone (`fleet-publish retire`).
+    fn is_retired(&self) -> bool {
+        self.state
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.outcome == MemoOutcome::Retired)
+    }
+
     fn unchanged(&mut self) -> anyhow::Result<Outcome> {
         let Some(memo) = self.state.manifest.clone() else {
             // 304 without an ETag sent: only a broken server does that.

@@ -114,8 +114,9 @@ pub struct DeployArgs {
     /// sequence the host has accepted. Command line only.
     #[arg(long, value_name = "N")]
     pub force_sequence: Option<u64>,
-    /// Deploy held hosts too (`fleet-publish hold`); without it they are skipped
-    /// with a warning. Command line only.
+    /// Deploy held hosts (`fleet-publish hold`) and retired ones (`retire`: this
+    /// brings them back) too; without it they are skipped with a warning. Command
+    /// line only.
     #[arg(long)]
     pub force: bool,
     /// Print per host what the deploy would change (current -> new closure, paths

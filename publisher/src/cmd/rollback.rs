@@ -51,8 +51,8 @@ pub struct RollbackArgs {
     /// release`): the latest earlier sequence that carried it.
     #[arg(long, value_name = "ID", conflicts_with = "to_sequence")]
     pub to_release: Option<String>,
-    /// Roll back held hosts too (`fleet-publish hold`); without it they are skipped
-    /// with a warning.
+    /// Roll back held (`fleet-publish hold`) and retired hosts too; without it they
+    /// are skipped with a warning.
     #[arg(long)]
     pub force: bool,
     /// Print what would be done; write nothing.

@@ -30,7 +30,7 @@ pub struct AdvanceArgs {
     /// The release id.
     #[arg(value_name = "ID")]
     pub id: String,
-    /// Deploy held hosts too (recorded in the rollout's state).
+    /// Deploy held and retired hosts too (recorded in the rollout's state).
     #[arg(long)]
     pub force: bool,
     /// Roll the touched hosts back automatically if the rollout halts (recorded in

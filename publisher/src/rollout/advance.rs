@@ -4,7 +4,8 @@
 //! is nothing left to do now:
 //!
 //! 1. **claim** the first wave not completed, if not started: record each host's
-//!    current manifest (`previous`), mark held hosts `skipped-held` (unless forced),
+//!    current manifest (`previous`), mark held hosts `skipped-held` and retired ones (a tombstone)
+//!    `skipped-retired` (unless forced),
 //!    set `started_at`. Only the writer that wins the swap goes on with it; the
 //!    other reads again and finds the wave started.
 //! 2. **deploy** its hosts whose `sequence` is not recorded: write the release's
@@ -21,12 +22,12 @@
 //! A wave N+1 is only claimed once wave N is completed in the state, so no wave is
 //! skipped. The pass never sleeps: `--wait` calls it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use fleet_core::release::{Release, VerifiedRelease};
 use fleet_core::rollout::{HostOutcome, HostState, Phase, Previous, RolloutState};
-use fleet_core::{Bucket, HostName, ObjectName, PublicKey, SecretKey, TrustedKeys};
+use fleet_core::{Activation, Bucket, HostName, ObjectName, PublicKey, SecretKey, TrustedKeys};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
@@ -156,7 +157,7 @@ pub async fn advance(
         let unwritten: Vec<HostName> = state.waves[k]
             .hosts
             .iter()
-            .filter(|(_, s)| s.sequence.is_none() && s.outcome != HostOutcome::SkippedHeld)
+            .filter(|(_, s)| s.sequence.is_none() && !s.outcome.is_skipped())
             .map(|(h, _)| h.clone())
             .collect();
         if !unwritten.is_empty() {
@@ -305,10 +306,18 @@ async fn claim(
     let hosts = &release.release.plan.waves[k].hosts;
     let holds = held(bucket, hosts, trusted).await?;
     let mut recorded = BTreeMap::new();
+    let mut retired = BTreeSet::new();
     for h in hosts {
         let cur = read_current(bucket, h, trusted, false)
             .await
             .with_context(|| format!("host {h}"))?;
+        if cur
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.activation == Activation::Retire)
+        {
+            retired.insert(h.clone());
+        }
         recorded.insert(
             h.clone(),
             HostState {
@@ -341,12 +350,27 @@ async fn claim(
                 skipped.push(format!("{h} ({})", v.hold.reason));
             }
         }
+        let mut skipped_retired = Vec::new();
+        for h in &retired {
+            if !s.force
+                && let Some(st) = hosts.get_mut(h)
+            {
+                st.outcome = HostOutcome::SkippedRetired;
+                skipped_retired.push(h.as_str());
+            }
+        }
         s.waves[k].started_at = Some(Timestamp::now());
         s.waves[k].hosts = hosts;
         let names: Vec<&str> = recorded.keys().map(|h| h.as_str()).collect();
         let mut e = format!("wave {} started: {}", k + 1, names.join(", "));
         if !skipped.is_empty() {
             e.push_str(&format!("; held, skipped: {}", skipped.join(", ")));
+        }
+        if !skipped_retired.is_empty() {
+            e.push_str(&format!(
+                "; retired, skipped: {}",
+                skipped_retired.join(", ")
+            ));
         }
         s.record(&by, e.clone());
         step = Some(e);

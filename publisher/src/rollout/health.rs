@@ -104,11 +104,7 @@ pub fn over_budget(release: &Release, state: &RolloutState) -> Option<String> {
         if w.started_at.is_none() {
             continue;
         }
-        let counted = w
-            .hosts
-            .values()
-            .filter(|s| s.outcome != HostOutcome::SkippedHeld)
-            .count();
+        let counted = w.hosts.values().filter(|s| !s.outcome.is_skipped()).count();
         let bad: Vec<(&HostName, HostOutcome)> = w
             .hosts
             .iter()
