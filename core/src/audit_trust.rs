@@ -43,9 +43,10 @@ use crate::audit_chain::{
     ActionKind, AuditAction, ChainEntry, HeadHint, ObjectChange, VerifiedEntry,
 };
 use crate::audit_replay::{Checked, Finding, FindingKind, Replay, replay_chain_with};
+use crate::bucket::{Bucket, BucketError};
 use crate::keys::{PublicKey, TrustedKeys};
-use crate::layout::Key;
-use crate::trust::TrustedRoot;
+use crate::layout::{Key, KeyPrefix};
+use crate::trust::{MAX_ROOT_SIZE, TrustedRoot};
 
 /// The `extra` field of a trust entry naming the version written.
 pub const ROOT_VERSION_FIELD: &str = "root_version";
@@ -89,6 +90,79 @@ pub struct RootPin {
     pub keys: TrustedKeys,
     /// The version they signed.
     pub version: u64,
+}
+
+impl RootPin {
+    /// The pin from settings `trust-root-key` (key texts, `name:base64`),
+    /// `trust-root-key-file` and `trust-root-version`: `None` when no key is given.
+    /// A version without keys is refused (it would pin nothing).
+    pub fn from_settings(
+        texts: &[String],
+        files: &[std::path::PathBuf],
+        version: Option<u64>,
+    ) -> Result<Option<Self>, String> {
+        let mut keys = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            keys.push(
+                PublicKey::parse(t, &format!("trust-root-key #{}", i + 1))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        for f in files {
+            keys.push(
+                PublicKey::load(f)
+                    .map_err(|e| format!("trust-root-key-file {}: {e}", f.display()))?,
+            );
+        }
+        if keys.is_empty() {
+            return match version {
+                Some(_) => Err("trust-root-version is set but no trust-root-key (or trust-root-key-file) is: give the root keys that version was signed with".into()),
+                None => Ok(None),
+            };
+        }
+        let version = version.unwrap_or(1);
+        if version == 0 {
+            return Err("trust-root-version starts at 1".into());
+        }
+        Ok(Some(Self {
+            keys: TrustedKeys::new(keys),
+            version,
+        }))
+    }
+}
+
+/// The stored root versions (version → bytes) and the bytes of `trust/root.json`,
+/// read from `bucket` (what [`walk_roots`] takes).
+pub async fn read_roots(
+    bucket: &Bucket,
+) -> Result<(BTreeMap<u64, Vec<u8>>, Option<Vec<u8>>), BucketError> {
+    let prefix = KeyPrefix::trust();
+    let listed = bucket.list(&prefix).await?;
+    let versions: Vec<(u64, Key)> = listed
+        .iter()
+        .filter_map(|o| Some((Key::trust_root_version_of(&o.key)?, prefix.listed(&o.key)?)))
+        .collect();
+    let keys: Vec<Key> = versions.iter().map(|(_, k)| k.clone()).collect();
+    let mut stored = BTreeMap::new();
+    for ((v, _), got) in versions
+        .iter()
+        .zip(bucket.get_many(&keys, MAX_ROOT_SIZE).await)
+    {
+        match got {
+            Ok(o) => {
+                stored.insert(*v, o.bytes.to_vec());
+            }
+            // Deleted between the listing and the read: the walk reports the gap.
+            Err(BucketError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let pointer = match bucket.get(&Key::trust_root(), MAX_ROOT_SIZE).await {
+        Ok(o) => Some(o.bytes.to_vec()),
+        Err(BucketError::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    Ok((stored, pointer))
 }
 
 /// Every root version that chained, from the pinned (or first) one.
