@@ -17,6 +17,10 @@
 //! - `truncated`: the head hint names an index past the chain's end (entries deleted
 //!   at the end).
 //!
+//! With a root of trust, [`replay_chain_with`] lets [`crate::audit_trust`] switch
+//! the key set along the chain and add `key-not-in-force`, `out-of-scope` and
+//! `root-chain` findings.
+//!
 //! [`explain`] then checks the current objects against the last entry that names
 //! each: `unexplained` for an object no entry wrote, one whose bytes differ from what
 //! the last entry recorded, or one an entry wrote that is gone; `legacy-only` for a
@@ -52,6 +56,14 @@ pub enum FindingKind {
     Unexplained,
     /// A manifest explained only by an unsigned entry of the older format.
     LegacyOnly,
+    /// An entry signed by a key the root of trust in force at that point of the
+    /// chain does not list (revoked before, or never listed).
+    KeyNotInForce,
+    /// An entry by a scoped publisher key that touches hosts outside its scope.
+    OutOfScope,
+    /// A root of trust version that does not chain by TUF's rule, is missing,
+    /// rolled back, or that its trust entry does not match.
+    RootChain,
 }
 
 /// One problem found.
@@ -78,11 +90,32 @@ pub struct Replay {
     pub findings: Vec<Finding>,
 }
 
-/// Replays the stored entries (index from the key, stored bytes); see the module docs.
+/// What the signature check of one entry in [`replay_chain_with`] decided: the
+/// verified entry with any findings about it, or why it does not verify.
+pub type Checked = Result<(VerifiedEntry, Vec<(FindingKind, String)>), String>;
+
+/// Replays the stored entries (index from the key, stored bytes) with one fixed key
+/// set; see the module docs.
 pub fn replay_chain(
-    mut stored: Vec<(u64, Vec<u8>)>,
+    stored: Vec<(u64, Vec<u8>)>,
     trusted: &TrustedKeys,
     hint: Option<HeadHint>,
+) -> Replay {
+    replay_chain_with(stored, hint, |_, bytes, key| {
+        ChainEntry::verify(bytes, key, trusted)
+            .map(|v| (v, Vec::new()))
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Replays the stored entries, checking each one's signature with `check` (called
+/// in index order with the index, the stored bytes and the key), which may keep
+/// state across entries: the key set in force can change along the chain
+/// ([`crate::audit_trust`]).
+pub fn replay_chain_with(
+    mut stored: Vec<(u64, Vec<u8>)>,
+    hint: Option<HeadHint>,
+    mut check: impl FnMut(u64, &[u8], &str) -> Checked,
 ) -> Replay {
     stored.sort_by_key(|(i, _)| *i);
     let mut out = Replay::default();
@@ -112,19 +145,22 @@ pub fn replay_chain(
             previous = None;
         }
         let sha256 = sha256_hex(&bytes);
-        match ChainEntry::verify(&bytes, &key, trusted) {
+        match check(index, &bytes, &key) {
             Err(e) => finding(
                 FindingKind::Unverified,
                 format!("{e}: the entry was altered or forged"),
             ),
-            Ok(v) if v.entry.index != index => finding(
+            Ok((v, _)) if v.entry.index != index => finding(
                 FindingKind::Misplaced,
                 format!(
                     "it holds entry {} (signed by {}): entries were reordered or copied",
                     v.entry.index, v.signed_by
                 ),
             ),
-            Ok(v) => {
+            Ok((v, extra)) => {
+                for (kind, message) in extra {
+                    finding(kind, message);
+                }
                 let link_ok = match (index, &previous) {
                     (1, _) => v.entry.previous_sha256.is_none(),
                     (_, Some(p)) => v.entry.previous_sha256.as_ref() == Some(p),

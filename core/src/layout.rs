@@ -376,6 +376,20 @@ impl Key {
         let host = rest.strip_suffix("/manifest.json")?;
         HostName::new(host).ok()
     }
+
+    /// The root version whose `trust/<version>.root.json` this key is, if it is one
+    /// (digits only, no leading zero, so one version has one key).
+    pub fn trust_root_version_of(key: &str) -> Option<u64> {
+        let rest = key.strip_prefix(TRUST_DIR)?.strip_prefix('/')?;
+        let digits = rest.strip_suffix(".root.json")?;
+        if digits.is_empty()
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        digits.parse().ok()
+    }
 }
 
 impl fmt::Display for Key {
@@ -424,6 +438,10 @@ impl KeyPrefix {
     /// `status/<host>/`: everything one host reported.
     pub fn host_status(host: &HostName) -> Self {
         Self(format!("{STATUS_DIR}/{host}/"))
+    }
+    /// `trust/`: the root of trust's versions and pointer.
+    pub fn trust() -> Self {
+        Self(format!("{TRUST_DIR}/"))
     }
     /// The prefix as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {

@@ -39,6 +39,7 @@
 pub mod audit;
 pub mod audit_chain;
 pub mod audit_replay;
+pub mod audit_trust;
 pub mod bucket;
 pub mod bundle;
 pub mod cache_walk;

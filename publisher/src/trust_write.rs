@@ -6,8 +6,9 @@
 //! ([`TrustedRoot::next`]): signed by a threshold of the current version's root
 //! keys and of its own. It is written create-only to `trust/<version>.root.json`
 //! (a version is never replaced; two admins racing get one winner), then copied to
-//! `trust/root.json`. Only the root key files are needed: no publisher, cache or
-//! other secret.
+//! `trust/root.json`. Only the root key files sign the version; the publisher or
+//! admin key given with `--signing-key` signs the audit entry that records it
+//! ([`record`], action `trust`, [`fleet_core::audit_trust`]).
 
 use std::time::Duration;
 
@@ -145,4 +146,24 @@ pub fn describe(root: &Root) -> String {
         names(&root.cache_keys),
         names(&root.admin_keys),
     )
+}
+
+/// Appends the audit entry recording that `root` was written by the trust
+/// subcommand `change`, signed with `key`.
+pub async fn record(
+    bucket: &Bucket,
+    key: &SecretKey,
+    root: &TrustedRoot,
+    change: &str,
+) -> anyhow::Result<()> {
+    let action = fleet_core::audit_trust::trust_action(root, change);
+    crate::audit_log::append(bucket, key, action)
+        .await
+        .with_context(|| {
+            format!(
+                "{} was written, but its audit entry was not: `fleet-publish audit verify` will report it as unexplained",
+                Key::trust_root_version(root.version())
+            )
+        })?;
+    Ok(())
 }

@@ -273,6 +273,8 @@ pub struct Event {
     pub last_modified: Timestamp,
     /// What it held.
     pub outcome: StatusOutcome,
+    /// Its signature checked against the host's registry entry.
+    pub signature: StatusSignatureView,
 }
 
 /// `/api/v1/hosts/<host>`: the row plus its newest events.
@@ -290,6 +292,7 @@ pub fn host_detail(row: &HostRow, now: Timestamp, events: Result<Vec<Event>, Str
                     "key": key,
                     "last_modified": e.last_modified,
                     "report": r,
+                    "signature": status_signature(&e.signature),
                 }),
                 StatusOutcome::Flagged(f) => json!({
                     "key": key,

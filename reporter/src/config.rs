@@ -15,6 +15,8 @@
 //! listen = "127.0.0.1:8080"   # serve only
 //! header-timeout = "10s"      # serve only: a client must send its request headers within this
 //! token-file = "/run/secrets/fleet-reporter-token"
+//! trust-root-keys = ["root-1:…"]  # or trust-root-keys-file = [PATH, …]: read trust/
+//! trust-root-version = 1          # the version the root keys signed
 //! ```
 //!
 //! Lambda reads the same schema from its environment (`FLEET_BUCKET`,
@@ -28,6 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use fleet_core::audit_trust::RootPin;
 use fleet_core::duration::{Zero, duration_or};
 use fleet_core::{BucketUrl, PublicKey, TrustedKeys};
 use jiff::SignedDuration;
@@ -158,6 +161,32 @@ pub struct Config {
     )]
     #[serde(default)]
     pub insecure_no_auth: Option<bool>,
+
+    /// A root key (`name:base64`) the root of trust's pinned version was signed
+    /// with; repeatable. With it, manifests, registry entries and rollouts are also
+    /// verified with the publisher and admin keys of the newest root version in
+    /// the bucket (`trust/`), walked from the pinned one.
+    #[arg(
+        long = "trust-root-key",
+        env = "FLEET_REPORTER_TRUST_ROOT_KEYS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub trust_root_keys: Vec<String>,
+
+    /// File holding such a root key; repeatable.
+    #[arg(
+        long = "trust-root-key-file",
+        env = "FLEET_REPORTER_TRUST_ROOT_KEY_FILES",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub trust_root_keys_file: Vec<PathBuf>,
+
+    /// The root version the root keys pin. Default 1.
+    #[arg(long, env = "FLEET_REPORTER_TRUST_ROOT_VERSION")]
+    #[serde(default)]
+    pub trust_root_version: Option<u64>,
 }
 
 /// What the reporter needs besides its bucket.
@@ -179,6 +208,9 @@ pub struct ReporterOptions {
     pub max_host_series: usize,
     /// Token required on every request but `/healthz`.
     pub token: Option<String>,
+    /// The pinned root of trust, if configured: its newest version's publisher and
+    /// admin keys are trusted besides `trusted`.
+    pub root: Option<RootPin>,
 }
 
 impl Default for ReporterOptions {
@@ -192,6 +224,7 @@ impl Default for ReporterOptions {
             write_snapshot: true,
             max_host_series: DEFAULT_MAX_HOST_SERIES,
             token: None,
+            root: None,
         }
     }
 }
@@ -256,6 +289,12 @@ impl Config {
         for f in &c.trusted_key_file {
             keys.push(PublicKey::load(f)?);
         }
+        let root = RootPin::from_settings(
+            &c.trust_root_keys,
+            &c.trust_root_keys_file,
+            c.trust_root_version,
+        )
+        .map_err(anyhow::Error::msg)?;
         let stale_after = signed(duration_or(
             "stale-after",
             c.stale_after.as_deref(),
@@ -312,6 +351,7 @@ impl Config {
                 write_snapshot: c.write_snapshot.unwrap_or(true),
                 max_host_series: c.max_host_series.unwrap_or(DEFAULT_MAX_HOST_SERIES),
                 token,
+                root,
             },
             listen: c
                 .listen

@@ -1,7 +1,9 @@
 //! A host's newest events (`status/<host>/events/<name>.json`), read for
 //! `/api/v1/hosts/<host>`: listed, newest first by the store's clock, and each read
 //! and parsed like a status object (a bad one becomes a flagged event, never an
-//! error of the page).
+//! error of the page). Each event's signature is checked against the host's
+//! registry entry like its status (`signature`: `verified`, `unverified` for a host
+//! not enrolled, `invalid` for an unsigned or mis-signed event of an enrolled host).
 
 use std::sync::Arc;
 
@@ -11,7 +13,8 @@ use fleet_core::status::MAX_STATUS_SIZE;
 use fleet_core::{HostName, Key, KeyPrefix, StatusReport};
 use futures::StreamExt;
 
-use crate::outcome::{StatusOutcome, cut};
+use crate::fleet::check_event;
+use crate::outcome::{StatusOutcome, StatusSignatureView, cut};
 use crate::{Reporter, api};
 
 impl Reporter {
@@ -30,7 +33,9 @@ impl Reporter {
         });
         listed.truncate(self.opts.events);
         let prefix = &prefix;
+        let enrollment = &self.params.registry.enrollment(host);
         let reads = listed.into_iter().map(|info| async move {
+            let mut signature = StatusSignatureView::Unverified;
             let name = info
                 .key
                 .strip_prefix(prefix.as_str())
@@ -48,7 +53,10 @@ impl Reporter {
                     let key = Key::status_event(host, &n);
                     match self.bucket.get(&key, MAX_STATUS_SIZE).await {
                         Ok(o) => match StatusReport::parse(&o.bytes, key.as_str(), host) {
-                            Ok(r) => StatusOutcome::Report(Arc::new(r)),
+                            Ok(r) => {
+                                signature = check_event(key.as_str(), &r, enrollment.as_ref());
+                                StatusOutcome::Report(Arc::new(r))
+                            }
                             Err(e) => StatusOutcome::Flagged(cut(e.to_string())),
                         },
                         Err(e) => StatusOutcome::Flagged(cut(e.to_string())),
@@ -59,6 +67,7 @@ impl Reporter {
                 key: info.key,
                 last_modified: info.last_modified,
                 outcome,
+                signature,
             }
         });
         Ok(futures::stream::iter(reads)

@@ -52,6 +52,7 @@ pub mod snapshot;
 mod stored;
 #[cfg(feature = "synth")]
 pub mod synth;
+mod trust;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,6 +103,7 @@ pub struct Reporter {
     params: RefreshParams,
     token_digest: Option<[u8; 32]>,
     state: tokio::sync::Mutex<State>,
+    root_cache: trust::RootCache,
 }
 
 impl Reporter {
@@ -120,6 +122,7 @@ impl Reporter {
             opts,
             params,
             state: tokio::sync::Mutex::new(State::new()),
+            root_cache: trust::RootCache::default(),
         }
     }
 

@@ -50,7 +50,7 @@ impl Reporter {
 
     /// One rollout, verified.
     async fn rollout(&self, id: &ObjectName) -> Result<Value, String> {
-        let trusted = &self.options().trusted;
+        let trusted = &self.trusted_now().await;
         if trusted.keys().is_empty() {
             return Err("not verified (no trusted key configured)".into());
         }

@@ -23,7 +23,8 @@ impl Reporter {
         let source = self.load_snapshot(st).await;
         let snapshot_read_ms = started.elapsed().as_millis() as u64;
         let now = Timestamp::now();
-        let r = fleet::refresh(&self.bucket, &self.params, st.snapshot.as_deref(), now).await?;
+        let params = self.params_now().await;
+        let r = fleet::refresh(&self.bucket, &params, st.snapshot.as_deref(), now).await?;
         let mut fleet = r.fleet;
         fleet.stats.previous = source;
         fleet.stats.snapshot_read_ms = snapshot_read_ms;

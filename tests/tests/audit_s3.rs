@@ -8,12 +8,17 @@
 //!   with the server's admin credentials, then undone);
 //! - two `fleet-publish hold` processes appending at once keep one linear chain;
 //! - on a bucket with only older, unsigned entries (`file://`), rollback still finds
-//!   its history and `audit verify` reports `legacy-only` until the next write.
+//!   its history and `audit verify` reports `legacy-only` until the next write;
+//! - trust changes are audit entries: a history where the publisher key is rotated
+//!   through the root of trust mid-chain verifies against the pinned root key; a root
+//!   version written around the audit, `trust/root.json` rolled back, and an entry
+//!   signed by the revoked key after its revocation are each found.
 
 mod publish_support;
 
 use fleet_core::audit_chain::ActionKind;
 use fleet_core::iam::Role;
+use fleet_core::trust::TrustedRoot;
 use fleet_core::{Bucket, HostName, Key, Manifest, S3Credentials, TrustedKeys};
 use fleet_publish::hold::set_hold;
 use fleet_publish::renew::{RenewSettings, renew};
@@ -34,6 +39,7 @@ struct Fleet {
     publisher: Bucket,
     admin: Bucket,
     creds: S3Credentials,
+    admin_creds: S3Credentials,
     url: String,
     cache: KeyFiles,
     signer: KeyFiles,
@@ -55,6 +61,7 @@ async fn setup(label: &str) -> Fleet {
             .unwrap(),
         url: server.store_url(&bucket, "").unwrap().to_string(),
         creds,
+        admin_creds: server.admin_credentials(),
         cache: KeyFiles::new(dir.path(), "cache-pub-1"),
         signer: KeyFiles::new(dir.path(), "publisher-1"),
         _dir: dir,
@@ -447,4 +454,190 @@ fn older_entries_still_serve_rollback_and_verify_says_legacy_only() {
     let (ok, stdout, stderr) = verify();
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("audit: 1 entry (head 1)"), "{stdout}");
+}
+
+/// `fleet-publish ARGS --bucket URL` with the admin's credentials (trust changes;
+/// `audit verify` reading `trust/`).
+fn admin_cmd(f: &Fleet, args: &[&str]) -> std::process::Command {
+    let mut cmd = publish_cmd();
+    cmd.envs(S3Server::credentials_env(&f.admin_creds))
+        .args(args)
+        .args(["--bucket", &f.url]);
+    cmd
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_changes_are_audited_and_verify_follows_the_root_in_force() {
+    let (g1, g2) = fixtures("audit-s3-trust");
+    let f = setup("audit-trust").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = KeyFiles::new(dir.path(), "root-1");
+    let p2 = KeyFiles::new(dir.path(), "publisher-2");
+    let web1 = [host("web-1")];
+
+    // A static set-up first: publisher-1 deploys before any root exists.
+    f.deploy(&web1, &g1).await;
+    let trust = |args: &[&str], signer: &KeyFiles| {
+        let mut cmd = admin_cmd(&f, &[&["trust"], args].concat());
+        cmd.args(["--root-key-file", path(&root.secret)])
+            .args(["--signing-key", path(&signer.secret)]);
+        let (ok, stdout, stderr) = run(cmd);
+        assert!(ok, "trust {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    trust(
+        &["init", "--publisher-key-file", path(&f.signer.public)],
+        &f.signer,
+    );
+    trust(
+        &["add-publisher", "--key-file", path(&p2.public)],
+        &f.signer,
+    );
+    // publisher-2 deploys, then revokes publisher-1.
+    let settings = DeploySettings {
+        push: settings(),
+        trusted: vec![f.signer.public_key()],
+        ..DeploySettings::default()
+    };
+    let nix = fleet_core::nixcli::Nix::default_store();
+    let target = DeployTarget {
+        host: web1[0].clone(),
+        closure: g2.top.clone(),
+    };
+    deploy(
+        &f.publisher,
+        &nix,
+        &f.cache.key,
+        &p2.key,
+        &[target],
+        &settings,
+    )
+    .await
+    .unwrap();
+    let out = trust(&["revoke", "--key", "publisher-1"], &p2);
+    assert!(out.contains("version 3"), "{out}");
+
+    let chain = chain_entries(&f.admin).await;
+    let actions: Vec<&str> = chain.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["deploy", "trust", "trust", "deploy", "trust"]);
+    assert_eq!(chain[4].details.extra["root_version"], 3);
+    assert_eq!(chain[4].key_name, "publisher-2");
+
+    let verify = |pinned: bool| {
+        let mut cmd = admin_cmd(&f, &["audit", "verify", "--json"]);
+        cmd.args(["--trusted-key-file", path(&f.signer.public)]);
+        if pinned {
+            cmd.args(["--trust-root-key-file", path(&root.public)])
+                .args(["--trust-root-version", "1"]);
+        }
+        let (ok, stdout, stderr) = run(cmd);
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("no JSON ({e}):\n{stdout}\n{stderr}"));
+        let found: Vec<(String, String)> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["kind"].as_str().unwrap().to_owned(),
+                    f["key"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        (ok, found, report, stderr)
+    };
+    let (ok, found, report, stderr) = verify(true);
+    assert!(ok && found.is_empty(), "{report:#}\n{stderr}");
+    // The manifest and the three root versions plus trust/root.json.
+    assert_eq!(report["objects_checked"].as_u64(), Some(5), "{report:#}");
+    assert!(!stderr.contains("trusted on first use"), "{stderr}");
+    let (ok, _, _, stderr) = verify(false);
+    assert!(ok && stderr.contains("trusted on first use"), "{stderr}");
+    // A wrong pin: no root version can be trusted.
+    let mut cmd = admin_cmd(&f, &["audit", "verify"]);
+    cmd.args(["--trusted-key-file", path(&f.signer.public)])
+        .args(["--trust-root-key-file", path(&p2.public)]);
+    let (ok, stdout, _) = run(cmd);
+    assert!(
+        !ok && stdout.contains("root-chain trust/1.root.json"),
+        "{stdout}"
+    );
+
+    // A version signed with the root key but written around the audited commands.
+    let v3 = TrustedRoot::reload(
+        &f.admin
+            .get(&Key::trust_root(), 1 << 20)
+            .await
+            .unwrap()
+            .bytes,
+        "v3",
+    )
+    .unwrap();
+    let mut v4 = v3.root().clone();
+    v4.version = 4;
+    let v4 = v4.sign(std::slice::from_ref(&root.key));
+    f.admin
+        .put(&Key::trust_root_version(4), v4.clone())
+        .await
+        .unwrap();
+    f.admin.put(&Key::trust_root(), v4).await.unwrap();
+    let (ok, found, report, _) = verify(true);
+    assert!(!ok, "{report:#}");
+    assert_eq!(
+        found,
+        [
+            ("unexplained".to_owned(), "trust/4.root.json".to_owned()),
+            ("unexplained".to_owned(), "trust/root.json".to_owned())
+        ]
+    );
+    f.admin.delete(&Key::trust_root_version(4)).await.unwrap();
+    // trust/root.json rolled back to version 2.
+    let v2 = f
+        .admin
+        .get(&Key::trust_root_version(2), 1 << 20)
+        .await
+        .unwrap()
+        .bytes
+        .to_vec();
+    f.admin.put(&Key::trust_root(), v2).await.unwrap();
+    let (ok, found, _, _) = verify(true);
+    assert!(!ok);
+    assert_eq!(
+        found,
+        [
+            ("root-chain".to_owned(), "trust/root.json".to_owned()),
+            ("unexplained".to_owned(), "trust/root.json".to_owned())
+        ]
+    );
+    f.admin
+        .put(&Key::trust_root(), v3.bytes().to_vec())
+        .await
+        .unwrap();
+    let (ok, found, _, _) = verify(true);
+    assert!(ok, "{found:?}");
+
+    // The revoked key, which still holds the bucket credentials, signs a hold after
+    // its revocation: the entry is flagged.
+    set_hold(&f.publisher, &f.signer.key, &web1, true, "after revocation")
+        .await
+        .unwrap();
+    let (ok, found, report, _) = verify(true);
+    assert!(!ok);
+    assert_eq!(
+        found,
+        [(
+            "key-not-in-force".to_owned(),
+            Key::audit_chain(6).to_string()
+        )],
+        "{report:#}"
+    );
+    let message = report["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("publisher-1") && message.contains("removed at version 3"),
+        "{message}"
+    );
 }

@@ -22,13 +22,17 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use fleet_core::HostName;
 use fleet_core::audit_chain::VerifiedEntry;
 use fleet_core::duration::{Zero, parse_duration};
-use fleet_core::{HostName, TrustedKeys};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::audit_verify::{entries, trusted_audit_keys, verify};
+use std::path::PathBuf;
+
+use fleet_core::audit_trust::RootPin;
+
+use crate::audit_verify::{AuditKeys, entries, trusted_audit_keys, verify};
 use crate::config::{self, ConfigFile, TrustedKeyOptions};
 
 /// `audit` arguments.
@@ -59,10 +63,31 @@ pub struct AuditOptions {
     /// Deprecated spelling of `bucket`.
     #[arg(long, env = "FLEET_STORE", value_name = "URL", hide = true)]
     pub store: Option<String>,
-    /// Publisher keys trusted to sign audit entries (required).
+    /// Publisher keys trusted to sign audit entries before the first trust entry
+    /// (required unless the bucket has a root of trust).
     #[command(flatten)]
     #[serde(flatten)]
     pub trusted: TrustedKeyOptions,
+    /// A root key (`name:base64`) from your records the pinned root version was
+    /// signed with; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_TRUST_ROOT_KEY",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub trust_root_key: Vec<String>,
+    /// File holding such a root key; repeatable.
+    #[arg(
+        long,
+        env = "FLEET_TRUST_ROOT_KEY_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub trust_root_key_file: Vec<PathBuf>,
+    /// The root version the root keys pin [default: 1].
+    #[arg(long, env = "FLEET_TRUST_ROOT_VERSION", value_name = "N")]
+    pub trust_root_version: Option<u64>,
 }
 
 /// `audit log` arguments.
@@ -95,17 +120,32 @@ pub struct AuditVerifyArgs {
 }
 
 impl AuditOptions {
-    async fn resolve(&self) -> anyhow::Result<(fleet_core::Bucket, TrustedKeys)> {
+    async fn resolve(&self) -> anyhow::Result<(fleet_core::Bucket, AuditKeys)> {
         let url = config::bucket(&self.bucket, &self.store)?;
-        if self.trusted.is_empty() {
+        let pin = RootPin::from_settings(
+            &self.trust_root_key,
+            &self.trust_root_key_file,
+            self.trust_root_version,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let bucket = crate::open_bucket(url)?;
+        let keys = trusted_audit_keys(&bucket, self.trusted.keys()?, pin.as_ref()).await?;
+        if keys.walk.start.is_none() && keys.given.is_empty() {
             bail!(
-                "no trusted publisher key given: pass --trusted-key-file FILE (each publisher's \
-                 public key) or --trusted-key name:base64, set FLEET_TRUSTED_KEY_FILE, or put \
-                 `trusted-key-file = [\"…\"]` in the config file"
+                "no trusted publisher key given and the bucket has no root of trust: pass \
+                 --trusted-key-file FILE (each publisher's public key) or --trusted-key \
+                 name:base64, set FLEET_TRUSTED_KEY_FILE, or put `trusted-key-file = [\"…\"]` \
+                 in the config file"
             );
         }
-        let bucket = crate::open_bucket(url)?;
-        let keys = trusted_audit_keys(&bucket, self.trusted.keys()?).await?;
+        if keys.walk.first_use {
+            eprintln!(
+                "warning: {} was trusted on first use (on its own signatures): compare its root \
+                 keys with your records (fleet-publish trust show), and pin them with \
+                 --trust-root-key-file FILE and --trust-root-version N",
+                fleet_core::Key::trust_root_version(1)
+            );
+        }
         Ok((bucket, keys))
     }
 }

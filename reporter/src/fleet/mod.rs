@@ -39,7 +39,7 @@ use serde::Serialize;
 
 pub use self::classify::classify;
 pub use self::list::{Ignored, MAX_IGNORED_KEYS, MAX_LIST_RANGES};
-pub use self::registry::RegistryCache;
+pub use self::registry::{Enrollment, RegistryCache, check_event};
 use crate::outcome::{HostRow, HostState};
 use crate::snapshot::Snapshot;
 

@@ -15,6 +15,9 @@
 //! | entry verifies | unsigned, or signed otherwise | `invalid`, host flagged |
 //! | entry does not verify | any | `invalid`, host flagged |
 //!
+//! Events (`status/<host>/events/`) are checked the same way when a host's page is
+//! read ([`check_event`]), against the entry the last refresh read.
+//!
 //! Without trusted keys nothing can be verified, so every host is `unverified`. A
 //! registry the reporter may not list (an IAM policy from before enrollment) is
 //! logged and treated as empty.
@@ -40,6 +43,32 @@ pub enum Enrollment {
 /// Entries read before, by host, with the ETag they were read under.
 #[derive(Debug, Default)]
 pub struct RegistryCache(Mutex<BTreeMap<HostName, (String, Enrollment)>>);
+
+impl RegistryCache {
+    /// What the last refresh read of `host`'s registry entry (`None`: not enrolled,
+    /// or no refresh verified the registry yet).
+    pub fn enrollment(&self, host: &HostName) -> Option<Enrollment> {
+        let known = self.0.lock().expect("registry cache lock");
+        known.get(host).map(|(_, e)| e.clone())
+    }
+}
+
+/// Checks an event of `host` (`key`) against its enrollment, as [`check`] does the
+/// status: unsigned or mis-signed events of an enrolled host are `invalid`.
+pub fn check_event(
+    key: &str,
+    report: &StatusReport,
+    enrollment: Option<&Enrollment>,
+) -> StatusSignatureView {
+    match enrollment {
+        None => StatusSignatureView::Unverified,
+        Some(Enrollment::Invalid(why)) => StatusSignatureView::Invalid(why.clone()),
+        Some(Enrollment::Key(k)) => match fleet_core::status_sig::verify(report, k) {
+            Ok(()) => StatusSignatureView::Verified(k.name().to_owned()),
+            Err(e) => StatusSignatureView::Invalid(cut(format!("{key}: {e}"))),
+        },
+    }
+}
 
 /// The registry: every listed host's enrollment.
 pub(super) async fn load(

@@ -323,11 +323,13 @@ impl FleetWorld {
     }
 
     /// Runs `fleet-publish trust ARGS --bucket URL` with the admin's credentials (the
-    /// Admin role is not there yet); returns whether it succeeded, stdout and stderr.
+    /// Admin role is not there yet), its audit entry signed by the current publisher
+    /// key; returns whether it succeeded, stdout and stderr.
     pub fn trust(&self, args: &[&str]) -> (bool, String, String) {
         let mut cmd = self.command("fleet-publish");
         with_creds(&mut cmd, &self.server.admin_credentials());
         let out = cmd
+            .env("FLEET_SIGNING_KEY", &self.publisher_secret)
             .arg("trust")
             .args(args)
             .args(["--bucket", &self.store_url])

@@ -6,5 +6,8 @@ use crate::config::ConfigFile;
 
 /// `fleet-publish trust add-admin`.
 pub async fn run(args: AddKeyArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
-    super::add_key(args, config_file, "admin key", |root| &mut root.admin_keys).await
+    super::add_key(args, config_file, "add-admin", "admin key", |root| {
+        &mut root.admin_keys
+    })
+    .await
 }

@@ -6,5 +6,8 @@ use crate::config::ConfigFile;
 
 /// `fleet-publish trust add-cache-key`.
 pub async fn run(args: AddKeyArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
-    super::add_key(args, config_file, "cache key", |root| &mut root.cache_keys).await
+    super::add_key(args, config_file, "add-cache-key", "cache key", |root| {
+        &mut root.cache_keys
+    })
+    .await
 }

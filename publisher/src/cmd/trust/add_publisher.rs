@@ -44,7 +44,7 @@ pub async fn run(args: AddPublisherArgs, config_file: &ConfigFile) -> anyhow::Re
         hosts,
         labels: args.scope_label.clone(),
     });
-    super::next_version(args.options, config_file, |root| {
+    super::next_version("add-publisher", args.options, config_file, |root| {
         match root
             .publisher_keys
             .iter_mut()

@@ -6,5 +6,8 @@ use crate::config::ConfigFile;
 
 /// `fleet-publish trust add-root-key`.
 pub async fn run(args: AddKeyArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
-    super::add_key(args, config_file, "root key", |root| &mut root.root_keys).await
+    super::add_key(args, config_file, "add-root-key", "root key", |root| {
+        &mut root.root_keys
+    })
+    .await
 }

@@ -34,7 +34,8 @@ pub struct InitArgs {
 /// `fleet-publish trust init`.
 pub async fn run(args: InitArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let o = config_file.layer(args.options)?;
-    let (bucket, keys, expires_in) = o.resolve()?;
+    let s = o.resolve()?;
+    let keys = &s.root_keys;
     let load = |files: &[PathBuf], what: &str| {
         files
             .iter()
@@ -46,7 +47,7 @@ pub async fn run(args: InitArgs, config_file: &ConfigFile) -> anyhow::Result<()>
         format: ROOT_FORMAT,
         version: 1,
         issued_at: now,
-        expires_at: crate::trust_write::expiry(now, expires_in)?,
+        expires_at: crate::trust_write::expiry(now, s.expires_in)?,
         root_keys: keys.iter().map(|k| k.public()).collect(),
         threshold: args.threshold,
         publisher_keys: load(&args.publisher_key_file, "publisher key")?
@@ -57,7 +58,7 @@ pub async fn run(args: InitArgs, config_file: &ConfigFile) -> anyhow::Result<()>
         admin_keys: load(&args.admin_key_file, "admin key")?,
     };
     root.validate("the new root")?;
-    let written = crate::trust_write::write_first(&bucket, &keys, root).await?;
+    let written = crate::trust_write::write_first(&s.bucket, keys, root).await?;
     super::print(&written);
-    Ok(())
+    crate::trust_write::record(&s.bucket, &s.signing_key, &written, "init").await
 }

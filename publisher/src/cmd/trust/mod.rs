@@ -77,11 +77,27 @@ pub struct TrustOptions {
     /// Lifetime of the version written [default: 365d].
     #[arg(long, env = "FLEET_ROOT_EXPIRES_IN", value_name = "DURATION")]
     pub expires_in: Option<String>,
+    /// Secret key file of the publisher or admin key that signs the audit entry
+    /// recording the change (required).
+    #[arg(long, env = "FLEET_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+}
+
+/// [`TrustOptions`] resolved.
+pub struct TrustSettings {
+    /// The bucket, opened.
+    pub bucket: Bucket,
+    /// The root keys that sign the version.
+    pub root_keys: Vec<SecretKey>,
+    /// The lifetime of the version.
+    pub expires_in: Duration,
+    /// The key that signs the audit entry.
+    pub signing_key: SecretKey,
 }
 
 impl TrustOptions {
-    /// The bucket, the root keys and the lifetime.
-    pub fn resolve(&self) -> anyhow::Result<(Bucket, Vec<SecretKey>, Duration)> {
+    /// The bucket, the root keys, the lifetime and the audit signing key.
+    pub fn resolve(&self) -> anyhow::Result<TrustSettings> {
         let bucket = crate::open_bucket(config::bucket(&self.bucket, &None)?)?;
         if self.root_key_file.is_empty() {
             bail!(
@@ -99,21 +115,32 @@ impl TrustOptions {
             Zero::Refused,
             DEFAULT_ROOT_EXPIRES_IN,
         )?;
-        Ok((bucket, keys, expires_in))
+        let key_file = config::required(&self.signing_key, "signing-key", "FLEET_SIGNING_KEY")?;
+        let signing_key =
+            crate::load_secret_key(key_file, "signing key of the audit entry (--signing-key)")?;
+        Ok(TrustSettings {
+            bucket,
+            root_keys: keys,
+            expires_in,
+            signing_key,
+        })
     }
 }
 
-/// Layers `options`, writes the next version changed by `change`, prints it.
+/// Layers `options`, writes the next version changed by `change`, records it in
+/// the audit chain as the subcommand `name`, prints it.
 pub async fn next_version(
+    name: &str,
     options: TrustOptions,
     config_file: &ConfigFile,
     change: impl FnOnce(&mut Root) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let o = config_file.layer(options)?;
-    let (bucket, keys, expires_in) = o.resolve()?;
-    let written = crate::trust_write::write_next(&bucket, &keys, expires_in, change).await?;
+    let s = o.resolve()?;
+    let written =
+        crate::trust_write::write_next(&s.bucket, &s.root_keys, s.expires_in, change).await?;
     print(&written);
-    Ok(())
+    crate::trust_write::record(&s.bucket, &s.signing_key, &written, name).await
 }
 
 /// Prints the line for a version written.
@@ -149,15 +176,17 @@ pub struct AddKeyArgs {
 }
 
 /// Writes a new version with the key of `args` added to the list `list` picks,
-/// refusing a second key of the same name; `what` names the kind of key.
+/// refusing a second key of the same name; `name` is the subcommand, `what` names
+/// the kind of key.
 pub async fn add_key(
     args: AddKeyArgs,
     config_file: &ConfigFile,
+    name: &str,
     what: &str,
     list: fn(&mut Root) -> &mut Vec<fleet_core::PublicKey>,
 ) -> anyhow::Result<()> {
     let key = crate::load_public_key(&args.key_file, &format!("the {what} (--key-file)"))?;
-    next_version(args.options, config_file, |root| {
+    next_version(name, args.options, config_file, |root| {
         let list = list(root);
         if list.iter().any(|k| k.name() == key.name()) {
             bail!(

@@ -16,5 +16,5 @@ pub struct RenewArgs {
 
 /// `fleet-publish trust renew`.
 pub async fn run(args: RenewArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
-    super::next_version(args.options, config_file, |_| Ok(())).await
+    super::next_version("renew", args.options, config_file, |_| Ok(())).await
 }

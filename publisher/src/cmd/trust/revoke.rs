@@ -23,7 +23,7 @@ pub struct RevokeArgs {
 /// `fleet-publish trust revoke`.
 pub async fn run(args: RevokeArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let names = args.keys.clone();
-    super::next_version(args.options, config_file, |root| {
+    super::next_version("revoke", args.options, config_file, |root| {
         for name in &names {
             let before = root.publisher_keys.len()
                 + root.cache_keys.len()

@@ -21,7 +21,7 @@ pub struct SetThresholdArgs {
 /// `fleet-publish trust set-threshold`.
 pub async fn run(args: SetThresholdArgs, config_file: &ConfigFile) -> anyhow::Result<()> {
     let threshold = args.threshold;
-    super::next_version(args.options, config_file, |root| {
+    super::next_version("set-threshold", args.options, config_file, |root| {
         root.threshold = threshold;
         Ok(())
     })
