@@ -8,7 +8,8 @@
 //!   closure that may prepare a clean directory) and keeps the median, minimum and
 //!   maximum wall time and the highest peak RSS ([`Stats`]);
 //! - [`Table`] prints rows as an aligned text table;
-//! - [`Report`] is written as JSON to `bench/results/<name>.json` (gitignored):
+//! - [`Report`] is written as JSON to `bench/results/<name>.json` (the latest run,
+//!   git-ignored; runs the docs cite are committed under `bench/results/<date>/`):
 //!   `{"bench": name, "cpus": n, "rows": [{…}, …], "notes": […]}`, one object per
 //!   table row with the same keys as the columns.
 //!
