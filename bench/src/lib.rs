@@ -8,7 +8,8 @@
 //!   closure that may prepare a clean directory) and keeps the median, minimum and
 //!   maximum wall time and the highest peak RSS ([`Stats`]);
 //! - [`Table`] prints rows as an aligned text table;
-//! - [`Report`] is written as JSON to `bench/results/<name>.json` (gitignored):
+//! - [`Report`] is written as JSON to `bench/results/<name>.json` (the latest run,
+//!   git-ignored; runs the docs cite are committed under `bench/results/<date>/`):
 //!   `{"bench": name, "cpus": n, "rows": [{…}, …], "notes": […]}`, one object per
 //!   table row with the same keys as the columns.
 //!
@@ -489,6 +490,19 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// User and system CPU seconds of this process's children that have been waited for
+/// (`getrusage(RUSAGE_CHILDREN)`), so far. The difference across one [`run_once`]
+/// splits that run's [`Run::cpu_seconds`] into user and system time, when no other
+/// child is reaped meanwhile.
+pub fn children_cpu_seconds() -> (f64, f64) {
+    // SAFETY: rusage is plain data, zero is a valid value; getrusage fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    (tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,5 +584,18 @@ mod tests {
             t.render(),
             "a         | long header\n----------|------------\nwide cell | 1\n"
         );
+    }
+
+    #[test]
+    fn children_cpu_splits_a_run() {
+        let (u0, s0) = children_cpu_seconds();
+        let r = run_once(
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]),
+        )
+        .unwrap();
+        let (u1, s1) = children_cpu_seconds();
+        // Other tests of this binary run children in parallel: only a lower bound holds.
+        assert!((u1 - u0) + (s1 - s0) >= r.cpu_seconds - 0.005, "{r:?}");
+        assert!(r.cpu_seconds > 0.0, "{r:?}");
     }
 }

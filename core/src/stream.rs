@@ -61,6 +61,18 @@ impl<W: Write> Encoder<W> {
         })
     }
 
+    /// Tells the codec exactly how many bytes will be written, before the first
+    /// write. zstd sizes its tables for it (a 100-byte NAR then costs a few KiB of
+    /// tables instead of the megabyte sized for an unknown input) and records the size
+    /// in the frame header; xz and no compression ignore it. Writing a different
+    /// number of bytes makes the write or [`Encoder::finish`] fail.
+    pub fn pledge_size(&mut self, size: u64) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.set_pledged_src_size(Some(size)),
+            Encoder::None(_) | Encoder::Xz(_) => Ok(()),
+        }
+    }
+
     /// Flushes the codec's trailer and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {
@@ -221,6 +233,26 @@ mod tests {
                 .unwrap();
             assert_eq!(out, data, "{c}");
         }
+    }
+
+    #[test]
+    fn a_pledged_size_must_be_kept() {
+        let data = vec![5u8; 10_000];
+        let mut e = Encoder::new(Compression::Zstd, Vec::new(), None).unwrap();
+        e.pledge_size(data.len() as u64).unwrap();
+        e.write_all(&data).unwrap();
+        let file = e.finish().unwrap();
+        let mut out = Vec::new();
+        decoder(Compression::Zstd, &file[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        // Fewer bytes than pledged: finishing fails instead of writing a bad frame.
+        let mut e = Encoder::new(Compression::Zstd, Vec::new(), None).unwrap();
+        e.pledge_size(data.len() as u64 + 1).unwrap();
+        e.write_all(&data).unwrap();
+        assert!(e.finish().is_err());
     }
 
     #[test]

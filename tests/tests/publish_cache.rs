@@ -444,3 +444,56 @@ fn bad_input_fails_with_errors_that_name_what_and_where() {
     // Nothing was written for the failed runs against the file bucket.
     assert!(narinfos(&dir.path().join("bucket")).is_empty());
 }
+
+/// The push pledges the NarSize Nix registered to zstd; a store path whose size no
+/// longer matches makes that pack fail, and the push must still refuse it with the
+/// same message naming the path and both sizes, not a codec error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_path_that_changed_size_is_refused_with_both_sizes() {
+    let nix = nix();
+    // A closure no other test uses: its data file grows for the test's duration.
+    let closure = nix
+        .bulk_closure(
+            BulkOptions {
+                n_paths: 2,
+                total_bytes: 4096,
+            },
+            "publish-resized",
+        )
+        .unwrap();
+    let victim = closure.paths.iter().find(|p| **p != closure.top).unwrap();
+    let file = PathBuf::from(victim.to_string()).join("data");
+    let guard = Restore {
+        bytes: std::fs::read(&file).unwrap(),
+        mtime: std::fs::metadata(&file).unwrap().modified().unwrap(),
+        path: file.clone(),
+    };
+    let registered = nix
+        .path_info_json(None, std::slice::from_ref(victim))
+        .unwrap()[0]["narSize"]
+        .as_u64()
+        .unwrap();
+    let mut grown = guard.bytes.clone();
+    grown.extend_from_slice(&[0u8; 8]);
+    std::fs::write(&file, &grown).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KeyFiles::new(dir.path(), "cache-pub-1");
+    let root = dir.path().join("bucket");
+    let (bucket, _) = file_bucket(&root);
+    let err = push_top(&bucket, &cache.key, &closure.top, &settings())
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    drop(guard);
+    assert!(
+        msg.contains(&victim.to_string())
+            && msg.contains("does not match what the Nix database")
+            && msg.contains(&format!("({} bytes)", registered + 8))
+            && msg.contains(&format!("({registered} bytes)")),
+        "{msg}"
+    );
+    let names = narinfos(&root);
+    assert!(!names.contains_key(&format!("{}.narinfo", victim.hash())));
+    assert!(!names.contains_key(&format!("{}.narinfo", closure.top.hash())));
+}

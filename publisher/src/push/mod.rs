@@ -15,13 +15,16 @@
 //! 1. The closure comes from the local store (`nix-store --query --requisites`); one
 //!    LIST of `cache/` tells which narinfos are already there (what `gc` condemned
 //!    counts as missing, `crate::gc`), and only the missing paths go further. `nix path-info` is asked about those only, so a no-op
-//!    republish costs a validity check of the roots, the closure query and one
-//!    listing, whatever the closure size; the three run at once (as do `nix path-info`
-//!    and writing `nix-cache-info`).
-//! 2. Up to `jobs` paths at once, each on a blocking thread (`pack.rs`): `nar::dump`
+//!    republish costs the closure query and one listing, whatever the closure size;
+//!    the two run at once (as do `nix path-info` and writing `nix-cache-info`). Roots
+//!    that are not valid make the closure query fail; only then are they looked up
+//!    (`nix-store --check-validity`) to name them.
+//! 2. Up to `jobs` paths at once, each on a blocking thread (`pack.rs`; a NAR of at
+//!    most 64 KiB on the task itself): `nar::dump`
 //!    → `HashingWriter` (NarHash, NarSize) → `Encoder` → `HashingWriter` (FileHash,
 //!    FileSize) → memory, or a temporary file once the compressed NAR passes
-//!    [`PushSettings::spill_threshold`]. The FileHash names the NAR, so it is only
+//!    [`PushSettings::spill_threshold`]. The NarSize Nix registered is pledged to
+//!    zstd, which sizes its tables for it. The FileHash names the NAR, so it is only
 //!    known after compression. The computed NarHash and NarSize must equal what the
 //!    Nix database registered; a difference means a corrupted local store, and the
 //!    path is refused.
@@ -210,17 +213,22 @@ pub async fn push(
     settings: &PushSettings,
 ) -> anyhow::Result<PushSummary> {
     let start = Instant::now();
-    // The three questions are independent: ask them at once. The validity check's
-    // answer is looked at first, as it says best what is wrong with an unbuilt root.
-    let (valid, closure, listing) =
-        tokio::join!(crate::check_valid(nix, roots), nix.closure(roots), async {
-            CacheListing::read(bucket)
-                .await?
-                .without_condemned(bucket)
-                .await
-        });
-    valid?;
-    let closure = closure.context("listing the closure in the local Nix store")?;
+    // The two questions are independent: ask them at once. The closure query fails
+    // on a root that is not valid; only then is the store asked which roots those
+    // are (one Nix process fewer on every push), as that says best what is wrong.
+    let (closure, listing) = tokio::join!(nix.closure(roots), async {
+        CacheListing::read(bucket)
+            .await?
+            .without_condemned(bucket)
+            .await
+    });
+    let closure = match closure {
+        Ok(c) => c,
+        Err(e) => {
+            crate::check_valid(nix, roots).await?;
+            return Err(e).context("listing the closure in the local Nix store");
+        }
+    };
     let listing = listing?;
     let write_cache_info = async {
         if listing.has_cache_info {

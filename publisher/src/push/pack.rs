@@ -81,13 +81,17 @@ impl Spill {
 
 /// Serialises `path` as a NAR and compresses it, hashing both; see the module docs.
 /// `nar_size` (what Nix registered) sizes the buffer `mem` (empty, possibly used
-/// before), so it is never reallocated.
+/// before), so it is never reallocated, and with `pledge` it is promised to the codec
+/// ([`Encoder::pledge_size`]: zstd then sizes its tables for the NAR, which is most of
+/// the cost of a tiny path); packing then fails if the NAR is not that size, and the
+/// caller packs again without the pledge to learn what it is.
 pub(super) fn pack(
     path: &StorePath,
     compression: Compression,
     level: Option<i32>,
     spill_threshold: usize,
     nar_size: u64,
+    pledge: bool,
     mut mem: Vec<u8>,
 ) -> io::Result<Packed> {
     // zstd's and xz's worst case is the input plus a small fraction.
@@ -99,7 +103,10 @@ pub(super) fn pack(
         mem,
         file: None,
     });
-    let encoder = Encoder::new(compression, sink, level)?;
+    let mut encoder = Encoder::new(compression, sink, level)?;
+    if pledge {
+        encoder.pledge_size(nar_size)?;
+    }
     // nar::dump writes many small tokens; batch them before hashing and compressing.
     let mut nar = io::BufWriter::with_capacity(256 * 1024, HashingWriter::new(encoder));
     fleet_core::nar::dump(Path::new(&path.to_string()), &mut nar)?;

@@ -23,6 +23,12 @@ use super::{PushSettings, PushSummary};
 /// Bytes read from a temporary file per part of a multipart upload.
 const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
+/// NARs up to this size are packed on the task itself rather than on a blocking
+/// thread: reading and compressing a few KiB takes microseconds, less than handing
+/// the work to another thread and back, which dominated the CPU time of a closure of
+/// tiny paths.
+const INLINE_PACK_MAX: u64 = 64 * 1024;
+
 /// Whether a path's narinfo has been written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -192,12 +198,32 @@ async fn upload_one(
             s.spill_threshold,
             info.nar_size,
         );
-        let buf = ctx.take_buffer();
-        let packed =
-            tokio::task::spawn_blocking(move || pack(&p, compression, level, spill, hint, buf))
+        let pack_with = |pledge: bool, buf: Vec<u8>| {
+            let p = p.clone();
+            async move {
+                if hint <= INLINE_PACK_MAX {
+                    return pack(&p, compression, level, spill, hint, pledge, buf);
+                }
+                tokio::task::spawn_blocking(move || {
+                    pack(&p, compression, level, spill, hint, pledge, buf)
+                })
                 .await
-                .context("the packing thread stopped unexpectedly")?
-                .with_context(|| format!("serialising and compressing {path}"))?;
+                .unwrap_or_else(|e| {
+                    Err(std::io::Error::other(format!(
+                        "the packing thread stopped unexpectedly: {e}"
+                    )))
+                })
+            }
+        };
+        // The size Nix registered is pledged to the codec; if packing fails, it is
+        // tried again without: a NAR of another size then packs, and the check below
+        // says what is wrong with the local store.
+        let packed = match pack_with(true, ctx.take_buffer()).await {
+            Ok(packed) => packed,
+            Err(_) => pack_with(false, ctx.take_buffer())
+                .await
+                .with_context(|| format!("serialising and compressing {path}"))?,
+        };
         let Packed { sums, data } = packed;
         if sums.nar_hash != info.nar_hash || sums.nar_size != info.nar_size {
             bail!(
