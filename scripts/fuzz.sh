@@ -6,7 +6,8 @@
 #   scripts/fuzz.sh                 # every target, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh nar manifest
 #
-# Targets (fuzz/fuzz_targets/): nar, narinfo, manifest, status, snapshot, audit_entry. Seeds:
+# Targets (fuzz/fuzz_targets/): nar, narinfo, manifest, status, snapshot, audit_entry,
+# release, rollout, trust_root, enrollment, bundle, registry, hold, status_sig. Seeds:
 # the valid objects the property tests make (tests/tests/properties.rs,
 # fuzz_seeds_are_valid_objects), written to fuzz/corpus/<target>/seed; the corpus
 # grows there between runs. A crash leaves its input in fuzz/artifacts/<target>/:
@@ -20,7 +21,8 @@ cd "$repo"
 
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(nar narinfo manifest status snapshot audit_entry)
+[ ${#targets[@]} -gt 0 ] || targets=(nar narinfo manifest status snapshot audit_entry release rollout trust_root enrollment
+	bundle registry hold status_sig)
 
 rustup toolchain list | grep -q '^nightly' || {
 	echo "fuzz.sh: needs the nightly toolchain: rustup toolchain install nightly" >&2

@@ -151,6 +151,178 @@ fn check_agent_after_faults(w: &World, from: &Closure, to: &Closure) {
     }
 }
 
+/// What [`check_events_exactly_once`] counted for one host.
+#[derive(Default)]
+struct EventCount {
+    produced: u64,
+    delivered: usize,
+    dropped: u64,
+}
+
+/// The status events invariant: every event the agent produced (its state file's
+/// `event_counter`, names fixed when queued) is in the bucket at most once, under
+/// the name it was queued with, in the order it was produced; once `settled` (a calm
+/// cycle ran), every one is there exactly once or counted as dropped by the bounded
+/// queue, and none is left queued.
+fn check_events_exactly_once(w: &World, settled: bool) -> EventCount {
+    let state = w.state();
+    let listed = w
+        .block_on(w.bucket.list(&KeyPrefix::status_events(&w.host)))
+        .unwrap();
+    let mut names: Vec<String> = listed
+        .iter()
+        .map(|o| {
+            let n = o.key.rsplit('/').next().unwrap();
+            n.strip_suffix(".json").unwrap().to_owned()
+        })
+        .collect();
+    names.sort();
+    let counter = |n: &str| -> u64 { n.rsplit('-').next().unwrap().parse().unwrap() };
+    let counters: Vec<u64> = names.iter().map(|n| counter(n)).collect();
+    let unique: BTreeSet<u64> = counters.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        counters.len(),
+        "an event reached the bucket twice: {names:?}"
+    );
+    assert!(
+        counters.windows(2).all(|p| p[0] < p[1]),
+        "the events' names do not sort in the order they were produced: {names:?}"
+    );
+    assert!(
+        counters.iter().all(|c| *c <= state.event_counter),
+        "an event the agent never counted is in the bucket: {names:?}, counter {}",
+        state.event_counter
+    );
+    let times: Vec<jiff::Timestamp> = w.events().iter().map(|e| e.time).collect();
+    assert!(
+        times.windows(2).all(|p| p[0] <= p[1]),
+        "events out of order in time"
+    );
+    if settled {
+        assert!(
+            state.pending_events.is_empty(),
+            "events still queued after a calm cycle: {:?}",
+            state
+                .pending_events
+                .iter()
+                .map(|e| &e.name)
+                .collect::<Vec<_>>()
+        );
+        let missing: Vec<u64> = (1..=state.event_counter)
+            .filter(|c| !unique.contains(c))
+            .collect();
+        assert_eq!(
+            missing.len() as u64,
+            state.dropped_events,
+            "events {missing:?} never reached the bucket, {} counted as dropped",
+            state.dropped_events
+        );
+    }
+    EventCount {
+        produced: state.event_counter,
+        delivered: names.len(),
+        dropped: state.dropped_events,
+    }
+}
+
+/// The state the reporter must show for `host`, computed from its objects alone
+/// (as `reporter/src/fleet/classify.rs` orders them, for fresh statuses): flagged
+/// when its manifest does not verify with `trusted` or its status does not parse;
+/// never-seen without a status; the agent's failed, rolled-back, refused or retired;
+/// else up-to-date when its status's current closure is the manifest's, pending
+/// otherwise.
+async fn expected_reporter_state(
+    bucket: &Bucket,
+    host: &HostName,
+    trusted: &TrustedKeys,
+) -> &'static str {
+    use fleet_core::manifest::{Manifest, VerifyPolicy};
+    let read = |k: Key| async move { bucket.get(&k, 1 << 20).await.ok().map(|o| o.bytes) };
+    let policy = VerifyPolicy {
+        trusted,
+        host,
+        highest_seen: None,
+        now: Some(jiff::Timestamp::now()),
+    };
+    let desired = match read(Key::manifest(host)).await {
+        Some(b) => match Manifest::verify(&b, &policy) {
+            Ok(v) if v.manifest.activation == fleet_core::Activation::Retire => {
+                return "retired";
+            }
+            Ok(v) => Some(v.manifest.closure),
+            Err(_) => return "flagged",
+        },
+        None => None,
+    };
+    let Some(status) = read(Key::status(host)).await else {
+        return "never-seen";
+    };
+    let Ok(r) = fleet_core::StatusReport::parse(&status, "status.json", host) else {
+        return "flagged";
+    };
+    let desired = desired.or_else(|| r.desired.as_ref().map(|d| d.closure.clone()));
+    match r.state {
+        AgentState::Retired => "retired",
+        AgentState::Failed => "failed",
+        AgentState::RolledBack => "rolled-back",
+        AgentState::Refused => "refused",
+        _ if r.current.as_ref().map(|c| &c.closure) == desired.as_ref() && desired.is_some() => {
+            "up-to-date"
+        }
+        _ => "pending",
+    }
+}
+
+/// Runs `fleet-reporter summary --json` on `url` with `env` (credentials) trusting
+/// `key_file`; `None` when it could not aggregate (under faults it may not).
+fn reporter_summary(
+    url: &str,
+    env: &[(&'static str, String)],
+    key_file: &std::path::Path,
+) -> Option<serde_json::Value> {
+    let o = std::process::Command::new(fleet_tests::bin("fleet-reporter"))
+        .args(["summary", "--json", "--bucket", url, "--trusted-key-file"])
+        .arg(key_file)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("FLEET_LOG", "warn")
+        .output()
+        .unwrap();
+    // 0: every host passes the gate; 3: some host fails it. Both aggregated.
+    match o.status.code() {
+        Some(0 | 3) => Some(serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "summary --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        })),
+        _ => None,
+    }
+}
+
+/// The reporter invariant: every host the summary shows is in the state its
+/// objects support ([`expected_reporter_state`], read directly with `admin`).
+/// Returns how many rows were checked.
+fn check_reporter_against_objects(
+    rt: &tokio::runtime::Runtime,
+    summary: &serde_json::Value,
+    admin: &Bucket,
+    trusted: &TrustedKeys,
+) -> usize {
+    let rows = summary["rows"].as_array().expect("summary rows");
+    for row in rows {
+        let host = HostName::new(row["host"].as_str().unwrap()).unwrap();
+        let expected = rt.block_on(expected_reporter_state(admin, &host, trusted));
+        assert_eq!(
+            row["state"].as_str(),
+            Some(expected),
+            "the reporter shows {host} as {} but its objects say {expected}: {row:#}",
+            row["state"]
+        );
+    }
+    rows.len()
+}
+
 #[test]
 fn agents_under_faults_activate_only_verified_closures_and_recover() {
     let seeds = seeds();
@@ -174,6 +346,9 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
     let a = nix.fixture_system("fault", "1", &salt).unwrap();
     let b = nix.fixture_system("fault", "2", &salt).unwrap();
     let mut failed_cycles = 0;
+    let admin_env = S3Server::credentials_env(&server.admin_credentials());
+    let mut rows_checked = 0;
+    let mut events = EventCount::default();
     for (i, seed) in seeds.iter().copied().enumerate() {
         let _replay = Replay(seed, "agents_under_faults");
         let w = World::s3(
@@ -184,6 +359,9 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
         );
         w.bring_up(1, &a);
         w.deploy(2, &b);
+        let key_file = w.dir.path().join("publisher.public");
+        w.publisher.public().write(&key_file).unwrap();
+        let trusted = TrustedKeys::new([w.publisher.public()]);
 
         // Harsher than the mixed plan: retries inside a cycle absorb most single
         // faults, and the point is cycles that fail.
@@ -202,6 +380,7 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
                 eprintln!("seed {seed}: cycle failed: {} {}", r.kind(), r.message());
             }
             check_agent_after_faults(&w, &a, &b);
+            check_events_exactly_once(&w, false);
             if r.code == 0 && r.report.state == AgentState::Healthy {
                 assert_eq!(w.profile_target().as_ref(), Some(&b.top));
             }
@@ -215,13 +394,30 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
         assert_eq!(w.activated().last(), Some(&b.top));
         let status = w.status();
         assert_eq!(status.state, AgentState::Healthy);
-        // Events parse and are in order of their names.
-        let _ = w.events();
+        // Every event produced arrived once, in order (or was counted as dropped).
+        let c = check_events_exactly_once(&w, true);
+        events.produced += c.produced;
+        events.delivered += c.delivered;
+        events.dropped += c.dropped;
+        let v = reporter_summary(&url, &admin_env, &key_file).expect("a calm summary");
+        rows_checked += check_reporter_against_objects(&rt, &v, &admin, &trusted);
+        let row = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == w.host.as_str())
+            .expect("the host's row");
+        assert_eq!(row["state"], "up-to-date", "{row:#}");
     }
     print_stats("agent fault runs", &proxy.stats());
     eprintln!(
-        "{} agent seeds passed, {failed_cycles} cycles failed under faults and recovered",
-        seeds.len()
+        "{} agent seeds passed, {failed_cycles} cycles failed under faults and recovered; \
+         {rows_checked} reporter rows agreed with the objects; \
+         {} events produced, {} delivered once each, {} dropped",
+        seeds.len(),
+        events.produced,
+        events.delivered,
+        events.dropped
     );
 }
 

@@ -349,3 +349,441 @@ fn fuzz_seeds_are_valid_objects() {
         }
     }
 }
+
+// ---- The formats of releases, rollouts, the root of trust, enrollment and holds ----
+//
+// Each signed object is checked the same way: it round-trips through its own
+// verification; every single-byte mutation (three per byte) either is refused or
+// verifies as exactly the object that was signed (whitespace of the envelope, or one
+// signature of more than the threshold damaged); random and damaged inputs never panic.
+
+use fleet_core::bundle::{Bundle, BundleAgent, BundleCredentials};
+use fleet_core::enrollment::EnrollmentRequest;
+use fleet_core::hold::Hold;
+use fleet_core::registry::HostEntry;
+use fleet_core::release::{Budget, Release, ReleaseHost, Selector, WaveSpec};
+use fleet_core::rollout::{HostOutcome, HostState, Previous, RolloutState};
+use fleet_core::trust::{Root, ScopedKey, TrustedRoot};
+
+/// A fixed instant, so seeds do not change from run to run.
+fn t0() -> jiff::Timestamp {
+    "2026-12-02T21:25:00Z".parse().unwrap()
+}
+
+fn hosts(n: usize) -> Vec<HostName> {
+    (1..=n)
+        .map(|i| HostName::new(&format!("web-{i}")).unwrap())
+        .collect()
+}
+
+/// Release `r-1` of five hosts in two waves (web-1 by name, then the rest by share).
+fn release() -> Release {
+    let all: std::collections::BTreeSet<HostName> = hosts(5).into_iter().collect();
+    let specs = [
+        WaveSpec {
+            select: Selector::Hosts(vec!["web-1".into()]),
+            soak_seconds: 600,
+            budget: Budget::Hosts(0),
+        },
+        WaveSpec {
+            select: Selector::Percent(100),
+            soak_seconds: 0,
+            budget: Budget::Percent(10),
+        },
+    ];
+    let waves = fleet_core::release::resolve_waves(&all, &specs).unwrap();
+    Release {
+        version: 1,
+        id: "r-1".into(),
+        created_at: t0(),
+        cache_keys: vec![SecretKey::generate("cache-1").unwrap().public()],
+        hosts: all
+            .iter()
+            .map(|h| {
+                let closure =
+                    fleet_core::StorePath::new(&store_path(&format!("nixos-system-{h}"))).unwrap();
+                let activation = fleet_core::Activation::Switch;
+                (
+                    h.clone(),
+                    ReleaseHost {
+                        closure,
+                        activation,
+                    },
+                )
+            })
+            .collect(),
+        plan: fleet_core::release::Plan {
+            waves,
+            budget: Budget::Percent(20),
+            report_deadline_seconds: 1800,
+        },
+    }
+}
+
+/// The rollout of [`release`] with its first wave started and one host healthy.
+fn rollout_state() -> RolloutState {
+    let mut s = RolloutState::new("r-1", &"9f".repeat(32), 2, true, "publisher-1");
+    s.waves[0].started_at = Some(t0());
+    s.waves[0].hosts.insert(
+        HostName::new("web-1").unwrap(),
+        HostState {
+            previous: Some(Previous {
+                sequence: 7,
+                closure: fleet_core::StorePath::new(&store_path("nixos-system-a")).unwrap(),
+            }),
+            sequence: Some(8),
+            outcome: HostOutcome::Healthy,
+            rolled_back_to: None,
+        },
+    );
+    s.record("publisher-1", "wave 1 started: web-1");
+    s
+}
+
+/// Root version 1: two of three root keys, one scoped publisher key.
+fn trust_root(root_keys: &[SecretKey]) -> Root {
+    let k = |n: &str| SecretKey::generate(n).unwrap().public();
+    Root {
+        format: fleet_core::trust::ROOT_FORMAT,
+        version: 1,
+        issued_at: t0(),
+        expires_at: t0() + jiff::SignedDuration::from_hours(24 * 365),
+        root_keys: root_keys.iter().map(|k| k.public()).collect(),
+        threshold: 2,
+        publisher_keys: vec![
+            ScopedKey {
+                key: k("publisher-1"),
+                scope: None,
+            },
+            ScopedKey {
+                key: k("web-team-1"),
+                scope: Some(
+                    serde_json::from_str(r#"{"hosts": ["web-*"], "labels": ["role=web"]}"#)
+                        .unwrap(),
+                ),
+            },
+        ],
+        cache_keys: vec![k("cache-1")],
+        admin_keys: vec![k("admin-1")],
+    }
+}
+
+fn root_keys() -> Vec<SecretKey> {
+    ["root-1", "root-2", "root-3"]
+        .iter()
+        .map(|n| SecretKey::generate(n).unwrap())
+        .collect()
+}
+
+fn labels() -> fleet_core::registry::Labels {
+    fleet_core::registry::Labels::from([("role".into(), "web".into())])
+}
+
+fn enrollment_request(identity: &SecretKey) -> EnrollmentRequest {
+    EnrollmentRequest {
+        version: 1,
+        host: HostName::new("web-1").unwrap(),
+        identity_key: identity.public(),
+        labels: labels(),
+        facts: fleet_core::status::Facts {
+            nixos_version: Some("24.05".into()),
+            ..Default::default()
+        },
+        time: t0(),
+    }
+}
+
+fn host_entry(identity: &SecretKey) -> HostEntry {
+    HostEntry {
+        version: 1,
+        host: HostName::new("web-1").unwrap(),
+        identity_key: identity.public(),
+        labels: labels(),
+        enrolled_at: t0(),
+    }
+}
+
+fn hold() -> Hold {
+    Hold {
+        version: 1,
+        host: HostName::new("web-1").unwrap(),
+        held: true,
+        reason: "disk replacement until Friday".into(),
+        time: t0(),
+    }
+}
+
+fn bundle(identity: &SecretKey) -> Bundle {
+    let k = |n: &str| SecretKey::generate(n).unwrap().public();
+    Bundle {
+        version: 1,
+        host: HostName::new("web-1").unwrap(),
+        identity_key: identity.public(),
+        agent: BundleAgent {
+            bucket: "s3://fleet-prod?region=eu-west-1".into(),
+            trusted_publisher_keys: vec![k("publisher-1")],
+            trusted_cache_keys: vec![k("cache-1")],
+            trust_root_keys: Vec::new(),
+            trust_root_version: None,
+        },
+        credentials: Some(BundleCredentials {
+            access_key_id: "AKIAEXAMPLE".into(),
+            secret_access_key: "s3cr3t".into(),
+        }),
+    }
+}
+
+/// A status report signed by `identity` (`fleet_core::status_sig`).
+fn signed_status(identity: &SecretKey) -> StatusReport {
+    let host = HostName::new("web-1").unwrap();
+    let mut r = fleet_reporter::synth::report(&host, AgentState::Healthy, 2, 2, t0());
+    fleet_core::status_sig::sign(&mut r, identity);
+    r
+}
+
+/// Round trip and every single-byte mutation of `bytes` through `open`: the
+/// original opens as `expected`; a mutation is refused or opens as `expected`.
+/// Returns (refused, harmless).
+fn every_mutation_refused<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    bytes: &[u8],
+    expected: &T,
+    rng: &mut Rng,
+    open: impl Fn(&[u8]) -> Result<T, String>,
+) -> (usize, usize) {
+    assert_eq!(
+        &open(bytes).unwrap(),
+        expected,
+        "{what} does not round-trip"
+    );
+    let (mut refused, mut harmless) = (0, 0);
+    for (i, mutated) in mutations(bytes, rng) {
+        match open(&mutated) {
+            Err(_) => refused += 1,
+            Ok(v) => {
+                assert_eq!(
+                    &v,
+                    expected,
+                    "{what}: byte {i} changed the content and it still verified: {:?}",
+                    String::from_utf8_lossy(&mutated)
+                );
+                harmless += 1;
+            }
+        }
+    }
+    eprintln!("{what}: {refused} mutations refused, {harmless} left the content unchanged");
+    (refused, harmless)
+}
+
+#[test]
+fn new_signed_formats_round_trip_and_every_byte_mutation_is_refused() {
+    let mut rng = Rng::new(seed());
+    let publisher = SecretKey::generate("publisher-1").unwrap();
+    let trusted = TrustedKeys::new([publisher.public()]);
+    let web = HostName::new("web-1").unwrap();
+    let identity = SecretKey::generate("web-1-identity").unwrap();
+    let mut total = 0;
+
+    let r = release();
+    r.check().unwrap();
+    let (n, harmless) = every_mutation_refused("release", &r.sign(&publisher), &r, &mut rng, |b| {
+        Release::verify(b, "r-1", &trusted)
+            .map(|v| v.release)
+            .map_err(|e| e.to_string())
+    });
+    assert!(harmless <= 6, "release: {harmless} accepted mutations");
+    total += n;
+
+    let s = rollout_state();
+    let (n, harmless) =
+        every_mutation_refused("rollout state", &s.sign(&publisher), &s, &mut rng, |b| {
+            RolloutState::verify(b, "r-1", &trusted)
+                .map(|v| v.state)
+                .map_err(|e| e.to_string())
+        });
+    assert!(harmless <= 6, "rollout: {harmless} accepted mutations");
+    total += n;
+
+    // Signed by all three root keys with a threshold of two: one damaged signature
+    // still leaves two, so those mutations verify, as the same root.
+    let keys = root_keys();
+    let root = trust_root(&keys);
+    let pinned = TrustedKeys::new(keys.iter().map(|k| k.public()));
+    let (n, _) = every_mutation_refused("trust root", &root.sign(&keys), &root, &mut rng, |b| {
+        TrustedRoot::bootstrap(b, "trust/1.root.json", &pinned, 1)
+            .map(|t| t.root().clone())
+            .map_err(|e| e.to_string())
+    });
+    total += n;
+    // Signed by exactly the threshold: every signature counts.
+    let (n, harmless) = every_mutation_refused(
+        "trust root (threshold signatures)",
+        &root.sign(&keys[..2]),
+        &root,
+        &mut rng,
+        |b| {
+            TrustedRoot::bootstrap(b, "trust/1.root.json", &pinned, 1)
+                .map(|t| t.root().clone())
+                .map_err(|e| e.to_string())
+        },
+    );
+    assert!(harmless <= 6, "trust root: {harmless} accepted mutations");
+    total += n;
+
+    let req = enrollment_request(&identity);
+    let (n, harmless) = every_mutation_refused(
+        "enrollment request",
+        &req.sign(&identity),
+        &req,
+        &mut rng,
+        |b| EnrollmentRequest::open(b).map_err(|e| e.to_string()),
+    );
+    assert!(harmless <= 6, "enrollment: {harmless} accepted mutations");
+    total += n;
+
+    let entry = host_entry(&identity);
+    let (n, harmless) = every_mutation_refused(
+        "registry entry",
+        &entry.sign(&publisher),
+        &entry,
+        &mut rng,
+        |b| {
+            HostEntry::verify(b, &web, &trusted)
+                .map(|v| v.entry)
+                .map_err(|e| e.to_string())
+        },
+    );
+    assert!(harmless <= 6, "registry: {harmless} accepted mutations");
+    total += n;
+
+    let h = hold();
+    let (n, harmless) = every_mutation_refused("hold", &h.sign(&publisher), &h, &mut rng, |b| {
+        Hold::verify(b, &web, &trusted)
+            .map(|v| v.hold)
+            .map_err(|e| e.to_string())
+    });
+    assert!(harmless <= 6, "hold: {harmless} accepted mutations");
+    total += n;
+
+    // A signed status is readable JSON, not an envelope: a mutation of its layout
+    // (whitespace) re-encodes to the signed bytes and is rightly accepted.
+    let st = signed_status(&identity);
+    let (n, _) = every_mutation_refused("signed status", &st.to_bytes(), &st, &mut rng, |b| {
+        let r =
+            StatusReport::parse(b, "status/web-1/status.json", &web).map_err(|e| e.to_string())?;
+        fleet_core::status_sig::verify(&r, &identity.public()).map_err(|e| e.to_string())?;
+        Ok(r)
+    });
+    total += n;
+    eprintln!("{total} mutations of signed objects refused");
+}
+
+/// A bundle is not signed (it travels as the admin chooses, see
+/// `fleet_core::bundle`), so a mutation may parse as another bundle; what holds is
+/// that it round-trips, that what parses re-encodes to a bundle that parses as
+/// itself, and that parsing never panics.
+#[test]
+fn bundles_round_trip_and_what_parses_re_encodes_as_itself() {
+    let mut rng = Rng::new(seed());
+    let b = bundle(&SecretKey::generate("web-1-identity").unwrap());
+    let bytes = b.to_bytes();
+    assert_eq!(Bundle::parse(&bytes).unwrap(), b);
+    let mut parsed = 0;
+    for (_, m) in mutations(&bytes, &mut rng) {
+        if let Ok(p) = Bundle::parse(&m) {
+            assert_eq!(Bundle::parse(&p.to_bytes()).unwrap(), p);
+            parsed += 1;
+        }
+    }
+    eprintln!("bundle: {parsed} mutations parse (it is unsigned), each re-encodes as itself");
+}
+
+#[test]
+fn new_format_parsers_never_panic_on_arbitrary_or_mutated_bytes() {
+    let mut rng = Rng::new(seed());
+    let n = cases();
+    let publisher = SecretKey::generate("publisher-1").unwrap();
+    let trusted = TrustedKeys::new([publisher.public()]);
+    let web = HostName::new("web-1").unwrap();
+    let identity = SecretKey::generate("web-1-identity").unwrap();
+    let keys = root_keys();
+    let pinned = TrustedKeys::new(keys.iter().map(|k| k.public()));
+
+    for b in random_inputs(&release().sign(&publisher), &mut rng, n) {
+        let _ = Release::verify(&b, "r-1", &trusted);
+    }
+    for b in random_inputs(&rollout_state().sign(&publisher), &mut rng, n) {
+        let _ = RolloutState::verify(&b, "r-1", &trusted);
+    }
+    let v1 = trust_root(&keys).sign(&keys);
+    let trusted_v1 = TrustedRoot::bootstrap(&v1, "v1", &pinned, 1).unwrap();
+    for b in random_inputs(&v1, &mut rng, n) {
+        let _ = TrustedRoot::bootstrap(&b, "v1", &pinned, 1);
+        let _ = TrustedRoot::reload(&b, "v1");
+        let _ = trusted_v1.next(&b, "v2");
+        let _ = fleet_core::trust::chain::claimed_version(&b);
+    }
+    for b in random_inputs(&enrollment_request(&identity).sign(&identity), &mut rng, n) {
+        let _ = EnrollmentRequest::open(&b);
+    }
+    for b in random_inputs(&host_entry(&identity).sign(&publisher), &mut rng, n) {
+        let _ = HostEntry::verify(&b, &web, &trusted);
+    }
+    for b in random_inputs(&hold().sign(&publisher), &mut rng, n) {
+        let _ = Hold::verify(&b, &web, &trusted);
+    }
+    for b in random_inputs(&bundle(&identity).to_bytes(), &mut rng, n) {
+        let _ = Bundle::parse(&b);
+    }
+    for b in random_inputs(&signed_status(&identity).to_bytes(), &mut rng, n) {
+        if let Ok(r) = StatusReport::parse(&b, "status.json", &web) {
+            let _ = fleet_core::status_sig::verify(&r, &identity.public());
+        }
+    }
+}
+
+/// The seeds of the fuzz targets for the formats above (see [`fuzz_seeds`]).
+fn fuzz_seeds_new_formats() -> Vec<(&'static str, Vec<u8>)> {
+    let key = SecretKey::generate("publisher-1").unwrap();
+    let identity = SecretKey::generate("web-1-identity").unwrap();
+    let keys = root_keys();
+    vec![
+        ("release", release().sign(&key)),
+        ("rollout", rollout_state().sign(&key)),
+        ("trust_root", trust_root(&keys).sign(&keys)),
+        ("enrollment", enrollment_request(&identity).sign(&identity)),
+        ("bundle", bundle(&identity).to_bytes()),
+        ("registry", host_entry(&identity).sign(&key)),
+        ("hold", hold().sign(&key)),
+        ("status_sig", signed_status(&identity).to_bytes()),
+    ]
+}
+
+/// As [`fuzz_seeds_are_valid_objects`], for the new formats' targets. The payloads
+/// are what the fuzz targets seal with their own key; each seed is checked through
+/// the real parser with the key that signed it.
+#[test]
+fn fuzz_seeds_are_valid_objects_new_formats() {
+    let out = std::env::var_os("FLEET_FUZZ_SEEDS_DIR").map(std::path::PathBuf::from);
+    for (target, bytes) in fuzz_seeds_new_formats() {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let valid = match target {
+            "release" => text.contains(fleet_core::release::RELEASE_PAYLOAD_TYPE),
+            "rollout" => text.contains(fleet_core::rollout::ROLLOUT_PAYLOAD_TYPE),
+            "trust_root" => fleet_core::trust::chain::claimed_version(&bytes) == Some(1),
+            "enrollment" => EnrollmentRequest::open(&bytes).is_ok(),
+            "bundle" => Bundle::parse(&bytes).is_ok(),
+            "registry" => text.contains(fleet_core::registry::HOST_ENTRY_PAYLOAD_TYPE),
+            "hold" => text.contains(fleet_core::hold::HOLD_PAYLOAD_TYPE),
+            "status_sig" => StatusReport::parse(&bytes, "seed", &HostName::new("web-1").unwrap())
+                .is_ok_and(|r| r.signature.is_some()),
+            other => panic!("no check for fuzz target {other}"),
+        };
+        assert!(valid, "the {target} seed does not parse");
+        if let Some(dir) = &out {
+            let dir = dir.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("seed"), &bytes).unwrap();
+        }
+    }
+}
