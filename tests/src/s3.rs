@@ -308,6 +308,53 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// One IAM user per host, each with the agent policy of `fleet_core::iam` for
+    /// that host (as [`S3Server::user_for`] makes one), for fleets too large for a
+    /// Python start per user: the users are made `batch` at a time by one
+    /// `s3_admin.py create-users` call each. Returns the keys in the order of `hosts`.
+    pub async fn agent_users(
+        &self,
+        hosts: &[fleet_core::HostName],
+        bucket: &str,
+        prefix: &str,
+        batch: usize,
+    ) -> Result<Vec<S3Credentials>> {
+        let mut out = Vec::with_capacity(hosts.len());
+        for chunk in hosts.chunks(batch.max(1)) {
+            let mut users = Vec::with_capacity(chunk.len());
+            for host in chunk {
+                let role = Role::Agent(host.clone());
+                let policy = fleet_core::iam::policy(&role, bucket, prefix)
+                    .with_context(|| format!("making the agent policy of {host}"))?;
+                users.push(serde_json::json!({
+                    "name": unique_name(&format!("agent-{host}"), 64),
+                    "policy": policy,
+                }));
+            }
+            let text = admin_call(
+                &self.endpoint,
+                &self.admin,
+                &["create-users"],
+                Some(&serde_json::Value::Array(users).to_string()),
+            )
+            .await?;
+            let keys: Vec<serde_json::Value> = serde_json::from_str(&text)
+                .with_context(|| format!("s3_admin.py create-users printed {text:?}"))?;
+            ensure!(
+                keys.len() == chunk.len(),
+                "s3_admin.py create-users made {} users, not {}",
+                keys.len(),
+                chunk.len()
+            );
+            for k in keys {
+                out.push(parse_keys(&k.to_string())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         if self.owned
