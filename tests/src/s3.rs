@@ -380,7 +380,10 @@ pub fn merge_policies(policies: &[String]) -> Result<String> {
         let doc: serde_json::Value =
             serde_json::from_str(text).context("a policy that is not JSON")?;
         version = doc["Version"].clone();
-        for st in doc["Statement"].as_array().context("a policy without statements")? {
+        for st in doc["Statement"]
+            .as_array()
+            .context("a policy without statements")?
+        {
             let sid = st["Sid"].as_str().context("a statement without a Sid")?;
             let resources = |v: &serde_json::Value| -> Vec<serde_json::Value> {
                 match v {

@@ -17,8 +17,24 @@ fn a_hundred_hosts_poll_without_errors_and_all_take_one_deploy() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench-load.json");
     let out = Command::new(fleet_tests::bin("bench-load"))
-        .args(["--hosts", "100", "--processes", "2", "--store", "shared"])
-        .args(["--poll-interval", "3", "--poll-jitter", "1", "--duration", "8"])
+        .args([
+            "--hosts",
+            "100",
+            "--processes",
+            "2",
+            "--users",
+            "20",
+            "--store",
+            "shared",
+        ])
+        .args([
+            "--poll-interval",
+            "3",
+            "--poll-jitter",
+            "1",
+            "--duration",
+            "8",
+        ])
         .arg("--json")
         .arg(&json)
         .output()
@@ -26,8 +42,7 @@ fn a_hundred_hosts_poll_without_errors_and_all_take_one_deploy() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let r = &report["rows"][0];
     let show = || format!("{r:#}\n{stdout}");
 

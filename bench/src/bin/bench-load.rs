@@ -719,10 +719,14 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         workers.push(Worker { child, log });
     }
     // Every host fetches and activates at its first poll, spread over one interval.
-    let bringup_timeout = a.poll_interval + a.poll_jitter + Duration::from_secs(60 + a.hosts as u64);
+    let bringup_timeout =
+        a.poll_interval + a.poll_jitter + Duration::from_secs(60 + a.hosts as u64);
     let (bringup_s, _, _) =
         fleet.wait_all_up_to_date(1, t_bringup, bringup_timeout, &mut workers)?;
-    eprintln!("all {} hosts up to date on generation 1 after {bringup_s:.1} s; idle for {:?}…", a.hosts, a.duration);
+    eprintln!(
+        "all {} hosts up to date on generation 1 after {bringup_s:.1} s; idle for {:?}…",
+        a.hosts, a.duration
+    );
 
     // Idle: requests and poll latency over the window.
     let r0 = requests.len();
@@ -748,7 +752,10 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
     let deploy_timeout = a.poll_interval + a.poll_jitter + Duration::from_secs(60 + a.hosts as u64);
     let (converge_s, dash, samples) =
         fleet.wait_all_up_to_date(2, t_deploy, deploy_timeout, &mut workers)?;
-    eprintln!("all {} hosts up to date on generation 2 after {converge_s:.1} s", a.hosts);
+    eprintln!(
+        "all {} hosts up to date on generation 2 after {converge_s:.1} s",
+        a.hosts
+    );
 
     let mut results = Vec::new();
     for w in workers {
@@ -804,10 +811,20 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         let shape: Vec<&str> = key
             .split('/')
             .enumerate()
-            .map(|(i, p)| if i == 1 && (key.starts_with("hosts/") || key.starts_with("status/")) { "*" } else { p })
+            .map(|(i, p)| {
+                if i == 1 && (key.starts_with("hosts/") || key.starts_with("status/")) {
+                    "*"
+                } else {
+                    p
+                }
+            })
             .collect();
         let shape = shape.join("/");
-        let shape = if shape.starts_with("status/*/events/") { "status/*/events/*".to_owned() } else { shape };
+        let shape = if shape.starts_with("status/*/events/") {
+            "status/*/events/*".to_owned()
+        } else {
+            shape
+        };
         *by_kind.entry(format!("{method} {shape}")).or_default() += 1;
     }
     let worker_hwm: Vec<u64> = results.iter().map(|(r, _)| r.vm_hwm_bytes).collect();
@@ -821,21 +838,77 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
     let mut table = Table::new(&["what", "value"]);
     let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
     let rows: Vec<(&str, String)> = vec![
-        ("hosts (agents / worker processes)", format!("{} / {}", a.hosts, a.processes)),
-        ("store", if a.shared_store { "one chroot store shared, a profile per host".into() } else { "a chroot store per host".into() }),
-        ("poll interval + jitter", format!("{:?} + up to {:?}", a.poll_interval, a.poll_jitter)),
-        ("IAM users made", format!("{} in {users_s:.1} s ({hosts_per_user} hosts per agent user)", agent_users + 2)),
-        ("deploy g1 (fleet-publish deploy --hosts)", format!("{deploy1_s:.1} s")),
-        ("bring-up: all up to date on g1", format!("{bringup_s:.1} s")),
+        (
+            "hosts (agents / worker processes)",
+            format!("{} / {}", a.hosts, a.processes),
+        ),
+        (
+            "store",
+            if a.shared_store {
+                "one chroot store shared, a profile per host".into()
+            } else {
+                "a chroot store per host".into()
+            },
+        ),
+        (
+            "poll interval + jitter",
+            format!("{:?} + up to {:?}", a.poll_interval, a.poll_jitter),
+        ),
+        (
+            "IAM users made",
+            format!(
+                "{} in {users_s:.1} s ({hosts_per_user} hosts per agent user)",
+                agent_users + 2
+            ),
+        ),
+        (
+            "deploy g1 (fleet-publish deploy --hosts)",
+            format!("{deploy1_s:.1} s"),
+        ),
+        (
+            "bring-up: all up to date on g1",
+            format!("{bringup_s:.1} s"),
+        ),
         ("idle window", format!("{idle_s:.0} s, {idle_polls} polls")),
-        ("requests/s at the server (idle)", format!("{rps:.1} ({} requests)", idle_requests.len())),
-        ("poll latency p50 / p99 (idle)", format!("{:.1} / {:.1} ms", percentile(&idle_latency, 50.0), percentile(&idle_latency, 99.0))),
-        ("peak RSS per worker process (max)", format!("{} ({agents_per_process} agents)", mb(max_hwm))),
-        ("peak RSS per agent (process / agents)", format!("{per_agent_mb:.2} MB")),
-        ("deploy g2 (fleet-publish deploy --hosts)", format!("{deploy2_s:.1} s")),
-        ("deploy g2: last host applied", format!("{last_apply_s:.1} s after the deploy started ({applied_g2} hosts)")),
-        ("deploy g2: dashboard shows all up to date", format!("{converge_s:.1} s ({samples} summaries)")),
-        ("errors (cycles not healthy + failed writes + WARN/ERROR lines)", format!("{errors} ({error_cycles} + {failed_writes} + {})", log_problems.len())),
+        (
+            "requests/s at the server (idle)",
+            format!("{rps:.1} ({} requests)", idle_requests.len()),
+        ),
+        (
+            "poll latency p50 / p99 (idle)",
+            format!(
+                "{:.1} / {:.1} ms",
+                percentile(&idle_latency, 50.0),
+                percentile(&idle_latency, 99.0)
+            ),
+        ),
+        (
+            "peak RSS per worker process (max)",
+            format!("{} ({agents_per_process} agents)", mb(max_hwm)),
+        ),
+        (
+            "peak RSS per agent (process / agents)",
+            format!("{per_agent_mb:.2} MB"),
+        ),
+        (
+            "deploy g2 (fleet-publish deploy --hosts)",
+            format!("{deploy2_s:.1} s"),
+        ),
+        (
+            "deploy g2: last host applied",
+            format!("{last_apply_s:.1} s after the deploy started ({applied_g2} hosts)"),
+        ),
+        (
+            "deploy g2: dashboard shows all up to date",
+            format!("{converge_s:.1} s ({samples} summaries)"),
+        ),
+        (
+            "errors (cycles not healthy + failed writes + WARN/ERROR lines)",
+            format!(
+                "{errors} ({error_cycles} + {failed_writes} + {})",
+                log_problems.len()
+            ),
+        ),
     ];
     for (k, v) in &rows {
         table.row(vec![(*k).to_owned(), v.clone()]);
@@ -907,7 +980,15 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
 }
 
 fn common_note(nix: &Nix) -> anyhow::Result<String> {
-    Ok(format!("{}; bench-load built {}", nix.version()?, if cfg!(debug_assertions) { "debug" } else { "release" }))
+    Ok(format!(
+        "{}; bench-load built {}",
+        nix.version()?,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -924,7 +1005,15 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let a = parse_args(&["--hosts".into(), "3".into(), "--processes".into(), "8".into(), "--duration".into(), "2.5s".into()]).unwrap();
+        let a = parse_args(&[
+            "--hosts".into(),
+            "3".into(),
+            "--processes".into(),
+            "8".into(),
+            "--duration".into(),
+            "2.5s".into(),
+        ])
+        .unwrap();
         assert_eq!((a.hosts, a.processes), (3, 3));
         assert_eq!(a.duration, Duration::from_millis(2500));
         assert!(parse_args(&["--store".into(), "x".into()]).is_err());
