@@ -9,6 +9,10 @@ Called by tests/src/s3.rs, one command per process:
     s3_admin.py --endpoint URL create-user NAME < policy.json
         # CreateUser, PutUserPolicy (the policy text from stdin), CreateAccessKey
     s3_admin.py --endpoint URL put-bucket-policy BUCKET < policy.json
+    s3_admin.py --endpoint URL create-users < users.json
+        # create-user for each {"name": ..., "policy": ...} of a JSON list, in one
+        # process (a fleet of hosts without a Python start per user); prints a JSON
+        # list of keys in the same order
     s3_admin.py --endpoint URL bootstrap-moto
         # on a fresh moto server: an admin user allowed everything, then
         # IAM enforcement on (POST /moto-api/reset-auth with body 0)
@@ -95,6 +99,23 @@ def create_user(endpoint, name):
     print_keys(iam.create_access_key(UserName=name)["AccessKey"])
 
 
+def create_users(endpoint):
+    users = json.load(sys.stdin)
+    iam = client("iam", endpoint, *admin_keys())
+    keys = []
+    for u in users:
+        policy = u["policy"]
+        json.loads(policy)
+        iam.create_user(UserName=u["name"])
+        iam.put_user_policy(UserName=u["name"], PolicyName=POLICY_NAME, PolicyDocument=policy)
+        key = iam.create_access_key(UserName=u["name"])["AccessKey"]
+        keys.append(
+            {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+        )
+    json.dump(keys, sys.stdout)
+    sys.stdout.write("\n")
+
+
 def put_bucket_policy(endpoint, bucket):
     policy = sys.stdin.read()
     json.loads(policy)
@@ -136,6 +157,7 @@ def main():
     sub.add_parser("create-user").add_argument("name")
     sub.add_parser("put-bucket-policy").add_argument("name")
     sub.add_parser("bootstrap-moto")
+    sub.add_parser("create-users")
     args = ap.parse_args()
     try:
         if args.cmd == "wait-ready":
@@ -148,6 +170,8 @@ def main():
             put_bucket_policy(args.endpoint, args.name)
         elif args.cmd == "bootstrap-moto":
             bootstrap_moto(args.endpoint)
+        elif args.cmd == "create-users":
+            create_users(args.endpoint)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         sys.exit(f"s3_admin.py {args.cmd} on {args.endpoint}: {e}")
     except (OSError, ValueError) as e:

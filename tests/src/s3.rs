@@ -308,6 +308,109 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// IAM users for the agents of a fleet too large for a Python start per user:
+    /// one user per group of `hosts`, made `batch` at a time by one `s3_admin.py
+    /// create-users` call each. A group of one host gets exactly the agent policy of
+    /// `fleet_core::iam` ([`S3Server::user_for`]); a larger group gets the union of
+    /// its hosts' agent policies ([`merge_policies`]: each host's own manifest and
+    /// status prefixes, the shared reads once), for servers whose IAM slows down with
+    /// every identity it holds. Returns the keys in the order of `groups`.
+    pub async fn agent_users(
+        &self,
+        groups: &[&[fleet_core::HostName]],
+        bucket: &str,
+        prefix: &str,
+        batch: usize,
+    ) -> Result<Vec<S3Credentials>> {
+        let mut out = Vec::with_capacity(groups.len());
+        for chunk in groups.chunks(batch.max(1)) {
+            let mut users = Vec::with_capacity(chunk.len());
+            for group in chunk {
+                let first = group.first().context("an empty group of hosts")?;
+                let mut policies = Vec::with_capacity(group.len());
+                for host in group.iter() {
+                    policies.push(
+                        fleet_core::iam::policy(&Role::Agent(host.clone()), bucket, prefix)
+                            .with_context(|| format!("making the agent policy of {host}"))?,
+                    );
+                }
+                let policy = if policies.len() == 1 {
+                    policies.remove(0)
+                } else {
+                    merge_policies(&policies)?
+                };
+                users.push(serde_json::json!({
+                    "name": unique_name(&format!("agent-{first}"), 64),
+                    "policy": policy,
+                }));
+            }
+            let text = admin_call(
+                &self.endpoint,
+                &self.admin,
+                &["create-users"],
+                Some(&serde_json::Value::Array(users).to_string()),
+            )
+            .await?;
+            let keys: Vec<serde_json::Value> = serde_json::from_str(&text)
+                .with_context(|| format!("s3_admin.py create-users printed {text:?}"))?;
+            ensure!(
+                keys.len() == chunk.len(),
+                "s3_admin.py create-users made {} users, not {}",
+                keys.len(),
+                chunk.len()
+            );
+            for k in keys {
+                out.push(parse_keys(&k.to_string())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The union of IAM policy documents (JSON text): statements with the same `Sid`
+/// become one whose `Resource` list holds all of theirs (each once), so the agent
+/// policies of several hosts become one policy allowing each host what its own
+/// allows. Statements are compared by `Sid` only: the policies must differ in
+/// resources alone, as the agent policies of different hosts do.
+pub fn merge_policies(policies: &[String]) -> Result<String> {
+    let mut version = serde_json::Value::Null;
+    let mut merged: Vec<serde_json::Value> = Vec::new();
+    for text in policies {
+        let doc: serde_json::Value =
+            serde_json::from_str(text).context("a policy that is not JSON")?;
+        version = doc["Version"].clone();
+        for st in doc["Statement"]
+            .as_array()
+            .context("a policy without statements")?
+        {
+            let sid = st["Sid"].as_str().context("a statement without a Sid")?;
+            let resources = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+                match v {
+                    serde_json::Value::Array(a) => a.clone(),
+                    other => vec![other.clone()],
+                }
+            };
+            match merged.iter_mut().find(|m| m["Sid"] == sid) {
+                Some(m) => {
+                    let mut all = resources(&m["Resource"]);
+                    for r in resources(&st["Resource"]) {
+                        if !all.contains(&r) {
+                            all.push(r);
+                        }
+                    }
+                    m["Resource"] = serde_json::Value::Array(all);
+                }
+                None => merged.push(st.clone()),
+            }
+        }
+    }
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "Version": version,
+        "Statement": merged,
+    }))?)
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         if self.owned
@@ -945,6 +1048,23 @@ mod tests {
         assert!(a.starts_with("agent-some-host-name-"), "{a}");
         let long = unique_name(&"x".repeat(100), 63);
         assert!(long.len() <= 63, "{long}");
+    }
+
+    #[test]
+    fn merged_agent_policies_allow_each_host_its_own_prefixes() {
+        let host = |h: &str| fleet_core::HostName::new(h).unwrap();
+        let one = fleet_core::iam::policy(&Role::Agent(host("a-1")), "b", "").unwrap();
+        let two = fleet_core::iam::policy(&Role::Agent(host("a-2")), "b", "").unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&merge_policies(&[one.clone(), two]).unwrap()).unwrap();
+        let single: serde_json::Value = serde_json::from_str(&one).unwrap();
+        let sts = m["Statement"].as_array().unwrap();
+        assert_eq!(sts.len(), single["Statement"].as_array().unwrap().len());
+        let text = m.to_string();
+        for k in ["hosts/a-1/*", "hosts/a-2/*", "status/a-1/*", "status/a-2/*"] {
+            assert_eq!(text.matches(k).count(), 1, "{k}: {text}");
+        }
+        assert_eq!(m["Version"], single["Version"]);
     }
 
     #[test]
