@@ -241,6 +241,19 @@ impl Nix {
         paths: &[StorePath],
         trusted: &TrustedKeys,
     ) -> Result<(), NixError> {
+        self.copy_from_with(cache_url, paths, trusted, &[]).await
+    }
+
+    /// [`Nix::copy_from`] with more `--option NAME VALUE` pairs. They come before the
+    /// trust options, and Nix takes the last of a repeated option, so they cannot
+    /// loosen `trusted-public-keys` or `require-sigs`.
+    pub async fn copy_from_with(
+        &self,
+        cache_url: &str,
+        paths: &[StorePath],
+        trusted: &TrustedKeys,
+        options: &[(&str, &str)],
+    ) -> Result<(), NixError> {
         if paths.is_empty() {
             return Ok(());
         }
@@ -252,13 +265,18 @@ impl Nix {
             cache_url.into(),
             "--to".into(),
             to,
+        ];
+        for (name, value) in options {
+            args.extend(["--option".into(), (*name).into(), (*value).into()]);
+        }
+        args.extend([
             "--option".into(),
             "trusted-public-keys".into(),
             trusted.to_nix_option(),
             "--option".into(),
             "require-sigs".into(),
             "true".into(),
-        ];
+        ]);
         args.extend(paths.iter().map(|p| p.to_string()));
         // `--store` would name the source for `nix copy`; the target is `--to`.
         Nix { store: None }.run("nix", &args).await.map(|_| ())

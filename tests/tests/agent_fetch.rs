@@ -17,7 +17,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleet_agent::fetch::{FetchError, FetchLimits, FetchReport, FetchRequest, fetch_closure};
+use fleet_agent::fetch::{
+    FetchError, FetchLimits, FetchReport, FetchRequest, ImportVia, fetch_closure,
+};
 use fleet_core::HostName;
 use fleet_core::iam::Role;
 use fleet_core::keys::{PublicKey, SecretKey};
@@ -332,7 +334,14 @@ fn an_interrupted_fetch_reuses_what_verifies_and_redownloads_the_rest() {
         let lib_nar = env.nar_file(&lib);
         let saved = std::fs::read(&lib_nar).unwrap();
         std::fs::remove_file(&lib_nar).unwrap();
-        expect_kind(env.fetch(&g1.top).await, "nar-missing");
+        let staging = FetchLimits {
+            import_via: ImportVia::Staging,
+            ..Env::limits()
+        };
+        expect_kind(
+            env.fetch_from(&env.bucket, &g1.top, staging.clone()).await,
+            "nar-missing",
+        );
         env.assert_none_valid(&g1.paths);
         std::fs::write(&lib_nar, saved).unwrap();
 
@@ -344,7 +353,10 @@ fn an_interrupted_fetch_reuses_what_verifies_and_redownloads_the_rest() {
         let leftover = env.staging.join("nar/.x.nar.zst.123.part");
         std::fs::write(&leftover, b"half").unwrap();
 
-        let rep = env.fetch(&g1.top).await.unwrap_or_else(|e| panic!("{e}"));
+        let rep = env
+            .fetch_from(&env.bucket, &g1.top, staging)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rep.fetched, {
             let mut v = vec![lib.clone(), tool.clone()];
             v.sort();
@@ -359,16 +371,39 @@ fn an_interrupted_fetch_reuses_what_verifies_and_redownloads_the_rest() {
 // ---------------------------------------------------------------------------------
 // A hostile bucket: each attack refused with its own kind, nothing imported.
 
-/// Publishes the fixture, applies `tamper`, fetches, and checks the refusal.
-fn refused(tamper: impl FnOnce(&Env, &Closure), kind: &str) -> FetchError {
-    let env = Env::new();
-    let g1 = fixture(&env, "1");
-    env.publish(&g1, Compression::Zstd);
-    tamper(&env, &g1);
-    let e = rt().block_on(env.fetch(&g1.top));
-    let e = expect_kind(e, kind);
-    env.assert_none_valid(&g1.paths);
-    e
+/// Publishes the fixture, applies `tamper` (to the library, the closure's leaf, or
+/// its narinfo), fetches, and checks the refusal, in both import modes.
+///
+/// Staged, nothing is imported. Through the substituter, Nix may have imported other
+/// paths that passed every check before the refusal (they verify), but never the
+/// library nor anything that refers to it.
+fn refused(tamper: impl Fn(&Env, &Closure), kind: &str) -> FetchError {
+    let mut last = None;
+    for via in [ImportVia::Staging, ImportVia::Substituter] {
+        let env = Env::new();
+        let g1 = fixture(&env, "1");
+        env.publish(&g1, Compression::Zstd);
+        tamper(&env, &g1);
+        let limits = FetchLimits {
+            import_via: via,
+            ..Env::limits()
+        };
+        let e = rt().block_on(env.fetch_from(&env.bucket, &g1.top, limits));
+        let e = expect_kind(e, kind);
+        match via {
+            ImportVia::Staging => env.assert_none_valid(&g1.paths),
+            ImportVia::Substituter => {
+                env.assert_none_valid(&[lib(&g1), tool(&g1), g1.top.clone()]);
+                let imported: Vec<StorePath> =
+                    g1.paths.iter().filter(|p| env.valid(p)).cloned().collect();
+                if !imported.is_empty() {
+                    env.assert_all_valid(&imported);
+                }
+            }
+        }
+        last = Some(e);
+    }
+    last.expect("two runs")
 }
 
 fn lib(c: &Closure) -> StorePath {
@@ -1100,15 +1135,21 @@ fn fetches_with_the_agent_policy(kind: ServerKind) {
             .unwrap();
         let e = env.fetch_from(&agent, &g1.top, Env::limits()).await;
         expect_kind(e, "nar-truncated");
-        env.assert_none_valid(&g1.paths);
+        // Paths that passed every check may be in (Nix imports while NARs arrive),
+        // but not the library, nor what refers to it.
+        env.assert_none_valid(&[lib.clone(), tool(&g1), g1.top.clone()]);
 
         // Repaired: everything the fetch needs, the agent policy grants.
         admin.put(&lib_key, whole).await.unwrap();
+        let in_before = g1.paths.iter().filter(|p| env.valid(p)).count();
         let rep = env
             .fetch_from(&agent, &g1.top, Env::limits())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rep.fetched.len() + rep.reused.len(), g1.paths.len());
+        assert_eq!(
+            rep.fetched.len() + rep.reused.len(),
+            g1.paths.len() - in_before
+        );
         assert!(rep.fetched.contains(&lib), "{rep:?}");
         env.assert_all_valid(&g1.paths);
 
@@ -1175,4 +1216,168 @@ fn peak_memory_stays_flat_on_a_large_path() {
         "peak RSS {peak} bytes during a 150 MB fetch"
     );
     env.assert_all_valid(&c.paths);
+}
+
+// ---------------------------------------------------------------------------------
+// The verifying substituter: Nix receives a NAR as it is checked, but never its end
+// before every check passed.
+
+/// Deterministic incompressible bytes.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Publishes `served` (a NAR, compressed as `c`: uncompressed, every byte reaches
+/// Nix as it arrives) under a narinfo signed for `honest`, with the unsigned `FileHash` and
+/// `FileSize` describing `served` (or left out when `file_fields` is false), fetches
+/// it through the substituter, and checks the refusal and that the path is not in
+/// the store.
+fn refused_late(
+    name: &str,
+    honest: &[u8],
+    served: Vec<u8>,
+    c: Compression,
+    file_fields: bool,
+    kind: &str,
+) {
+    let env = Env::new();
+    let s = Synthetic::new(name);
+    rt().block_on(async {
+        s.publish(
+            &env.bucket,
+            &env.sk,
+            c,
+            compress(&served, c),
+            sha256(honest),
+            honest.len() as u64,
+        )
+        .await;
+        if !file_fields {
+            let mut ni = env.narinfo(&s.path);
+            ni.file_hash = None;
+            ni.file_size = None;
+            std::fs::write(env.narinfo_file(&s.path), ni.to_text()).unwrap();
+        }
+        let limits = FetchLimits {
+            import_via: ImportVia::Substituter,
+            ..Env::limits()
+        };
+        let e = env.fetch_from(&env.bucket, &s.path, limits).await;
+        expect_kind(e, kind);
+        assert!(!env.valid(&s.path), "{} must not be in the store", s.path);
+        // Nix's own view: `nix path-info` fails for it.
+        assert!(
+            env.target
+                .path_info(std::slice::from_ref(&s.path))
+                .await
+                .is_err(),
+            "nix path-info must fail for {}",
+            s.path
+        );
+    });
+}
+
+/// A 3 MiB file: a dozen chunks go to Nix before the end of its NAR.
+fn large_nar(seed: u64) -> Vec<u8> {
+    nar(&Node::File {
+        executable: false,
+        contents: noise(3 << 20, seed),
+    })
+}
+
+#[test]
+fn a_nar_hash_mismatch_at_the_end_of_a_streamed_nar_registers_nothing() {
+    let honest = large_nar(1);
+    let mut served = honest.clone();
+    // The last byte of the file's contents (before the padding and closing tokens).
+    let at = served.len() - 40;
+    served[at] ^= 0xff;
+    refused_late(
+        "late-hash",
+        &honest,
+        served,
+        Compression::None,
+        true,
+        "nar-hash-mismatch",
+    );
+}
+
+#[test]
+fn a_malformed_end_of_a_streamed_nar_registers_nothing() {
+    let honest = large_nar(2);
+    let mut served = honest.clone();
+    // The closing ")" token becomes "(": the NAR keeps its size and its contents.
+    let at = served.len() - 8;
+    assert_eq!(served[at], b')');
+    served[at] = b'(';
+    refused_late(
+        "late-structure",
+        &honest,
+        served,
+        Compression::None,
+        true,
+        "nar-malformed",
+    );
+}
+
+#[test]
+fn an_oversize_streamed_nar_registers_nothing() {
+    // The NAR is longer than the signed NarSize. Compressed, so that the file itself
+    // stays within the bound NarSize sets for it and the excess shows only as it
+    // decompresses.
+    let honest = large_nar(3);
+    let served = nar(&Node::File {
+        executable: false,
+        contents: noise((3 << 20) + 4096, 3),
+    });
+    refused_late(
+        "late-oversize",
+        &honest,
+        served,
+        Compression::Zstd,
+        false,
+        "nar-size-mismatch",
+    );
+}
+
+#[test]
+fn a_truncated_streamed_nar_registers_nothing() {
+    let honest = large_nar(4);
+    let served = honest[..honest.len() - 100].to_vec();
+    refused_late(
+        "late-truncated",
+        &honest,
+        served,
+        Compression::None,
+        false,
+        "nar-truncated",
+    );
+}
+
+#[test]
+fn the_substituter_and_the_staging_cache_import_the_same_closure() {
+    for via in [ImportVia::Substituter, ImportVia::Staging] {
+        let env = Env::new();
+        let g1 = fixture(&env, "1");
+        env.publish(&g1, Compression::Xz);
+        let limits = FetchLimits {
+            import_via: via,
+            ..Env::limits()
+        };
+        let rep = rt()
+            .block_on(env.fetch_from(&env.bucket, &g1.top, limits))
+            .unwrap_or_else(|e| panic!("{via:?}: {e}"));
+        assert_eq!(rep.fetched, g1.paths, "{via:?}");
+        assert!(rep.reused.is_empty(), "{via:?}");
+        env.assert_all_valid(&g1.paths);
+        assert_eq!(env.staged(), [".lock"], "{via:?}");
+    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_core::bucket::{BucketError, FeedError, Op};
+use fleet_core::bucket::{BodyReader, BucketError, FeedError, Op};
 use fleet_core::narinfo::{Compression, NarInfoError};
 use fleet_core::{Key, NarInfo, StorePath};
 use futures::StreamExt;
@@ -153,7 +153,7 @@ pub(super) async fn download_all(
 
 /// What the narinfo promises about its file, after checking the claims against the
 /// bounds.
-fn expectations(ni: &NarInfo, limits: &FetchLimits) -> Result<Expect, FetchError> {
+pub(super) fn expectations(ni: &NarInfo, limits: &FetchLimits) -> Result<Expect, FetchError> {
     let too_large = |field, claimed, limit| FetchError::NarTooLarge {
         path: ni.store_path.to_string(),
         key: Key::narinfo(ni.store_path.hash()).to_string(),
@@ -180,15 +180,21 @@ fn expectations(ni: &NarInfo, limits: &FetchLimits) -> Result<Expect, FetchError
     })
 }
 
-/// Brings the NAR file of `ni` into the staging directory, verified, and stages `ni`.
-async fn fetch_nar(ctx: &Ctx<'_>, ni: &Arc<NarInfo>) -> Result<NarOutcome, FetchError> {
-    let key = Key::nar(&ni.url).map_err(|e| FetchError::NarinfoMalformed {
+/// The bucket key of the NAR file of `ni` (its `URL:`, which must stay inside
+/// `cache/nar/`).
+pub(super) fn nar_key(ni: &NarInfo) -> Result<Key, FetchError> {
+    Key::nar(&ni.url).map_err(|e| FetchError::NarinfoMalformed {
         path: ni.store_path.to_string(),
         error: Box::new(NarInfoError::Malformed {
             key: Key::narinfo(ni.store_path.hash()).to_string(),
             why: format!("field URL: {e}"),
         }),
-    })?;
+    })
+}
+
+/// Brings the NAR file of `ni` into the staging directory, verified, and stages `ni`.
+async fn fetch_nar(ctx: &Ctx<'_>, ni: &Arc<NarInfo>) -> Result<NarOutcome, FetchError> {
+    let key = nar_key(ni)?;
     let exp = expectations(ni, &ctx.limits)?;
     let lock = ctx.url_lock(&ni.url);
     let _guard = lock.lock().await;
@@ -215,7 +221,7 @@ async fn fetch_nar(ctx: &Ctx<'_>, ni: &Arc<NarInfo>) -> Result<NarOutcome, Fetch
 /// The narinfo Nix reads from the staging directory: the verified one, describing the
 /// staged file, which is the NAR uncompressed (`FileHash`/`FileSize` are then the
 /// `NarHash`/`NarSize`). The signature covers neither field, so it still verifies.
-fn staged_narinfo(ni: &NarInfo) -> NarInfo {
+pub(super) fn staged_narinfo(ni: &NarInfo) -> NarInfo {
     NarInfo {
         compression: Compression::None,
         file_hash: Some(ni.nar_hash),
@@ -281,12 +287,6 @@ type Checked = (Result<Verified, Refusal>, tempfile::NamedTempFile);
 
 /// Downloads the NAR file at `key` into a temporary file next to `target`, verifying
 /// it on a blocking thread as it is read; renames it to `target` once it verified.
-///
-/// One path for every store: the bucket's streamed body is the verifier's source.
-/// On a `file://` bucket the verifier reads the file itself, and the deadline
-/// (`budget`) bounds that whole read (a hung network filesystem); from an object
-/// store the body is fed to it chunk by chunk, each gap bounded by the stall timeout
-/// and the whole by the deadline.
 async fn download(
     ctx: &Ctx<'_>,
     ni: &NarInfo,
@@ -294,6 +294,44 @@ async fn download(
     exp: &Expect,
     target: &Path,
 ) -> Result<Verified, FetchError> {
+    let path = &ni.store_path;
+    let tmp = ctx.staging.temp_file(&ctx.staging.nar_dir(), target)?;
+    let (result, tmp) = verify_stream(ctx, ni, key, exp, move |source, exp| {
+        verify_into(source, exp, tmp)
+    })
+    .await?;
+    let verified = result.map_err(|r| refusal_error(r, ni, key, tmp.path()))?;
+    let target = target.to_owned();
+    blocking(move || {
+        tmp.persist(&target).map_err(|e| FetchError::Staging {
+            action: "renaming into place",
+            path: target,
+            error: e.error,
+        })
+    })
+    .await??;
+    tracing::debug!(%path, bytes = verified.file_size, "NAR file verified and staged");
+    Ok(verified)
+}
+
+/// Reads the NAR file at `key` from the bucket and runs `check` (which calls
+/// [`verify::verify`]) on it on a blocking thread, under the fetch's bounds; returns
+/// what `check` returned. The bucket's failures and timeouts are errors here; the
+/// file's refusals are left in `check`'s result, except a failed read of the source,
+/// which is the bucket's.
+///
+/// One path for every store: the bucket's streamed body is the verifier's source.
+/// On a `file://` bucket the verifier reads the file itself, and the deadline
+/// (`budget`) bounds that whole read (a hung network filesystem); from an object
+/// store the body is fed to it chunk by chunk, each gap bounded by the stall timeout
+/// and the whole by the deadline.
+pub(super) async fn verify_stream<S: Send + 'static>(
+    ctx: &Ctx<'_>,
+    ni: &NarInfo,
+    key: &Key,
+    exp: &Expect,
+    check: impl FnOnce(BodyReader, &Expect) -> (Result<Verified, Refusal>, S) + Send + 'static,
+) -> Result<(Result<Verified, Refusal>, S), FetchError> {
     let path = &ni.store_path;
     let limits = &ctx.limits;
     let timeout = |what, limit| FetchError::Timeout {
@@ -308,7 +346,6 @@ async fn download(
     };
     let budget =
         limits.request_timeout + Duration::from_secs(exp.file_limit / limits.min_bytes_per_sec);
-    let tmp = ctx.staging.temp_file(&ctx.staging.nar_dir(), target)?;
     let deadline = Instant::now() + budget;
     let body = tokio::time::timeout(limits.request_timeout, ctx.bucket.get_stream(key))
         .await
@@ -329,8 +366,8 @@ async fn download(
 
     let (source, feed) = body.into_reader();
     let exp2 = exp.clone();
-    let verifier = tokio::task::spawn_blocking(move || verify_into(source, &exp2, tmp));
-    let (result, tmp) = match feed {
+    let verifier = tokio::task::spawn_blocking(move || check(source, &exp2));
+    let (result, sink) = match feed {
         None => tokio::time::timeout_at(deadline, verifier)
             .await
             .map_err(|_| {
@@ -354,7 +391,7 @@ async fn download(
             checked
         }
     };
-    let verified = match result {
+    match result {
         // The source is the bucket's body (a failed feed was reported above): its read
         // errors are the bucket's.
         Err(Refusal::Source(e)) => {
@@ -364,21 +401,10 @@ async fn download(
                 op: Op::Read,
                 why: e.to_string(),
             };
-            return Err(bucket_error(e, path, key, false));
+            Err(bucket_error(e, path, key, false))
         }
-        r => r.map_err(|r| refusal_error(r, ni, key, tmp.path()))?,
-    };
-    let target = target.to_owned();
-    blocking(move || {
-        tmp.persist(&target).map_err(|e| FetchError::Staging {
-            action: "renaming into place",
-            path: target,
-            error: e.error,
-        })
-    })
-    .await??;
-    tracing::debug!(%path, bytes = verified.file_size, "NAR file verified and staged");
-    Ok(verified)
+        r => Ok((r, sink)),
+    }
 }
 
 /// Runs [`verify::verify`] on `source`, writing the NAR to `tmp`.

@@ -27,6 +27,11 @@
 //!    decompresses past `NarSize`, is cut off there. The bucket hands the body over
 //!    ([`Bucket::get_stream`]): from a remote store its chunks go through a channel
 //!    to that thread; on a `file://` bucket the thread reads the file itself.
+//! By default ([`ImportVia::Substituter`]) steps 3 and 4 are one: `serve.rs` serves
+//! the verified narinfos to `nix copy --no-recursive --from http://127.0.0.1:PORT`
+//! and streams each NAR through the checks below as Nix asks for it, holding back its
+//! last chunk until every check passed. With [`ImportVia::Staging`]:
+//!
 //! 4. **Import.** `nix copy --no-recursive --from file://<staging>` with the same
 //!    trusted keys and `require-sigs`, so Nix checks the signatures and hashes again;
 //!    then the staging directory is emptied. The staged narinfos say
@@ -56,6 +61,7 @@
 
 mod download;
 mod error;
+mod serve;
 mod staging;
 mod verify;
 mod walk;
@@ -135,6 +141,24 @@ pub struct FetchLimits {
     /// kernel's limit (about 2 MiB, some 20,000 store paths). More go in dependency
     /// order, batch by batch.
     pub import_batch: usize,
+    /// How verified NARs reach Nix.
+    pub import_via: ImportVia,
+}
+
+/// How the verified NARs reach Nix ([`FetchLimits::import_via`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImportVia {
+    /// A verifying substituter on `127.0.0.1` streams each NAR to
+    /// `nix copy --from http://…` as it is checked, holding back its last chunk until
+    /// every check passed (`serve.rs`): Nix's import overlaps the download and the
+    /// checks, and nothing is written twice. [`FetchLimits::import_in_waves`] does not
+    /// apply, and nothing is staged.
+    #[default]
+    Substituter,
+    /// Each NAR is verified into the staging directory, then imported with
+    /// `nix copy --from file://…` (at the end, or in waves): slower, but a restart
+    /// reuses what was staged.
+    Staging,
 }
 
 impl Default for FetchLimits {
@@ -150,6 +174,7 @@ impl Default for FetchLimits {
             min_bytes_per_sec: 16 * 1024,
             import_in_waves: false,
             import_batch: 2000,
+            import_via: ImportVia::default(),
         }
     }
 }
@@ -272,6 +297,28 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
         })
         .collect();
 
+    if ctx.limits.import_via == ImportVia::Substituter {
+        let (walked, narinfos) = walk.run_all(root_ni, level).await?;
+        report.already_valid = walked.already_valid;
+        report.narinfos = walked.narinfos;
+        report.bytes_downloaded = walked.narinfo_bytes;
+        let refs: HashMap<StorePath, Vec<StorePath>> = narinfos
+            .iter()
+            .map(|ni| (ni.store_path.clone(), ni.references.clone()))
+            .collect();
+        let mut missing: Vec<StorePath> = refs.keys().cloned().collect();
+        missing.sort();
+        let order = dependency_order(&missing, &refs);
+        tracing::info!(closure = %root, paths = order.len(), "importing through the verifying substituter");
+        for (path, v) in serve::import_served(&ctx, narinfos, &order).await? {
+            report.nar_bytes += v.nar_size;
+            report.bytes_downloaded += v.file_size;
+            report.fetched.push(path);
+        }
+        report.fetched.sort();
+        return finish(&ctx, report).await;
+    }
+
     let (tx, rx) = mpsc::channel(NARINFOS_IN_FLIGHT);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let walking = walk.run(tx, root_ni, level, done_tx);
@@ -317,7 +364,14 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
 
     tracing::info!(closure = %root, paths = rest.len(), "importing verified paths");
     import(&ctx, &url, &dependency_order(&rest, &fetched.refs)).await?;
-    let still = invalid_paths(req.nix, std::slice::from_ref(root)).await?;
+    finish(&ctx, report).await
+}
+
+/// After the import: checks that the closure is now valid, and empties the staging
+/// directory.
+async fn finish(ctx: &Ctx<'_>, report: FetchReport) -> Result<FetchReport, FetchError> {
+    let root = ctx.root;
+    let still = invalid_paths(ctx.nix, std::slice::from_ref(root)).await?;
     if !still.is_empty() {
         return Err(FetchError::ImportFailed {
             root: root.to_string(),

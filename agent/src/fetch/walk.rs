@@ -113,6 +113,29 @@ impl<'c, 'a> Walk<'c, 'a> {
     }
 }
 
+impl Walk<'_, '_> {
+    /// [`Walk::run`], keeping every narinfo it sends: the walk as a whole, before
+    /// anything is downloaded (the local substituter needs every missing path named
+    /// before `nix copy` starts).
+    pub(super) async fn run_all(
+        self,
+        first: Arc<NarInfo>,
+        level: Vec<StorePath>,
+    ) -> Result<(Walked, Vec<Arc<NarInfo>>), FetchError> {
+        let (tx, mut rx) = mpsc::channel(super::NARINFOS_IN_FLIGHT);
+        let (done_tx, _done_rx) = tokio::sync::oneshot::channel();
+        let collect = async {
+            let mut all = Vec::new();
+            while let Some(ni) = rx.recv().await {
+                all.push(ni);
+            }
+            all
+        };
+        let (walked, all) = tokio::join!(self.run(tx, first, level, done_tx), collect);
+        Ok((walked?, all))
+    }
+}
+
 /// Downloads, parses and verifies the narinfo of `path`; returns it and its size.
 pub(super) async fn fetch_narinfo(
     ctx: &Ctx<'_>,

@@ -9,16 +9,27 @@ use fleet_core::StorePath;
 use super::{Ctx, FetchError};
 
 /// `nix copy` of `paths` (in dependency order: see [`dependency_order`]) from the
-/// staging directory at `url`, in batches of [`FetchLimits::import_batch`]: each
+/// staging directory or the local substituter at `url`, in batches of [`FetchLimits::import_batch`]: each
 /// batch's references are valid already, in an earlier batch or in the same one.
 pub(super) async fn import(
     ctx: &Ctx<'_>,
     url: &str,
     paths: &[StorePath],
 ) -> Result<(), FetchError> {
+    // Nix remembers narinfos per cache URL (for an hour, or a month) in its disk
+    // cache. The local substituter's URL changes with its port, and a port used again
+    // must not bring back another fetch's narinfo, so that memory is switched off.
+    let options: &[(&str, &str)] = if url.starts_with("http://") {
+        &[
+            ("narinfo-cache-positive-ttl", "0"),
+            ("narinfo-cache-negative-ttl", "0"),
+        ]
+    } else {
+        &[]
+    };
     for batch in paths.chunks(ctx.limits.import_batch) {
         ctx.nix
-            .copy_from(url, batch, ctx.trusted)
+            .copy_from_with(url, batch, ctx.trusted, options)
             .await
             .map_err(|e| FetchError::ImportFailed {
                 root: ctx.root.to_string(),

@@ -1,5 +1,5 @@
 //! `bench-agent-fetch`: the agent's fetch pipeline (`fleet_agent::fetch::fetch_closure`:
-//! download, verify, stage, `nix copy` import) against a plain
+//! download, verify, `nix copy` import) against a plain
 //! `nix copy --from file://…` of the same signed cache into the same kind of store
 //! (see bench/README.md).
 //!
@@ -16,9 +16,11 @@
 //!
 //! Tools per case: `nix copy --from` the bucket's cache (the baseline); `nix copy
 //! --no-recursive --from` a signed uncompressed copy of it, which is the agent's
-//! import step alone (Nix's share of the agent's time, its floor); the agent's fetch
-//! as configured by default (everything imported at the end); and the agent's fetch
-//! with `import_in_waves` (imports overlapping the downloads).
+//! import step alone through a staged cache (Nix's share of the staged fetch's time);
+//! the agent's fetch as configured by default (NARs streamed through the checks to
+//! `nix copy` by the verifying local substituter); and the earlier staged fetch
+//! (`ImportVia::Staging`: verify into a staging cache, then import it at the end, or
+//! in waves with `import_in_waves`), for before/after in the same run.
 //!
 //! The fetch runs in a child process (this binary with `--worker`), so wall time and
 //! peak RSS are measured the same way for both tools: `wait4` of the child, whose
@@ -32,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
-use fleet_agent::fetch::{FetchLimits, FetchRequest, fetch_closure};
+use fleet_agent::fetch::{FetchLimits, FetchRequest, ImportVia, fetch_closure};
 use fleet_bench::{
     Report, Stats, Table, load_average, measure, run_once, runs_arg, stats, sync_disks,
     text_closure,
@@ -67,15 +69,19 @@ fn self_peak_rss() -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// `--worker BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR`: one fetch; prints
-/// the report and the peak RSS as JSON.
+/// `--worker BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR [--staged|--waves]`:
+/// one fetch (through the substituter, or staged, at the end or in waves); prints the
+/// report and the peak RSS as JSON.
 fn worker(args: &[String]) -> anyhow::Result<()> {
-    let (args, waves) = match args {
-        [rest @ .., last] if last == "--waves" => (rest, true),
-        all => (all, false),
+    let (args, via, waves) = match args {
+        [rest @ .., last] if last == "--waves" => (rest, ImportVia::Staging, true),
+        [rest @ .., last] if last == "--staged" => (rest, ImportVia::Staging, false),
+        all => (all, ImportVia::Substituter, false),
     };
     let [bucket, top, pk, store, staging] = args else {
-        bail!("--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR [--waves]");
+        bail!(
+            "--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR [--staged|--waves]"
+        );
     };
     let bucket = Bucket::open_url(bucket)?;
     let top = StorePath::new(top)?;
@@ -92,6 +98,7 @@ fn worker(args: &[String]) -> anyhow::Result<()> {
         staging_dir: Path::new(staging),
         limits: FetchLimits {
             import_in_waves: waves,
+            import_via: via,
             ..FetchLimits::default()
         },
     }))?;
@@ -183,11 +190,11 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         "peak RSS (tree) is wait4's ru_maxrss of the measured child: the largest process of its tree, nix included; fetch RSS is the fleet worker's own VmHWM; CPU s is the child's user + system time (its nix children included)".into(),
     );
     report.notes.push(
-        "`nix copy, import alone` imports a signed uncompressed copy of the cache with --no-recursive, as the agent imports its staged cache: the part of the fleet fetch that is Nix's own work, with nothing verified or downloaded by fleet".into(),
+        "`nix copy, import alone` imports a signed uncompressed copy of the cache with --no-recursive, as the staged fetch imports its staging cache: the part of the fleet fetch that is Nix's own work, with nothing verified or downloaded by fleet".into(),
     );
 
     let fleet_cmd =
-        |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path, waves: bool| {
+        |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path, mode: Option<&str>| {
             let mut c = Command::new(&me);
             c.env("NIX_CONFIG", fleet_tests::nix::NIX_CONFIG)
                 .env("NIX_USER_CONF_FILES", "")
@@ -197,16 +204,17 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 .arg(&pk)
                 .arg(store)
                 .arg(staging);
-            if waves {
-                c.arg("--waves");
-            }
+            c.args(mode);
             c
         };
     let worker_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
-        fleet_cmd(cache_root, top, store, staging, false)
+        fleet_cmd(cache_root, top, store, staging, None)
+    };
+    let staged_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
+        fleet_cmd(cache_root, top, store, staging, Some("--staged"))
     };
     let waves_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
-        fleet_cmd(cache_root, top, store, staging, true)
+        fleet_cmd(cache_root, top, store, staging, Some("--waves"))
     };
 
     let mut add = |case: &str,
@@ -291,10 +299,11 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         eprintln!(
             "{case}: nix copy, nix copy of the import alone and fleet-agent fetch, {runs} runs each, interleaved…"
         );
-        let (base_tag, floor_tag, ours_tag, waves_tag) = (
+        let (base_tag, floor_tag, ours_tag, staged_tag, waves_tag) = (
             format!("nix-{tag}"),
             format!("floor-{tag}"),
             format!("fleet-{tag}"),
+            format!("staged-{tag}"),
             format!("waves-{tag}"),
         );
         let mut base_cmd = |i: usize| {
@@ -324,6 +333,15 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 &store.with_extension("staging"),
             ))
         };
+        let mut staged_run = |i: usize| {
+            let store = fresh(&staged_tag, i);
+            Ok(staged_cmd(
+                &bucket_root,
+                &closure.top,
+                &store,
+                &store.with_extension("staging"),
+            ))
+        };
         let mut waves_run = |i: usize| {
             let store = fresh(&waves_tag, i);
             Ok(waves_cmd(
@@ -339,15 +357,16 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 ("nix copy", &mut base_cmd),
                 ("nix copy, import alone", &mut floor_cmd),
                 ("fleet fetch", &mut ours_cmd),
-                ("fleet fetch, import in waves", &mut waves_run),
+                ("fleet fetch, staged", &mut staged_run),
+                ("fleet fetch, staged, import in waves", &mut waves_run),
             ],
         )
         .with_context(|| case.to_owned())?;
-        let [base, floor, ours, waves] = &measured[..] else {
-            bail!("{case}: expected four measurements");
+        let [base, floor, ours, staged, waves] = &measured[..] else {
+            bail!("{case}: expected five measurements");
         };
         for i in 0..runs {
-            for t in [&base_tag, &floor_tag, &ours_tag, &waves_tag] {
+            for t in [&base_tag, &floor_tag, &ours_tag, &staged_tag, &waves_tag] {
                 ensure!(
                     nix.is_valid_in(&fresh(t, i), &closure.top)?,
                     "{case}: run {i} into {t} did not import the closure"
@@ -360,6 +379,11 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             "the fetch did not download every path: {out}"
         );
         let fetch_rss = out["self_peak_rss_bytes"].as_u64();
+        let staged_out = worker_output(staged)?;
+        ensure!(
+            staged_out["fetched"].as_u64() == Some(closure.paths.len() as u64),
+            "the staged fetch did not download every path: {staged_out}"
+        );
         let waves_out = worker_output(waves)?;
         ensure!(
             waves_out["fetched"].as_u64() == Some(closure.paths.len() as u64),
@@ -397,7 +421,17 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         );
         add(
             case,
-            "fleet-agent fetch, import in waves",
+            "fleet-agent fetch, staged (before)",
+            closure,
+            nar,
+            file_bytes,
+            staged,
+            staged_out["self_peak_rss_bytes"].as_u64(),
+            Some(base),
+        );
+        add(
+            case,
+            "fleet-agent fetch, staged, import in waves",
             closure,
             nar,
             file_bytes,
@@ -435,7 +469,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         }
         // Each run wrote a store and a cache copy: free the disk before the next case.
         for i in 0..runs {
-            for t in [&base_tag, &floor_tag, &ours_tag, &waves_tag] {
+            for t in [&base_tag, &floor_tag, &ours_tag, &staged_tag, &waves_tag] {
                 let _ = std::fs::remove_dir_all(fresh(t, i));
             }
         }
