@@ -27,6 +27,7 @@
 //!    decompresses past `NarSize`, is cut off there. The bucket hands the body over
 //!    ([`Bucket::get_stream`]): from a remote store its chunks go through a channel
 //!    to that thread; on a `file://` bucket the thread reads the file itself.
+//!
 //! By default ([`ImportVia::Substituter`]) steps 3 and 4 are one: `serve.rs` serves
 //! the verified narinfos to `nix copy --no-recursive --from http://127.0.0.1:PORT`
 //! and streams each NAR through the checks below as Nix asks for it, holding back its
