@@ -143,7 +143,7 @@ fn a_full_staging_directory_fails_the_fetch_cleanly_and_recovers() {
     // The host stays on generation 1; nothing of generation 2 was imported or left
     // half written in the staging directory.
     assert_eq!(w.profile_target(), Some(g1.top.clone()));
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
     assert_eq!(w.state().current.unwrap().closure, g1.top);
     assert!(!w.nix.is_valid_in(&w.chroot, &g2.top).unwrap());
     assert_eq!(temporaries(&staging.join("nar")), Vec::<String>::new());
@@ -191,7 +191,7 @@ fn a_full_state_directory_changes_nothing_and_recovers() {
     assert_eq!(std::fs::read(&state_file).unwrap(), before);
     assert_eq!(temporaries(&w.state_dir), Vec::<String>::new());
     assert_eq!(w.profile_target(), Some(g1.top.clone()));
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
 
     std::fs::remove_file(&filler).unwrap();
     let r = w.once_expect(0);
@@ -225,7 +225,7 @@ fn a_read_only_state_directory_changes_nothing_and_recovers() {
     assert_eq!(w.status().last_error.unwrap().kind, "disk-read-only");
     assert_eq!(std::fs::read(&state_file).unwrap(), before);
     assert_eq!(w.profile_target(), Some(g1.top.clone()));
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
 
     fs.remount("rw");
     let r = w.once_expect(0);
@@ -247,7 +247,7 @@ fn deleted_and_torn_state_files_are_rebuilt_from_the_running_system() {
     std::fs::remove_dir_all(w.state_dir.join("staging")).unwrap();
     let r = w.once_expect(0);
     assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
     let s = w.state();
     assert_eq!(s.current.as_ref().unwrap().closure, g1.top);
     assert_eq!(s.current.unwrap().sequence, Some(1));
@@ -259,7 +259,7 @@ fn deleted_and_torn_state_files_are_rebuilt_from_the_running_system() {
     std::fs::write(&state_file, &bytes[..bytes.len() / 2]).unwrap();
     let r = w.once_expect(0);
     assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
     assert_eq!(
         std::fs::read(w.state_dir.join("state.json.damaged")).unwrap(),
         bytes[..bytes.len() / 2]
@@ -356,7 +356,7 @@ wait $pid
     assert!(!w.nix.is_valid_in(&w.chroot, &g2.top).unwrap());
     verify_store(&w).unwrap();
     assert_eq!(w.profile_target(), Some(g1.top.clone()));
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
 
     let r = w.once_expect(0);
     assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
@@ -412,7 +412,7 @@ fn a_clock_hours_off_refuses_or_heartbeats_and_recovers_when_set_right() {
     let r = once_at(&w, "+3h");
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert_eq!(r.kind(), "manifest-expired", "{}", r.message());
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
     let lead = r.report.time.duration_since(jiff::Timestamp::now());
     assert!(
         lead > jiff::SignedDuration::from_mins(170),
@@ -459,7 +459,7 @@ fn clock_skew_allows_a_manifest_just_past_its_expiry() {
     w.extra_config = "clock-skew = \"0s\"\n".into();
     let r = w.once_expect(2);
     assert_eq!(r.kind(), "manifest-expired", "{}", r.message());
-    assert_eq!(w.activated(), [g1.top.clone()]);
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
 
     // The default allowance (5 minutes) takes it.
     w.extra_config = String::new();
