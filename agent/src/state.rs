@@ -34,6 +34,17 @@
 //!   at most `max-queued-events` (the oldest are dropped and counted).
 //!
 //! A lock file (`<state-dir>/lock`, `flock`) keeps two agents off one state directory.
+//! On a state directory that went read-only the lock is taken on a read-only
+//! descriptor, so the agent still runs its cycle and reports `disk-read-only` from the
+//! first write that fails, instead of dying before it can say anything.
+//!
+//! A state file that does not parse (a disk that tore it, a hand edit) is moved to
+//! `state.json.damaged` and the agent starts afresh ([`StateStore::reset`] says so,
+//! and the agent reports it as a `state-reset` event). What a fresh state assumes is
+//! in `docs/agent.md` ("Lost state"): the running system is read from the profile,
+//! the manifest is read again, and the highest sequence accepted is forgotten. A
+//! state file of another format version is not damage (an older agent after a newer
+//! one) and stays an error.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -235,26 +246,65 @@ impl Default for State {
     }
 }
 
+/// Name the damaged state file is moved to before the agent starts afresh.
+pub const DAMAGED_STATE_FILE: &str = "state.json.damaged";
+
 /// The state file and the lock that goes with it.
 #[derive(Debug)]
 pub struct StateStore {
     path: PathBuf,
     _lock: File,
+    reset: Option<StateReset>,
+}
+
+/// A state file that did not parse and was moved aside when the store was opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateReset {
+    /// Where the damaged file is now.
+    pub moved_to: PathBuf,
+    /// Why it was refused.
+    pub why: String,
+}
+
+/// Why the state file could not be loaded.
+enum LoadError {
+    /// It is there but does not parse: damage or a hand edit.
+    Damaged(anyhow::Error),
+    /// Anything else (I/O, another format version): not repaired automatically.
+    Other(anyhow::Error),
+}
+
+/// Opens the lock file; on a read-only filesystem, read-only (`flock` needs no write
+/// access), so the agent can still run and report what is wrong.
+fn open_lock(lock_path: &Path) -> anyhow::Result<File> {
+    let rw = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path);
+    match rw {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()) => {
+            tracing::warn!(
+                "{} is on a read-only filesystem; running anyway to report it",
+                lock_path.display()
+            );
+            File::open(lock_path)
+                .with_context(|| format!("opening lock file {} read-only", lock_path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening lock file {}", lock_path.display())),
+    }
 }
 
 impl StateStore {
     /// Creates the state directory if needed, takes its lock and loads the state (a
-    /// missing file is a fresh state).
+    /// missing file is a fresh state; a damaged one is moved aside, see
+    /// [`StateStore::reset`]).
     pub fn open(dir: &Path) -> anyhow::Result<(Self, State)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating state directory {}", dir.display()))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening lock file {}", lock_path.display()))?;
+        let lock = open_lock(&lock_path)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
             .with_context(|| {
                 format!(
@@ -263,39 +313,85 @@ impl StateStore {
                 )
             })?;
         let path = dir.join(STATE_FILE);
-        let state = Self::load(&path)?;
-        Ok((Self { path, _lock: lock }, state))
+        let (state, reset) = match Self::read(&path) {
+            Ok(state) => (state, None),
+            Err(LoadError::Other(e)) => return Err(e),
+            Err(LoadError::Damaged(e)) => {
+                let why = format!("{e:#}");
+                let moved_to = dir.join(DAMAGED_STATE_FILE);
+                std::fs::rename(&path, &moved_to)
+                    .and_then(|()| fleet_core::fsutil::sync_dir(dir))
+                    .with_context(|| {
+                        format!("{why}; moving it to {} failed too", moved_to.display())
+                    })?;
+                tracing::error!(
+                    "{why}; moved it to {} and starting afresh from the running system",
+                    moved_to.display()
+                );
+                (State::default(), Some(StateReset { moved_to, why }))
+            }
+        };
+        Ok((
+            Self {
+                path,
+                _lock: lock,
+                reset,
+            },
+            state,
+        ))
     }
 
     /// Reads the state file without taking the lock (for `fleet-agent state`).
     pub fn load(path: &Path) -> anyhow::Result<State> {
+        Self::read(path).map_err(|(LoadError::Damaged(e) | LoadError::Other(e))| e)
+    }
+
+    fn read(path: &Path) -> Result<State, LoadError> {
         use std::io::Read;
         let f = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => {
+                return Err(LoadError::Other(
+                    anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                ));
+            }
         };
         let mut bytes = Vec::new();
         f.take(MAX_STATE_FILE + 1)
             .read_to_end(&mut bytes)
-            .with_context(|| format!("reading {}", path.display()))?;
+            .map_err(|e| {
+                LoadError::Other(
+                    anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                )
+            })?;
         let bad = || {
             format!(
                 "state file {} is unreadable; it is only ever replaced atomically, so it was \
-                 damaged or edited. Move it away to start afresh (the agent then forgets the \
-                 highest manifest sequence it accepted, and trusts the next valid manifest)",
+                 damaged or edited. The agent moves it to {DAMAGED_STATE_FILE} and starts \
+                 afresh (forgetting the highest manifest sequence it accepted)",
                 path.display()
             )
         };
-        anyhow::ensure!(bytes.len() as u64 <= MAX_STATE_FILE, "{}: too large", bad());
-        let state: State = serde_json::from_slice(&bytes).with_context(bad)?;
-        anyhow::ensure!(
-            state.version == 1,
-            "state file {} has version {}; this agent understands version 1",
-            path.display(),
-            state.version
-        );
+        if bytes.len() as u64 > MAX_STATE_FILE {
+            return Err(LoadError::Damaged(anyhow::anyhow!("{}: too large", bad())));
+        }
+        let state: State = serde_json::from_slice(&bytes)
+            .with_context(bad)
+            .map_err(LoadError::Damaged)?;
+        if state.version != 1 {
+            return Err(LoadError::Other(anyhow::anyhow!(
+                "state file {} has version {}; this agent understands version 1 (an older agent after a newer one: upgrade the agent again)",
+                path.display(),
+                state.version
+            )));
+        }
         Ok(state)
+    }
+
+    /// The damaged state file this store moved aside when it was opened, if any.
+    pub fn reset(&self) -> Option<&StateReset> {
+        self.reset.as_ref()
     }
 
     /// Writes `state` atomically.
@@ -359,13 +455,32 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_file_is_an_error_naming_it() {
+    fn a_damaged_file_is_moved_aside_and_named() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(STATE_FILE), "{\"version\": 1, \"junk\"").unwrap();
-        let e = format!("{:#}", StateStore::open(d.path()).unwrap_err());
-        assert!(
-            e.contains("state.json") && e.contains("Move it away"),
-            "{e}"
+        let junk = "{\"version\": 1, \"junk\"";
+        std::fs::write(d.path().join(STATE_FILE), junk).unwrap();
+        let e = format!(
+            "{:#}",
+            StateStore::load(&d.path().join(STATE_FILE)).unwrap_err()
         );
+        assert!(e.contains("state.json") && e.contains("damaged"), "{e}");
+        let (store, state) = StateStore::open(d.path()).unwrap();
+        assert_eq!(state, State::default());
+        let reset = store.reset().expect("a reset");
+        assert!(reset.why.contains("state.json"), "{}", reset.why);
+        assert_eq!(reset.moved_to, d.path().join(DAMAGED_STATE_FILE));
+        assert_eq!(std::fs::read_to_string(&reset.moved_to).unwrap(), junk);
+        assert!(!d.path().join(STATE_FILE).exists());
+    }
+
+    #[test]
+    fn another_version_is_an_error_not_a_reset() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = serde_json::to_value(State::default()).unwrap();
+        v["version"] = 2.into();
+        std::fs::write(d.path().join(STATE_FILE), v.to_string()).unwrap();
+        let e = format!("{:#}", StateStore::open(d.path()).unwrap_err());
+        assert!(e.contains("version 2"), "{e}");
+        assert!(d.path().join(STATE_FILE).exists());
     }
 }

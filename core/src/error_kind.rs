@@ -146,6 +146,13 @@ error_kinds! {
     BootFailed = "boot-failed",
     /// The agent's `reboot-command` failed.
     RebootFailed = "reboot-failed",
+    /// The filesystem of the agent's state or staging directory is full.
+    DiskFull = "disk-full",
+    /// The agent's state or staging directory is on a read-only filesystem.
+    DiskReadOnly = "disk-read-only",
+    /// The state file was unreadable (damaged or edited): the agent moved it aside
+    /// and started afresh from the running system.
+    StateReset = "state-reset",
 }
 
 impl fmt::Display for ErrorKind {

@@ -250,3 +250,26 @@ fn a_root_of_trust_replaces_the_static_keys() {
         assert!(err.contains(want), "{want:?} not in {err}");
     }
 }
+
+#[test]
+fn clock_skew_has_a_default_may_be_zero_and_is_checked() {
+    let base = || Config {
+        bucket: Some("file:///b".into()),
+        host: Some("web-1".into()),
+        trusted_publisher_keys: vec![key()],
+        trusted_cache_keys: vec![key()],
+        ..Default::default()
+    };
+    assert_eq!(base().settings().unwrap().clock_skew, DEFAULT_CLOCK_SKEW);
+    let zero = Config {
+        clock_skew: Some("0s".into()),
+        ..base()
+    };
+    assert_eq!(zero.settings().unwrap().clock_skew, Duration::ZERO);
+    let bad = Config {
+        clock_skew: Some("soon".into()),
+        ..base()
+    };
+    let err = format!("{:#}", bad.settings().unwrap_err());
+    assert!(err.contains("clock-skew"), "{err}");
+}

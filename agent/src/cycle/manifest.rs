@@ -63,6 +63,13 @@ impl Agent {
         }
         let verified = match self.verify_manifest(bytes, now) {
             Ok(v) => v,
+            Err(e @ ManifestError::Expired { .. }) => {
+                // Not remembered by ETag or digest: whether it expired depends on this
+                // host's clock as much as on the object, so a clock that was wrong
+                // (and is set right) gets the manifest verified again at the next poll.
+                let message = format!("{key} refused: {e}");
+                return self.refuse(ErrorKind::ManifestExpired, message, None, None, None);
+            }
             Err(e) => {
                 let message = format!("{key} refused: {e}");
                 return self.refuse(manifest_kind(&e), message, etag, Some(digest), None);

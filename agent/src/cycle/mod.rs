@@ -199,6 +199,30 @@ pub struct Agent {
     wake_at: Option<Timestamp>,
 }
 
+/// The kind and message of an error that ended a cycle early: a full or read-only
+/// state or staging directory gets its own kind and says what to do, anything else
+/// is `agent-error`. The state file is only ever replaced whole (`state.rs`), so a
+/// write that failed here left the last complete state on disk.
+fn local_error(e: &anyhow::Error) -> (ErrorKind, String) {
+    let kind = e
+        .chain()
+        .find_map(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(crate::fetch::local_io_kind)
+        })
+        .unwrap_or(ErrorKind::AgentError);
+    let advice = match kind {
+        ErrorKind::DiskFull => {
+            "; the filesystem is full: free space there. Nothing was changed (the state file still holds the last complete state) and the running generation is kept; the agent retries with backoff"
+        }
+        ErrorKind::DiskReadOnly => {
+            "; the filesystem is read-only: remount it read-write (and check dmesg for why it went read-only). Nothing was changed and the running generation is kept; the agent retries with backoff"
+        }
+        _ => "",
+    };
+    (kind, format!("{e:#}{advice}"))
+}
+
 fn describe(g: &Generation) -> String {
     match g.sequence {
         Some(s) => format!("sequence {s} ({})", g.closure),
@@ -245,7 +269,7 @@ impl Agent {
                 "status reports are signed with the host identity key"
             );
         }
-        Ok(Self {
+        let mut agent = Self {
             identity,
             settings,
             bucket,
@@ -257,7 +281,22 @@ impl Agent {
             metrics: Metrics::default(),
             trust,
             wake_at: None,
-        })
+        };
+        if let Some(reset) = agent.store.reset().cloned() {
+            // An event of its own, so the operator learns of it even though the
+            // cycle that follows usually ends healthy and clears the error.
+            let msg = format!(
+                "{}; moved it to {} and started afresh: the running system is read from the profile and the manifest is read again; the highest manifest sequence accepted before, queued status events and any activation in progress were forgotten",
+                reset.why,
+                reset.moved_to.display()
+            );
+            agent.set(
+                AgentState::Starting,
+                Some(report::error(ErrorKind::StateReset, msg)),
+            );
+            agent.save()?;
+        }
+        Ok(agent)
     }
 
     /// The settings.
@@ -292,11 +331,16 @@ impl Agent {
         let outcome = match self.cycle_inner().await {
             Ok(o) => o,
             Err(e) => {
-                let msg = format!("{e:#}");
-                tracing::error!("cycle failed: {msg}");
-                let err = report::error(ErrorKind::AgentError, &msg);
-                let state = self.state.reported.state;
+                let (kind, msg) = local_error(&e);
+                tracing::error!(kind = kind.as_str(), "cycle failed: {msg}");
+                let err = report::error(kind, &msg);
+                // A step cut short by a local error is not under way any more.
+                let state = match self.state.reported.state {
+                    AgentState::Fetching | AgentState::Starting => AgentState::Failed,
+                    s => s,
+                };
                 self.set(state, Some(err));
+                // Most likely fails the same way; the error is reported all the same.
                 let _ = self.save();
                 Outcome::Retry
             }
@@ -419,7 +463,7 @@ impl Agent {
         let now = Timestamp::now();
         let (state, err, outcome) = match memo.outcome {
             MemoOutcome::Applied => match memo.expires_at {
-                Some(exp) if now >= exp => (
+                Some(exp) if self.skewed(now) >= exp => (
                     AgentState::Refused,
                     Some(report::error(
                         ErrorKind::ManifestExpired,

@@ -82,6 +82,31 @@ impl Agent {
     ) -> Result<VerifiedManifest, ManifestError> {
         let host: &HostName = &self.settings.host;
         let highest_seen = self.state.highest_seen.as_ref();
+        let result = self.verify_manifest_at(bytes, host, highest_seen, self.skewed(now));
+        match result {
+            // The message tells the host's own clock, not the allowance's.
+            Err(ManifestError::Expired { expires_at, .. }) => {
+                Err(ManifestError::Expired { expires_at, now })
+            }
+            other => other,
+        }
+    }
+
+    /// `now` less the `clock-skew` allowance: the time expiries are checked at.
+    pub(super) fn skewed(&self, now: Timestamp) -> Timestamp {
+        jiff::SignedDuration::try_from(self.settings.clock_skew)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok())
+            .unwrap_or(now)
+    }
+
+    fn verify_manifest_at(
+        &self,
+        bytes: &[u8],
+        host: &HostName,
+        highest_seen: Option<&fleet_core::manifest::SeenManifest>,
+        now: Timestamp,
+    ) -> Result<VerifiedManifest, ManifestError> {
         if let Some(root) = self.trust.root()
             && self.settings.trust.is_some()
         {

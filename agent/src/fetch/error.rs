@@ -282,7 +282,9 @@ impl FetchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             FetchError::StagingBusy { .. } => ErrorKind::StagingBusy,
-            FetchError::Staging { .. } => ErrorKind::StagingIo,
+            FetchError::Staging { error, .. } => {
+                local_io_kind(error).unwrap_or(ErrorKind::StagingIo)
+            }
             FetchError::StoreQuery(_) => ErrorKind::StoreQueryFailed,
             FetchError::NarinfoMissing { .. } => ErrorKind::NarinfoMissing,
             FetchError::NarMissing { .. } => ErrorKind::NarMissing,
@@ -330,6 +332,24 @@ impl FetchError {
                 | FetchError::NarMalformed { .. }
         )
     }
+}
+
+/// The kind of a local write failure the operator fixes on the host itself: a full
+/// filesystem (`ENOSPC`, or a quota: `EDQUOT`) or a read-only one (`EROFS`). `None`
+/// for any other error.
+pub(crate) fn local_io_kind(e: &std::io::Error) -> Option<ErrorKind> {
+    match e.raw_os_error()? {
+        libc_errno::ENOSPC | libc_errno::EDQUOT => Some(ErrorKind::DiskFull),
+        libc_errno::EROFS => Some(ErrorKind::DiskReadOnly),
+        _ => None,
+    }
+}
+
+/// The errno values [`local_io_kind`] knows, from rustix (no libc dependency).
+mod libc_errno {
+    pub(super) const ENOSPC: i32 = rustix::io::Errno::NOSPC.raw_os_error();
+    pub(super) const EDQUOT: i32 = rustix::io::Errno::DQUOT.raw_os_error();
+    pub(super) const EROFS: i32 = rustix::io::Errno::ROFS.raw_os_error();
 }
 
 /// Maps a bucket error on `key` (for `path`) to a fetch error.

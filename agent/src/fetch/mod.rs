@@ -80,6 +80,7 @@ use tokio::sync::mpsc;
 
 use download::download_all;
 pub use error::FetchError;
+pub(crate) use error::local_io_kind;
 use staging::Staging;
 use walk::{Walk, fetch_narinfo};
 use waves::{dependency_order, import};
