@@ -179,6 +179,9 @@ pub struct ReporterOptions {
     pub max_host_series: usize,
     /// Token required on every request but `/healthz`.
     pub token: Option<String>,
+    /// Longest time between full listings; in between, refreshes read the change
+    /// feed (zero: every refresh lists the whole fleet).
+    pub full_listing_every: SignedDuration,
 }
 
 impl Default for ReporterOptions {
@@ -192,6 +195,7 @@ impl Default for ReporterOptions {
             write_snapshot: true,
             max_host_series: DEFAULT_MAX_HOST_SERIES,
             token: None,
+            full_listing_every: crate::fleet::DEFAULT_FULL_LISTING_EVERY,
         }
     }
 }
@@ -312,6 +316,7 @@ impl Config {
                 write_snapshot: c.write_snapshot.unwrap_or(true),
                 max_host_series: c.max_host_series.unwrap_or(DEFAULT_MAX_HOST_SERIES),
                 token,
+                full_listing_every: crate::fleet::DEFAULT_FULL_LISTING_EVERY,
             },
             listen: c
                 .listen
