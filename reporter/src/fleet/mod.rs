@@ -254,7 +254,7 @@ pub async fn refresh(
         snapshot,
         // A full listing is recorded even when nothing changed, so that other
         // reporters starting from the stored snapshot may read the feed.
-        changed: changed || full,
+        changed: changed || (full && params.full_listing_every.is_positive()),
     })
 }
 
