@@ -17,6 +17,7 @@
 //! - [`window`]: maintenance windows;
 //! - [`metrics`]: Prometheus text for node-exporter's textfile collector;
 //! - [`report`]: status objects and queued events in the bucket;
+//! - [`change_marker`]: the change-feed marker written beside each status;
 //! - [`facts`]: host facts for the status;
 //! - [`schedule`]: poll interval, jitter, backoff;
 //! - [`notify`]: systemd readiness and watchdog;
@@ -26,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod activate;
+pub mod change_marker;
 pub mod childenv;
 pub mod cmd;
 pub mod config;

@@ -139,6 +139,7 @@ pub async fn write_status(
     let key = Key::status(host);
     bucket.put(&key, signed_bytes(report, identity)).await?;
     tracing::debug!(%key, state = %report.state, "wrote status");
+    crate::change_marker::write(bucket, host, Timestamp::now()).await;
     Ok(())
 }
 

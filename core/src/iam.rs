@@ -8,10 +8,10 @@
 //!
 //! | role | may |
 //! |---|---|
-//! | agent for host H | `s3:GetObject` on `hosts/H/*`, `cache/*` and `trust/*`; `s3:PutObject` on `status/H/*` |
+//! | agent for host H | `s3:GetObject` on `hosts/H/*`, `cache/*` and `trust/*`; `s3:PutObject` on `status/H/*` and `changes/*/H` (its change-feed markers) |
 //! | publisher | get/put on `cache/*`, `hosts/*`, `releases/*`, `audit/*`; get on `status/*`; list those prefixes; abort its multipart uploads in `cache/` |
-//! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes |
-//! | admin | everything the publisher may; get/put on `trust/*`, `registry/*`; delete on `hosts/*`, `status/*`, `cache/*`, `releases/*`; list those prefixes |
+//! | reporter | get on `status/*`, `hosts/*`, `releases/*`, `dashboard/*`, `registry/*`; put on `dashboard/*`; list those prefixes and `changes/` |
+//! | admin | everything the publisher may; get/put on `trust/*`, `registry/*`; delete on `hosts/*`, `status/*`, `cache/*`, `releases/*`, `changes/*`; list those prefixes |
 //! | viewer | get on `status/*`, `hosts/*`, `releases/*` (releases and their rollout states), `dashboard/*`, `registry/*`; list those prefixes; nothing written |
 //!
 //! Nothing else is allowed; only the admin may delete (`fleet-publish retire
@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use crate::host::HostName;
 use crate::layout::{
-    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR, RELEASES_DIR,
-    STATUS_DIR, TRUST_DIR,
+    AUDIT_CHAIN_DIR, AUDIT_DIR, CACHE_DIR, CHANGES_DIR, DASHBOARD_DIR, HOSTS_DIR, REGISTRY_DIR,
+    RELEASES_DIR, STATUS_DIR, TRUST_DIR,
 };
 
 /// A role that gets credentials.
@@ -166,7 +166,7 @@ enum Shape<'a> {
 /// What the admin may write beyond the publisher's folders.
 const ADMIN_WRITES: [&str; 2] = [TRUST_DIR, REGISTRY_DIR];
 /// Where the admin may delete.
-const ADMIN_DELETES: [&str; 4] = [HOSTS_DIR, STATUS_DIR, CACHE_DIR, RELEASES_DIR];
+const ADMIN_DELETES: [&str; 5] = [HOSTS_DIR, STATUS_DIR, CACHE_DIR, RELEASES_DIR, CHANGES_DIR];
 /// What the dashboard reads, and so what a viewer may read and list.
 const VIEWER_READS: [&str; 5] = [
     STATUS_DIR,
@@ -203,6 +203,13 @@ impl Shape<'_> {
                     vec![format!("arn:aws:s3:::{bucket}/{p}{STATUS_DIR}/{host}/*")],
                 ),
                 allow("ReadTrustRoot", &["s3:GetObject"], vec![obj(TRUST_DIR)]),
+                // The host name is the marker key's last segment, and a marker is
+                // exactly four segments, so `*` spanning `/` names no other host's.
+                allow(
+                    "WriteOwnChangeMarkers",
+                    &["s3:PutObject"],
+                    vec![format!("arn:aws:s3:::{bucket}/{p}{CHANGES_DIR}/*/{host}")],
+                ),
             ],
             Shape::Publisher => vec![
                 allow(
@@ -247,6 +254,7 @@ impl Shape<'_> {
                         RELEASES_DIR,
                         DASHBOARD_DIR,
                         REGISTRY_DIR,
+                        CHANGES_DIR,
                     ],
                 ),
             ],
@@ -274,6 +282,7 @@ impl Shape<'_> {
                         STATUS_DIR,
                         TRUST_DIR,
                         REGISTRY_DIR,
+                        CHANGES_DIR,
                     ],
                 ));
                 statements
@@ -486,10 +495,14 @@ mod tests {
             actions_on(&p, ":::fleet-bucket/prod/trust/*"),
             ["s3:GetObject"]
         );
+        assert_eq!(
+            actions_on(&p, ":::fleet-bucket/prod/changes/*/host-a"),
+            ["s3:PutObject"]
+        );
         assert!(!p.contains("ListBucket") && !p.contains("Delete"));
-        // Exactly four statements: nothing else is allowed.
+        // Exactly five statements: nothing else is allowed.
         let v: serde_json::Value = serde_json::from_str(&p).unwrap();
-        assert_eq!(v["Statement"].as_array().unwrap().len(), 4);
+        assert_eq!(v["Statement"].as_array().unwrap().len(), 5);
     }
 
     #[test]

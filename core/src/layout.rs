@@ -21,6 +21,7 @@
 //! | `trust/<version>.root.json` | root key holders | agents, admins |
 //! | `trust/root.json` | root key holders | agents, admins |
 //! | `cache/gc-condemned.json` | `fleet-publish gc` | `fleet-publish gc`, publisher |
+//! | `changes/<day>/<time>/<host>` | that host's agent | reporter |
 //!
 //! [`LAYOUT`] holds the same table; `core/tests/formats_doc.rs` checks that this one
 //! and `docs/formats.md`'s equal it, and that each row's key is what its constructor
@@ -54,6 +55,10 @@ pub const TRUST_DIR: &str = "trust";
 pub const DASHBOARD_DIR: &str = "dashboard";
 /// Folder of the signed host registry.
 pub const REGISTRY_DIR: &str = "registry";
+/// Folder of the change feed: empty markers agents write beside each status write,
+/// under time-ordered keys, so a reporter can list what changed since its last
+/// refresh ([`Key::change_marker`]).
+pub const CHANGES_DIR: &str = "changes";
 
 /// Longest object name accepted in a key segment.
 pub const MAX_OBJECT_NAME_LEN: usize = 200;
@@ -156,6 +161,11 @@ pub const LAYOUT: &[LayoutRow] = &[
         pattern: "cache/gc-condemned.json",
         written_by: "`fleet-publish gc`",
         read_by: "`fleet-publish gc`, publisher",
+    },
+    LayoutRow {
+        pattern: "changes/<day>/<time>/<host>",
+        written_by: "that host's agent",
+        read_by: "reporter",
     },
 ];
 
@@ -358,6 +368,45 @@ impl Key {
         Self(format!("{CACHE_DIR}/gc-condemned.json"))
     }
 
+    /// `changes/<YYYYmmdd>/<HHMMSS>/<host>`: the change-feed marker `host` writes
+    /// when it writes its status at `time` (by its own clock, UTC). The object is
+    /// empty and only a hint to re-read the host; the host name is the last segment,
+    /// so an IAM pattern `changes/*/<host>` lets a host write only its own markers
+    /// (a key with more segments is no marker, see [`Key::change_marker_host`]).
+    pub fn change_marker(time: jiff::Timestamp, host: &HostName) -> Self {
+        Self(format!(
+            "{CHANGES_DIR}/{}/{host}",
+            time.strftime("%Y%m%d/%H%M%S")
+        ))
+    }
+
+    /// `changes/<YYYYmmdd>/<HHMMSS>`: the listing cursor for the markers of `time`'s
+    /// second and later. It sorts before every marker of that second and after
+    /// every marker of an earlier one; no object is ever written under it.
+    pub fn change_cursor(time: jiff::Timestamp) -> Self {
+        Self(format!("{CHANGES_DIR}/{}", time.strftime("%Y%m%d/%H%M%S")))
+    }
+
+    /// The host and time of a change-feed marker key: exactly
+    /// `changes/<8 digits>/<6 digits>/<host>`, anything else is `None`.
+    pub fn change_marker_host(key: &str) -> Option<(HostName, jiff::Timestamp)> {
+        let rest = key.strip_prefix(CHANGES_DIR)?.strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let (day, time, host) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || day.len() != 8 || time.len() != 6 {
+            return None;
+        }
+        if !(day.bytes().chain(time.bytes())).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let at = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", format!("{day}{time}"))
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp();
+        Some((HostName::new(host).ok()?, at))
+    }
+
     /// The key as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -442,6 +491,11 @@ impl KeyPrefix {
     /// `trust/`: the root of trust's versions and pointer.
     pub fn trust() -> Self {
         Self(format!("{TRUST_DIR}/"))
+    }
+
+    /// `changes/`: the change feed ([`Key::change_marker`]).
+    pub fn changes() -> Self {
+        Self(format!("{CHANGES_DIR}/"))
     }
     /// The prefix as a string, relative to the bucket's root prefix.
     pub fn as_str(&self) -> &str {
@@ -589,5 +643,27 @@ mod tests {
             Key::status_event(&HostName::new("web-1").unwrap(), &n).as_str(),
             "status/web-1/events/20261126T212500Z-000042.json"
         );
+    }
+
+    #[test]
+    fn change_markers_name_their_host_and_nothing_else_parses() {
+        let t: jiff::Timestamp = "2026-12-03T04:31:05Z".parse().unwrap();
+        let k = Key::change_marker(t, &h("web-1"));
+        assert_eq!(k.as_str(), "changes/20261203/043105/web-1");
+        assert_eq!(Key::change_marker_host(k.as_str()), Some((h("web-1"), t)));
+        assert!(Key::change_cursor(t).as_str() < k.as_str());
+        let earlier = Key::change_marker(t - jiff::SignedDuration::from_secs(1), &h("zz"));
+        assert!(earlier.as_str() < Key::change_cursor(t).as_str());
+        for bad in [
+            "changes/20261203/043105/a/web-1",
+            "changes/20261203/043105",
+            "changes/2026120/043105/web-1",
+            "changes/20261203/04310x/web-1",
+            "changes/20261303/043105/web-1",
+            "changes/20261203/043105/Web_1",
+            "status/20261203/043105/web-1",
+        ] {
+            assert_eq!(Key::change_marker_host(bad), None, "{bad}");
+        }
     }
 }

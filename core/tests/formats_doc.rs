@@ -218,6 +218,7 @@ fn documented_bucket_layout_is_the_code() {
         Key::trust_root_version(3),
         Key::trust_root(),
         Key::gc_condemned(),
+        Key::change_marker(time, &host),
     ];
     for key in &built {
         let rows: Vec<_> = LAYOUT

@@ -211,6 +211,9 @@ pub struct ReporterOptions {
     /// The pinned root of trust, if configured: its newest version's publisher and
     /// admin keys are trusted besides `trusted`.
     pub root: Option<RootPin>,
+    /// Longest time between full listings; in between, refreshes read the change
+    /// feed (zero: every refresh lists the whole fleet).
+    pub full_listing_every: SignedDuration,
 }
 
 impl Default for ReporterOptions {
@@ -225,6 +228,7 @@ impl Default for ReporterOptions {
             max_host_series: DEFAULT_MAX_HOST_SERIES,
             token: None,
             root: None,
+            full_listing_every: crate::fleet::DEFAULT_FULL_LISTING_EVERY,
         }
     }
 }
@@ -352,6 +356,7 @@ impl Config {
                 max_host_series: c.max_host_series.unwrap_or(DEFAULT_MAX_HOST_SERIES),
                 token,
                 root,
+                full_listing_every: crate::fleet::DEFAULT_FULL_LISTING_EVERY,
             },
             listen: c
                 .listen

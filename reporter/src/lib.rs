@@ -115,6 +115,7 @@ impl Reporter {
             stale_after: opts.stale_after,
             concurrency: opts.concurrency,
             registry: Arc::default(),
+            full_listing_every: opts.full_listing_every,
         };
         Self {
             bucket,

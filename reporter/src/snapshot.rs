@@ -12,24 +12,34 @@
 //! (`put_if_match` on the ETag it read, `put_if_absent` when there was none) and simply
 //! skips the write when it loses, since its answer is correct either way.
 //!
-//! # Format, version 2
+//! # Format, version 3
 //!
 //! The object is a sequence of [zstd](https://facebook.github.io/zstd/) frames, each
 //! recording its decompressed size, so `zstd -dc snapshot.json` prints it as text. The
 //! first frame holds one JSON line, the header:
 //!
 //! ```json
-//! {"version":2,"written_at":"2026-11-26T21:25:00Z","trusted_keys":"<sha256 hex of the sorted trusted publisher keys, or empty>","hosts":2,"shards":1}
+//! {"version":3,"written_at":"2026-11-26T21:25:00Z","full_listing_at":"2026-11-26T21:20:00Z","trusted_keys":"<sha256 hex of the sorted trusted publisher keys, or empty>","hosts":2,"shards":1}
 //! ```
+//!
+//! `written_at` is when the refresh that made it started (by the reporter's clock):
+//! the next refresh lists the change feed from a little before it.
+//! `full_listing_at` is when the last refresh that listed `status/` and `hosts/`
+//! whole started.
 //!
 //! and each of the `shards` frames that follow holds JSON lines, one per host, a host
 //! name and what is cached for it; hosts are in strictly increasing order across all
 //! shards:
 //!
 //! ```json
-//! ["web-1",{"status":{"etag":"\"9b2c…\"","outcome":{"report":{ …StatusReport v1… }}},"manifest":{"etag":"\"51aa…\"","outcome":{"verified":{"sequence":7,"closure":"/nix/store/…","issued_at":"…","expires_at":"…","activation":"switch","signed_by":"publisher-1","digest":"<sha256 hex>"}}}}]
+//! ["web-1",{"status":{"etag":"\"9b2c…\"","modified":"2026-11-26T21:24:31Z","outcome":{"report":{ …StatusReport v1… }}},"manifest":{"etag":"\"51aa…\"","outcome":{"verified":{"sequence":7,"closure":"/nix/store/…","issued_at":"…","expires_at":"…","activation":"switch","signed_by":"publisher-1","digest":"<sha256 hex>"}}}}]
 //! ["web-2",{"status":{"etag":"\"77e0…\"","outcome":{"flagged":"status object … is malformed: …"}}}]
 //! ```
+//!
+//! Each cached object also records `modified`, the store's last-modified time it was
+//! listed with (the status's is the host's "last seen"), and a host may record
+//! `hold_modified` (the listed time of its `hold.json`, which is read on every
+//! refresh) and `marker` (the store time of its newest change-feed marker seen).
 //!
 //! Why this shape: at 100,000 hosts the JSON is about 100 MB; compressed it is a
 //! tenth of that to store and move, and independent shards of about
@@ -59,7 +69,7 @@ use sha2::{Digest, Sha256};
 use crate::outcome::{MAX_FLAG_LEN, ManifestOutcome, StatusOutcome};
 
 /// Format version of the snapshot.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// Largest snapshot object read back, compressed (100,000 hosts take about 10 MiB).
 pub const MAX_SNAPSHOT_SIZE: u64 = 256 * 1024 * 1024;
 /// Largest snapshot accepted once decompressed (a host takes about 1 KiB, 6 KiB when
@@ -86,6 +96,9 @@ const ZSTD_LEVEL: i32 = -1;
 pub struct Cached<T> {
     /// The object's ETag.
     pub etag: String,
+    /// The store's last-modified time of the object, as listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<Timestamp>,
     /// What it gave.
     pub outcome: T,
 }
@@ -100,6 +113,13 @@ pub struct CachedHost {
     /// Its `manifest.json` (only when manifests are verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Cached<ManifestOutcome>>,
+    /// The store's last-modified time of its `hold.json`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_modified: Option<Timestamp>,
+    /// The store's last-modified time of its newest change-feed marker seen (so its
+    /// agent is known to write them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<Timestamp>,
 }
 
 /// The snapshot: what the next refresh may reuse.
@@ -107,8 +127,10 @@ pub struct CachedHost {
 pub struct Snapshot {
     /// Always [`SNAPSHOT_VERSION`].
     pub version: u32,
-    /// When it was computed.
+    /// When the refresh that computed it started.
     pub written_at: Timestamp,
+    /// When the last full listing (of `status/` and `hosts/`) it builds on started.
+    pub full_listing_at: Timestamp,
     /// [`fingerprint`] of the keys manifests were verified with.
     pub trusted_keys: String,
     /// Per host.
@@ -126,7 +148,7 @@ pub fn fingerprint(keys: &TrustedKeys) -> String {
 }
 
 impl Snapshot {
-    /// A snapshot of `hosts` computed at `written_at`.
+    /// A snapshot of `hosts` computed at `written_at` from a full listing.
     pub fn new(
         written_at: Timestamp,
         trusted_keys: String,
@@ -135,6 +157,7 @@ impl Snapshot {
         Self {
             version: SNAPSHOT_VERSION,
             written_at,
+            full_listing_at: written_at,
             trusted_keys,
             hosts,
         }
@@ -147,6 +170,7 @@ impl Snapshot {
         let header = Header {
             version: SNAPSHOT_VERSION,
             written_at: self.written_at,
+            full_listing_at: self.full_listing_at,
             trusted_keys: self.trusted_keys.clone(),
             hosts: entries.len(),
             shards: shards.len(),
@@ -259,6 +283,7 @@ impl Snapshot {
         Ok(Self {
             version: header.version,
             written_at: header.written_at,
+            full_listing_at: header.full_listing_at,
             trusted_keys: header.trusted_keys,
             hosts: all.into_iter().collect(),
         })
@@ -271,6 +296,7 @@ impl Snapshot {
 struct Header {
     version: u32,
     written_at: Timestamp,
+    full_listing_at: Timestamp,
     trusted_keys: String,
     hosts: usize,
     shards: usize,

@@ -149,8 +149,9 @@ pub async fn populate(
         .await
 }
 
-/// Rewrites the status of hosts `ids` with a new report time (as an agent does on
-/// every state change), `concurrency` at a time.
+/// Rewrites the status of hosts `ids` with a new report time and then writes their
+/// change-feed markers (as an agent does on every state change and heartbeat),
+/// `concurrency` at a time.
 pub async fn touch(
     bucket: &Bucket,
     ids: impl IntoIterator<Item = usize>,
@@ -165,6 +166,9 @@ pub async fn touch(
                     &Key::status(&host),
                     report(&host, AgentState::Healthy, 2, 2, time).to_bytes(),
                 )
+                .await?;
+            bucket
+                .put(&Key::change_marker(time, &host), Vec::new())
                 .await
                 .map(|_| ())
         })

@@ -137,7 +137,7 @@ pub(super) async fn import_served(
     let state_ref = &state;
     let job_tx_ref = &job_tx;
 
-    let mut conns: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + '_>>> =
+    let mut conns: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + '_>>> =
         FuturesUnordered::new();
     let mut jobs = FuturesUnordered::new();
     let importing = import(ctx, &url, order);

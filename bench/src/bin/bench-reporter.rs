@@ -510,6 +510,12 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         );
     }
     let s = &f.stats;
+    // Warm refreshes follow the change feed (the touched hosts wrote markers).
+    ensure!(
+        phase == 0 || s.listing == "feed",
+        "a warm refresh listed the fleet ({}) instead of reading the change feed",
+        s.listing
+    );
     let r = ChildResult {
         seconds,
         cpu_seconds,

@@ -138,6 +138,7 @@ fn keep<T: Clone>(
     if let Some(etag) = etag {
         *cached = Some(Cached {
             etag,
+            modified: None,
             outcome: outcome.clone(),
         });
     }

@@ -222,7 +222,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    fn new(host: HostName) -> Self {
+    pub(super) fn new(host: HostName) -> Self {
         Self {
             host,
             status: None,

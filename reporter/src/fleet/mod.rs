@@ -4,6 +4,9 @@
 //!
 //! 1. `list.rs`: LIST `status/` and `hosts/` (each entry carries its ETag and the
 //!    store's last-modified time); the hosts are the union of both, one slot each;
+//!    or, within `full_listing_every` of the last full listing, `feed.rs`: list the
+//!    change feed since the previous refresh, ask the store about the hosts it names
+//!    and take every other host's objects as the previous [`Snapshot`] recorded them;
 //! 2. `reuse.rs`: for each host, reuse the outcome cached in the previous
 //!    [`Snapshot`] when the object's ETag is unchanged, otherwise plan a read;
 //! 3. `fetch.rs`: GET the planned objects in batches and parse or verify each;
@@ -12,8 +15,10 @@
 //!    registry (its signature by the host's identity key);
 //! 5. `holds.rs`: read the listed holds and put them on their rows.
 //!
-//! A warm refresh therefore costs three LISTs (the registry's too, when manifests are
-//! verified) plus one GET per changed object and per held host.
+//! A warm refresh after a full listing therefore costs three LISTs (the registry's
+//! too, when manifests are verified) plus one GET per changed object and per held
+//! host; a feed refresh one short LIST of `changes/` (plus the registry's) and three
+//! HEADs per host that wrote instead of the two big LISTs.
 //!
 //! Everything a host wrote is hostile: an object that is too large, malformed or
 //! claims another host is recorded as a *flag* on that host's row and never stops the
@@ -22,6 +27,7 @@
 //! writing a time in the future.
 
 mod classify;
+mod feed;
 mod fetch;
 mod holds;
 mod list;
@@ -38,6 +44,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 pub use self::classify::classify;
+pub use self::feed::{DEFAULT_FULL_LISTING_EVERY, FEED_MARGIN, MAX_FEED_SHARE};
 pub use self::list::{Ignored, MAX_IGNORED_KEYS, MAX_LIST_RANGES};
 pub use self::registry::{Enrollment, RegistryCache, check_event};
 use crate::outcome::{HostRow, HostState};
@@ -72,6 +79,11 @@ pub struct RefreshStats {
     pub fetch_ms: u64,
     /// Time spent writing the snapshot, in milliseconds.
     pub snapshot_write_ms: u64,
+    /// How the hosts were found: `full` (listing `status/` and `hosts/`) or `feed`
+    /// (the change feed since the previous refresh).
+    pub listing: &'static str,
+    /// Change-feed markers listed (feed refreshes).
+    pub markers: usize,
 }
 
 /// The whole fleet at one instant.
@@ -143,6 +155,8 @@ pub struct RefreshParams {
     pub concurrency: usize,
     /// Registry entries read by earlier refreshes of this process.
     pub registry: Arc<RegistryCache>,
+    /// Longest time between full listings (zero: always list in full).
+    pub full_listing_every: SignedDuration,
 }
 
 /// Result of one refresh.
@@ -163,7 +177,18 @@ pub async fn refresh(
     now: Timestamp,
 ) -> Result<Refreshed, BucketError> {
     let started = Instant::now();
-    let listing = list::list(bucket, params.concurrency, prev).await?;
+    let fed = match prev {
+        Some(p) if feed::usable(params, p, now) => feed::list(bucket, params, p, now).await?,
+        _ => None,
+    };
+    let full = fed.is_none();
+    let (listing, markers) = match fed {
+        Some(f) => (f.listing, f.markers),
+        None => (
+            list::list(bucket, params.concurrency, prev).await?,
+            BTreeMap::new(),
+        ),
+    };
     let list_ms = started.elapsed().as_millis() as u64;
     let mut slots = listing.slots;
 
@@ -181,6 +206,7 @@ pub async fn refresh(
     )
     .await;
     let fetch_ms = (started.elapsed().as_millis() as u64).saturating_sub(list_ms);
+    remember_listing(&mut slots, &listing.holds, &markers, prev);
 
     // The registry is signed with the same keys as manifests: without them there is
     // nothing to check statuses against.
@@ -203,8 +229,14 @@ pub async fn refresh(
         list_ms,
         fetch_ms,
         duration_ms: started.elapsed().as_millis() as u64,
+        listing: if full { "full" } else { "feed" },
+        markers: markers.len(),
         ..Default::default()
     };
+    let mut snapshot = Snapshot::new(now, params.trusted_fingerprint.clone(), cache);
+    if let Some(p) = prev.filter(|_| !full) {
+        snapshot.full_listing_at = p.full_listing_at;
+    }
     Ok(Refreshed {
         fleet: Fleet {
             generated_at: now,
@@ -219,7 +251,34 @@ pub async fn refresh(
                 .collect(),
             stale_after: params.stale_after,
         },
-        snapshot: Snapshot::new(now, params.trusted_fingerprint.clone(), cache),
-        changed,
+        snapshot,
+        // A full listing is recorded even when nothing changed, so that other
+        // reporters starting from the stored snapshot may read the feed.
+        changed: changed || (full && params.full_listing_every.is_positive()),
     })
+}
+
+/// Records in each slot's snapshot entry what the next feed refresh needs: the
+/// listed last-modified times of its objects and of its hold, and its newest marker.
+fn remember_listing(
+    slots: &mut [list::Slot],
+    holds: &[(HostName, fleet_core::bucket::ObjectInfo)],
+    markers: &BTreeMap<HostName, Timestamp>,
+    prev: Option<&Snapshot>,
+) {
+    let holds: BTreeMap<&HostName, Timestamp> =
+        holds.iter().map(|(h, i)| (h, i.last_modified)).collect();
+    for slot in slots {
+        if let (Some(c), Some(info)) = (&mut slot.entry.status, &slot.status) {
+            c.modified = Some(info.last_modified);
+        }
+        if let (Some(c), Some(info)) = (&mut slot.entry.manifest, &slot.manifest) {
+            c.modified = Some(info.last_modified);
+        }
+        slot.entry.hold_modified = holds.get(&slot.host).copied();
+        slot.entry.marker = markers.get(&slot.host).copied().or_else(|| {
+            prev.and_then(|p| p.hosts.get(&slot.host))
+                .and_then(|c| c.marker)
+        });
+    }
 }

@@ -105,6 +105,7 @@ fn plan_status(
         if let Some(etag) = &info.etag {
             slot.entry.status = Some(Cached {
                 etag: etag.clone(),
+                modified: None,
                 outcome: o,
             });
         }

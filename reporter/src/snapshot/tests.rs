@@ -33,12 +33,16 @@ fn sample() -> Snapshot {
         CachedHost {
             status: Some(Cached {
                 etag: "e1".into(),
+                modified: Some("2026-11-26T11:59:00Z".parse().unwrap()),
                 outcome: StatusOutcome::Report(Arc::new(report)),
             }),
             manifest: Some(Cached {
                 etag: "e2".into(),
+                modified: None,
                 outcome: ManifestOutcome::Flagged("bad signature".into()),
             }),
+            hold_modified: Some("2026-11-26T11:00:00Z".parse().unwrap()),
+            marker: Some("2026-11-26T11:59:01Z".parse().unwrap()),
         },
     );
     Snapshot::new(
@@ -90,7 +94,7 @@ fn round_trips() {
     assert_eq!(Snapshot::parse(&bytes, KEY).unwrap(), s);
     // Readable with `zstd -dc`: a header line, then one line per host.
     let t = text(&bytes);
-    assert!(t.starts_with("{\"version\":2,"), "{t}");
+    assert!(t.starts_with("{\"version\":3,"), "{t}");
     assert!(t.lines().nth(1).unwrap().starts_with("[\"web-1\",{"), "{t}");
     assert_eq!(Snapshot::parse(&encode(&t), KEY).unwrap(), s);
     // Several shards, decoded in parallel, in order.
@@ -127,7 +131,7 @@ fn refuses_malformed_oversized_and_inconsistent_files() {
                 .to_vec(),
             "zstd frame",
         ),
-        (encode(&t.replace("\"version\":2", "\"version\":3")), "version 3"),
+        (encode(&t.replace("\"version\":3", "\"version\":4")), "version 4"),
         (
             encode(&t.replace("bad signature", &"x".repeat(MAX_FLAG_LEN + 1))),
             "manifest.flagged",

@@ -116,6 +116,25 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  rule {
+    # Change-feed markers are hints read within minutes of being written; the
+    # reporter lists the whole fleet at least every 10 minutes anyway.
+    id     = "change-feed-markers"
+    status = "Enabled"
+
+    filter {
+      prefix = "${local.prefix}changes/"
+    }
+
+    expiration {
+      days = 1
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
   # S3 lifecycle filters match key prefixes, not patterns, so status/*/events/ takes
   # one rule per host. status/<host>/status.json is never expired: a host that went
   # silent must stay visible on the dashboard.
@@ -139,8 +158,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   lifecycle {
     precondition {
       # A bucket holds at most 1000 lifecycle rules.
-      condition     = length(var.hosts) <= 998
-      error_message = "More than 998 hosts do not fit in one bucket's lifecycle configuration (one rule per host for status events): split the fleet across prefixes in several buckets, or manage event expiry outside this module."
+      condition     = length(var.hosts) <= 997
+      error_message = "More than 997 hosts do not fit in one bucket's lifecycle configuration (one rule per host for status events): split the fleet across prefixes in several buckets, or manage event expiry outside this module."
     }
   }
 

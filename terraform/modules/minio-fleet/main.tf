@@ -88,6 +88,14 @@ resource "minio_ilm_policy" "this" {
     }
   }
 
+  rule {
+    # Change-feed markers are hints read within minutes; the reporter lists the
+    # whole fleet at least every 10 minutes anyway.
+    id         = "change-feed-markers"
+    filter     = "${local.prefix}changes/"
+    expiration = "1d"
+  }
+
   # Prefix filters only, so status/*/events/ takes one rule per host;
   # status/<host>/status.json is never expired.
   dynamic "rule" {
