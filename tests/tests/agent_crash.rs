@@ -24,7 +24,10 @@ fn kill9(child: &mut agent_common::Background) {
 
 #[test]
 fn kill_during_fetch_then_restart_converges() {
-    let w = World::new("crash-1");
+    let mut w = World::new("crash-1");
+    // The staged import: its partly downloaded files show the fetch under way, and
+    // its restart reuses what was staged.
+    w.extra_config = "import-via = \"staging\"\n".to_owned();
     let g1 = w.held_system("1", "crash-fetch", 0);
     w.bring_up(1, &g1);
     let g2 = w.held_system("2", "crash-fetch", 200_000_000);

@@ -124,7 +124,12 @@ fn a_full_staging_directory_fails_the_fetch_cleanly_and_recovers() {
     let Some(fs) = Tmpfs::mount(&staging, "2m") else {
         return;
     };
-    w.extra_config = format!("staging-dir = \"{}\"\n", staging.display());
+    // Only the staged import writes NARs to `staging-dir` (the default substituter
+    // streams them to Nix).
+    w.extra_config = format!(
+        "staging-dir = \"{}\"\nimport-via = \"staging\"\n",
+        staging.display()
+    );
     let g1 = w.held_system("1", "hf-staging", 0);
     w.bring_up(1, &g1);
     // Random bytes: about 8 MB staged, four times the filesystem.
@@ -164,7 +169,12 @@ fn a_full_state_directory_changes_nothing_and_recovers() {
         return;
     };
     let staging = w.dir.path().join("staging");
-    w.extra_config = format!("staging-dir = \"{}\"\n", staging.display());
+    // Only the staged import writes NARs to `staging-dir` (the default substituter
+    // streams them to Nix).
+    w.extra_config = format!(
+        "staging-dir = \"{}\"\nimport-via = \"staging\"\n",
+        staging.display()
+    );
     let g1 = w.held_system("1", "hf-state-full", 0);
     w.bring_up(1, &g1);
     let g2 = w.held_system("2", "hf-state-full", 0);

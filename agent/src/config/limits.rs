@@ -1,5 +1,5 @@
 //! The settings that bound a fetch (`max-nar-size`, `max-closure-paths`,
-//! `max-download-size`, `fetch-concurrency`, `import-in-waves`) and the reboot
+//! `max-download-size`, `fetch-concurrency`, `import-in-waves`, `import-via`) and the reboot
 //! schedule (`reboot`, `time-zone`, `maintenance-windows`, `reboot-command`),
 //! checked into what the agent uses, each error naming its setting.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::ensure;
 
 use super::Config;
-use crate::fetch::FetchLimits;
+use crate::fetch::{FetchLimits, ImportVia};
 use crate::reboot::RebootPolicy;
 use crate::window::Windows;
 
@@ -21,6 +21,13 @@ pub(super) fn fetch_limits(c: &Config, request_timeout: Duration) -> anyhow::Res
         max_total_nar_size: c.max_download_size.unwrap_or(defaults.max_total_nar_size),
         concurrency: c.fetch_concurrency.unwrap_or(defaults.concurrency),
         import_in_waves: c.import_in_waves.unwrap_or(defaults.import_in_waves),
+        import_via: match c.import_via.as_deref() {
+            None | Some("substituter") => ImportVia::Substituter,
+            Some("staging") => ImportVia::Staging,
+            Some(other) => anyhow::bail!(
+                "import-via = {other:?} is not a mode; use \"substituter\" (the default) or \"staging\""
+            ),
+        },
         request_timeout,
         ..defaults
     };
