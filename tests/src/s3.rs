@@ -1053,8 +1053,8 @@ mod tests {
     #[test]
     fn merged_agent_policies_allow_each_host_its_own_prefixes() {
         let host = |h: &str| fleet_core::HostName::new(h).unwrap();
-        let one = fleet_core::iam::policy(&Role::Agent(host("a-1")), "b", "").unwrap();
-        let two = fleet_core::iam::policy(&Role::Agent(host("a-2")), "b", "").unwrap();
+        let one = fleet_core::iam::policy(&Role::Agent(host("a-1")), "fleet-b", "").unwrap();
+        let two = fleet_core::iam::policy(&Role::Agent(host("a-2")), "fleet-b", "").unwrap();
         let m: serde_json::Value =
             serde_json::from_str(&merge_policies(&[one.clone(), two]).unwrap()).unwrap();
         let single: serde_json::Value = serde_json::from_str(&one).unwrap();

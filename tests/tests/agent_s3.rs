@@ -69,14 +69,22 @@ fn over_s3_a_second_cycle_is_one_get_and_idle_polls_are_one_request() {
 
     // Second cycle: one conditional GET (answered 304) and the status.json that
     // `once` always writes; no activation.
+    // With every status write goes its change-feed marker (decision 28).
     let r = w.once_expect(0);
     assert!(r.stderr.contains("manifest unchanged"), "{}", r.stderr);
+    let second = requests.take();
     assert_eq!(
-        requests.take(),
+        second[..2],
         [
             manifest.clone(),
             format!("PUT /{bucket_name}/status/s3-web-1/status.json")
         ]
+    );
+    assert_eq!(second.len(), 3, "{second:#?}");
+    assert!(
+        second[2].starts_with(&format!("PUT /{bucket_name}/changes/"))
+            && second[2].ends_with("/s3-web-1"),
+        "{second:#?}"
     );
     assert_eq!(w.activations().len(), 1);
 
@@ -100,7 +108,11 @@ fn over_s3_a_second_cycle_is_one_get_and_idle_polls_are_one_request() {
             format!("PUT /{bucket_name}/status/s3-web-1/status.json")
         ]
     );
-    let idle = &seen[2..];
+    assert!(
+        seen[2].starts_with(&format!("PUT /{bucket_name}/changes/")),
+        "the status write's change marker: {seen:#?}"
+    );
+    let idle = &seen[3..];
     // Every later poll is one request; the kill may land between a request and its
     // log line.
     let idle_polls = polls - 1;

@@ -384,7 +384,7 @@ async fn held_hosts_are_skipped_unless_forced_and_still_renewed() {
     .await
     .unwrap_err();
     assert!(
-        format!("{err:#}").contains("every host given is held (web-1: disk swap)"),
+        format!("{err:#}").contains("every host given is held or retired (web-1: held, disk swap)"),
         "{err:#}"
     );
     let report = renew(
