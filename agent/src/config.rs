@@ -41,7 +41,7 @@
 //! max-download-size = 274877906944            # default 256 GiB: most NAR bytes staged per deploy
 //! fetch-concurrency = 4                       # default: NAR downloads at once
 //! import-in-waves = false                     # import verified paths while others download
-//! import-via = "substituter"                # or "staging": how verified NARs reach Nix
+//! import-via = "staging"                    # or "substituter": how verified NARs reach Nix
 //! restart-after-switch = false                # `run` exits after a switch, for systemd to restart it
 //! log-format = "human"                        # or "json"
 //! ```
@@ -335,10 +335,10 @@ pub struct Config {
     #[serde(default)]
     pub import_in_waves: Option<bool>,
 
-    /// How verified NARs reach Nix: `substituter` (a verifying binary cache on
-    /// 127.0.0.1 that `nix copy` reads while each NAR is checked, nothing written
-    /// twice) or `staging` (each NAR verified into `staging-dir`, then imported; a
-    /// restart reuses what was staged) [default: substituter].
+    /// How verified NARs reach Nix: `staging` (each NAR verified into `staging-dir`,
+    /// then imported; a restart reuses what was staged) or `substituter` (a verifying
+    /// binary cache on 127.0.0.1 that `nix copy` reads while each NAR is checked;
+    /// measured slower, see decision 27) [default: staging].
     #[arg(long, env = "FLEET_AGENT_IMPORT_VIA", value_name = "MODE")]
     #[serde(default)]
     pub import_via: Option<String>,

@@ -22,10 +22,10 @@ pub(super) fn fetch_limits(c: &Config, request_timeout: Duration) -> anyhow::Res
         concurrency: c.fetch_concurrency.unwrap_or(defaults.concurrency),
         import_in_waves: c.import_in_waves.unwrap_or(defaults.import_in_waves),
         import_via: match c.import_via.as_deref() {
-            None | Some("substituter") => ImportVia::Substituter,
-            Some("staging") => ImportVia::Staging,
+            Some("substituter") => ImportVia::Substituter,
+            None | Some("staging") => ImportVia::Staging,
             Some(other) => anyhow::bail!(
-                "import-via = {other:?} is not a mode; use \"substituter\" (the default) or \"staging\""
+                "import-via = {other:?} is not a mode; use \"staging\" (the default) or \"substituter\""
             ),
         },
         request_timeout,

@@ -28,10 +28,10 @@
 //!    ([`Bucket::get_stream`]): from a remote store its chunks go through a channel
 //!    to that thread; on a `file://` bucket the thread reads the file itself.
 //!
-//! By default ([`ImportVia::Substituter`]) steps 3 and 4 are one: `serve.rs` serves
+//! With [`ImportVia::Substituter`] (opt-in, `import-via = "substituter"`) steps 3 and 4 are one: `serve.rs` serves
 //! the verified narinfos to `nix copy --no-recursive --from http://127.0.0.1:PORT`
 //! and streams each NAR through the checks below as Nix asks for it, holding back its
-//! last chunk until every check passed. With [`ImportVia::Staging`]:
+//! last chunk until every check passed. With [`ImportVia::Staging`] (the default):
 //!
 //! 4. **Import.** `nix copy --no-recursive --from file://<staging>` with the same
 //!    trusted keys and `require-sigs`, so Nix checks the signatures and hashes again;
@@ -154,12 +154,13 @@ pub enum ImportVia {
     /// `nix copy --from http://…` as it is checked, holding back its last chunk until
     /// every check passed (`serve.rs`): Nix's import overlaps the download and the
     /// checks, and nothing is written twice. [`FetchLimits::import_in_waves`] does not
-    /// apply, and nothing is staged.
-    #[default]
+    /// apply, and nothing is staged. Opt-in: measured slower than [`Self::Staging`]
+    /// (decision 27).
     Substituter,
     /// Each NAR is verified into the staging directory, then imported with
-    /// `nix copy --from file://…` (at the end, or in waves): slower, but a restart
-    /// reuses what was staged.
+    /// `nix copy --from file://…` (at the end, or in waves); a restart reuses what was
+    /// staged. The default.
+    #[default]
     Staging,
 }
 
