@@ -6,30 +6,10 @@
 
 mod agent_common;
 
-use std::process::Output;
 use std::time::Duration;
 
 use agent_common::World;
 use fleet_core::status::AgentState;
-
-/// Runs `fleet-agent <args…> --state-dir <the world's>`.
-fn agent_local(w: &World, args: &[&str]) -> Output {
-    let out = fleet_tests::agent::clean_command(
-        &fleet_tests::bin("fleet-agent"),
-        &w.dir.path().join("xdg-cache"),
-    )
-    .args(args)
-    .arg("--state-dir")
-    .arg(&w.state_dir)
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "fleet-agent {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 #[test]
 fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume() {
@@ -37,7 +17,7 @@ fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume()
     let g1 = w.system("p1", 0);
     w.bring_up(1, &g1);
 
-    let out = agent_local(&w, &["pause", "--reason", "disk swap"]);
+    let out = w.agent_local(&["pause", "--reason", "disk swap"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("disk swap"),
         "{out:?}"
@@ -66,7 +46,7 @@ fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume()
             .exists()
     );
 
-    agent_local(&w, &["resume"]);
+    w.agent_local(&["resume"]);
     let r = w.once_expect(0);
     assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
     assert_eq!(r.report.pause, None, "resumed: no pause reported");
@@ -74,7 +54,7 @@ fn a_paused_host_reports_the_pending_sequence_and_applies_it_only_after_resume()
     assert_eq!(r.report.current.unwrap().sequence, Some(2));
 
     // --until ends the pause by itself.
-    agent_local(&w, &["pause", "--until", "2s"]);
+    w.agent_local(&["pause", "--until", "2s"]);
     let g3 = w.system("p3", 0);
     w.deploy(3, &g3);
     let r = w.once_expect(7);
@@ -92,7 +72,7 @@ fn the_daemon_keeps_polling_while_paused_and_applies_on_resume() {
     let mut w = World::new("pause-2");
     let g1 = w.system("d1", 0);
     w.bring_up(1, &g1);
-    agent_local(&w, &["pause"]);
+    w.agent_local(&["pause"]);
     w.extra_config = "poll-interval = \"200ms\"\n".to_owned();
     let _daemon = w.spawn_daemon();
     let g2 = w.system("d2", 0);
@@ -110,7 +90,7 @@ fn the_daemon_keeps_polling_while_paused_and_applies_on_resume() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(w.activated(), vec![g1.top.clone()]);
 
-    agent_local(&w, &["resume"]);
+    w.agent_local(&["resume"]);
     w.wait_for("sequence 2 healthy", Duration::from_secs(30), || {
         w.try_status().is_some_and(|s| {
             s.state == AgentState::Healthy && s.current.is_some_and(|c| c.sequence == Some(2))

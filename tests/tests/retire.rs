@@ -160,25 +160,9 @@ fn a_retired_host_applies_nothing_and_only_the_admin_purges_it() {
     assert_eq!(w.state().highest_seen.unwrap().sequence, 2);
 
     // A pause does not hide the retirement: the tombstone is final.
-    let local = |args: &[&str]| {
-        let out = fleet_tests::agent::clean_command(
-            &fleet_tests::bin("fleet-agent"),
-            &w.dir.path().join("xdg-cache"),
-        )
-        .args(args)
-        .arg("--state-dir")
-        .arg(&w.state_dir)
-        .output()
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "fleet-agent {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    local(&["pause", "--reason", "disk swap"]);
+    w.agent_local(&["pause", "--reason", "disk swap"]);
     assert_eq!(w.once_expect(0).report.state, AgentState::Retired);
-    local(&["resume"]);
+    w.agent_local(&["resume"]);
 
     // Rollback (like deploy and rollouts) leaves a retired host alone unless forced.
     let before = everything(&w);

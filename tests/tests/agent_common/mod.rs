@@ -357,6 +357,26 @@ impl World {
         cmd
     }
 
+    /// Runs `fleet-agent <args…> --state-dir <the world's>` (the local commands
+    /// such as `pause` and `resume`, which take no config) and checks it succeeded.
+    pub fn agent_local(&self, args: &[&str]) -> std::process::Output {
+        let out = fleet_tests::agent::clean_command(
+            &fleet_tests::bin("fleet-agent"),
+            &self.dir.path().join("xdg-cache"),
+        )
+        .args(args)
+        .arg("--state-dir")
+        .arg(&self.state_dir)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "fleet-agent {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Runs `fleet-agent once`; returns the exit code and the output.
     pub fn once(&self) -> Run {
         let out = self.agent_cmd("once").output().unwrap();
