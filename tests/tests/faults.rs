@@ -20,6 +20,8 @@
 //! seed `FLEET_FAULT_SEED + i`. A failing iteration prints the line that replays it.
 
 mod agent_common;
+mod e2e_support;
+mod faults_rollout;
 mod publish_support;
 
 use std::collections::{BTreeMap, BTreeSet};

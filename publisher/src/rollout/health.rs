@@ -13,7 +13,10 @@
 //!
 //! Status objects are written by hosts and so untrusted: they are parsed with
 //! bounds ([`StatusReport::parse`]); one that does not parse counts as no report.
+//! A status that could not be read (the bucket failed, not a missing object)
+//! leaves the host's outcome as it was.
 
+use fleet_core::bucket::BucketError;
 use fleet_core::release::Release;
 use fleet_core::rollout::{HostOutcome, RolloutState};
 use fleet_core::status::{AgentState, MAX_STATUS_SIZE, StatusReport};
@@ -69,9 +72,17 @@ pub async fn observe(
     let read = bucket.get_many(&keys, MAX_STATUS_SIZE).await;
     let mut changed = false;
     for ((h, key), r) in hosts.iter().zip(&keys).zip(read) {
-        let status = r
-            .ok()
-            .and_then(|o| StatusReport::parse(&o.bytes, key.as_str(), h).ok());
+        let status = match r {
+            Ok(o) => StatusReport::parse(&o.bytes, key.as_str(), h).ok(),
+            Err(BucketError::NotFound { .. }) => None,
+            // Not an answer from the host: keep what it was last seen doing, rather
+            // than calling a healthy host pending (or silent, after the deadline)
+            // because the bucket failed this once.
+            Err(e) => {
+                tracing::warn!(%key, "reading the status failed; keeping the host's outcome: {e}");
+                continue;
+            }
+        };
         let Some(closure) = release.hosts.get(h).map(|r| &r.closure) else {
             continue;
         };

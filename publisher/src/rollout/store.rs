@@ -3,15 +3,17 @@
 //! [`update`] is the one writer of `releases/<id>/rollout.json` after its creation:
 //! read and verify the state, let the caller change it, sign it with the revision
 //! incremented, and `put_if_match` on the ETag read; on a conflict start again from
-//! the read.
+//! the read. A write that failed is read back first ([`landed`]): one that landed
+//! with its answer lost (the client's retry then meets it as a conflict) is this
+//! writer's step, and gets its audit entry.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange};
+use fleet_core::audit_chain::{ActionKind, AuditAction, ObjectChange, sha256_hex};
 use fleet_core::bucket::{BucketError, Object};
 use fleet_core::release::{MAX_RELEASE_SIZE, Release, VerifiedRelease};
-use fleet_core::rollout::{MAX_ROLLOUT_SIZE, RolloutState};
+use fleet_core::rollout::{LogEntry, MAX_ROLLOUT_SIZE, RolloutState};
 use fleet_core::{Bucket, Key, ObjectName, SecretKey, TrustedKeys};
 
 /// Compare-and-swap attempts on a rollout state.
@@ -110,11 +112,29 @@ pub async fn update(
                 record_step(bucket, id, signing_key, &stored.state, &next, written).await?;
                 return Ok((next, true));
             }
+            // The write may have landed with its answer lost (a reset, a timeout): the
+            // client's retry then meets our own state as a compare-and-swap conflict,
+            // and reading again would find the step done but never audited. Only the
+            // bytes tell ours from another writer's.
+            Err(_) if landed(bucket, id, trusted, &written, &stored.state, &next).await => {
+                tracing::info!(%id, revision = next.revision, "the rollout state write landed though its answer was lost");
+                record_step(bucket, id, signing_key, &stored.state, &next, written).await?;
+                return Ok((next, true));
+            }
             Err(BucketError::Conflict { .. }) => {
                 tracing::info!(%id, attempt, "another publisher moved the rollout on; reading again");
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("writing {key}")),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "writing {key} (revision {}); whether it landed is not known: \
+                         `rollout status` shows the revision stored, and a later `rollout \
+                         advance` goes on from whatever is there",
+                        next.revision
+                    )
+                });
+            }
         }
     }
     bail!(
@@ -133,17 +153,10 @@ async fn record_step(
     after: &RolloutState,
     written: ObjectChange,
 ) -> anyhow::Result<()> {
-    // The log keeps the newest entries only, so match on the last one seen before.
-    let new_events: Vec<&str> = match before.log.last() {
-        Some(last) => match after.log.iter().rposition(|e| e == last) {
-            Some(i) => after.log[i + 1..]
-                .iter()
-                .map(|e| e.event.as_str())
-                .collect(),
-            None => after.log.iter().map(|e| e.event.as_str()).collect(),
-        },
-        None => after.log.iter().map(|e| e.event.as_str()).collect(),
-    };
+    let new_events: Vec<&str> = added(before, after)
+        .iter()
+        .map(|e| e.event.as_str())
+        .collect();
     let action = AuditAction::objects(
         ActionKind::RolloutStep,
         Vec::new(),
@@ -164,4 +177,47 @@ async fn record_step(
             )
         })?;
     Ok(())
+}
+
+/// The log entries `after` added to `before`. The log keeps the newest entries
+/// only, so this matches on the last one seen before.
+fn added<'a>(before: &RolloutState, after: &'a RolloutState) -> &'a [LogEntry] {
+    match before.log.last() {
+        Some(last) => match after.log.iter().rposition(|e| e == last) {
+            Some(i) => &after.log[i + 1..],
+            None => &after.log,
+        },
+        None => &after.log,
+    }
+}
+
+/// Whether the state `next` (read as `before`, written as `written`) landed though
+/// its write failed: the state object holds its bytes, or a later state that
+/// another writer built on it, which carries the log entries it added (each
+/// stamped to the nanosecond, so no other write has them). A write that added no
+/// log entry and was overwritten before this read cannot be told; it changed
+/// outcomes only, which the next write carries anyway.
+async fn landed(
+    bucket: &Bucket,
+    id: &ObjectName,
+    trusted: &TrustedKeys,
+    written: &ObjectChange,
+    before: &RolloutState,
+    next: &RolloutState,
+) -> bool {
+    let Ok(obj) = bucket.get(&Key::rollout(id), MAX_ROLLOUT_SIZE).await else {
+        return false;
+    };
+    if written.sha256.as_deref() == Some(sha256_hex(&obj.bytes).as_str()) {
+        return true;
+    }
+    let ours = added(before, next);
+    match RolloutState::verify(&obj.bytes, id.as_str(), trusted) {
+        Ok(v) => {
+            v.state.revision > next.revision
+                && !ours.is_empty()
+                && ours.iter().all(|e| v.state.log.contains(e))
+        }
+        Err(_) => false,
+    }
 }
