@@ -153,6 +153,17 @@ fn check_agent_after_faults(w: &World, from: &Closure, to: &Closure) {
     }
 }
 
+/// What the summaries run under faults gave.
+#[derive(Default)]
+struct ReporterCount {
+    /// Summaries that failed (exit 1, naming the bucket).
+    failed: usize,
+    /// Rows checked against the objects.
+    rows: usize,
+    /// Rows flagged because an object could not be read.
+    unread: usize,
+}
+
 /// What [`check_events_exactly_once`] counted for one host.
 #[derive(Default)]
 struct EventCount {
@@ -277,12 +288,14 @@ async fn expected_reporter_state(
 }
 
 /// Runs `fleet-reporter summary --json` on `url` with `env` (credentials) trusting
-/// `key_file`; `None` when it could not aggregate (under faults it may not).
+/// `key_file`. `Err` with what it printed when it could not aggregate (under faults
+/// it may not); then it must have failed the documented way: exit code 1 and an
+/// error naming the bucket it could not read.
 fn reporter_summary(
     url: &str,
     env: &[(&'static str, String)],
     key_file: &std::path::Path,
-) -> Option<serde_json::Value> {
+) -> Result<serde_json::Value, String> {
     let o = std::process::Command::new(fleet_tests::bin("fleet-reporter"))
         .args(["summary", "--json", "--bucket", url, "--trusted-key-file"])
         .arg(key_file)
@@ -290,31 +303,57 @@ fn reporter_summary(
         .env("FLEET_LOG", "warn")
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     // 0: every host passes the gate; 3: some host fails it. Both aggregated.
     match o.status.code() {
-        Some(0 | 3) => Some(serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        Some(0 | 3) => Ok(serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
             panic!(
                 "summary --json printed no JSON ({e}): {}",
                 String::from_utf8_lossy(&o.stdout)
             )
         })),
-        _ => None,
+        code => {
+            assert_eq!(code, Some(1), "summary failed oddly: {stderr}");
+            assert!(
+                o.stdout.is_empty(),
+                "a failed summary printed rows: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            assert!(
+                stderr.contains(&format!("reading the fleet from {url}")),
+                "the error does not name the bucket: {stderr}"
+            );
+            Err(stderr)
+        }
     }
 }
 
 /// The reporter invariant: every host the summary shows is in the state its
-/// objects support ([`expected_reporter_state`], read directly with `admin`).
-/// Returns how many rows were checked.
+/// objects support ([`expected_reporter_state`], read directly with `admin`), and
+/// every host with a manifest or a status has a row. `faulted`: the summary ran
+/// through faults, so a host whose object it could not read may instead be
+/// flagged, with a flag saying so (never shown in a state its objects do not
+/// support). Returns how many rows were checked and how many were flagged so.
 fn check_reporter_against_objects(
     rt: &tokio::runtime::Runtime,
     summary: &serde_json::Value,
     admin: &Bucket,
     trusted: &TrustedKeys,
-) -> usize {
+    faulted: bool,
+) -> (usize, usize) {
     let rows = summary["rows"].as_array().expect("summary rows");
+    let mut unread = 0;
     for row in rows {
         let host = HostName::new(row["host"].as_str().unwrap()).unwrap();
         let expected = rt.block_on(expected_reporter_state(admin, &host, trusted));
+        let cannot_read = row["flags"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f.as_str().is_some_and(|f| f.contains("cannot read")))
+        });
+        if faulted && row["state"] == "flagged" && cannot_read && expected != "flagged" {
+            unread += 1;
+            continue;
+        }
         assert_eq!(
             row["state"].as_str(),
             Some(expected),
@@ -322,7 +361,22 @@ fn check_reporter_against_objects(
             row["state"]
         );
     }
-    rows.len()
+    let shown: BTreeSet<&str> = rows.iter().filter_map(|r| r["host"].as_str()).collect();
+    let mut in_bucket = BTreeSet::new();
+    for prefix in [KeyPrefix::hosts(), KeyPrefix::status()] {
+        for o in rt.block_on(admin.list(&prefix)).unwrap() {
+            if let Some(h) = Key::manifest_host(&o.key).or_else(|| Key::status_host(&o.key)) {
+                in_bucket.insert(h.to_string());
+            }
+        }
+    }
+    for h in &in_bucket {
+        assert!(
+            shown.contains(h.as_str()),
+            "{h} has objects in the bucket but no row in the summary: {shown:?}"
+        );
+    }
+    (rows.len(), unread)
 }
 
 #[test]
@@ -351,6 +405,7 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
     let admin_env = S3Server::credentials_env(&server.admin_credentials());
     let mut rows_checked = 0;
     let mut events = EventCount::default();
+    let mut reporter = ReporterCount::default();
     for (i, seed) in seeds.iter().copied().enumerate() {
         let _replay = Replay(seed, "agents_under_faults");
         let w = World::s3(
@@ -383,6 +438,23 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
             }
             check_agent_after_faults(&w, &a, &b);
             check_events_exactly_once(&w, false);
+            // The reporter through the same faults: a clear failure, or rows the
+            // objects (read directly) support.
+            let t = std::time::Instant::now();
+            let summary = reporter_summary(&url, &admin_env, &key_file);
+            eprintln!("seed {seed}: summary under faults took {:.1?}", t.elapsed());
+            match summary {
+                Ok(v) => {
+                    let (rows, unread) =
+                        check_reporter_against_objects(&rt, &v, &admin, &trusted, true);
+                    reporter.rows += rows;
+                    reporter.unread += unread;
+                }
+                Err(e) => {
+                    reporter.failed += 1;
+                    eprintln!("seed {seed}: summary failed under faults: {}", e.trim());
+                }
+            }
             if r.code == 0 && r.report.state == AgentState::Healthy {
                 assert_eq!(w.profile_target().as_ref(), Some(&b.top));
             }
@@ -402,7 +474,7 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
         events.delivered += c.delivered;
         events.dropped += c.dropped;
         let v = reporter_summary(&url, &admin_env, &key_file).expect("a calm summary");
-        rows_checked += check_reporter_against_objects(&rt, &v, &admin, &trusted);
+        rows_checked += check_reporter_against_objects(&rt, &v, &admin, &trusted, false).0;
         let row = v["rows"]
             .as_array()
             .unwrap()
@@ -415,11 +487,15 @@ fn agents_under_faults_activate_only_verified_closures_and_recover() {
     eprintln!(
         "{} agent seeds passed, {failed_cycles} cycles failed under faults and recovered; \
          {rows_checked} reporter rows agreed with the objects; \
-         {} events produced, {} delivered once each, {} dropped",
+         {} events produced, {} delivered once each, {} dropped; under faults, \
+         {} summaries failed cleanly, {} rows checked ({} flagged as unreadable)",
         seeds.len(),
         events.produced,
         events.delivered,
-        events.dropped
+        events.dropped,
+        reporter.failed,
+        reporter.rows,
+        reporter.unread
     );
 }
 
