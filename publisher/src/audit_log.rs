@@ -33,6 +33,8 @@ use tokio::sync::Mutex;
 pub const HINT_EVERY: u64 = 16;
 /// Appends tried before giving up under contention.
 const MAX_APPEND_ATTEMPTS: u32 = 64;
+/// Tries of an append when the bucket fails (see [`append`]).
+pub const APPEND_TRIES: u32 = 3;
 /// Largest head hint read.
 const MAX_HINT_SIZE: u64 = 4096;
 
@@ -58,6 +60,9 @@ pub struct Appended {
 }
 
 /// Signs `action` with `key` and appends it to the chain; see the module docs.
+/// When the bucket fails (not another writer taking the index), the append is
+/// tried again, [`APPEND_TRIES`] times in all; an entry whose write had no answer
+/// is looked for first, so the action is never appended twice.
 pub async fn append(
     bucket: &Bucket,
     key: &SecretKey,
@@ -66,6 +71,55 @@ pub async fn append(
     let url = bucket.url().to_string();
     // One append at a time per process: its own appends never race each other.
     let mut heads = HEADS.lock().await;
+    // Entries written with no answer: (index, key, SHA-256 of the bytes).
+    let mut unsure: Vec<(u64, Key, String)> = Vec::new();
+    let mut failed = None;
+    'tries: for t in 1..=APPEND_TRIES {
+        if t > 1 {
+            tokio::time::sleep(Duration::from_millis(250 * u64::from(t))).await;
+        }
+        let mut still_unsure = Vec::new();
+        for (index, k, sha256) in unsure.drain(..) {
+            match bucket.get(&k, MAX_AUDIT_ENTRY_SIZE).await {
+                Ok(obj) if sha256_hex(&obj.bytes) == sha256 => {
+                    tracing::info!(%k, "the audit entry landed though its answer was lost");
+                    heads.insert(url, Some(Head { index, sha256 }));
+                    return Ok(Appended { index, key: k });
+                }
+                // Another writer's entry, or none: ours did not land.
+                Ok(_) | Err(BucketError::NotFound { .. }) => {}
+                Err(e) => {
+                    still_unsure.push((index, k, sha256));
+                    failed = Some(anyhow::Error::new(e).context("reading back an audit entry"));
+                }
+            }
+        }
+        if !still_unsure.is_empty() {
+            // Appending again before knowing could record the action twice.
+            unsure = still_unsure;
+            continue 'tries;
+        }
+        match append_once(bucket, key, &action, &mut heads, &url, &mut unsure).await {
+            Ok(a) => return Ok(a),
+            Err(e) => {
+                tracing::warn!(try_ = t, "appending to the audit chain failed: {e:#}");
+                failed = Some(e);
+            }
+        }
+    }
+    Err(failed.expect("every try failed"))
+}
+
+/// One try of [`append`]; a write whose outcome is not known is added to `unsure`.
+async fn append_once(
+    bucket: &Bucket,
+    key: &SecretKey,
+    action: &AuditAction,
+    heads: &mut HashMap<String, Option<Head>>,
+    url: &str,
+    unsure: &mut Vec<(u64, Key, String)>,
+) -> anyhow::Result<Appended> {
+    let url = url.to_owned();
     let mut head = match heads.get(&url) {
         Some(h) => h.clone(),
         None => find_head(bucket, None).await?,
@@ -98,12 +152,18 @@ pub async fn append(
                         tokio::time::sleep(backoff(attempt)).await;
                         continue;
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        unsure.push((index, entry_key.clone(), sha256.clone()));
+                        Err(e)
+                    }
                 }
             }
             // A create that landed though the answer was an error.
             Err(_) if holds(bucket, &entry_key, &sha256).await => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e)),
+            Err(e) => {
+                unsure.push((index, entry_key.clone(), sha256.clone()));
+                Err(anyhow::Error::new(e))
+            }
         };
         if let Err(e) = written {
             heads.remove(&url);
