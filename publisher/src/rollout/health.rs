@@ -13,10 +13,9 @@
 //!
 //! Status objects are written by hosts and so untrusted: they are parsed with
 //! bounds ([`StatusReport::parse`]); one that does not parse counts as no report.
-//! A status that could not be read (the bucket failed, not a missing object)
-//! leaves the host's outcome as it was.
+//! A status that could not be read because the bucket failed (a transient error,
+//! not a missing, refused or oversized object) leaves the host's outcome as it was.
 
-use fleet_core::bucket::BucketError;
 use fleet_core::release::Release;
 use fleet_core::rollout::{HostOutcome, RolloutState};
 use fleet_core::status::{AgentState, MAX_STATUS_SIZE, StatusReport};
@@ -74,14 +73,15 @@ pub async fn observe(
     for ((h, key), r) in hosts.iter().zip(&keys).zip(read) {
         let status = match r {
             Ok(o) => StatusReport::parse(&o.bytes, key.as_str(), h).ok(),
-            Err(BucketError::NotFound { .. }) => None,
             // Not an answer from the host: keep what it was last seen doing, rather
             // than calling a healthy host pending (or silent, after the deadline)
             // because the bucket failed this once.
-            Err(e) => {
+            Err(e) if e.is_transient() => {
                 tracing::warn!(%key, "reading the status failed; keeping the host's outcome: {e}");
                 continue;
             }
+            // Missing, refused, oversized: that repeats, so it is no report.
+            Err(_) => None,
         };
         let Some(closure) = release.hosts.get(h).map(|r| &r.closure) else {
             continue;
@@ -177,6 +177,90 @@ mod tests {
             signature: None,
             pause: None,
         }
+    }
+
+    /// A release of web-1 and web-2 in one wave, report deadline 10 minutes.
+    fn two_host_release(closure: &StorePath) -> Release {
+        use fleet_core::release::{Budget, Plan, ReleaseHost, Selector, WaveSpec, resolve_waves};
+        let names: std::collections::BTreeSet<HostName> = ["web-1", "web-2"]
+            .iter()
+            .map(|h| HostName::new(h).unwrap())
+            .collect();
+        let waves = resolve_waves(
+            &names,
+            &[WaveSpec {
+                select: Selector::Percent(100),
+                soak_seconds: 0,
+                budget: Budget::Hosts(0),
+            }],
+        )
+        .unwrap();
+        Release {
+            version: 1,
+            id: "r".into(),
+            created_at: "2026-12-02T21:00:00Z".parse().unwrap(),
+            cache_keys: Vec::new(),
+            hosts: names
+                .iter()
+                .map(|n| {
+                    let rh = ReleaseHost {
+                        closure: closure.clone(),
+                        activation: fleet_core::Activation::Switch,
+                    };
+                    (n.clone(), rh)
+                })
+                .collect(),
+            plan: Plan {
+                waves,
+                budget: Budget::Hosts(0),
+                report_deadline_seconds: 600,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_the_bucket_fails_to_read_keeps_the_outcome() {
+        use fleet_core::rollout::{HostState, Previous};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let url = fleet_core::BucketUrl::parse(&url).unwrap();
+        let bucket = Bucket::open(&url, &fleet_core::BucketOptions::default()).unwrap();
+        let new = path("new");
+        let release = two_host_release(&new);
+        let t0: Timestamp = "2026-12-02T21:00:00Z".parse().unwrap();
+        let mut state = fleet_core::rollout::RolloutState::new("r", "00", 1, false, "p-1");
+        state.waves[0].started_at = Some(t0);
+        for h in ["web-1", "web-2"] {
+            let st = HostState {
+                previous: Some(Previous {
+                    sequence: 4,
+                    closure: path("old"),
+                }),
+                sequence: Some(5),
+                outcome: HostOutcome::Healthy,
+                rolled_back_to: None,
+            };
+            state.waves[0].hosts.insert(HostName::new(h).unwrap(), st);
+        }
+        // web-1's status cannot be read (a symbolic link to itself: an I/O error
+        // other than a missing file, as a dropped connection is on S3); web-2 has
+        // none.
+        let web1 = dir.path().join("status/web-1");
+        std::fs::create_dir_all(&web1).unwrap();
+        std::os::unix::fs::symlink("status.json", web1.join("status.json")).unwrap();
+        let late = t0 + SignedDuration::from_mins(11);
+        observe(&bucket, &release, &mut state, late).await;
+        let outcome = |h: &str| state.waves[0].hosts[&HostName::new(h).unwrap()].outcome;
+        assert_eq!(
+            outcome("web-1"),
+            HostOutcome::Healthy,
+            "a failed read changed it"
+        );
+        assert_eq!(
+            outcome("web-2"),
+            HostOutcome::Silent,
+            "no report past the deadline"
+        );
     }
 
     #[test]
