@@ -13,7 +13,12 @@
 //!   through the faults), no successful deploy is lost, and a deploy after the
 //!   faults stop gets the next sequence;
 //! - SeaweedFS killed with SIGKILL and restarted on the same data directory keeps
-//!   every acknowledged manifest, and the agents converge after it.
+//!   every acknowledged manifest, and the agents converge after it;
+//! - `fleet-reporter summary` through the faults fails with a clear error or shows
+//!   every host in a state its objects support;
+//! - releases and rollouts (`release`, two racing `rollout advance`, agents cycling)
+//!   deploy each wave once, audit each step once and finish calmly
+//!   ([`faults_rollout`]).
 //!
 //! Iterations: `FLEET_FAULT_ITERATIONS` (default 2 per test, for CI); seeds:
 //! `FLEET_FAULT_SEED` (default fixed, `random` for a fresh one); iteration `i` runs
