@@ -522,3 +522,96 @@ fn rollouts_under_faults_deploy_each_wave_once_and_finish_calmly() {
         seeds.len()
     );
 }
+
+/// Every write of `release` and `rollout advance` lands and loses its answer; then a
+/// release whose rollout state is missing (as a run that stopped between the two
+/// writes leaves it) is finished by running the same command again.
+#[test]
+fn a_release_and_rollout_whose_write_answers_are_all_lost_succeed_once() {
+    let mut w = FleetWorld::new("faults-rollout-lost", &HOSTS);
+    let proxy = calm_proxy(w.server);
+    w.store_url = store_url_at(&proxy.endpoint(), &w.bucket_name, "")
+        .unwrap()
+        .to_string();
+    let gen0 = w.system("frl", "0", 0);
+    let targets: Vec<(&str, &fleet_tests::nix::Closure)> =
+        HOSTS.iter().map(|h| (*h, &gen0)).collect();
+    w.publish(&targets);
+    // The closure goes up calmly (a NAR's plain PUT retried into a reset would
+    // fail): the release then writes only its own objects.
+    let gen1 = w.system("frl", "1", 0).top;
+    let o = w
+        .publisher_command()
+        .args(["push", "--bucket", &w.store_url, "--cache-key"])
+        .arg(&w.cache_secret)
+        .arg(gen1.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    proxy.replan(FaultPlan {
+        drop_after_apply: 100,
+        ..FaultPlan::none(0)
+    });
+    let mut seen = Seen::default();
+    let o = release(&w, "lost", &gen1);
+    assert!(
+        o.status.success(),
+        "a release whose writes landed failed:\n{}",
+        text(&o)
+    );
+    for _ in 0..2 {
+        let o = &advance(&w, "lost", 1)[0];
+        assert_eq!(o.status.code(), Some(3), "{}", text(o));
+    }
+    let state = check_rollout(&w, "lost", &gen1, &mut seen, false);
+    assert!(
+        state.waves[0].hosts.values().all(|h| h.sequence.is_some()),
+        "{state:#?}"
+    );
+    assert!(
+        state
+            .log
+            .iter()
+            .any(|e| e.event.starts_with("wave 1 deployed")),
+        "{state:#?}"
+    );
+    // Every revision audited once, the release once (check_rollout saw no run say
+    // otherwise).
+    let chain = w.block_on(fleet_tests::audit::chain_entries(&w.admin));
+    let of = |kind: ActionKind| {
+        chain
+            .iter()
+            .filter(|e| {
+                e.action == kind
+                    && e.details.extra.get("release").and_then(|r| r.as_str()) == Some("lost")
+            })
+            .count() as u64
+    };
+    assert_eq!(of(ActionKind::Release), 1);
+    assert_eq!(of(ActionKind::RolloutStep), state.revision);
+    assert!(proxy.stats()[&fleet_tests::fault_proxy::Fault::DropAfterApply] >= 4);
+
+    // A release left without its state is finished by the same command; another
+    // release under its id is still refused.
+    proxy.calm(true);
+    let o = release(&w, "half", &gen1);
+    assert!(o.status.success(), "{}", text(&o));
+    let state_key = Key::rollout(&fleet_core::ObjectName::new("half").unwrap());
+    w.block_on(w.admin.delete(&state_key)).unwrap();
+    let o = release(&w, "half", &gen1);
+    assert!(
+        o.status.success(),
+        "the re-run did not finish it:\n{}",
+        text(&o)
+    );
+    let trusted = TrustedKeys::new([w.publisher_public.clone()]);
+    let state = RolloutState::verify(&w.read(&state_key), "half", &trusted)
+        .unwrap()
+        .state;
+    assert_eq!((state.revision, state.phase), (0, Phase::Running));
+    let o = release(&w, "half", &gen1);
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    let o = release(&w, "half", &gen0.top);
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+}
