@@ -117,13 +117,13 @@ impl ToVec<'_> {
 
 impl Sink for ToVec<'_> {
     fn token(&mut self, s: &[u8]) -> io::Result<()> {
-        self.room(8 + s.len() as u64 + 7)?;
+        self.room(8 + padded(s.len() as u64))?;
         write_str(self.out, s)
     }
 
     fn contents(&mut self, f: fs::File, len: u64, path: &Path) -> io::Result<()> {
         // The length, the contents and the padding must all fit.
-        self.room(8 + len + 7)?;
+        self.room(8u64.saturating_add(padded(len)))?;
         self.out.extend_from_slice(&len.to_le_bytes());
         let end = self.out.len() + len as usize;
         // Room for the contents and the padding: the read after the last byte then
@@ -146,6 +146,11 @@ impl Sink for ToVec<'_> {
         }
         write_padding(self.out, len)
     }
+}
+
+/// `len` rounded up to a multiple of 8: a token's bytes and padding.
+fn padded(len: u64) -> u64 {
+    len.saturating_add(7) & !7
 }
 
 fn shrank(path: &Path) -> io::Error {
