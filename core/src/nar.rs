@@ -55,69 +55,169 @@ fn write_padding(out: &mut impl Write, len: u64) -> io::Result<()> {
     out.write_all(&[0u8; 8][..pad])
 }
 
+/// Where [`dump_node`] puts the archive: tokens, and the contents of regular files,
+/// which each sink copies its own way.
+trait Sink {
+    /// Writes one string token (length, bytes, padding).
+    fn token(&mut self, s: &[u8]) -> io::Result<()>;
+    /// Writes the contents token of a regular file: exactly `len` bytes read from
+    /// `f` (the file at `path`), failing if the file is not that size.
+    fn contents(&mut self, f: fs::File, len: u64, path: &Path) -> io::Result<()>;
+}
+
+/// A NAR into any writer, file contents copied through a buffer.
+struct ToWriter<'a, W> {
+    out: &'a mut W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Sink for ToWriter<'_, W> {
+    fn token(&mut self, s: &[u8]) -> io::Result<()> {
+        write_str(self.out, s)
+    }
+
+    fn contents(&mut self, mut f: fs::File, len: u64, path: &Path) -> io::Result<()> {
+        self.out.write_all(&len.to_le_bytes())?;
+        let mut left = len;
+        while left > 0 {
+            let want = self.buf.len().min(left as usize);
+            let n = f.read(&mut self.buf[..want])?;
+            if n == 0 {
+                return Err(shrank(path));
+            }
+            self.out.write_all(&self.buf[..n])?;
+            left -= n as u64;
+        }
+        if f.read(&mut self.buf[..1])? != 0 {
+            return Err(grew(path));
+        }
+        write_padding(self.out, len)
+    }
+}
+
+/// A NAR into memory, file contents read straight into it (no copy through a
+/// buffer), refusing to grow past `max` bytes.
+struct ToVec<'a> {
+    out: &'a mut Vec<u8>,
+    max: u64,
+}
+
+impl ToVec<'_> {
+    /// Fails unless `more` bytes still fit under the limit.
+    fn room(&self, more: u64) -> io::Result<()> {
+        if (self.out.len() as u64).saturating_add(more) > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the NAR is larger than the {} bytes expected", self.max),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Sink for ToVec<'_> {
+    fn token(&mut self, s: &[u8]) -> io::Result<()> {
+        self.room(8 + padded(s.len() as u64))?;
+        write_str(self.out, s)
+    }
+
+    fn contents(&mut self, f: fs::File, len: u64, path: &Path) -> io::Result<()> {
+        // The length, the contents and the padding must all fit.
+        self.room(8u64.saturating_add(padded(len)))?;
+        self.out.extend_from_slice(&len.to_le_bytes());
+        let end = self.out.len() + len as usize;
+        // Room for the contents and the padding: the read after the last byte then
+        // has spare capacity to show whether the file grew.
+        self.out.reserve(len as usize + 8);
+        loop {
+            // Straight into the spare capacity, which `spare_capacity` marks as
+            // filled by what the read returned: no zeroing, no copy.
+            match rustix::io::read(&f, rustix::buffer::spare_capacity(self.out)) {
+                Ok(0) if self.out.len() < end => return Err(shrank(path)),
+                Ok(0) => break,
+                Ok(_) if self.out.len() > end => {
+                    self.out.truncate(end);
+                    return Err(grew(path));
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        write_padding(self.out, len)
+    }
+}
+
+/// `len` rounded up to a multiple of 8: a token's bytes and padding.
+fn padded(len: u64) -> u64 {
+    len.saturating_add(7) & !7
+}
+
+fn shrank(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("{} shrank while it was being read", path.display()),
+    )
+}
+
+fn grew(path: &Path) -> io::Error {
+    io::Error::other(format!("{} grew while it was being read", path.display()))
+}
+
 /// Serialises the file, symlink or directory at `path` as a NAR into `out`.
 ///
 /// Byte-identical to `nix-store --dump`. Fails if a file changes size while it is
 /// being read, or on file types a NAR cannot hold (sockets, devices, FIFOs).
 pub fn dump(path: &Path, out: &mut impl Write) -> io::Result<()> {
-    write_str(out, MAGIC.as_bytes())?;
-    let mut buf = vec![0u8; BUF];
-    dump_node(path, out, &mut buf)
+    let mut sink = ToWriter {
+        out,
+        buf: vec![0u8; BUF],
+    };
+    sink.token(MAGIC.as_bytes())?;
+    dump_node(path, &mut sink)
 }
 
-fn dump_node(path: &Path, out: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
+/// Appends the NAR of `path` to `out`, as [`dump`] writes it, reading file contents
+/// straight into `out` (one copy fewer than through a writer). Fails with
+/// [`io::ErrorKind::InvalidData`], before reading on, once the NAR would make `out`
+/// longer than `max` bytes, so a store path that grew cannot exhaust memory.
+pub fn dump_to_vec(path: &Path, out: &mut Vec<u8>, max: u64) -> io::Result<()> {
+    let mut sink = ToVec { out, max };
+    sink.token(MAGIC.as_bytes())?;
+    dump_node(path, &mut sink)
+}
+
+fn dump_node(path: &Path, out: &mut impl Sink) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
-    write_str(out, b"(")?;
-    write_str(out, b"type")?;
+    out.token(b"(")?;
+    out.token(b"type")?;
     let ft = meta.file_type();
     if ft.is_symlink() {
-        write_str(out, b"symlink")?;
-        write_str(out, b"target")?;
-        write_str(out, fs::read_link(path)?.as_os_str().as_bytes())?;
+        out.token(b"symlink")?;
+        out.token(b"target")?;
+        out.token(fs::read_link(path)?.as_os_str().as_bytes())?;
     } else if ft.is_file() {
-        write_str(out, b"regular")?;
+        out.token(b"regular")?;
         if meta.permissions().mode() & 0o100 != 0 {
-            write_str(out, b"executable")?;
-            write_str(out, b"")?;
+            out.token(b"executable")?;
+            out.token(b"")?;
         }
-        write_str(out, b"contents")?;
-        let len = meta.len();
-        out.write_all(&len.to_le_bytes())?;
-        let mut f = fs::File::open(path)?;
-        let mut left = len;
-        while left > 0 {
-            let want = buf.len().min(left as usize);
-            let n = f.read(&mut buf[..want])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while it was being read", path.display()),
-                ));
-            }
-            out.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        if f.read(&mut buf[..1])? != 0 {
-            return Err(io::Error::other(format!(
-                "{} grew while it was being read",
-                path.display()
-            )));
-        }
-        write_padding(out, len)?;
+        out.token(b"contents")?;
+        out.contents(fs::File::open(path)?, meta.len(), path)?;
     } else if ft.is_dir() {
-        write_str(out, b"directory")?;
+        out.token(b"directory")?;
         let mut names: Vec<_> = fs::read_dir(path)?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<io::Result<_>>()?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
-            write_str(out, b"entry")?;
-            write_str(out, b"(")?;
-            write_str(out, b"name")?;
-            write_str(out, name.as_bytes())?;
-            write_str(out, b"node")?;
-            dump_node(&path.join(&name), out, buf)?;
-            write_str(out, b")")?;
+            out.token(b"entry")?;
+            out.token(b"(")?;
+            out.token(b"name")?;
+            out.token(name.as_bytes())?;
+            out.token(b"node")?;
+            dump_node(&path.join(&name), out)?;
+            out.token(b")")?;
         }
     } else {
         return Err(io::Error::new(
@@ -128,7 +228,7 @@ fn dump_node(path: &Path, out: &mut impl Write, buf: &mut [u8]) -> io::Result<()
             ),
         ));
     }
-    write_str(out, b")")
+    out.token(b")")
 }
 
 /// Why a NAR was refused.
@@ -582,6 +682,43 @@ mod tests {
                 symlinks: 2
             }
         );
+    }
+
+    #[test]
+    fn dump_to_vec_writes_what_dump_writes_and_stops_at_its_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("out");
+        fs::create_dir_all(root.join("a/empty-dir")).unwrap();
+        fs::write(root.join("a/f"), vec![9u8; 300_001]).unwrap();
+        fs::write(root.join("empty"), "").unwrap();
+        fs::write(root.join("x"), "1234567").unwrap();
+        fs::set_permissions(root.join("x"), fs::Permissions::from_mode(0o555)).unwrap();
+        std::os::unix::fs::symlink("a/f", root.join("link")).unwrap();
+        let mut want = Vec::new();
+        dump(&root, &mut want).unwrap();
+        // Appends after what the vector holds, whatever its spare capacity.
+        for start in [
+            Vec::new(),
+            b"prefix!!".to_vec(),
+            Vec::with_capacity(1 << 20),
+        ] {
+            let mut got = start.clone();
+            dump_to_vec(&root, &mut got, (start.len() + want.len()) as u64).unwrap();
+            assert_eq!(&got[..start.len()], &start[..]);
+            assert!(got[start.len()..] == want[..], "differs from dump");
+        }
+        // One byte short of the NAR: refused, before the contents are read.
+        let mut got = Vec::new();
+        let err = dump_to_vec(&root, &mut got, want.len() as u64 - 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(got.len() < want.len());
+        // A single file, and a symlink, as the root.
+        for p in [root.join("a/f"), root.join("link"), root.join("empty")] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            dump(&p, &mut a).unwrap();
+            dump_to_vec(&p, &mut b, u64::MAX).unwrap();
+            assert!(a == b, "{}", p.display());
+        }
     }
 
     #[test]

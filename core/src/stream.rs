@@ -50,10 +50,7 @@ impl<W: Write> Encoder<W> {
                 level.unwrap_or(6).clamp(0, 9) as u32,
             )),
             Compression::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(
-                    out,
-                    level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 19),
-                )?;
+                let mut e = zstd::stream::write::Encoder::new(out, zstd_level(level))?;
                 // Helps a reader allocate exactly; costs nothing.
                 e.include_checksum(false)?;
                 Encoder::Zstd(e)
@@ -97,6 +94,46 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Xz(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
+    }
+}
+
+/// The zstd level `level` asks for: the default when `None`, clamped to 1–19 as for
+/// [`Encoder`].
+pub fn zstd_level(level: Option<i32>) -> i32 {
+    level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 19)
+}
+
+/// A zstd context for whole buffers, kept from one buffer to the next: its tables
+/// are allocated once, not per NAR, and the input is compressed where it lies
+/// (no copy into the codec's ring buffer, no output buffer in between). Frames
+/// are the same format as [`Encoder`]'s (no checksum; the content size is in the
+/// header), so any zstd reader, Nix included, reads them.
+pub struct ZstdBulk {
+    level: i32,
+    inner: zstd::bulk::Compressor<'static>,
+}
+
+impl ZstdBulk {
+    /// A context for `level` (`None`: the default; clamped as by [`zstd_level`]).
+    pub fn new(level: Option<i32>) -> io::Result<Self> {
+        let level = zstd_level(level);
+        let mut inner = zstd::bulk::Compressor::new(level)?;
+        inner.include_checksum(false)?;
+        Ok(Self { level, inner })
+    }
+
+    /// The level it compresses at.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Replaces the contents of `out` with `src` compressed as one frame; `out`
+    /// grows to zstd's bound for `src` first, so it is never too small.
+    pub fn compress_into(&mut self, src: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(src.len()));
+        self.inner.compress_to_buffer(src, out)?;
+        Ok(())
     }
 }
 

@@ -7,6 +7,10 @@
 //!   narinfo is refused (does not parse, or fails verification) unless it leaves the
 //!   signed content unchanged (a trailing newline; for a narinfo also the fields
 //!   Nix does not sign, such as `URL`): never a different content accepted as signed;
+//! - NAR serialisation: for random directory trees (nested and empty directories,
+//!   empty and executable files, files of up to a few hundred KiB, relative and
+//!   absolute symlinks), `nar::dump_to_vec` writes exactly what `nar::dump` writes,
+//!   and a limit below its size is refused;
 //! - the NAR validator, the narinfo, envelope, status and snapshot parsers never
 //!   panic on arbitrary bytes nor on mutations of valid objects.
 //!
@@ -277,6 +281,77 @@ fn parsers_never_panic_on_arbitrary_or_mutated_bytes() {
     }
     for (_, b) in mutations(&nar, &mut rng) {
         let _ = fleet_core::nar::validate(&b[..]);
+    }
+}
+
+/// Fills `dir` with a random tree, `depth` levels at most.
+fn random_tree(rng: &mut Rng, dir: &std::path::Path, depth: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dir).unwrap();
+    for i in 0..rng.below(6) {
+        // Names that sort differently as bytes and as numbers, and non-ASCII ones.
+        let name = match rng.below(4) {
+            0 => format!("f{}", rng.below(20)),
+            1 => format!("é{i}"),
+            2 => format!(".hidden-{i}"),
+            _ => format!("{}", rng.below(1000)),
+        };
+        let p = dir.join(&name);
+        if p.symlink_metadata().is_ok() {
+            continue;
+        }
+        match rng.below(4) {
+            0 if depth > 0 => random_tree(rng, &p, depth - 1),
+            1 => {
+                let target = if rng.chance(50) {
+                    format!("../{}", rng.below(9))
+                } else {
+                    "/nix/store/abs-target".to_owned()
+                };
+                std::os::unix::fs::symlink(target, &p).unwrap();
+            }
+            _ => {
+                let len = match rng.below(4) {
+                    0 => 0,
+                    1 => rng.below(16),
+                    2 => rng.below(5000),
+                    _ => rng.below(400_000),
+                } as usize;
+                let bytes: Vec<u8> = (0..len).map(|j| (j as u64 ^ rng.below(4)) as u8).collect();
+                std::fs::write(&p, bytes).unwrap();
+                let mode = if rng.chance(30) { 0o555 } else { 0o444 };
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn nar_dump_to_vec_matches_dump_on_random_trees() {
+    let mut rng = Rng::new(seed());
+    let n = (cases() / 20).max(10);
+    for case in 0..n {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        // Most roots are directories; some a lone file or symlink.
+        match rng.below(10) {
+            0 => std::fs::write(&root, vec![7u8; rng.below(3000) as usize]).unwrap(),
+            1 => std::os::unix::fs::symlink("target", &root).unwrap(),
+            _ => random_tree(&mut rng, &root, 3),
+        }
+        let mut want = Vec::new();
+        fleet_core::nar::dump(&root, &mut want).unwrap();
+        let mut got = Vec::with_capacity(rng.below(1 << 20) as usize);
+        fleet_core::nar::dump_to_vec(&root, &mut got, want.len() as u64).unwrap();
+        assert!(got == want, "case {case}: dump_to_vec differs from dump");
+        let short = rng.below(want.len() as u64);
+        let err = fleet_core::nar::dump_to_vec(&root, &mut Vec::new(), short).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "case {case}");
+        // Read-only files and directories: let the temporary directory go.
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "u+w"])
+            .arg(d.path())
+            .status();
     }
 }
 

@@ -175,6 +175,38 @@ async fn nar_files_are_nix_store_dump_and_narinfos_match_nix() {
     );
 }
 
+/// Both of fleet's NAR serialisers (the streaming `dump` and `dump_to_vec`, which
+/// `push` uses for NARs it packs in memory) write exactly what `nix-store --dump`
+/// prints, for real store paths holding every kind of node: files, executables,
+/// empty files, nested and empty directories, relative and absolute symlinks.
+#[test]
+fn both_nar_serialisers_match_nix_store_dump_on_real_store_paths() {
+    let nix = nix();
+    let closure = system(&nix, "publish-dump");
+    for p in &closure.paths {
+        let want = nix.dump(p).unwrap();
+        let path = PathBuf::from(p.to_string());
+        let mut streamed = Vec::new();
+        fleet_core::nar::dump(&path, &mut streamed).unwrap();
+        assert!(
+            streamed == want,
+            "{p}: nar::dump differs from nix-store --dump"
+        );
+        // Into a vector that already holds something and has spare room, capped
+        // at exactly the NAR's size.
+        let mut whole = b"previous".to_vec();
+        whole.reserve(1 << 16);
+        fleet_core::nar::dump_to_vec(&path, &mut whole, (8 + want.len()) as u64).unwrap();
+        assert!(
+            whole[8..] == want[..],
+            "{p}: nar::dump_to_vec differs from nix-store --dump"
+        );
+        let err = fleet_core::nar::dump_to_vec(&path, &mut Vec::new(), want.len() as u64 - 1)
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{p}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noop_republish_touches_nothing_and_shared_paths_go_once() {
     let nix = nix();

@@ -20,14 +20,18 @@
 //!    that are not valid make the closure query fail; only then are they looked up
 //!    (`nix-store --check-validity`) to name them.
 //! 2. Up to `jobs` paths at once, each on a blocking thread (`pack.rs`; a NAR of at
-//!    most 64 KiB on the task itself): `nar::dump`
-//!    → `HashingWriter` (NarHash, NarSize) → `Encoder` → `HashingWriter` (FileHash,
-//!    FileSize) → memory, or a temporary file once the compressed NAR passes
-//!    [`PushSettings::spill_threshold`]. The NarSize Nix registered is pledged to
-//!    zstd, which sizes its tables for it. The FileHash names the NAR, so it is only
-//!    known after compression. The computed NarHash and NarSize must equal what the
-//!    Nix database registered; a difference means a corrupted local store, and the
-//!    path is refused.
+//!    most 64 KiB on the task itself). A zstd NAR of at most
+//!    [`PushSettings::spill_threshold`] bytes (by the NarSize Nix registered) is
+//!    serialised whole into memory (`nar::dump_to_vec`), hashed (NarHash, NarSize),
+//!    compressed in one call of a zstd context each job keeps from one NAR to the
+//!    next, and hashed again (FileHash, FileSize). Larger NARs and the other codecs
+//!    stream: `nar::dump` → `HashingWriter` (NarHash, NarSize) → `Encoder` →
+//!    `HashingWriter` (FileHash, FileSize) → memory, or a temporary file once the
+//!    compressed NAR passes the threshold, the NarSize pledged to zstd, which sizes
+//!    its tables for it. The FileHash names the NAR, so it is only known after
+//!    compression. The computed NarHash and NarSize must equal what the Nix database
+//!    registered; a difference means a corrupted local store, and the path is
+//!    refused.
 //! 3. The NAR is uploaded (`upload.rs`: one PUT from memory; a multipart upload from
 //!    the temporary file) unless the listing already holds an object of that name
 //!    and size (left by an interrupted push).
@@ -71,7 +75,8 @@ pub struct PushSettings {
     /// Draw a progress bar on standard error.
     pub progress: bool,
     /// Compressed NARs larger than this go through a temporary file and a multipart
-    /// upload instead of memory and one PUT.
+    /// upload instead of memory and one PUT; zstd NARs up to this size are packed
+    /// whole in memory (so a job holds at most about twice this).
     pub spill_threshold: usize,
 }
 

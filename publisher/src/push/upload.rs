@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::order::topological_order;
-use super::pack::{Data, Packed, pack};
+use super::pack::{Data, Packed, Workspace, pack};
 use super::{PushSettings, PushSummary};
 
 /// Bytes read from a temporary file per part of a multipart upload.
@@ -55,6 +55,9 @@ struct Ctx {
     /// Buffers of compressed NARs already uploaded, for the next ones: a fresh
     /// buffer per NAR costs a page fault per 4 KiB written to it.
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Packing workspaces (NAR buffer, zstd context) of finished packs, for the
+    /// next ones: at most one per job is in use at once.
+    workspaces: std::sync::Mutex<Vec<Workspace>>,
 }
 
 impl Ctx {
@@ -62,6 +65,20 @@ impl Ctx {
     fn take_buffer(&self) -> Vec<u8> {
         let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
         pool.pop().unwrap_or_default()
+    }
+
+    /// A spare packing workspace, or a new one.
+    fn take_workspace(&self) -> Workspace {
+        let mut pool = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        pool.pop().unwrap_or_default()
+    }
+
+    /// Keeps `ws` for the next NAR.
+    fn give_back_workspace(&self, ws: Workspace) {
+        let mut pool = self.workspaces.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < self.settings.jobs {
+            pool.push(ws);
+        }
     }
 
     /// Keeps `buf` for the next NAR.
@@ -109,6 +126,7 @@ pub(super) async fn upload_all(
         jobs: Semaphore::new(settings.jobs.max(1)),
         progress: progress.clone(),
         buffers: std::sync::Mutex::new(Vec::new()),
+        workspaces: std::sync::Mutex::new(Vec::new()),
     });
     let index: HashMap<StorePath, usize> = infos
         .iter()
@@ -200,19 +218,23 @@ async fn upload_one(
         );
         let pack_with = |pledge: bool, buf: Vec<u8>| {
             let p = p.clone();
+            let mut ws = ctx.take_workspace();
             async move {
                 if hint <= INLINE_PACK_MAX {
-                    return pack(&p, compression, level, spill, hint, pledge, buf);
+                    let packed = pack(&p, compression, level, spill, hint, pledge, buf, &mut ws);
+                    ctx.give_back_workspace(ws);
+                    return packed;
                 }
-                tokio::task::spawn_blocking(move || {
-                    pack(&p, compression, level, spill, hint, pledge, buf)
+                let (packed, ws) = tokio::task::spawn_blocking(move || {
+                    let packed = pack(&p, compression, level, spill, hint, pledge, buf, &mut ws);
+                    (packed, ws)
                 })
                 .await
-                .unwrap_or_else(|e| {
-                    Err(std::io::Error::other(format!(
-                        "the packing thread stopped unexpectedly: {e}"
-                    )))
-                })
+                .map_err(|e| {
+                    std::io::Error::other(format!("the packing thread stopped unexpectedly: {e}"))
+                })?;
+                ctx.give_back_workspace(ws);
+                packed
             }
         };
         // The size Nix registered is pledged to the codec; if packing fails, it is
