@@ -28,6 +28,8 @@
 //! worker also reports its own peak RSS (`VmHWM`, excluding `nix`): the memory of
 //! download + verification, which must stay flat whatever the closure size.
 //!
+//! `--case large|text|many` (repeatable) runs only those cases.
+//!
 //! Prints a table and writes `bench/results/bench-agent-fetch.json`.
 
 use std::path::{Path, PathBuf};
@@ -150,8 +152,32 @@ fn interleaved(
         .collect())
 }
 
+/// Splits `--case TAG` (repeatable: `large`, `text`, `many`) off the arguments; no
+/// `--case` means every case.
+fn cases_arg(args: &[String]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    const TAGS: [&str; 3] = ["large", "text", "many"];
+    let (mut cases, mut rest) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--case" {
+            let tag = it
+                .next()
+                .context("--case needs one of large, text, many")?;
+            ensure!(
+                TAGS.contains(&tag.as_str()),
+                "unknown case {tag:?}: --case takes one of large, text, many"
+            );
+            cases.push(tag.clone());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((cases, rest))
+}
+
 fn real_main(args: &[String]) -> anyhow::Result<()> {
-    let runs = runs_arg("bench-agent-fetch", args, 3)?;
+    let (cases, args) = cases_arg(args)?;
+    let runs = runs_arg("bench-agent-fetch", &args, 3)?;
     let me = std::env::current_exe().context("locating this binary")?;
     let nix = Nix::new()?;
     let work = tempfile::Builder::new()
@@ -165,6 +191,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
     let large = nix.bulk_closure(BULK_LARGE, "bench")?;
     let text = text_closure(&nix, BULK_LARGE.n_paths, BULK_LARGE.total_bytes, "bench")?;
     let many = nix.bulk_closure(BULK_MANY, "bench")?;
+    let wanted = |tag: &str| cases.is_empty() || cases.iter().any(|c| c == tag);
 
     let fresh = |tag: &str, i: usize| -> PathBuf { work.path().join(format!("{tag}-{i}")) };
     let mut table = Table::new(&[
@@ -258,6 +285,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         ("fetch ~200 MB text, 20 paths", &text, "text"),
         ("fetch 1,000 tiny paths", &many, "many"),
     ] {
+        if !wanted(tag) {
+            continue;
+        }
         // The bucket: <root>/cache, written by nix copy, as the publisher would.
         let bucket_root = work.path().join(format!("bucket-{tag}"));
         let cache = bucket_root.join("cache");
