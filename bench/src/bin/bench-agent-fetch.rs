@@ -17,10 +17,10 @@
 //! Tools per case: `nix copy --from` the bucket's cache (the baseline); `nix copy
 //! --no-recursive --from` a signed uncompressed copy of it, which is the agent's
 //! import step alone through a staged cache (Nix's share of the staged fetch's time);
-//! the agent's fetch as configured by default (NARs streamed through the checks to
-//! `nix copy` by the verifying local substituter); and the earlier staged fetch
-//! (`ImportVia::Staging`: verify into a staging cache, then import it at the end, or
-//! in waves with `import_in_waves`), for before/after in the same run.
+//! the agent's fetch through the verifying local substituter (`ImportVia::Substituter`,
+//! opt-in: NARs streamed through the checks to `nix copy`); and the staged fetch
+//! (`ImportVia::Staging`, the default: verify into a staging cache, then import it at
+//! the end, or in waves with `import_in_waves`), all in the same run.
 //!
 //! The fetch runs in a child process (this binary with `--worker`), so wall time and
 //! peak RSS are measured the same way for both tools: `wait4` of the child, whose
@@ -160,9 +160,7 @@ fn cases_arg(args: &[String]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--case" {
-            let tag = it
-                .next()
-                .context("--case needs one of large, text, many")?;
+            let tag = it.next().context("--case needs one of large, text, many")?;
             ensure!(
                 TAGS.contains(&tag.as_str()),
                 "unknown case {tag:?}: --case takes one of large, text, many"
@@ -441,7 +439,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         );
         add(
             case,
-            "fleet-agent fetch",
+            "fleet-agent fetch, substituter",
             closure,
             nar,
             file_bytes,
@@ -451,7 +449,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         );
         add(
             case,
-            "fleet-agent fetch, staged (before)",
+            "fleet-agent fetch, staged (default)",
             closure,
             nar,
             file_bytes,
