@@ -148,6 +148,7 @@ pub(super) async fn import_served(
             done = &mut importing => break done,
             accepted = listener.accept(), if conns.len() < MAX_CONNECTIONS => {
                 let Ok((stream, _)) = accepted else { continue };
+                no_delay(&stream);
                 let service = hyper::service::service_fn(move |req| {
                     std::future::ready(Ok::<_, Infallible>(respond(state_ref, job_tx_ref, &req)))
                 });
@@ -178,6 +179,16 @@ pub(super) async fn import_served(
     imported?;
     let served = state.served.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(served.into_iter().collect())
+}
+
+/// Switches Nagle's algorithm off on an accepted connection. A NAR's head goes out
+/// before its body (the body waits for the checks), so the body is a second small
+/// write: with Nagle's algorithm it waits for the ACK of the head, which Nix's side
+/// delays by 40 ms. Every small NAR paid that (49 s for 1,000 tiny paths).
+fn no_delay(stream: &tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on a local connection");
+    }
 }
 
 /// Answers one request; NAR requests become [`Job`]s whose chunks make the body.
@@ -405,5 +416,24 @@ impl Body for ServedBody {
             ServedBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ServedBody::Nar { left, .. } => SizeHint::with_exact(*left),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The served connections must not wait for delayed ACKs (see [`no_delay`]).
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (stream, _) = accepted.unwrap();
+        drop(client);
+        assert!(!stream.nodelay().unwrap(), "Nagle is on by default");
+        no_delay(&stream);
+        assert!(stream.nodelay().unwrap());
     }
 }

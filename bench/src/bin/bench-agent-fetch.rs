@@ -17,16 +17,18 @@
 //! Tools per case: `nix copy --from` the bucket's cache (the baseline); `nix copy
 //! --no-recursive --from` a signed uncompressed copy of it, which is the agent's
 //! import step alone through a staged cache (Nix's share of the staged fetch's time);
-//! the agent's fetch as configured by default (NARs streamed through the checks to
-//! `nix copy` by the verifying local substituter); and the earlier staged fetch
-//! (`ImportVia::Staging`: verify into a staging cache, then import it at the end, or
-//! in waves with `import_in_waves`), for before/after in the same run.
+//! the agent's fetch through the verifying local substituter (`ImportVia::Substituter`,
+//! opt-in: NARs streamed through the checks to `nix copy`); and the staged fetch
+//! (`ImportVia::Staging`, the default: verify into a staging cache, then import it at
+//! the end, or in waves with `import_in_waves`), all in the same run.
 //!
 //! The fetch runs in a child process (this binary with `--worker`), so wall time and
 //! peak RSS are measured the same way for both tools: `wait4` of the child, whose
 //! peak RSS covers its own `nix` children (the largest process of the tree). The
 //! worker also reports its own peak RSS (`VmHWM`, excluding `nix`): the memory of
 //! download + verification, which must stay flat whatever the closure size.
+//!
+//! `--case large|text|many` (repeatable) runs only those cases.
 //!
 //! Prints a table and writes `bench/results/bench-agent-fetch.json`.
 
@@ -150,8 +152,30 @@ fn interleaved(
         .collect())
 }
 
+/// Splits `--case TAG` (repeatable: `large`, `text`, `many`) off the arguments; no
+/// `--case` means every case.
+fn cases_arg(args: &[String]) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    const TAGS: [&str; 3] = ["large", "text", "many"];
+    let (mut cases, mut rest) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--case" {
+            let tag = it.next().context("--case needs one of large, text, many")?;
+            ensure!(
+                TAGS.contains(&tag.as_str()),
+                "unknown case {tag:?}: --case takes one of large, text, many"
+            );
+            cases.push(tag.clone());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((cases, rest))
+}
+
 fn real_main(args: &[String]) -> anyhow::Result<()> {
-    let runs = runs_arg("bench-agent-fetch", args, 3)?;
+    let (cases, args) = cases_arg(args)?;
+    let runs = runs_arg("bench-agent-fetch", &args, 3)?;
     let me = std::env::current_exe().context("locating this binary")?;
     let nix = Nix::new()?;
     let work = tempfile::Builder::new()
@@ -165,6 +189,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
     let large = nix.bulk_closure(BULK_LARGE, "bench")?;
     let text = text_closure(&nix, BULK_LARGE.n_paths, BULK_LARGE.total_bytes, "bench")?;
     let many = nix.bulk_closure(BULK_MANY, "bench")?;
+    let wanted = |tag: &str| cases.is_empty() || cases.iter().any(|c| c == tag);
 
     let fresh = |tag: &str, i: usize| -> PathBuf { work.path().join(format!("{tag}-{i}")) };
     let mut table = Table::new(&[
@@ -258,6 +283,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         ("fetch ~200 MB text, 20 paths", &text, "text"),
         ("fetch 1,000 tiny paths", &many, "many"),
     ] {
+        if !wanted(tag) {
+            continue;
+        }
         // The bucket: <root>/cache, written by nix copy, as the publisher would.
         let bucket_root = work.path().join(format!("bucket-{tag}"));
         let cache = bucket_root.join("cache");
@@ -411,7 +439,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         );
         add(
             case,
-            "fleet-agent fetch",
+            "fleet-agent fetch, substituter",
             closure,
             nar,
             file_bytes,
@@ -421,7 +449,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         );
         add(
             case,
-            "fleet-agent fetch, staged (before)",
+            "fleet-agent fetch, staged (default)",
             closure,
             nar,
             file_bytes,
