@@ -124,8 +124,8 @@ fn a_full_staging_directory_fails_the_fetch_cleanly_and_recovers() {
     let Some(fs) = Tmpfs::mount(&staging, "2m") else {
         return;
     };
-    // Only the staged import writes NARs to `staging-dir` (the default substituter
-    // streams them to Nix).
+    // Only the staged import (the default, pinned here so the test keeps its point if
+    // the default changes) writes NARs to `staging-dir`; the substituter streams them.
     w.extra_config = format!(
         "staging-dir = \"{}\"\nimport-via = \"staging\"\n",
         staging.display()
@@ -169,8 +169,8 @@ fn a_full_state_directory_changes_nothing_and_recovers() {
         return;
     };
     let staging = w.dir.path().join("staging");
-    // Only the staged import writes NARs to `staging-dir` (the default substituter
-    // streams them to Nix).
+    // Only the staged import (the default, pinned here so the test keeps its point if
+    // the default changes) writes NARs to `staging-dir`; the substituter streams them.
     w.extra_config = format!(
         "staging-dir = \"{}\"\nimport-via = \"staging\"\n",
         staging.display()
