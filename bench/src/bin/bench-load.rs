@@ -5,7 +5,7 @@
 //! ```text
 //! bench-load [--hosts 1000] [--duration 180] [--poll-interval 30] [--poll-jitter 10]
 //!            [--processes 4] [--users 40] [--store per-host|shared]
-//!            [--cycles-per-process 0] [--json FILE]
+//!            [--cycles-per-process 8] [--json FILE]
 //! bench-load --worker SPEC        (internal: runs the agents of one process)
 //! ```
 //!
@@ -51,7 +51,7 @@
 //! process share its two runtime threads and the machine's cores, where each real
 //! host has its own CPU; `--cycles-per-process N` lets at most N agents of a worker
 //! be in a cycle at once (the others wait for a slot, and the waits are reported
-//! apart from the cycles' latencies). 0, the default, is no bound.
+//! apart from the cycles' latencies); 0 is no bound.
 //!
 //! Prints a table and writes `bench/results/bench-load.json` (or `--json FILE`).
 
@@ -77,8 +77,12 @@ const USAGE: &str = "usage: bench-load [--hosts N] [--duration SECONDS] [--poll-
                      [--poll-jitter SECONDS] [--processes N] [--users N] [--store per-host|shared] [--cycles-per-process N] [--json FILE]   \
                      (see bench/README.md)";
 
-/// Default of `--cycles-per-process`: 0, no bound.
-const DEFAULT_CYCLES_PER_PROCESS: usize = 0;
+/// Default of `--cycles-per-process`. With no bound, 300 agents in one process on
+/// the 2-core development machine had their runtime threads wait for a CPU about 90%
+/// of the time while dozens of hosts' `nix` imports ran (ticks up to 11 s late), and
+/// 23 requests timed out though the server answered within 2.4 s; with 8, the ticks
+/// stayed under 1.2 s and nothing timed out (docs/performance.md, "Fleet load").
+const DEFAULT_CYCLES_PER_PROCESS: usize = 8;
 
 /// IAM users made per `s3_admin.py create-users` call.
 const USER_BATCH: usize = 20;
@@ -1280,6 +1284,36 @@ mod tests {
     }
 
     #[test]
+    fn warn_lines_are_sorted_by_the_timeout_they_name() {
+        let line = |what: &str| {
+            format!(
+                "2026-12-03T08:26:30Z  WARN fleet_agent::cycle::manifest: fetching closure /nix/store/x failed: reading cache/nar/y.nar.zst (for /nix/store/x) timed out: {what} (limit 30s)"
+            )
+        };
+        let lines = vec![
+            line("the NAR request got no answer in time"),
+            line("the NAR request got no answer in time"),
+            line("the narinfo did not arrive in time"),
+            line("the NAR body stalled"),
+            line(
+                "the NAR file did not arrive before its deadline (request timeout plus size over the minimum transfer rate)",
+            ),
+            "2026-12-03T08:26:30Z  WARN fleet_agent: could not write the status".to_owned(),
+        ];
+        let kinds = timeout_kinds(&lines);
+        let want: BTreeMap<&str, usize> = [
+            ("nar-no-answer", 2),
+            ("narinfo-no-answer", 1),
+            ("nar-body-stalled", 1),
+            ("nar-deadline", 1),
+            ("other", 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(kinds, want);
+    }
+
+    #[test]
     fn arguments() {
         let a = parse_args(&[
             "--hosts".into(),
@@ -1293,5 +1327,10 @@ mod tests {
         assert_eq!((a.hosts, a.processes), (3, 3));
         assert_eq!(a.duration, Duration::from_millis(2500));
         assert!(parse_args(&["--store".into(), "x".into()]).is_err());
+        assert_eq!(a.cycles_per_process, DEFAULT_CYCLES_PER_PROCESS);
+        let a = parse_args(&["--cycles-per-process".into(), "0".into()]).unwrap();
+        assert_eq!(a.cycles_per_process, 0);
+        let e = parse_args(&["--cycles-per-process".into(), "many".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("--cycles-per-process"), "{e:#}");
     }
 }
