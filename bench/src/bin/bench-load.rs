@@ -962,6 +962,9 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         let shape = shape.join("/");
         let shape = if shape.starts_with("status/*/events/") {
             "status/*/events/*".to_owned()
+        } else if shape.starts_with("changes/") {
+            // Change-feed markers: changes/<day>/<time>/<host>.
+            "changes/*/*/*".to_owned()
         } else {
             shape
         };
