@@ -238,6 +238,21 @@ const MATRIX: &[(Who, Op, &str, Expect, On)] = &[
     (Admin,     Delete, "audit/chain/00000000000000000001.json", Deny,  On::All),
     (Publisher, Delete, "audit/chain/00000000000000000001.json", Deny,  On::All),
     (Reporter,  Read,   "audit/chain/00000000000000000001.json", Deny,  On::All),
+    // The change feed: a host writes only its own markers and reads nothing there;
+    // the reporter lists the markers but reads and writes none; the admin cleans up.
+    (AgentA,    Write,  "changes/20261203/043105/host-a",  Allow,   On::All),
+    (AgentA,    Write,  "changes/20261203/043106/host-b",  Deny,    On::All),
+    (AgentA,    Write,  "changes/20261203/043107/host-ab", Deny,    On::All),
+    (AgentA,    Read,   "changes/20261203/043108/host-a",  Deny,    On::All),
+    (AgentA,    List,   "changes/",                        Deny,    On::All),
+    (Reporter,  List,   "changes/",                        Allow,   On::All),
+    (Reporter,  Read,   "changes/20261203/043109/host-a",  Deny,    On::All),
+    (Reporter,  Write,  "changes/20261203/043110/host-a",  Deny,    On::All),
+    (Reporter,  Delete, "changes/20261203/043111/host-a",  Deny,    On::All),
+    (Publisher, Write,  "changes/20261203/043112/host-a",  Deny,    On::All),
+    (Viewer,    Write,  "changes/20261203/043113/host-a",  Deny,    On::All),
+    (Admin,     List,   "changes/",                        Allow,   On::All),
+    (Admin,     Delete, "changes/20261203/043114/host-b",  Allow,   On::All),
     // Unknown credentials get nothing.
     (Stranger, Read,   "cache/nix-cache-info",             Deny,    On::All),
     (Stranger, Write,  "status/host-a/status.json",        Deny,    On::All),
@@ -275,6 +290,10 @@ fn key(text: &str) -> Key {
                 .expect("matrix root versions are numbers"),
         ),
         ["releases", r, "rollout.json"] => Key::rollout(&name(r)),
+        ["changes", _, _, _] => {
+            let (h, at) = Key::change_marker_host(text).expect("matrix markers parse");
+            Key::change_marker(at, &h)
+        }
         ["audit", "chain", i] => Key::audit_chain(
             i.trim_end_matches(".json")
                 .parse()
@@ -296,6 +315,7 @@ fn prefix(text: &str) -> KeyPrefix {
         "audit/" => KeyPrefix::audit(),
         "registry/hosts/" => KeyPrefix::registry_hosts(),
         "status/host-a/events/" => KeyPrefix::status_events(&host("host-a")),
+        "changes/" => KeyPrefix::changes(),
         _ => panic!("matrix prefix {text:?} has no layout constructor; add it to prefix()"),
     };
     assert_eq!(
@@ -414,6 +434,7 @@ fn listed_key(prefix_text: &str) -> Key {
         "releases/" => key("releases/listed.json"),
         "audit/" => key("audit/listed.json"),
         "registry/hosts/" => key("registry/hosts/listed.json"),
+        "changes/" => key("changes/20261203/000000/listed"),
         _ => panic!("no seeded object for prefix {prefix_text:?}; add it to listed_key()"),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! bench-load [--hosts 1000] [--duration 180] [--poll-interval 30] [--poll-jitter 10]
-//!            [--processes 4] [--users 40] [--store per-host|shared] [--json FILE]
+//!            [--processes 4] [--users 40] [--store per-host|shared]
+//!            [--cycles-per-process 8] [--json FILE]
 //! bench-load --worker SPEC        (internal: runs the agents of one process)
 //! ```
 //!
@@ -42,6 +43,16 @@
 //! deploy --hosts` of generation 2; time until the dashboard shows all N up to date on
 //! sequence 2). Errors: every cycle that did not end healthy, every failed status
 //! write and every WARN or ERROR line an agent logged, over the whole run (goal 0).
+//!
+//! Where the time goes while hosts fetch, measured apart: the server (a GET of the
+//! largest NAR file straight from SeaweedFS every second, [`ServerProbe`]), each
+//! worker's runtime (how late a task that sleeps 100 ms wakes, [`LAG_TICK`]), and
+//! which of the agent's timeouts the WARN lines name. Hundreds of hosts in one
+//! process share its two runtime threads and the machine's cores, where each real
+//! host has its own CPU; `--cycles-per-process N` lets at most N agents of a worker
+//! be in a cycle at once (the others wait for a slot, and the waits are reported
+//! apart from the cycles' latencies); 0 is no bound.
+//!
 //! Prints a table and writes `bench/results/bench-load.json` (or `--json FILE`).
 
 use std::collections::BTreeMap;
@@ -63,8 +74,15 @@ use fleet_tests::s3::S3Server;
 use serde::{Deserialize, Serialize};
 
 const USAGE: &str = "usage: bench-load [--hosts N] [--duration SECONDS] [--poll-interval SECONDS] \
-                     [--poll-jitter SECONDS] [--processes N] [--users N] [--store per-host|shared] [--json FILE]   \
+                     [--poll-jitter SECONDS] [--processes N] [--users N] [--store per-host|shared] [--cycles-per-process N] [--json FILE]   \
                      (see bench/README.md)";
+
+/// Default of `--cycles-per-process`. With no bound, 300 agents in one process on
+/// the 2-core development machine had their runtime threads wait for a CPU about 90%
+/// of the time while dozens of hosts' `nix` imports ran (ticks up to 11 s late), and
+/// 23 requests timed out though the server answered within 2.4 s; with 8, the ticks
+/// stayed under 1.2 s and nothing timed out (docs/performance.md, "Fleet load").
+const DEFAULT_CYCLES_PER_PROCESS: usize = 8;
 
 /// IAM users made per `s3_admin.py create-users` call.
 const USER_BATCH: usize = 20;
@@ -94,6 +112,8 @@ struct Args {
     processes: usize,
     users: usize,
     shared_store: bool,
+    /// At most this many agents of one worker process in a cycle at once; 0: no bound.
+    cycles_per_process: usize,
     json: Option<PathBuf>,
 }
 
@@ -118,6 +138,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         processes: 4,
         users: 40,
         shared_store: false,
+        cycles_per_process: DEFAULT_CYCLES_PER_PROCESS,
         json: None,
     };
     let mut it = args.iter();
@@ -141,6 +162,11 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
                     "shared" => true,
                     other => bail!("--store is per-host or shared, not {other:?}"),
                 }
+            }
+            "--cycles-per-process" => {
+                a.cycles_per_process = value()?
+                    .parse()
+                    .context("--cycles-per-process needs a number (0: no bound)")?
             }
             "--json" => a.json = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
@@ -168,6 +194,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
 #[derive(Serialize, Deserialize)]
 struct WorkerSpec {
     agents: Vec<AgentSpec>,
+    /// At most this many of the worker's agents run a cycle at once (0: no bound);
+    /// see `--cycles-per-process`.
+    #[serde(default)]
+    cycles_at_once: usize,
 }
 
 /// One agent of a worker: its config file and its host's credentials.
@@ -183,8 +213,11 @@ struct AgentSpec {
 struct CycleRecord {
     /// Start, milliseconds since the Unix epoch (the orchestrator's clock too).
     start_ms: u64,
-    /// How long `Agent::cycle` took, milliseconds.
+    /// How long `Agent::cycle` took, milliseconds (from when it got its slot).
     latency_ms: f64,
+    /// How long the cycle waited for a slot (`--cycles-per-process`), milliseconds.
+    #[serde(default)]
+    wait_ms: f64,
     /// The outcome's name (`healthy`, `retry`, …).
     outcome: String,
     /// The running generation's sequence after the cycle.
@@ -205,7 +238,21 @@ struct WorkerResult {
     vm_hwm_bytes: u64,
     vm_rss_bytes: u64,
     threads: u64,
+    /// Ticks of the runtime-lag probe ([`LAG_TICK`]).
+    #[serde(default)]
+    lag_ticks: u64,
+    /// The ticks that came more than [`LAG_NOTED`] late: (when, milliseconds late).
+    #[serde(default)]
+    lags: Vec<(u64, u64)>,
 }
+
+/// Period of the worker's runtime-lag probe: a task that asks to wake every tick
+/// and records how late it woke. A late tick means the worker's runtime (its two
+/// threads, shared by every agent of the process) could not run its tasks in time:
+/// timers fire late and response bodies are not read.
+const LAG_TICK: Duration = Duration::from_millis(100);
+/// A tick later than this is recorded.
+const LAG_NOTED: Duration = Duration::from_millis(250);
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -253,9 +300,17 @@ fn worker(spec: &Path) -> anyhow::Result<()> {
     }));
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(lag_probe(result.clone(), stop_rx.clone()));
         let mut tasks = Vec::new();
+        let slots = (spec.cycles_at_once > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(spec.cycles_at_once)));
         for agent in agents {
-            tasks.push(tokio::spawn(drive(agent, result.clone(), stop_rx.clone())));
+            tasks.push(tokio::spawn(drive(
+                agent,
+                result.clone(),
+                slots.clone(),
+                stop_rx.clone(),
+            )));
         }
         // The orchestrator closes our stdin to stop us.
         tokio::task::spawn_blocking(|| {
@@ -285,9 +340,14 @@ fn worker(spec: &Path) -> anyhow::Result<()> {
 /// after failures), heartbeat on its own timer — without its signal handling and
 /// systemd notifications, and recording each cycle. The first poll comes at a random
 /// point within one poll interval, as a fleet's hosts boot at different times.
+///
+/// With `slots`, a cycle first waits for a slot: the cycles of one worker process
+/// share its CPU and its runtime, where each real host has its own (see
+/// `--cycles-per-process`). The wait is recorded apart from the cycle's latency.
 async fn drive(
     mut agent: Agent,
     result: Arc<Mutex<WorkerResult>>,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let s = agent.settings().clone();
@@ -309,6 +369,15 @@ async fn drive(
                 _ = stop.changed() => return,
             }
         }
+        let waited = Instant::now();
+        let _slot = match &slots {
+            Some(s) => tokio::select! {
+                p = s.clone().acquire_owned() => p.ok(),
+                _ = stop.changed() => return,
+            },
+            None => None,
+        };
+        let wait_ms = waited.elapsed().as_secs_f64() * 1e3;
         let before = agent.state().current.clone();
         let start_ms = unix_ms();
         let t = Instant::now();
@@ -330,6 +399,7 @@ async fn drive(
             .push(CycleRecord {
                 start_ms,
                 latency_ms,
+                wait_ms,
                 outcome: outcome.as_str().to_owned(),
                 sequence: now.as_ref().and_then(|g| g.sequence),
                 changed: before.map(|g| g.closure) != now.map(|g| g.closure),
@@ -341,6 +411,26 @@ async fn drive(
             failures = 0;
             schedule::next_poll(s.poll_interval, s.poll_jitter, &mut rng)
         };
+    }
+}
+
+/// Records how late the worker's runtime wakes a task that sleeps [`LAG_TICK`]
+/// (see [`LAG_TICK`]), until `stop`.
+async fn lag_probe(result: Arc<Mutex<WorkerResult>>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut next = tokio::time::Instant::now() + LAG_TICK;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.changed() => return,
+        }
+        let late = tokio::time::Instant::now().saturating_duration_since(next);
+        let mut r = result.lock().unwrap_or_else(|e| e.into_inner());
+        r.lag_ticks += 1;
+        if late > LAG_NOTED {
+            r.lags.push((unix_ms(), late.as_millis() as u64));
+        }
+        drop(r);
+        next = tokio::time::Instant::now() + LAG_TICK;
     }
 }
 
@@ -651,12 +741,17 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
     };
     eprintln!("deploying generation 1 to {} hosts…", a.hosts);
     let deploy1_s = fleet.deploy(&g1, "g1")?;
+    let admin = server.bucket(&bucket, "", &server.admin_credentials())?;
+    let probe = ServerProbe::start(&rt, admin)?;
 
     // Agent configs and worker specs.
     let agent_url = format!("s3://{bucket}?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let shared_chroot = work_path.join("shared-store");
     let mut specs: Vec<WorkerSpec> = (0..a.processes)
-        .map(|_| WorkerSpec { agents: Vec::new() })
+        .map(|_| WorkerSpec {
+            agents: Vec::new(),
+            cycles_at_once: a.cycles_per_process,
+        })
         .collect();
     for (i, host) in hosts.iter().enumerate() {
         let creds = &agent_creds[i / hosts_per_user];
@@ -714,6 +809,7 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         a.hosts, a.processes, a.poll_interval, a.poll_jitter
     );
     let t_bringup = Instant::now();
+    let bringup_wall0 = unix_ms();
     let mut workers = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let file = work_path.join(format!("worker-{i}.json"));
@@ -768,6 +864,8 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         a.hosts
     );
 
+    let deploy_wall1 = unix_ms();
+    let probe_samples = probe.stop();
     let mut results = Vec::new();
     for w in workers {
         let log = w.log.clone();
@@ -809,6 +907,37 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
     }
     idle_latency.sort_by(f64::total_cmp);
     let errors = error_cycles + failed_writes + log_problems.len();
+    // Where the time went while hosts fetched: the server's answers, the workers'
+    // runtimes, and which of the agent's timeouts fired.
+    let phases = [
+        ("bring_up", bringup_wall0, w0),
+        ("idle", w0, w1),
+        ("deploy", deploy_wall0, deploy_wall1),
+    ];
+    let mut server_probe = serde_json::Map::new();
+    let mut runtime_lag = serde_json::Map::new();
+    for (name, from, to) in phases {
+        server_probe.insert(name.into(), probe_summary(&probe_samples, from, to));
+        let lags: Vec<Vec<(u64, u64)>> = results
+            .iter()
+            .map(|(r, _)| {
+                r.lags
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| (from..to).contains(t))
+                    .collect()
+            })
+            .collect();
+        runtime_lag.insert(name.into(), lag_summary(&lags));
+    }
+    let timeouts = timeout_kinds(&log_problems);
+    // Waits for a cycle slot (`--cycles-per-process`), apart from the latencies.
+    let mut waits: Vec<f64> = results
+        .iter()
+        .flat_map(|(r, _)| r.cycles.iter().map(|c| c.wait_ms))
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    let waited = waits.iter().filter(|w| **w >= 1.0).count();
     let idle_polls = idle_latency.len();
     let rps = idle_requests.len() as f64 / idle_s;
     let mut by_kind = BTreeMap::<String, usize>::new();
@@ -833,6 +962,9 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         let shape = shape.join("/");
         let shape = if shape.starts_with("status/*/events/") {
             "status/*/events/*".to_owned()
+        } else if shape.starts_with("changes/") {
+            // Change-feed markers: changes/<day>/<time>/<host>.
+            "changes/*/*/*".to_owned()
         } else {
             shape
         };
@@ -914,6 +1046,20 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
             format!("{converge_s:.1} s ({samples} summaries)"),
         ),
         (
+            "cycles in flight per worker process (bound)",
+            if a.cycles_per_process == 0 {
+                "no bound".to_owned()
+            } else {
+                format!(
+                    "{}; waits for a slot p99 / max: {:.0} / {:.0} ms ({waited} cycles waited)",
+                    a.cycles_per_process,
+                    percentile(&waits, 99.0),
+                    waits.last().copied().unwrap_or(0.0)
+                )
+            },
+        ),
+        ("warn/error lines by kind", format!("{timeouts:?}")),
+        (
             "errors (cycles not healthy + failed writes + WARN/ERROR lines)",
             format!(
                 "{errors} ({error_cycles} + {failed_writes} + {})",
@@ -962,8 +1108,27 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
         "failed_writes": failed_writes,
         "write_errors": write_errors,
         "log_problems": log_problems.iter().take(20).collect::<Vec<_>>(),
+
         "total_s": t_all.elapsed().as_secs_f64(),
     }));
+    // A second object: one `json!` of every field exceeds the macro's recursion limit.
+    let where_time_went = serde_json::json!({
+        "warn_lines_by_kind": timeouts,
+        "cycles_per_process": a.cycles_per_process,
+        "slot_wait_p50_ms": percentile(&waits, 50.0),
+        "slot_wait_p99_ms": percentile(&waits, 99.0),
+        "slot_wait_max_ms": waits.last().copied(),
+        "cycles_that_waited_1ms_or_more": waited,
+        "server_probe": server_probe,
+        "worker_runtime_lag": runtime_lag,
+        "worker_lag_ticks": results.iter().map(|(r, _)| r.lag_ticks).collect::<Vec<_>>(),
+    });
+    if let (Some(row), serde_json::Value::Object(more)) = (
+        report.rows.last_mut().and_then(|r| r.as_object_mut()),
+        where_time_went,
+    ) {
+        row.extend(more);
+    }
     report.notes.push(format!(
         "{} agents as tasks in {} worker processes (fleet_agent::Agent driven as fleet-agent run drives it), each with its own state dir, profile and IAM user (agent policy of fleet_core::iam); SeaweedFS weed mini via fleet_tests::s3; requests counted by fleet_tests::proxy between the agents and the server",
         a.hosts, a.processes
@@ -988,6 +1153,113 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
     eprintln!("results: {}", path.display());
     ensure!(all_up, "not every host ended up to date: {:?}", dash.states);
     Ok(())
+}
+
+/// A GET of the largest NAR file of the cache straight from SeaweedFS (with the
+/// admin's credentials, not through the counting proxy, so the agents' request
+/// counts do not include it) once a second from its own thread and runtime: how
+/// long the server takes to answer what the agents ask while they work. Samples are
+/// (start, milliseconds, whether it succeeded).
+struct ServerProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u64, f64, bool)>>,
+}
+
+impl ServerProbe {
+    fn start(rt: &tokio::runtime::Runtime, admin: Bucket) -> anyhow::Result<Self> {
+        let listed = rt.block_on(admin.list(&fleet_core::KeyPrefix::cache()))?;
+        let largest = listed
+            .iter()
+            .filter(|i| i.key.starts_with("cache/nar/"))
+            .max_by_key(|i| i.size)
+            .context("the cache holds no NAR file to probe the server with")?;
+        let key = fleet_core::Key::nar(largest.key.trim_start_matches("cache/"))
+            .with_context(|| format!("{} as a NAR key", largest.key))?;
+        let limit = largest.size + 1;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return samples;
+            };
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let (start, t) = (unix_ms(), Instant::now());
+                let get = async {
+                    tokio::time::timeout(Duration::from_secs(120), admin.get(&key, limit)).await
+                };
+                let ok = rt.block_on(get).is_ok_and(|r| r.is_ok());
+                samples.push((start, t.elapsed().as_secs_f64() * 1e3, ok));
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+            samples
+        });
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) -> Vec<(u64, f64, bool)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The server probe's samples that started in `[from, to)`: count, p50, p99, max,
+/// failures.
+fn probe_summary(samples: &[(u64, f64, bool)], from: u64, to: u64) -> serde_json::Value {
+    let inside: Vec<&(u64, f64, bool)> = samples
+        .iter()
+        .filter(|(t, _, _)| (from..to).contains(t))
+        .collect();
+    let mut ms: Vec<f64> = inside.iter().map(|s| s.1).collect();
+    ms.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "gets": ms.len(),
+        "p50_ms": percentile(&ms, 50.0),
+        "p99_ms": percentile(&ms, 99.0),
+        "max_ms": ms.last().copied(),
+        "failed": inside.iter().filter(|s| !s.2).count(),
+        "over_5s": ms.iter().filter(|m| **m > 5000.0).count(),
+    })
+}
+
+/// Each worker's late runtime ticks in one phase: the latest, how many were over
+/// 1 s, and the seconds they add up to.
+fn lag_summary(per_worker: &[Vec<(u64, u64)>]) -> serde_json::Value {
+    let workers: Vec<serde_json::Value> = per_worker
+        .iter()
+        .map(|lags| {
+            serde_json::json!({
+                "max_ms": lags.iter().map(|l| l.1).max().unwrap_or(0),
+                "over_1s": lags.iter().filter(|l| l.1 > 1000).count(),
+                "late_s": lags.iter().map(|l| l.1).sum::<u64>() as f64 / 1e3,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(workers)
+}
+
+/// The agents' WARN and ERROR lines by what they say: which timeout fired, or
+/// `other`.
+fn timeout_kinds(lines: &[String]) -> BTreeMap<&'static str, usize> {
+    const KINDS: [(&str, &str); 5] = [
+        ("the NAR request got no answer in time", "nar-no-answer"),
+        ("the NAR body stalled", "nar-body-stalled"),
+        ("did not arrive before its deadline", "nar-deadline"),
+        ("not read before its deadline", "nar-deadline"),
+        ("the narinfo did not arrive in time", "narinfo-no-answer"),
+    ];
+    let mut out = BTreeMap::new();
+    for l in lines {
+        let kind = KINDS
+            .iter()
+            .find(|(text, _)| l.contains(text))
+            .map_or("other", |(_, k)| *k);
+        *out.entry(kind).or_default() += 1;
+    }
+    out
 }
 
 fn common_note(nix: &Nix) -> anyhow::Result<String> {
@@ -1015,6 +1287,36 @@ mod tests {
     }
 
     #[test]
+    fn warn_lines_are_sorted_by_the_timeout_they_name() {
+        let line = |what: &str| {
+            format!(
+                "2026-12-03T08:26:30Z  WARN fleet_agent::cycle::manifest: fetching closure /nix/store/x failed: reading cache/nar/y.nar.zst (for /nix/store/x) timed out: {what} (limit 30s)"
+            )
+        };
+        let lines = vec![
+            line("the NAR request got no answer in time"),
+            line("the NAR request got no answer in time"),
+            line("the narinfo did not arrive in time"),
+            line("the NAR body stalled"),
+            line(
+                "the NAR file did not arrive before its deadline (request timeout plus size over the minimum transfer rate)",
+            ),
+            "2026-12-03T08:26:30Z  WARN fleet_agent: could not write the status".to_owned(),
+        ];
+        let kinds = timeout_kinds(&lines);
+        let want: BTreeMap<&str, usize> = [
+            ("nar-no-answer", 2),
+            ("narinfo-no-answer", 1),
+            ("nar-body-stalled", 1),
+            ("nar-deadline", 1),
+            ("other", 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(kinds, want);
+    }
+
+    #[test]
     fn arguments() {
         let a = parse_args(&[
             "--hosts".into(),
@@ -1028,5 +1330,10 @@ mod tests {
         assert_eq!((a.hosts, a.processes), (3, 3));
         assert_eq!(a.duration, Duration::from_millis(2500));
         assert!(parse_args(&["--store".into(), "x".into()]).is_err());
+        assert_eq!(a.cycles_per_process, DEFAULT_CYCLES_PER_PROCESS);
+        let a = parse_args(&["--cycles-per-process".into(), "0".into()]).unwrap();
+        assert_eq!(a.cycles_per_process, 0);
+        let e = parse_args(&["--cycles-per-process".into(), "many".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("--cycles-per-process"), "{e:#}");
     }
 }
