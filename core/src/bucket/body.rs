@@ -60,7 +60,10 @@ impl std::fmt::Debug for ObjectStream {
 
 impl Bucket {
     /// Opens an object for streaming: its announced size and its body. The caller
-    /// bounds and verifies what it reads ([`ObjectStream::into_reader`]).
+    /// bounds and verifies what it reads ([`ObjectStream::into_reader`]), and bounds
+    /// the time it takes: on an object store the body has no overall timeout (a large
+    /// object on a slow link may take longer than any one request should), only
+    /// `request_timeout` on each read.
     pub async fn get_stream(&self, key: &Key) -> Result<ObjectStream, BucketError> {
         if let Some(root) = &self.local_root {
             let (root, url, k) = (root.clone(), self.url_text.clone(), key.to_string());
@@ -73,7 +76,7 @@ impl Bucket {
             });
         }
         let res = self
-            .store
+            .stream_store
             .get(&self.path(key.as_str()))
             .await
             .map_err(|e| self.err(Op::Read, key.as_str(), e))?;

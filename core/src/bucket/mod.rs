@@ -80,7 +80,9 @@ impl fmt::Debug for S3Credentials {
 pub struct BucketOptions {
     /// Explicit credentials; `None` uses the standard AWS environment chain.
     pub credentials: Option<S3Credentials>,
-    /// Bound on one request, body included.
+    /// Bound on one request, body included, except the body of a
+    /// [`Bucket::get_stream`], which its caller bounds (a NAR's time grows with its
+    /// size); there it bounds each read of the body instead.
     pub request_timeout: Duration,
     /// Bound on opening a connection.
     pub connect_timeout: Duration,
@@ -145,6 +147,9 @@ pub enum Visit {
 #[derive(Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
+    /// The client of [`Bucket::get_stream`]: the same store, without the per-request
+    /// bound on the body (see `open`). Shares `store` where no such bound exists.
+    stream_store: Arc<dyn ObjectStore>,
     prefix: String,
     url: BucketUrl,
     url_text: String,
@@ -170,7 +175,8 @@ impl Bucket {
             url: url_text.clone(),
             why,
         };
-        let (store, prefix, local_root): (Arc<dyn ObjectStore>, String, Option<PathBuf>) = match url
+        type Stores = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
+        let ((store, stream_store), prefix, local_root): (Stores, String, Option<PathBuf>) = match url
         {
             BucketUrl::S3 {
                 bucket,
@@ -207,38 +213,57 @@ impl Bucket {
                 // `Bucket::delete` removes one key at a time: a plain DELETE, which
                 // every store authorises per key (moto checks a bulk `POST ?delete`
                 // against the bucket's ARN, so a per-prefix delete grant fails there).
+                let client = ClientOptions::new()
+                    .with_connect_timeout(opts.connect_timeout)
+                    .with_allow_http(
+                        endpoint
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("http://")),
+                    );
                 b = b
                     .with_disable_bulk_delete(true)
                     .with_virtual_hosted_style_request(*virtual_hosted)
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_timeout(opts.request_timeout)
-                            .with_connect_timeout(opts.connect_timeout)
-                            .with_allow_http(
-                                endpoint
-                                    .as_deref()
-                                    .is_some_and(|e| e.starts_with("http://")),
-                            ),
-                    )
                     .with_retry(RetryConfig {
                         backoff: BackoffConfig::default(),
                         max_retries: opts.max_retries,
                         retry_timeout: opts.request_timeout * (opts.max_retries as u32 + 1),
                     });
-                let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
-                (Arc::new(s3), prefix.clone(), None)
+                let s3 = b
+                    .clone()
+                    .with_client_options(client.clone().with_timeout(opts.request_timeout))
+                    .build()
+                    .map_err(|e| open_err(e.to_string()))?;
+                // The overall timeout counts the whole body: with it, a NAR that takes
+                // longer than `request_timeout` to arrive (400 MB at 100 Mbit/s, 40 MB
+                // at 10 Mbit/s, against 30 s) fails however steadily it comes, on
+                // every retry. Streams get a client bounded per read instead; their
+                // caller bounds the whole (the agent: a deadline that grows with size).
+                let s3_stream = b
+                    .with_client_options(
+                        client
+                            .with_timeout_disabled()
+                            .with_read_timeout(opts.request_timeout),
+                    )
+                    .build()
+                    .map_err(|e| open_err(e.to_string()))?;
+                ((Arc::new(s3), Arc::new(s3_stream)), prefix.clone(), None)
             }
             BucketUrl::File { root } => {
                 std::fs::create_dir_all(root)
                     .map_err(|e| open_err(format!("creating directory {}: {e}", root.display())))?;
                 let fs =
                     LocalFileSystem::new_with_prefix(root).map_err(|e| open_err(e.to_string()))?;
-                (Arc::new(fs), String::new(), Some(root.clone()))
+                let fs: Arc<dyn ObjectStore> = Arc::new(fs);
+                ((fs.clone(), fs), String::new(), Some(root.clone()))
             }
-            BucketUrl::Memory { .. } => (Arc::new(InMemory::new()), String::new(), None),
+            BucketUrl::Memory { .. } => {
+                let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+                ((mem.clone(), mem), String::new(), None)
+            }
         };
         Ok(Self {
             store,
+            stream_store,
             prefix,
             url: url.clone(),
             url_text,
