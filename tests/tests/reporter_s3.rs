@@ -115,7 +115,10 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
         },
     );
     let full = listing.refresh().await.unwrap();
-    assert_eq!((full.stats.listing, full.stats.previous), ("full", "bucket"));
+    assert_eq!(
+        (full.stats.listing, full.stats.previous),
+        ("full", "bucket")
+    );
     assert_eq!(full.hosts.len(), fl.hosts.len());
     for (cold, listed) in fl.hosts.iter().zip(&full.hosts) {
         assert_eq!(
