@@ -304,13 +304,7 @@ struct Header {
 
 fn compress(data: &[u8]) -> Vec<u8> {
     // One-shot compression records the content size in the frame header.
-    let mut frame =
-        zstd::bulk::compress(data, ZSTD_LEVEL).expect("zstd compresses a buffer in memory");
-    // The buffer was sized for the worst case (a little over the input); every
-    // shard's frame is held until all are joined, which at 100,000 hosts kept
-    // about 100 MB of spare capacity (measured with heaptrack): give it back.
-    frame.shrink_to_fit();
-    frame
+    zstd::bulk::compress(data, ZSTD_LEVEL).expect("zstd compresses a buffer in memory")
 }
 
 /// Cuts a sequence of zstd frames into frames.
