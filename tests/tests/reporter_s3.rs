@@ -94,12 +94,48 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
     let evil = fl.host(&HostName::new("evil-junk").unwrap()).unwrap();
     assert_eq!(evil.state, HostState::Flagged);
     assert!(evil.flags[0].contains("malformed"), "{:?}", evil.flags);
-    // Events are never listed: one status object per reporting host, one manifest
-    // per host, the hostile status.
-    let reporting = (0..HOSTS)
-        .filter(|i| synth::planned_state(*i) != HostState::NeverSeen)
-        .count();
-    assert_eq!(fl.stats.listed, reporting + HOSTS + 1);
+    // Events are never listed: without a snapshot `status/` is listed one level
+    // deep, one folder per host that wrote anything (never-seen hosts wrote only
+    // events, and show as never seen: their missing status.json is read as missing),
+    // plus one manifest per host.
+    assert_eq!(fl.stats.listed, (HOSTS + 1) + HOSTS);
+    for i in (0..HOSTS).filter(|i| synth::planned_state(*i) == HostState::NeverSeen) {
+        let row = fl.host(&synth::host_name(i)).unwrap();
+        assert_eq!(row.last_seen, None, "{}", row.host);
+    }
+    let seen = fl.host(&synth::host_name(0)).unwrap();
+    assert!(seen.last_seen.is_some_and(|t| t > Timestamp::UNIX_EPOCH));
+    // What the cold refresh took from its reads is what a full listing shows.
+    let listing = Reporter::new(
+        bucket.clone(),
+        ReporterOptions {
+            full_listing_every: jiff::SignedDuration::ZERO,
+            write_snapshot: false,
+            ..options(&f.trusted)
+        },
+    );
+    let full = listing.refresh().await.unwrap();
+    assert_eq!(
+        (full.stats.listing, full.stats.previous),
+        ("full", "bucket")
+    );
+    assert_eq!(full.hosts.len(), fl.hosts.len());
+    for (cold, listed) in fl.hosts.iter().zip(&full.hosts) {
+        assert_eq!(
+            (&cold.host, cold.state, &cold.flags),
+            (&listed.host, listed.state, &listed.flags)
+        );
+        // A GET gives whole seconds, a listing milliseconds.
+        match (cold.last_seen, listed.last_seen) {
+            (None, None) => {}
+            (Some(a), Some(b)) => assert!(
+                b.duration_since(a).abs() < jiff::SignedDuration::from_secs(1),
+                "{}: {a} read, {b} listed",
+                cold.host
+            ),
+            other => panic!("{}: {other:?}", cold.host),
+        }
+    }
     assert_eq!(fl.stats.read_errors, 0);
     assert_eq!(
         (fl.stats.previous, fl.stats.snapshot_write.as_str()),

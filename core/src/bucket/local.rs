@@ -156,6 +156,7 @@ pub(super) fn read_local(
     Ok(Fetched::Object(Object {
         bytes: buf.into(),
         etag: Some(etag),
+        last_modified: local_modified(&meta),
     }))
 }
 
@@ -196,19 +197,21 @@ fn statx_info(key: String, st: &rustix::fs::Statx) -> ObjectInfo {
     }
 }
 
-fn local_info(key: String, meta: &std::fs::Metadata) -> ObjectInfo {
-    let last_modified = meta
-        .modified()
+/// A local file's modification time, to the millisecond as `object_store` reports it.
+fn local_modified(meta: &std::fs::Metadata) -> jiff::Timestamp {
+    meta.modified()
         .ok()
         .and_then(|t| jiff::Timestamp::try_from(t).ok())
-        // Millisecond precision, as `object_store` reports it.
         .and_then(|t| jiff::Timestamp::from_millisecond(t.as_millisecond()).ok())
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn local_info(key: String, meta: &std::fs::Metadata) -> ObjectInfo {
     ObjectInfo {
         key,
         size: meta.len(),
         etag: Some(local_etag(meta)),
-        last_modified,
+        last_modified: local_modified(meta),
     }
 }
 
@@ -216,7 +219,7 @@ fn local_info(key: String, meta: &std::fs::Metadata) -> ObjectInfo {
 /// sub-folders name into `out`, its `All` sub-folders into `dirs` (as keys ending in
 /// `/`). A folder or file that vanished while being read is skipped, as a concurrent
 /// delete would make it.
-fn read_local_dir(
+pub(super) fn read_local_dir(
     root: &std::path::Path,
     dir_key: &str,
     visit: &(dyn Fn(&str) -> Visit + Send + Sync),

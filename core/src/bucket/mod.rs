@@ -13,7 +13,8 @@
 //!   [`Bucket::put_if_match`] (compare-and-swap on the ETag). S3 servers do the
 //!   conditional writes themselves; on `file://` fleet serialises them with an
 //!   advisory lock on `<root>/.fleet-cas.lock`, which all fleet writers take;
-//! - [`Bucket::list`], [`Bucket::list_pruned`] (`list.rs`), [`Bucket::get_stream`]
+//! - [`Bucket::list`], [`Bucket::list_pruned`], [`Bucket::list_folders`] (one level
+//!   deep) (`list.rs`), [`Bucket::get_stream`]
 //!   (`body.rs`), [`Bucket::writer`] (multipart for large objects).
 //!
 //! `file://` buckets are read by fleet itself (`local.rs`), not through
@@ -108,6 +109,9 @@ pub struct Object {
     pub bytes: Bytes,
     /// Its ETag, if the store gives one.
     pub etag: Option<String>,
+    /// The store's last-modified time (a GET on S3 gives whole seconds, a listing
+    /// milliseconds).
+    pub last_modified: jiff::Timestamp,
 }
 
 /// Result of a conditional GET.
@@ -162,6 +166,11 @@ impl fmt::Debug for Bucket {
             .field("url", &self.url_text)
             .finish()
     }
+}
+
+/// A store's time given in milliseconds since 1970 (unrepresentable: 1970).
+fn timestamp(millis: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(millis).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Name of the lock file serialising conditional writes on `file://` buckets.
@@ -340,6 +349,7 @@ impl Bucket {
             Err(e) => return Err(self.err(Op::Read, key.as_str(), e)),
         };
         let etag = res.meta.e_tag.clone();
+        let last_modified = timestamp(res.meta.last_modified.timestamp_millis());
         let too_large = |size: u64| BucketError::TooLarge {
             url: self.url_text.clone(),
             key: key.to_string(),
@@ -362,6 +372,7 @@ impl Bucket {
         Ok(Fetched::Object(Object {
             bytes: buf.into(),
             etag,
+            last_modified,
         }))
     }
 
@@ -423,8 +434,7 @@ impl Bucket {
             key: self.rel(&meta.location),
             size: meta.size,
             etag: meta.e_tag,
-            last_modified: jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
-                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            last_modified: timestamp(meta.last_modified.timestamp_millis()),
         }
     }
 

@@ -112,11 +112,57 @@ async fn listing_after(b: &Bucket) {
     assert!(none.is_empty());
 }
 
+/// `list_folders` gives the folders one level down and the objects directly in the
+/// prefix, never what the folders hold; `list_folder` gives a folder whole; a GET
+/// gives the time a listing does.
+async fn listing_folders(b: &Bucket) {
+    let (folders, objects) = b.list_folders(&KeyPrefix::releases()).await.unwrap();
+    assert!(folders.is_empty() && objects.is_empty());
+    for h in ["web-2", "web-1", "web-1-a"] {
+        b.put(&Key::status(&host(h)), &b"{}"[..]).await.unwrap();
+        let event = crate::ObjectName::new("e-1").unwrap();
+        b.put(&Key::status_event(&host(h), &event), &b"{}"[..])
+            .await
+            .unwrap();
+    }
+    let (folders, objects) = b.list_folders(&KeyPrefix::status()).await.unwrap();
+    assert_eq!(
+        folders,
+        ["status/web-1-a/", "status/web-1/", "status/web-2/"]
+    );
+    assert!(objects.is_empty(), "{objects:?}");
+    let inside: Vec<String> = b
+        .list_folder("status/web-1/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        inside,
+        ["status/web-1/events/e-1.json", "status/web-1/status.json"]
+    );
+    let k = Key::status(&host("web-2"));
+    let listed = b.list_folder("status/web-2/").await.unwrap();
+    let read = b.get(&k, 100).await.unwrap();
+    let got = listed.iter().find(|o| o.key == k.as_str()).unwrap();
+    assert_eq!(read.etag, got.etag);
+    // A GET may give whole seconds where the listing gives milliseconds.
+    let diff = got.last_modified.duration_since(read.last_modified).abs();
+    assert!(
+        diff < jiff::SignedDuration::from_secs(1),
+        "{got:?} vs {:?}",
+        read.last_modified
+    );
+    assert!(read.last_modified > jiff::Timestamp::UNIX_EPOCH);
+}
+
 #[tokio::test]
 async fn memory_bucket_semantics() {
     let b = Bucket::open_url("memory://").unwrap();
     exercise(&b).await;
     listing_after(&b).await;
+    listing_folders(&b).await;
 }
 
 #[tokio::test]
@@ -126,6 +172,7 @@ async fn file_bucket_semantics() {
     let b = Bucket::open_url(&url).unwrap();
     exercise(&b).await;
     listing_after(&b).await;
+    listing_folders(&b).await;
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! Step 3 of a refresh: read the objects the reuse step asked for, and parse or
 //! verify each into its outcome.
 //!
-//! Objects are read in batches of [`FETCH_BATCH`] ([`fleet_core::Bucket::get_many`]:
-//! one blocking read per batch on `file://`, concurrent GETs on S3), about
-//! `concurrency` objects in flight, and each batch is parsed and verified in its own
+//! Objects are read in batches ([`fleet_core::Bucket::get_many`]: one blocking read
+//! of [`FETCH_BATCH`] objects on `file://`, [`FETCH_BATCH_REMOTE`] concurrent GETs on
+//! S3), about `concurrency` objects in flight, and each batch is parsed and verified in its own
 //! task, so the CPU work spreads over the runtime's worker threads (all cores). Reads
 //! are bounded by core's `MAX_STATUS_SIZE` / `MAX_MANIFEST_SIZE`; statuses are parsed
 //! with [`StatusReport::parse`] and manifests verified with [`Manifest::verify`]. A
@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
-use fleet_core::bucket::{BucketError, Object};
+use fleet_core::bucket::{BucketError, Object, ObjectInfo};
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, SeenManifest, VerifyPolicy};
 use fleet_core::status::MAX_STATUS_SIZE;
+use fleet_core::url::BucketUrl;
 use fleet_core::{Bucket, HostName, Key, Manifest, StatusReport, TrustedKeys};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -24,8 +25,12 @@ use super::reuse::Job;
 use crate::outcome::{ManifestInfo, ManifestOutcome, StatusOutcome, cut};
 use crate::snapshot::Cached;
 
-/// Objects read per batch (one blocking read on `file://`).
+/// Objects read per batch on `file://` (one blocking read).
 const FETCH_BATCH: usize = 32;
+/// Objects read per batch on an object store (concurrent GETs). A batch is done when
+/// its slowest GET is, so small batches, many in flight, keep about `concurrency`
+/// GETs going instead of letting each batch's tail idle the rest.
+const FETCH_BATCH_REMOTE: usize = 4;
 
 /// Counters of the fetch step.
 #[derive(Default)]
@@ -50,6 +55,10 @@ struct Done {
     read_error: bool,
     /// A manifest whose bytes were verified before.
     same_bytes: bool,
+    /// Of a status read (`None` for a manifest): the object as read (key, size,
+    /// ETag, time), for a slot whose status was not listed ([`Slot::unlisted`]);
+    /// `Some(None)` when the read gave none.
+    seen: Option<Option<ObjectInfo>>,
 }
 
 enum Outcome {
@@ -66,8 +75,13 @@ pub(super) async fn fetch(
     slots: &mut [Slot],
 ) -> Fetched {
     let mut counts = Fetched::default();
-    let batches = batches(jobs, &mut counts);
-    let in_flight = concurrency.div_ceil(FETCH_BATCH).max(2);
+    let per_batch = if matches!(bucket.url(), BucketUrl::File { .. }) {
+        FETCH_BATCH
+    } else {
+        FETCH_BATCH_REMOTE
+    };
+    let batches = batches(jobs, per_batch, &mut counts);
+    let in_flight = concurrency.div_ceil(per_batch).max(2);
     let mut fetched = futures::stream::iter(batches)
         .map(|batch| {
             let (bucket, trusted) = (bucket.clone(), trusted.clone());
@@ -88,6 +102,18 @@ pub(super) async fn fetch(
             counts.read_errors += usize::from(done.read_error);
             counts.same_manifest_bytes += usize::from(done.same_bytes);
             if let Some(slot) = slots.get_mut(done.slot) {
+                if slot.unlisted
+                    && let Some(seen) = done.seen
+                {
+                    // Not listed: what the read saw replaces the placeholder; no object
+                    // (only events in the folder) leaves the host without a status; a
+                    // failed read keeps it, with its flag.
+                    match seen {
+                        Some(info) => slot.status = Some(info),
+                        None if done.outcome.is_none() => slot.status = None,
+                        None => {}
+                    }
+                }
                 record(slot, done.etag, done.outcome);
             }
         }
@@ -97,7 +123,7 @@ pub(super) async fn fetch(
 
 /// Cuts the jobs into batches of one kind, alternating the kinds so reading
 /// statuses overlaps verifying manifests.
-fn batches(jobs: Vec<Job>, counts: &mut Fetched) -> Vec<Vec<Job>> {
+fn batches(jobs: Vec<Job>, per_batch: usize, counts: &mut Fetched) -> Vec<Vec<Job>> {
     let mut batches: Vec<Vec<Job>> = Vec::new();
     let (status_jobs, manifest_jobs): (Vec<Job>, Vec<Job>) =
         jobs.into_iter().partition(|j| matches!(j, Job::Status(..)));
@@ -107,7 +133,7 @@ fn batches(jobs: Vec<Job>, counts: &mut Fetched) -> Vec<Vec<Job>> {
     let mut manifest_jobs = manifest_jobs.into_iter().peekable();
     while status_jobs.peek().is_some() || manifest_jobs.peek().is_some() {
         for it in [&mut status_jobs, &mut manifest_jobs] {
-            let batch: Vec<Job> = it.by_ref().take(FETCH_BATCH).collect();
+            let batch: Vec<Job> = it.by_ref().take(per_batch).collect();
             if !batch.is_empty() {
                 batches.push(batch);
             }
@@ -160,16 +186,33 @@ async fn fetch_batch(bucket: &Bucket, trusted: &TrustedKeys, batch: Vec<Job>) ->
         _ => MAX_MANIFEST_SIZE,
     };
     let got = bucket.get_many(&keys, limit).await;
-    batch
-        .into_iter()
-        .zip(got)
-        .map(|(job, read)| match job {
-            Job::Status(slot, host, etag) => status_done(slot, host, etag, read),
+    let mut out = Vec::with_capacity(batch.len());
+    for ((job, read), key) in batch.into_iter().zip(got).zip(keys) {
+        out.push(match job {
+            Job::Status(slot, host, etag) => {
+                let mut seen = match &read {
+                    Ok(obj) => Some(ObjectInfo {
+                        key: key.as_str().to_owned(),
+                        size: obj.bytes.len() as u64,
+                        etag: obj.etag.clone(),
+                        last_modified: obj.last_modified,
+                    }),
+                    _ => None,
+                };
+                if let Err(BucketError::TooLarge { .. }) = &read {
+                    // Refused unread: its time (the host's "last seen") from a HEAD.
+                    seen = bucket.head(&key).await.ok().flatten();
+                }
+                let mut done = status_done(slot, host, etag, read);
+                done.seen = Some(seen);
+                done
+            }
             Job::Manifest(slot, host, etag, before) => {
                 manifest_done(trusted, slot, host, etag, before, read)
             }
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 fn status_done(
@@ -185,6 +228,7 @@ fn status_done(
         outcome: outcome.map(Outcome::Status),
         read_error,
         same_bytes: false,
+        seen: None,
     };
     match read {
         Ok(obj) => {
@@ -228,6 +272,7 @@ fn manifest_done(
         outcome: outcome.map(Outcome::Manifest),
         read_error,
         same_bytes,
+        seen: None,
     };
     match read {
         Ok(obj) => {

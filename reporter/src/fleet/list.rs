@@ -6,11 +6,14 @@
 //! pages arrive. A host's `hosts/` folder is listed whole: it holds `manifest.json`
 //! and, for a held host, `hold.json` (read by `holds.rs`). S3 listings run as concurrent key ranges cut at host
 //! names of the previous snapshot (or at first characters when there is none), see
-//! [`fleet_core::Bucket::list_pruned`]. Keys under no valid host name are counted as
-//! [`Ignored`].
+//! [`fleet_core::Bucket::list_pruned`]. Without a previous snapshot (a cold refresh)
+//! an object store's `status/` is listed one level deep instead, its host folders
+//! only, since every `status.json` is read anyway ([`list`]). Keys under no valid
+//! host name are counted as [`Ignored`].
 
 use fleet_core::bucket::{BucketError, ObjectInfo, Visit};
 use fleet_core::layout::{HOSTS_DIR, STATUS_DIR};
+use fleet_core::url::BucketUrl;
 use fleet_core::{Bucket, HostName, Key, KeyPrefix};
 use serde::Serialize;
 
@@ -52,6 +55,13 @@ pub(super) struct Listing {
 
 /// Lists both folders (concurrent key ranges, at most `concurrency` each, cut at the
 /// hosts of `prev`) and merges them into one slot per host.
+///
+/// Without a previous snapshot on an object store, `status/` is listed one level
+/// deep instead ([`Bucket::list_folders`]): the host folders, not their objects.
+/// Every `status.json` is read anyway when nothing can be reused, and the read gives
+/// its ETag and time, so listing it (and, on the server, every event object beside
+/// it) would only cost pages: 10,000 hosts with 5 events each are 60 pages of
+/// 1,000 objects but 10 pages of 1,000 folders. Such slots are [`Slot::unlisted`].
 pub(super) async fn list(
     bucket: &Bucket,
     concurrency: usize,
@@ -59,24 +69,88 @@ pub(super) async fn list(
 ) -> Result<Listing, BucketError> {
     let (status_prefix, hosts_prefix) = (KeyPrefix::status(), KeyPrefix::hosts());
     let ranges = concurrency.clamp(1, MAX_LIST_RANGES);
-    let status_splits = split_points(STATUS_DIR, prev, ranges);
     let hosts_splits = split_points(HOSTS_DIR, prev, ranges);
-    let (status_list, hosts_list) = tokio::try_join!(
-        bucket.list_pruned(&status_prefix, below_host(STATUS_DIR), &status_splits),
-        bucket.list_pruned(&hosts_prefix, below_host(HOSTS_DIR), &hosts_splits),
-    )?;
-    let listed = status_list.len() + hosts_list.len();
+    let hosts_listing = bucket.list_pruned(&hosts_prefix, below_host(HOSTS_DIR), &hosts_splits);
     let mut ignored = Ignored::default();
-    let statuses = by_host(STATUS_DIR, status_list, &mut ignored);
+    let cold = prev.is_none() && !matches!(bucket.url(), BucketUrl::File { .. });
+    let (statuses, hosts_list, listed_status) = if cold {
+        let (status_folders, hosts_list) =
+            tokio::try_join!(status_folders(bucket, &mut ignored), hosts_listing)?;
+        let n = status_folders.1;
+        (status_folders.0, hosts_list, n)
+    } else {
+        let status_splits = split_points(STATUS_DIR, prev, ranges);
+        let (status_list, hosts_list) = tokio::try_join!(
+            bucket.list_pruned(&status_prefix, below_host(STATUS_DIR), &status_splits),
+            hosts_listing,
+        )?;
+        let n = status_list.len();
+        (
+            by_host(STATUS_DIR, status_list, &mut ignored),
+            hosts_list,
+            n,
+        )
+    };
+    let listed = listed_status + hosts_list.len();
     let (holds, manifests): (Vec<_>, Vec<_>) = by_host(HOSTS_DIR, hosts_list, &mut ignored)
         .into_iter()
         .partition(|(h, info)| info.key == Key::hold(h).as_str());
     Ok(Listing {
-        slots: merge_by_host(statuses, manifests),
+        slots: merge_by_host(statuses, manifests, cold),
         ignored,
         listed,
         holds,
     })
+}
+
+/// `status/` one level deep: a placeholder for the `status.json` of each folder named
+/// by a valid host (the fetch step reads it, and drops it if there is none), sorted by
+/// host, and how many entries were listed. Objects directly in `status/` and every
+/// object in folders not named by a host (listed whole, rare) go to `ignored`.
+async fn status_folders(
+    bucket: &Bucket,
+    ignored: &mut Ignored,
+) -> Result<(Vec<(HostName, ObjectInfo)>, usize), BucketError> {
+    let (folders, objects) = bucket.list_folders(&KeyPrefix::status()).await?;
+    let mut listed = folders.len() + objects.len();
+    let mut stray: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+    let mut out = Vec::with_capacity(folders.len());
+    for folder in folders {
+        let name = folder
+            .strip_prefix(STATUS_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_suffix('/'))
+            .unwrap_or_default();
+        match HostName::new(name) {
+            Ok(host) => {
+                let key = Key::status(&host).as_str().to_owned();
+                out.push((host, unlisted(key)));
+            }
+            Err(_) => {
+                let inside = bucket.list_folder(&folder).await?;
+                listed += inside.len();
+                stray.extend(inside.into_iter().map(|o| o.key));
+            }
+        }
+    }
+    stray.sort_unstable();
+    for key in &stray {
+        ignored.add(key);
+    }
+    // Folder order is nearly host order (`web-1-a/` sorts before `web-1/`).
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((out, listed))
+}
+
+/// A placeholder for an object whose folder was listed but not the object itself:
+/// no ETag, no size, no time until it is read ([`Slot::unlisted`]).
+fn unlisted(key: String) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: 0,
+        etag: None,
+        last_modified: jiff::Timestamp::UNIX_EPOCH,
+    }
 }
 
 /// The listed objects of one folder that belong to a host, sorted by host; keys under
@@ -211,6 +285,10 @@ pub(super) struct Slot {
     pub host: HostName,
     /// Its listed `status.json`.
     pub status: Option<ObjectInfo>,
+    /// Whether `status` is a placeholder for an object that was not listed (only its
+    /// folder was, [`status_folders`]): the fetch step replaces it with what the read
+    /// gives, or removes it when there is no such object.
+    pub unlisted: bool,
     /// Its listed `manifest.json`.
     pub manifest: Option<ObjectInfo>,
     /// What its status gave in this refresh (reused or fetched).
@@ -226,6 +304,7 @@ impl Slot {
         Self {
             host,
             status: None,
+            unlisted: false,
             manifest: None,
             status_now: None,
             manifest_now: None,
@@ -235,10 +314,12 @@ impl Slot {
 }
 
 /// Merges status and manifest listings, each sorted by host, into one slot per host
-/// in host order (a host listed twice keeps the last entry).
+/// in host order (a host listed twice keeps the last entry); `unlisted`: the statuses
+/// are placeholders ([`Slot::unlisted`]).
 fn merge_by_host(
     statuses: Vec<(HostName, ObjectInfo)>,
     manifests: Vec<(HostName, ObjectInfo)>,
+    unlisted: bool,
 ) -> Vec<Slot> {
     let mut out: Vec<Slot> = Vec::with_capacity(statuses.len().max(manifests.len()));
     let mut s = statuses.into_iter().peekable();
@@ -257,6 +338,7 @@ fn merge_by_host(
         let slot = out.last_mut().expect("just pushed");
         if take_status {
             slot.status = Some(info);
+            slot.unlisted = unlisted;
         } else {
             slot.manifest = Some(info);
         }
@@ -353,7 +435,7 @@ mod tests {
             (h("web-1"), info("m-w1")),
             (h("web-1-a"), info("m-w1a")),
         ];
-        let slots = merge_by_host(statuses, manifests);
+        let slots = merge_by_host(statuses, manifests, false);
         let got: Vec<(String, Option<String>, Option<String>)> = slots
             .iter()
             .map(|s| {
