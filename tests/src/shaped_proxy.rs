@@ -40,12 +40,17 @@
 //! gets the link's full rate from its first byte, which flatters clients that open
 //! many short connections), jitter.
 //!
+//! [`ShapedProxy::peak_connections`] tells how many client connections were open at
+//! once at most: an HTTP/1.1 client opens a connection per request in flight, so it
+//! shows how many requests a client kept in flight.
+//!
 //! The proxy forwards bytes only (any protocol): SigV4 signatures of the `Host`
 //! header the client sent still verify, as with [`crate::proxy`]. Its threads live
 //! as long as the process (a benchmark or test process).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,11 +142,36 @@ impl Bucket {
     }
 }
 
+/// Open and most-ever-open client connections of a proxy.
+#[derive(Debug, Default)]
+struct Connections {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Held by each thread of one connection; the last one dropped closes it.
+struct OpenConnection(Arc<Connections>);
+
+impl OpenConnection {
+    fn new(c: Arc<Connections>) -> Self {
+        let now = c.open.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak.fetch_max(now, Ordering::SeqCst);
+        Self(c)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A running link-shaping proxy (see the module docs).
 #[derive(Debug)]
 pub struct ShapedProxy {
     port: u16,
     link: Link,
+    connections: Arc<Connections>,
 }
 
 impl ShapedProxy {
@@ -153,16 +183,33 @@ impl ShapedProxy {
         let upstream = upstream.to_owned();
         let up = Arc::new(Bucket::new(&link));
         let down = Arc::new(Bucket::new(&link));
+        let connections = Arc::new(Connections::default());
+        let counters = connections.clone();
         std::thread::Builder::new()
             .name(format!("shaped-proxy-{port}"))
             .spawn(move || {
                 for client in listener.incoming() {
                     let Ok(client) = client else { return };
+                    let open = Arc::new(OpenConnection::new(counters.clone()));
                     let (upstream, up, down) = (upstream.clone(), up.clone(), down.clone());
-                    std::thread::spawn(move || connect(client, &upstream, link, up, down));
+                    std::thread::spawn(move || connect(client, &upstream, link, up, down, open));
                 }
             })?;
-        Ok(ShapedProxy { port, link })
+        Ok(ShapedProxy {
+            port,
+            link,
+            connections,
+        })
+    }
+
+    /// Most client connections open at once so far.
+    pub fn peak_connections(&self) -> usize {
+        self.connections.peak.load(Ordering::SeqCst)
+    }
+
+    /// Client connections open now (closed ones count until both directions ended).
+    pub fn open_connections(&self) -> usize {
+        self.connections.open.load(Ordering::SeqCst)
     }
 
     /// The loopback port clients connect to.
@@ -182,7 +229,14 @@ impl ShapedProxy {
 }
 
 /// One connection: the handshake's round trip, then both directions shaped.
-fn connect(client: TcpStream, upstream: &str, link: Link, up: Arc<Bucket>, down: Arc<Bucket>) {
+fn connect(
+    client: TcpStream,
+    upstream: &str,
+    link: Link,
+    up: Arc<Bucket>,
+    down: Arc<Bucket>,
+    open: Arc<OpenConnection>,
+) {
     std::thread::sleep(link.rtt);
     // An unreachable upstream shows to the client as a closed connection.
     let Ok(server) = TcpStream::connect(upstream) else {
@@ -195,8 +249,8 @@ fn connect(client: TcpStream, upstream: &str, link: Link, up: Arc<Bucket>, down:
         return;
     };
     let one_way = link.rtt / 2;
-    pipe(client, s2, one_way, up);
-    pipe(server, c2, one_way, down);
+    pipe(client, s2, one_way, up, open.clone());
+    pipe(server, c2, one_way, down, open);
 }
 
 /// A segment on its way, or the end of the stream (`None`: the sender half-closed,
@@ -205,9 +259,17 @@ type Segment = (Instant, Option<Result<Vec<u8>, ()>>);
 
 /// Forwards `from` to `to` through `bucket`, each segment delivered `delay` after it
 /// was sent.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, bucket: Arc<Bucket>) {
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    delay: Duration,
+    bucket: Arc<Bucket>,
+    open: Arc<OpenConnection>,
+) {
     let (tx, rx): (SyncSender<Segment>, Receiver<Segment>) = sync_channel(QUEUE_CHUNKS);
+    let reader_open = open.clone();
     std::thread::spawn(move || {
+        let _open = reader_open;
         let mut buf = vec![0u8; CHUNK];
         loop {
             match from.read(&mut buf) {
@@ -235,6 +297,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, bucket: Arc<Buc
         }
     });
     std::thread::spawn(move || {
+        let _open = open;
         for (at, segment) in rx {
             let now = Instant::now();
             if at > now {
@@ -346,6 +409,7 @@ mod tests {
         for t in threads {
             assert_eq!(t.join().unwrap(), MB / 2);
         }
+        assert_eq!(proxy.peak_connections(), 4);
         let t = start.elapsed().as_secs_f64();
         // 4 × 0.5 MB through one 1 MB/s link: 2 s, not the 0.5 s of four links.
         assert!((1.9..2.5).contains(&t), "took {t:.3} s");
@@ -389,6 +453,13 @@ mod tests {
         let mut got = Vec::new();
         c.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"hello");
+        assert_eq!(proxy.peak_connections(), 1);
+        // Both directions ended: the connection is no longer counted as open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.open_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(proxy.open_connections(), 0);
     }
 
     #[test]
