@@ -46,7 +46,7 @@ use fleet_tests::nix::{BULK_MANY, BulkOptions, Closure, Nix};
 use fleet_tests::s3::{S3Server, ServerKind, store_url_at};
 use fleet_tests::shaped_proxy::{Link, ShapedProxy};
 
-const USAGE: &str = "usage: bench-agent-fetch-s3 [--runs N] [--size MB] [--link wan|lan|both] [--all-modes]   (see bench/README.md)";
+const USAGE: &str = "usage: bench-agent-fetch-s3 [--runs N] [--size MB] [--link wan|lan|both] [--all-modes] [--baseline-worker PATH]   (see bench/README.md)";
 
 /// Command-line options.
 struct Options {
@@ -58,6 +58,9 @@ struct Options {
     links: Vec<(&'static str, Link)>,
     /// Also run the substituter on the 1,000-path case.
     all_modes: bool,
+    /// Another build's `bench-agent-fetch`, run staged beside this build's, for a
+    /// before/after of a change to the fetch in the same run.
+    baseline_worker: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Options> {
@@ -66,6 +69,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
         size: 200_000_000,
         links: vec![("WAN", Link::WAN), ("LAN", Link::LAN)],
         all_modes: false,
+        baseline_worker: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -101,6 +105,15 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
                 }
             }
             "--all-modes" => o.all_modes = true,
+            "--baseline-worker" => {
+                let p = PathBuf::from(value("the path of another build's bench-agent-fetch")?);
+                ensure!(
+                    p.is_file(),
+                    "--baseline-worker {}: no such file",
+                    p.display()
+                );
+                o.baseline_worker = Some(p);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -129,6 +142,18 @@ const FLEET_MODES: [(&str, Option<&str>); 3] = [
 fn real_main(args: &[String]) -> anyhow::Result<()> {
     let o = parse_args(args)?;
     let worker = sibling_binary("bench-agent-fetch")?;
+    // (label, worker flag, worker binary) of each fleet tool.
+    let mut fleet_tools: Vec<(String, Option<&str>, &Path)> = FLEET_MODES
+        .iter()
+        .map(|(label, flag)| ((*label).to_owned(), *flag, worker.as_path()))
+        .collect();
+    if let Some(b) = &o.baseline_worker {
+        fleet_tools.push((
+            "fleet fetch, staged, baseline build".to_owned(),
+            Some("--staged"),
+            b.as_path(),
+        ));
+    }
     let nix = Nix::new()?;
     let work = tempfile::Builder::new()
         .prefix("bench-agent-fetch-s3-")
@@ -218,9 +243,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         let cache_url = format!("{}/{bucket}/cache", proxy.endpoint());
         let store_url = store_url_at(&proxy.endpoint(), &bucket, "")?.to_string();
         for (case, closure, tag) in &cases {
-            let modes: Vec<_> = FLEET_MODES
+            let modes: Vec<_> = fleet_tools
                 .iter()
-                .filter(|(_, flag)| flag.is_some() || *tag != "many" || o.all_modes)
+                .filter(|(_, flag, _)| flag.is_some() || *tag != "many" || o.all_modes)
                 .collect();
             eprintln!(
                 "{link_label}, {case}: nix copy and {} fleet modes, {} runs each, interleaved…",
@@ -247,9 +272,8 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             let mut fleet_cmds: Vec<Box<fleet_bench::MakeCommand<'_>>> = modes
                 .iter()
                 .zip(&fleet_tags)
-                .map(|((_, flag), t)| {
-                    let (worker, store_url, pk, creds) =
-                        (&worker, &store_url, &pk_file, &agent_creds);
+                .map(|((_, flag, worker), t)| {
+                    let (store_url, pk, creds) = (&store_url, &pk_file, &agent_creds);
                     let top = &closure.top;
                     let f = move |i: usize| {
                         let store = fresh(t, i);
@@ -268,7 +292,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 .collect();
             let mut tools: Vec<(&str, &mut fleet_bench::MakeCommand<'_>)> =
                 vec![("nix copy --from http://", &mut nix_cmd)];
-            for ((label, _), cmd) in modes.iter().zip(fleet_cmds.iter_mut()) {
+            for ((label, _, _), cmd) in modes.iter().zip(fleet_cmds.iter_mut()) {
                 tools.push((label, cmd.as_mut()));
             }
             let measured =
@@ -291,7 +315,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 None,
                 None,
             );
-            for ((label, _), s) in modes.iter().zip(&measured[1..]) {
+            for ((label, _, _), s) in modes.iter().zip(&measured[1..]) {
                 let out = worker_output(s)?;
                 ensure!(
                     out["fetched"].as_u64() == Some(closure.paths.len() as u64),
