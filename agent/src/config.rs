@@ -39,7 +39,7 @@
 //! max-nar-size = 17179869184                  # default 16 GiB: largest store path (NarSize)
 //! max-closure-paths = 100000                  # default: most store paths walked per closure
 //! max-download-size = 274877906944            # default 256 GiB: most NAR bytes staged per deploy
-//! fetch-concurrency = 4                       # default: NAR downloads at once
+//! fetch-concurrency = 4                       # default: large NAR downloads at once
 //! import-in-waves = false                     # import verified paths while others download
 //! import-via = "staging"                    # or "substituter": how verified NARs reach Nix
 //! restart-after-switch = false                # `run` exits after a switch, for systemd to restart it

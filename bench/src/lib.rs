@@ -153,6 +153,41 @@ pub fn measure(
     Ok(stats(label, runs))
 }
 
+/// Builds the command of one run of an [`interleaved`] measurement (its index given).
+pub type MakeCommand<'a> = dyn FnMut(usize) -> anyhow::Result<Command> + 'a;
+
+/// Runs each command of `tools` `runs` times, interleaved (run `i` starts with tool
+/// `i % n`, so none always goes first), with `sync(2)` before each run so none pays
+/// for another's writeback. One [`Stats`] per tool, in `tools` order.
+pub fn interleaved(
+    runs: usize,
+    tools: &mut [(&str, &mut MakeCommand<'_>)],
+) -> anyhow::Result<Vec<Stats>> {
+    let n = tools.len();
+    let mut all: Vec<Vec<Run>> = (0..n).map(|_| Vec::new()).collect();
+    for i in 0..runs {
+        for k in 0..n {
+            let t = (i + k) % n;
+            let (label, make) = &mut tools[t];
+            let mut cmd = make(i)?;
+            sync_disks();
+            all[t].push(run_once(&mut cmd).with_context(|| format!("{label}, run {}", i + 1))?);
+        }
+    }
+    Ok(all
+        .into_iter()
+        .zip(tools.iter())
+        .map(|(r, (label, _))| stats(label, r))
+        .collect())
+}
+
+/// The JSON line a `bench-agent-fetch --worker` run printed, from its stdout.
+pub fn worker_output(s: &Stats) -> anyhow::Result<serde_json::Value> {
+    let run = s.last.as_ref().context("no run")?;
+    serde_json::from_str(run.stdout.trim())
+        .with_context(|| format!("worker output {:?}", run.stdout))
+}
+
 /// Summarises runs measured elsewhere.
 pub fn stats(label: &str, mut runs: Vec<Run>) -> Stats {
     let seconds: Vec<f64> = runs.iter().map(|r| r.seconds).collect();

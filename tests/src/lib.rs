@@ -11,6 +11,8 @@
 //!   server by what goes over the wire;
 //! - [`fault_proxy`]: a seeded fault-injecting HTTP proxy (503 bursts, resets,
 //!   stalls, drip-fed and truncated bodies, writes applied then dropped);
+//! - [`shaped_proxy`]: a link-shaping TCP proxy (round-trip time per segment, a
+//!   bandwidth cap shared by all connections), to measure clients over a WAN or LAN;
 //! - [`rng`]: the seeded PRNG behind fault schedules and property tests.
 //!
 //! Tests live in `tests/tests/`. They need the tools `scripts/test.sh` installs; a
@@ -26,6 +28,7 @@ pub mod nix;
 pub mod proxy;
 pub mod rng;
 pub mod s3;
+pub mod shaped_proxy;
 
 use std::path::PathBuf;
 

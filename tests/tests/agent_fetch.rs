@@ -11,6 +11,8 @@
 //!   agent's policy are enough to fetch;
 //! - an interrupted fetch's staged files are reused when they verify, downloaded
 //!   again when they do not;
+//! - over a link with a round-trip time (the link-shaping proxy), many small paths
+//!   are fetched with many requests in flight, and a bounded number;
 //! - peak memory stays flat on a 150 MB store path.
 
 use std::io::Write as _;
@@ -31,6 +33,7 @@ use fleet_core::{
 };
 use fleet_tests::nix::{BulkOptions, Closure, FixtureOptions, Nix};
 use fleet_tests::s3::{S3Server, ServerKind};
+use fleet_tests::shaped_proxy::{Link, ShapedProxy};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1164,6 +1167,78 @@ fn fetches_with_the_agent_policy(kind: ServerKind) {
 #[test]
 fn fetches_from_seaweedfs_with_the_agent_policy() {
     fetches_with_the_agent_policy(ServerKind::SeaweedFs);
+}
+
+/// Over a link with a round-trip time, a closure of many small paths is bound by
+/// round trips per request in flight: the fetch keeps many narinfo and small NAR
+/// requests in flight (more than `fetch-concurrency`, which bounds the large NAR
+/// downloads only), and still a bounded number. Counted as the client connections
+/// open at once at the link-shaping proxy (HTTP/1.1: one per request in flight).
+#[test]
+fn many_small_paths_are_fetched_many_requests_at_once() {
+    let env = Env::new();
+    let c = env
+        .nix
+        .bulk_closure(
+            BulkOptions {
+                n_paths: 200,
+                total_bytes: 20_000,
+            },
+            SALT,
+        )
+        .unwrap();
+    env.publish(&c, Compression::Zstd);
+    rt().block_on(async {
+        let server = S3Server::shared(ServerKind::SeaweedFs)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let name = server.new_bucket("agent-fetch-rtt").await.unwrap();
+        let admin = server
+            .bucket(&name, "", &server.admin_credentials())
+            .unwrap();
+        upload_cache(&env.cache(), &admin).await;
+        let link = Link {
+            rtt: Duration::from_millis(40),
+            bits_per_sec: 1_000_000_000,
+        };
+        let proxy =
+            ShapedProxy::start(server.endpoint().trim_start_matches("http://"), link).unwrap();
+        let via_proxy = fleet_tests::s3::open_bucket_at(
+            &proxy.endpoint(),
+            &name,
+            "",
+            &server.admin_credentials(),
+        )
+        .unwrap();
+        // The default timeouts: Env's 2 s ones are for the stall tests, and 60 or so
+        // connections opening at once on a loaded machine may take longer.
+        let limits = FetchLimits::default();
+        let start = Instant::now();
+        let rep = env
+            .fetch_from(&via_proxy, &c.top, limits.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let took = start.elapsed();
+        assert_eq!(rep.fetched.len(), c.paths.len(), "{rep:?}");
+        env.assert_all_valid(&c.paths);
+        let peak = proxy.peak_connections();
+        eprintln!(
+            "{} paths over {}: {took:?}, at most {peak} connections at once",
+            c.paths.len(),
+            link.describe()
+        );
+        // 4 at once would take 2 x 200 / 4 round trips, 4 s; the bound is what the
+        // fetch may have in flight: the narinfo walk, and the small NARs beside the
+        // large downloads.
+        assert!(
+            peak > 2 * limits.concurrency,
+            "only {peak} requests at once"
+        );
+        assert!(
+            peak <= 32 + limits.concurrency + 32,
+            "{peak} requests at once"
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::error::{bucket_error, refusal_error};
 use super::verify::{self, Expect, Refusal, Verified};
 use super::waves::{Waves, dependency_order, import};
-use super::{Ctx, FetchError, FetchLimits, blocking};
+use super::{Ctx, FetchError, FetchLimits, SMALL_NAR, SMALL_NARS_AT_ONCE, blocking};
 
 /// Buffer of the staged copy's writes (the validator hands over up to 256 KiB at once;
 /// larger writes bypass it).
@@ -58,6 +58,12 @@ pub(super) async fn download_all(
     let mut imported = HashSet::new();
     let mut refs: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
     let mut receiving = true;
+    // Downloads of NARs larger than SMALL_NAR (by NarSize) under way: at most
+    // `concurrency`. Small ones run beside them, up to SMALL_NARS_AT_ONCE more (round
+    // trips, not bytes, bound a closure of many small paths). A narinfo is taken only
+    // while a large download could start, so whatever arrives can start at once.
+    let mut large = 0usize;
+    let limit = ctx.limits.concurrency;
     let mut walking = waves_wanted;
     // What arrived before the walk named every missing path (when `waves` starts).
     let mut early_refs: Vec<(StorePath, Vec<StorePath>)> = Vec::new();
@@ -99,7 +105,7 @@ pub(super) async fn download_all(
                     waves = Some(w);
                 }
             },
-            ni = rx.recv(), if receiving && downloads.len() < ctx.limits.concurrency => match ni {
+            ni = rx.recv(), if receiving && large < limit && downloads.len() < limit + SMALL_NARS_AT_ONCE => match ni {
                 Some(ni) => {
                     refs.insert(ni.store_path.clone(), ni.references.clone());
                     if waves_wanted {
@@ -108,15 +114,18 @@ pub(super) async fn download_all(
                             None => early_refs.push((ni.store_path.clone(), ni.references.clone())),
                         }
                     }
+                    let is_large = ni.nar_size > SMALL_NAR;
+                    large += usize::from(is_large);
                     downloads.push(async move {
                         let outcome = fetch_nar(ctx, &ni).await;
-                        (ni.store_path.clone(), outcome)
+                        (ni.store_path.clone(), outcome, is_large)
                     });
                 }
                 None => receiving = false,
             },
-            Some((path, outcome)) = downloads.next(), if !downloads.is_empty() => match outcome {
+            Some((path, outcome, was_large)) = downloads.next(), if !downloads.is_empty() => match outcome {
                 Ok(o) => {
+                    large -= usize::from(was_large);
                     if waves_wanted {
                         match &mut waves {
                             Some(w) => w.staged(path.clone()),

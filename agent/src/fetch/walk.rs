@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::error::bucket_error;
-use super::{Ctx, FetchError, invalid_paths};
+use super::{Ctx, FetchError, NARINFOS_AT_ONCE, invalid_paths};
 
 /// What the walk found, for the report.
 pub(super) struct Walked {
@@ -95,7 +95,7 @@ impl<'c, 'a> Walk<'c, 'a> {
             let mut candidates = Vec::new();
             let mut infos = futures::stream::iter(level)
                 .map(|p| fetch_narinfo(ctx, p))
-                .buffer_unordered(ctx.limits.concurrency);
+                .buffer_unordered(ctx.limits.concurrency.max(NARINFOS_AT_ONCE));
             while let Some((ni, size)) = infos.try_next().await? {
                 candidates.extend(self.take(&ni, size)?);
                 if tx.send(ni).await.is_err() {

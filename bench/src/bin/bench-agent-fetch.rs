@@ -38,8 +38,7 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use fleet_agent::fetch::{FetchLimits, FetchRequest, ImportVia, fetch_closure};
 use fleet_bench::{
-    Report, Stats, Table, load_average, measure, run_once, runs_arg, stats, sync_disks,
-    text_closure,
+    Report, Stats, Table, interleaved, load_average, measure, runs_arg, text_closure, worker_output,
 };
 use fleet_core::keys::PublicKey;
 use fleet_core::narinfo::Compression;
@@ -115,41 +114,6 @@ fn worker(args: &[String]) -> anyhow::Result<()> {
     });
     println!("{out}");
     Ok(())
-}
-
-/// The worker's JSON line from a run's stdout.
-fn worker_output(s: &Stats) -> anyhow::Result<serde_json::Value> {
-    let run = s.last.as_ref().context("no run")?;
-    serde_json::from_str(run.stdout.trim())
-        .with_context(|| format!("worker output {:?}", run.stdout))
-}
-
-/// Builds the command of one run (its index given).
-type MakeCommand<'a> = dyn FnMut(usize) -> anyhow::Result<Command> + 'a;
-
-/// Runs each command of `tools` `runs` times, interleaved (run `i` starts with tool
-/// `i % n`, so none always goes first), with `sync(2)` before each run so none pays
-/// for another's writeback. One [`Stats`] per tool, in `tools` order.
-fn interleaved(
-    runs: usize,
-    tools: &mut [(&str, &mut MakeCommand<'_>)],
-) -> anyhow::Result<Vec<Stats>> {
-    let n = tools.len();
-    let mut all: Vec<Vec<fleet_bench::Run>> = (0..n).map(|_| Vec::new()).collect();
-    for i in 0..runs {
-        for k in 0..n {
-            let t = (i + k) % n;
-            let (label, make) = &mut tools[t];
-            let mut cmd = make(i)?;
-            sync_disks();
-            all[t].push(run_once(&mut cmd).with_context(|| format!("{label}, run {}", i + 1))?);
-        }
-    }
-    Ok(all
-        .into_iter()
-        .zip(tools.iter())
-        .map(|(r, (label, _))| stats(label, r))
-        .collect())
 }
 
 /// Splits `--case TAG` (repeatable: `large`, `text`, `many`) off the arguments; no
