@@ -1241,6 +1241,69 @@ fn many_small_paths_are_fetched_many_requests_at_once() {
     });
 }
 
+/// A NAR that takes longer to arrive than `request-timeout`, arriving steadily, is
+/// fetched. The bucket client's per-request bound used to cover the whole body, so
+/// such a NAR failed on every retry and a host on a slow link could never fetch a
+/// large path (40 MB at 10 Mbit/s against the agent's 30 s); the fetch's own
+/// deadline, which grows with the NAR's size, is what bounds a body.
+#[test]
+fn a_nar_slower_than_the_request_timeout_but_steady_is_fetched() {
+    let env = Env::new();
+    let c = env
+        .nix
+        .bulk_closure(
+            BulkOptions {
+                n_paths: 2,
+                total_bytes: 3_000_000,
+            },
+            SALT,
+        )
+        .unwrap();
+    env.publish(&c, Compression::Zstd);
+    rt().block_on(async {
+        let server = S3Server::shared(ServerKind::SeaweedFs)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let name = server.new_bucket("agent-fetch-slow-link").await.unwrap();
+        let admin = server
+            .bucket(&name, "", &server.admin_credentials())
+            .unwrap();
+        upload_cache(&env.cache(), &admin).await;
+        // 8 Mbit/s: the 3 MB (incompressible) data NAR takes about 3 s.
+        let link = Link {
+            rtt: Duration::from_millis(2),
+            bits_per_sec: 8_000_000,
+        };
+        let proxy =
+            ShapedProxy::start(server.endpoint().trim_start_matches("http://"), link).unwrap();
+        let timeout = Duration::from_secs(1);
+        let url = fleet_tests::s3::store_url_at(&proxy.endpoint(), &name, "").unwrap();
+        let opts = BucketOptions {
+            request_timeout: timeout,
+            max_retries: 0,
+            ..fleet_tests::s3::bucket_options(&server.admin_credentials())
+        };
+        let via_proxy = Bucket::open(&url, &opts).unwrap();
+        let limits = FetchLimits {
+            request_timeout: timeout,
+            stall_timeout: timeout,
+            ..FetchLimits::default()
+        };
+        let start = Instant::now();
+        let rep = env
+            .fetch_from(&via_proxy, &c.top, limits)
+            .await
+            .unwrap_or_else(|e| panic!("a steady NAR slower than the request timeout: {e}"));
+        let took = start.elapsed();
+        assert!(
+            took > 2 * timeout,
+            "the link should make the NAR take longer than the request timeout, took {took:?}"
+        );
+        assert_eq!(rep.fetched.len(), c.paths.len(), "{rep:?}");
+        env.assert_all_valid(&c.paths);
+    });
+}
+
 // ---------------------------------------------------------------------------------
 // Memory.
 
