@@ -185,91 +185,92 @@ impl Bucket {
             why,
         };
         type Stores = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
-        let ((store, stream_store), prefix, local_root): (Stores, String, Option<PathBuf>) = match url
-        {
-            BucketUrl::S3 {
-                bucket,
-                prefix,
-                endpoint,
-                region,
-                virtual_hosted,
-            } => {
-                // Explicit credentials mean nothing is taken from the environment: an
-                // ambient AWS_SESSION_TOKEN must not be mixed with other keys (and an
-                // empty token header is refused by some servers).
-                let mut b = match &opts.credentials {
-                    None => AmazonS3Builder::from_env(),
-                    Some(c) => {
-                        let b = AmazonS3Builder::new()
-                            .with_access_key_id(&c.access_key_id)
-                            .with_secret_access_key(&c.secret_access_key);
-                        match &c.session_token {
-                            Some(t) => b.with_token(t),
-                            None => b,
+        let ((store, stream_store), prefix, local_root): (Stores, String, Option<PathBuf>) =
+            match url {
+                BucketUrl::S3 {
+                    bucket,
+                    prefix,
+                    endpoint,
+                    region,
+                    virtual_hosted,
+                } => {
+                    // Explicit credentials mean nothing is taken from the environment: an
+                    // ambient AWS_SESSION_TOKEN must not be mixed with other keys (and an
+                    // empty token header is refused by some servers).
+                    let mut b = match &opts.credentials {
+                        None => AmazonS3Builder::from_env(),
+                        Some(c) => {
+                            let b = AmazonS3Builder::new()
+                                .with_access_key_id(&c.access_key_id)
+                                .with_secret_access_key(&c.secret_access_key);
+                            match &c.session_token {
+                                Some(t) => b.with_token(t),
+                                None => b,
+                            }
                         }
                     }
+                    .with_bucket_name(bucket);
+                    if let Some(e) = endpoint {
+                        b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+                    }
+                    let region = region
+                        .clone()
+                        .or_else(|| std::env::var("AWS_REGION").ok())
+                        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                        .unwrap_or_else(|| "us-east-1".into());
+                    b = b.with_region(region);
+                    // `Bucket::delete` removes one key at a time: a plain DELETE, which
+                    // every store authorises per key (moto checks a bulk `POST ?delete`
+                    // against the bucket's ARN, so a per-prefix delete grant fails there).
+                    let client = ClientOptions::new()
+                        .with_connect_timeout(opts.connect_timeout)
+                        .with_allow_http(
+                            endpoint
+                                .as_deref()
+                                .is_some_and(|e| e.starts_with("http://")),
+                        );
+                    b = b
+                        .with_disable_bulk_delete(true)
+                        .with_virtual_hosted_style_request(*virtual_hosted)
+                        .with_retry(RetryConfig {
+                            backoff: BackoffConfig::default(),
+                            max_retries: opts.max_retries,
+                            retry_timeout: opts.request_timeout * (opts.max_retries as u32 + 1),
+                        });
+                    let s3 = b
+                        .clone()
+                        .with_client_options(client.clone().with_timeout(opts.request_timeout))
+                        .build()
+                        .map_err(|e| open_err(e.to_string()))?;
+                    // The overall timeout counts the whole body: with it, a NAR that takes
+                    // longer than `request_timeout` to arrive (400 MB at 100 Mbit/s, 40 MB
+                    // at 10 Mbit/s, against 30 s) fails however steadily it comes, on
+                    // every retry. Streams get a client bounded per read instead; their
+                    // caller bounds the whole (the agent: a deadline that grows with size).
+                    let s3_stream = b
+                        .with_client_options(
+                            client
+                                .with_timeout_disabled()
+                                .with_read_timeout(opts.request_timeout),
+                        )
+                        .build()
+                        .map_err(|e| open_err(e.to_string()))?;
+                    ((Arc::new(s3), Arc::new(s3_stream)), prefix.clone(), None)
                 }
-                .with_bucket_name(bucket);
-                if let Some(e) = endpoint {
-                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+                BucketUrl::File { root } => {
+                    std::fs::create_dir_all(root).map_err(|e| {
+                        open_err(format!("creating directory {}: {e}", root.display()))
+                    })?;
+                    let fs = LocalFileSystem::new_with_prefix(root)
+                        .map_err(|e| open_err(e.to_string()))?;
+                    let fs: Arc<dyn ObjectStore> = Arc::new(fs);
+                    ((fs.clone(), fs), String::new(), Some(root.clone()))
                 }
-                let region = region
-                    .clone()
-                    .or_else(|| std::env::var("AWS_REGION").ok())
-                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                    .unwrap_or_else(|| "us-east-1".into());
-                b = b.with_region(region);
-                // `Bucket::delete` removes one key at a time: a plain DELETE, which
-                // every store authorises per key (moto checks a bulk `POST ?delete`
-                // against the bucket's ARN, so a per-prefix delete grant fails there).
-                let client = ClientOptions::new()
-                    .with_connect_timeout(opts.connect_timeout)
-                    .with_allow_http(
-                        endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("http://")),
-                    );
-                b = b
-                    .with_disable_bulk_delete(true)
-                    .with_virtual_hosted_style_request(*virtual_hosted)
-                    .with_retry(RetryConfig {
-                        backoff: BackoffConfig::default(),
-                        max_retries: opts.max_retries,
-                        retry_timeout: opts.request_timeout * (opts.max_retries as u32 + 1),
-                    });
-                let s3 = b
-                    .clone()
-                    .with_client_options(client.clone().with_timeout(opts.request_timeout))
-                    .build()
-                    .map_err(|e| open_err(e.to_string()))?;
-                // The overall timeout counts the whole body: with it, a NAR that takes
-                // longer than `request_timeout` to arrive (400 MB at 100 Mbit/s, 40 MB
-                // at 10 Mbit/s, against 30 s) fails however steadily it comes, on
-                // every retry. Streams get a client bounded per read instead; their
-                // caller bounds the whole (the agent: a deadline that grows with size).
-                let s3_stream = b
-                    .with_client_options(
-                        client
-                            .with_timeout_disabled()
-                            .with_read_timeout(opts.request_timeout),
-                    )
-                    .build()
-                    .map_err(|e| open_err(e.to_string()))?;
-                ((Arc::new(s3), Arc::new(s3_stream)), prefix.clone(), None)
-            }
-            BucketUrl::File { root } => {
-                std::fs::create_dir_all(root)
-                    .map_err(|e| open_err(format!("creating directory {}: {e}", root.display())))?;
-                let fs =
-                    LocalFileSystem::new_with_prefix(root).map_err(|e| open_err(e.to_string()))?;
-                let fs: Arc<dyn ObjectStore> = Arc::new(fs);
-                ((fs.clone(), fs), String::new(), Some(root.clone()))
-            }
-            BucketUrl::Memory { .. } => {
-                let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-                ((mem.clone(), mem), String::new(), None)
-            }
-        };
+                BucketUrl::Memory { .. } => {
+                    let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+                    ((mem.clone(), mem), String::new(), None)
+                }
+            };
         Ok(Self {
             store,
             stream_store,
