@@ -1077,6 +1077,26 @@ fn a_server_that_drips_a_nar_body_hits_the_deadline() {
 // Real S3 servers with the agent's scoped credentials.
 
 /// Uploads every file of the local cache `dir` to `bucket`'s `cache/`, as the admin.
+/// `env`'s cache in a new bucket of the shared SeaweedFS, behind a [`ShapedProxy`]
+/// with `link`: the proxy (kept alive by the caller), the bucket's URL through it,
+/// and credentials that may read it.
+async fn cache_behind_link(
+    env: &Env,
+    bucket: &str,
+    link: Link,
+) -> (ShapedProxy, BucketUrl, fleet_core::S3Credentials) {
+    let server = S3Server::shared(ServerKind::SeaweedFs)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let name = server.new_bucket(bucket).await.unwrap();
+    let creds = server.admin_credentials();
+    let admin = server.bucket(&name, "", &creds).unwrap();
+    upload_cache(&env.cache(), &admin).await;
+    let proxy = ShapedProxy::start(server.endpoint().trim_start_matches("http://"), link).unwrap();
+    let url = fleet_tests::s3::store_url_at(&proxy.endpoint(), &name, "").unwrap();
+    (proxy, url, creds)
+}
+
 async fn upload_cache(dir: &Path, bucket: &Bucket) {
     for f in walk_files(dir) {
         let rel = f.strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
@@ -1189,27 +1209,12 @@ fn many_small_paths_are_fetched_many_requests_at_once() {
         .unwrap();
     env.publish(&c, Compression::Zstd);
     rt().block_on(async {
-        let server = S3Server::shared(ServerKind::SeaweedFs)
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let name = server.new_bucket("agent-fetch-rtt").await.unwrap();
-        let admin = server
-            .bucket(&name, "", &server.admin_credentials())
-            .unwrap();
-        upload_cache(&env.cache(), &admin).await;
         let link = Link {
             rtt: Duration::from_millis(40),
             bits_per_sec: 1_000_000_000,
         };
-        let proxy =
-            ShapedProxy::start(server.endpoint().trim_start_matches("http://"), link).unwrap();
-        let via_proxy = fleet_tests::s3::open_bucket_at(
-            &proxy.endpoint(),
-            &name,
-            "",
-            &server.admin_credentials(),
-        )
-        .unwrap();
+        let (proxy, url, creds) = cache_behind_link(&env, "agent-fetch-rtt", link).await;
+        let via_proxy = Bucket::open(&url, &fleet_tests::s3::bucket_options(&creds)).unwrap();
         // The default timeouts: Env's 2 s ones are for the stall tests, and 60 or so
         // connections opening at once on a loaded machine may take longer.
         let limits = FetchLimits::default();
@@ -1261,27 +1266,17 @@ fn a_nar_slower_than_the_request_timeout_but_steady_is_fetched() {
         .unwrap();
     env.publish(&c, Compression::Zstd);
     rt().block_on(async {
-        let server = S3Server::shared(ServerKind::SeaweedFs)
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let name = server.new_bucket("agent-fetch-slow-link").await.unwrap();
-        let admin = server
-            .bucket(&name, "", &server.admin_credentials())
-            .unwrap();
-        upload_cache(&env.cache(), &admin).await;
         // 8 Mbit/s: the 3 MB (incompressible) data NAR takes about 3 s.
         let link = Link {
             rtt: Duration::from_millis(2),
             bits_per_sec: 8_000_000,
         };
-        let proxy =
-            ShapedProxy::start(server.endpoint().trim_start_matches("http://"), link).unwrap();
+        let (_proxy, url, creds) = cache_behind_link(&env, "agent-fetch-slow-link", link).await;
         let timeout = Duration::from_secs(1);
-        let url = fleet_tests::s3::store_url_at(&proxy.endpoint(), &name, "").unwrap();
         let opts = BucketOptions {
             request_timeout: timeout,
             max_retries: 0,
-            ..fleet_tests::s3::bucket_options(&server.admin_credentials())
+            ..fleet_tests::s3::bucket_options(&creds)
         };
         let via_proxy = Bucket::open(&url, &opts).unwrap();
         let limits = FetchLimits {
