@@ -747,6 +747,25 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
     // Agent configs and worker specs.
     let agent_url = format!("s3://{bucket}?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let shared_chroot = work_path.join("shared-store");
+    if a.shared_store {
+        // Create the shared store's database before any agent opens it: the first
+        // opens of a store not yet initialised trip over each other when they come
+        // at once (agent/src/fetch/mod.rs), which failed an import now and then when
+        // 16 hosts imported generation 1 together. Each real host has its own store.
+        let out = nix
+            .command("nix-store")
+            .arg("--store")
+            .arg(&shared_chroot)
+            .arg("--verify")
+            .output()
+            .context("running nix-store --verify on the shared store")?;
+        ensure!(
+            out.status.success(),
+            "initialising the shared store {}: {}",
+            shared_chroot.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let mut specs: Vec<WorkerSpec> = (0..a.processes)
         .map(|_| WorkerSpec {
             agents: Vec::new(),
