@@ -31,6 +31,7 @@ pub mod s3;
 pub mod shaped_proxy;
 
 use std::path::PathBuf;
+use std::process::Output;
 
 /// Path of a workspace binary (`fleet-publish`, `fleet-agent`, `fleet-reporter`) built
 /// in the same target directory as the running test (`cargo nextest run --workspace`
@@ -51,4 +52,14 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Exit code, stdout and stderr of a finished command, for assertion messages.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

@@ -96,6 +96,23 @@ impl Env {
             .unwrap();
     }
 
+    /// A bulk closure of `n_paths` (its top included) holding `total_bytes` of
+    /// incompressible data, published zstd-compressed.
+    fn published_bulk(&self, n_paths: usize, total_bytes: u64) -> Closure {
+        let c = self
+            .nix
+            .bulk_closure(
+                BulkOptions {
+                    n_paths,
+                    total_bytes,
+                },
+                SALT,
+            )
+            .unwrap();
+        self.publish(&c, Compression::Zstd);
+        c
+    }
+
     fn limits() -> FetchLimits {
         FetchLimits {
             request_timeout: Duration::from_secs(2),
@@ -1197,17 +1214,7 @@ fn fetches_from_seaweedfs_with_the_agent_policy() {
 #[test]
 fn many_small_paths_are_fetched_many_requests_at_once() {
     let env = Env::new();
-    let c = env
-        .nix
-        .bulk_closure(
-            BulkOptions {
-                n_paths: 200,
-                total_bytes: 20_000,
-            },
-            SALT,
-        )
-        .unwrap();
-    env.publish(&c, Compression::Zstd);
+    let c = env.published_bulk(200, 20_000);
     rt().block_on(async {
         let link = Link {
             rtt: Duration::from_millis(40),
@@ -1254,17 +1261,7 @@ fn many_small_paths_are_fetched_many_requests_at_once() {
 #[test]
 fn a_nar_slower_than_the_request_timeout_but_steady_is_fetched() {
     let env = Env::new();
-    let c = env
-        .nix
-        .bulk_closure(
-            BulkOptions {
-                n_paths: 2,
-                total_bytes: 3_000_000,
-            },
-            SALT,
-        )
-        .unwrap();
-    env.publish(&c, Compression::Zstd);
+    let c = env.published_bulk(2, 3_000_000);
     rt().block_on(async {
         // 8 Mbit/s: the 3 MB (incompressible) data NAR takes about 3 s.
         let link = Link {
@@ -1321,17 +1318,7 @@ fn peak_rss() -> u64 {
 fn peak_memory_stays_flat_on_a_large_path() {
     let env = Env::new();
     // One store path of 150 MB of incompressible data (and the top listing it).
-    let c = env
-        .nix
-        .bulk_closure(
-            BulkOptions {
-                n_paths: 2,
-                total_bytes: 150_000_000,
-            },
-            SALT,
-        )
-        .unwrap();
-    env.publish(&c, Compression::Zstd);
+    let c = env.published_bulk(2, 150_000_000);
     let before = peak_rss();
     assert!(before < 48 << 20, "the test starts at {before} bytes");
     rt().block_on(async {

@@ -22,7 +22,8 @@
 
 mod infra_support;
 
-use infra_support::{copy_tree, repo, text};
+use fleet_tests::output_text as text;
+use infra_support::{copy_tree, repo};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

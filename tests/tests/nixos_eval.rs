@@ -12,7 +12,8 @@
 
 mod infra_support;
 
-use infra_support::{copy_tree, repo, text, vendored};
+use fleet_tests::output_text as text;
+use infra_support::{copy_tree, repo, vendored};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -42,14 +42,7 @@ fn run(w: &FleetWorld, args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use fleet_tests::output_text as text;
 
 /// `fleet-publish release` with the cache key too.
 fn release(w: &FleetWorld, id: &str, hosts: &BTreeMap<String, StorePath>, plan: &[&str]) -> Output {

@@ -57,14 +57,7 @@ fn publish(w: &FleetWorld, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use fleet_tests::output_text as text;
 
 /// `fleet-publish release --id ID` of `closure` to every host, two waves.
 fn release(w: &FleetWorld, id: &str, closure: &StorePath) -> Output {

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 /// The repository root (the parent of `tests/`).
 pub fn repo() -> PathBuf {
@@ -14,16 +13,6 @@ pub fn repo() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-/// Exit code, stdout and stderr of `o`, for assertion messages.
-pub fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Copies the tree `from` to `to`, leaving out Terraform's working files
