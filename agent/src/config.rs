@@ -40,8 +40,8 @@
 //! max-closure-paths = 100000                  # default: most store paths walked per closure
 //! max-download-size = 274877906944            # default 256 GiB: most NAR bytes staged per deploy
 //! fetch-concurrency = 4                       # default: large NAR downloads at once
-//! import-in-waves = false                     # import verified paths while others download
-//! import-via = "staging"                    # or "substituter": how verified NARs reach Nix
+//! import-in-waves = false                     # staging only: import verified paths while others download
+//! import-via = "unpack"                       # or "staging", "substituter": how verified NARs reach Nix
 //! restart-after-switch = false                # `run` exits after a switch, for systemd to restart it
 //! log-format = "human"                        # or "json"
 //! ```
@@ -322,7 +322,8 @@ pub struct Config {
     pub fetch_concurrency: Option<usize>,
 
     /// Import verified paths into the Nix store while later ones still download, in
-    /// dependency order, instead of all at once at the end. Faster on large closures;
+    /// dependency order, instead of all at once at the end (`import-via = "staging"`
+    /// only). Faster on large closures;
     /// a refusal of a later path then leaves earlier (verified) paths imported, for
     /// the garbage collector [default: false].
     #[arg(
@@ -335,10 +336,13 @@ pub struct Config {
     #[serde(default)]
     pub import_in_waves: Option<bool>,
 
-    /// How verified NARs reach Nix: `staging` (each NAR verified into `staging-dir`,
-    /// then imported; a restart reuses what was staged) or `substituter` (a verifying
-    /// binary cache on 127.0.0.1 that `nix copy` reads while each NAR is checked;
-    /// measured slower, see decision 27) [default: staging].
+    /// How verified NARs reach Nix: `unpack` (each NAR unpacked into the store as it
+    /// is checked, the closure then registered with `nix-store --load-db`; one pass,
+    /// the fastest; needs the default store or a local chroot store, and root on a
+    /// read-only store; decision 30), `staging` (each NAR verified into
+    /// `staging-dir`, then imported with `nix copy`; a restart reuses what was
+    /// staged) or `substituter` (a verifying binary cache on 127.0.0.1 that
+    /// `nix copy` reads while each NAR is checked; decision 27) [default: unpack].
     #[arg(long, env = "FLEET_AGENT_IMPORT_VIA", value_name = "MODE")]
     #[serde(default)]
     pub import_via: Option<String>,

@@ -24,12 +24,18 @@
 //! targets; nesting deeper than [`MAX_DEPTH`]; padding that is not zero; trailing
 //! bytes. Absolute symlink targets are allowed, because real system closures are full
 //! of them (`/run/current-system/sw`, other store paths).
+//!
+//! [`unpack`] does everything [`validate`] does and, in the same pass, writes the
+//! archive's tree to a directory the way Nix leaves a store path (see [`unpack`]).
+//! Nothing is created under a name before that name passed its checks, so a hostile
+//! NAR cannot write outside the destination.
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The archive's magic string.
 pub const MAGIC: &str = "nix-archive-1";
@@ -294,6 +300,14 @@ pub enum NarError {
     /// Bytes after the end of the archive.
     #[error("the NAR has data after its end")]
     TrailingData,
+    /// [`unpack`] could not write the tree (a local failure, not the NAR's fault).
+    #[error("writing {} failed: {error} (check free space and permissions)", path.display())]
+    Unpack {
+        /// The file, directory or symlink being written.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
 }
 
 /// What [`validate`] learned about a NAR.
@@ -395,14 +409,19 @@ impl<R: Read> Reader<R> {
         Ok(())
     }
 
-    /// Skips a file's contents, streaming them through.
-    fn contents(&mut self) -> Result<(), NarError> {
+    /// Reads a file's contents, streaming them through to `out` (straight from the
+    /// read-ahead buffer) or skipping them.
+    fn contents(&mut self, mut out: Option<(&mut fs::File, &Path)>) -> Result<(), NarError> {
         let len = self.u64("file contents")?;
         let mut left = len;
         while left > 0 {
             let n = self
                 .fill("file contents")?
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Some((f, path)) = out.as_mut() {
+                f.write_all(&self.inner.buffer()[..n])
+                    .map_err(unpack_err(path))?;
+            }
             self.inner.consume(n);
             left -= n as u64;
             self.offset += n as u64;
@@ -413,6 +432,26 @@ impl<R: Read> Reader<R> {
 
 /// Reads and checks a whole NAR from `input`, which must end where the NAR ends.
 pub fn validate(input: impl Read) -> Result<NarSummary, NarError> {
+    check(input, None)
+}
+
+/// Modification time Nix gives everything in the store (1 s after the epoch).
+const STORE_MTIME: Duration = Duration::from_secs(1);
+
+/// Reads and checks a whole NAR from `input` as [`validate`] does, writing the tree it
+/// holds at `dest`, which must not exist yet, in the form Nix gives a store path
+/// (`canonicalisePathMetaData`): regular files mode 0444, or 0555 when executable;
+/// directories 0555, set once their entries are written; modification time 1 s after
+/// the epoch on every file, directory and symlink; owned by the caller.
+///
+/// On an error the tree is left as far as it got: the caller removes `dest`. A check
+/// fails before anything is created under the name it concerns, so whatever the NAR
+/// holds, nothing is written outside `dest` and no symlink is followed.
+pub fn unpack(input: impl Read, dest: &Path) -> Result<NarSummary, NarError> {
+    check(input, Some(&mut dest.to_owned()))
+}
+
+fn check(input: impl Read, out: Option<&mut PathBuf>) -> Result<NarSummary, NarError> {
     let mut r = Reader {
         inner: io::BufReader::with_capacity(BUF, input),
         offset: 0,
@@ -421,7 +460,7 @@ pub fn validate(input: impl Read) -> Result<NarSummary, NarError> {
     r.expect(MAGIC)?;
     let mut summary = NarSummary::default();
     let mut path = Vec::new();
-    validate_node(&mut r, &mut path, 0, &mut summary)?;
+    validate_node(&mut r, &mut path, 0, &mut summary, out)?;
     let mut one = [0u8; 1];
     loop {
         match r.inner.read(&mut one) {
@@ -463,11 +502,50 @@ fn target_stays_inside(target: &[u8], dir_depth: usize) -> bool {
     true
 }
 
+fn unpack_err(path: &Path) -> impl FnOnce(io::Error) -> NarError + use<> {
+    let path = path.to_owned();
+    move |error| NarError::Unpack { path, error }
+}
+
+/// Sets `path`'s modification time to Nix's, leaving its access time; does not
+/// follow a symlink.
+fn set_store_mtime(path: &Path) -> Result<(), NarError> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT, utimensat};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: STORE_MTIME.as_secs() as _,
+            tv_nsec: 0,
+        },
+    };
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| unpack_err(path)(e.into()))
+}
+
+/// Creates the regular file `dest`, fills it with the contents that follow in `r`,
+/// and gives it Nix's mode and modification time.
+fn unpack_file<R: Read>(r: &mut Reader<R>, dest: &Path, executable: bool) -> Result<(), NarError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(unpack_err(dest))?;
+    r.contents(Some((&mut f, dest)))?;
+    let mode = if executable { 0o555 } else { 0o444 };
+    // Explicit, so that the process's umask does not decide.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| f.set_times(fs::FileTimes::new().set_modified(UNIX_EPOCH + STORE_MTIME)))
+        .map_err(unpack_err(dest))
+}
+
 fn validate_node<R: Read>(
     r: &mut Reader<R>,
     path: &mut Vec<Vec<u8>>,
     depth: usize,
     summary: &mut NarSummary,
+    mut out: Option<&mut PathBuf>,
 ) -> Result<(), NarError> {
     if depth > MAX_DEPTH {
         return Err(NarError::TooDeep);
@@ -481,7 +559,8 @@ fn validate_node<R: Read>(
             summary.files += 1;
             let at = r.offset;
             let tag = r.string("regular file tag", 64)?.to_vec();
-            let tag = if tag == b"executable" {
+            let executable = tag == b"executable";
+            let tag = if executable {
                 r.expect("")?;
                 r.string("regular file tag", 64)?.to_vec()
             } else {
@@ -494,7 +573,10 @@ fn validate_node<R: Read>(
                     found: String::from_utf8_lossy(&tag).into(),
                 });
             }
-            r.contents()?;
+            match out {
+                Some(dest) => unpack_file(r, dest, executable)?,
+                None => r.contents(None)?,
+            }
             r.expect(")")
         }
         b"symlink" => {
@@ -515,16 +597,33 @@ fn validate_node<R: Read>(
                     target: String::from_utf8_lossy(&target).into(),
                 });
             }
+            if let Some(dest) = out {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &*dest)
+                    .map_err(unpack_err(dest))?;
+                set_store_mtime(dest)?;
+            }
             r.expect(")")
         }
         b"directory" => {
             summary.directories += 1;
+            if let Some(dest) = out.as_deref() {
+                fs::create_dir(dest).map_err(unpack_err(dest))?;
+            }
             let mut prev: Option<Vec<u8>> = None;
             loop {
                 let at = r.offset;
                 let tok = r.string("directory entry", 64)?.to_vec();
                 match &tok[..] {
-                    b")" => return Ok(()),
+                    b")" => {
+                        if let Some(dest) = out.as_deref() {
+                            // Last, once no entry will be added (that would change
+                            // the modification time again).
+                            fs::set_permissions(dest, fs::Permissions::from_mode(0o555))
+                                .map_err(unpack_err(dest))?;
+                            set_store_mtime(dest)?;
+                        }
+                        return Ok(());
+                    }
                     b"entry" => {}
                     other => {
                         return Err(NarError::Unexpected {
@@ -555,9 +654,15 @@ fn validate_node<R: Read>(
                     });
                 }
                 r.expect("node")?;
+                if let Some(dest) = out.as_deref_mut() {
+                    dest.push(std::ffi::OsStr::from_bytes(&name));
+                }
                 path.push(name.clone());
-                validate_node(r, path, depth + 1, summary)?;
+                validate_node(r, path, depth + 1, summary, out.as_deref_mut())?;
                 path.pop();
+                if let Some(dest) = out.as_deref_mut() {
+                    dest.pop();
+                }
                 r.expect(")")?;
                 prev = Some(name);
             }
@@ -682,6 +787,104 @@ mod tests {
                 symlinks: 2
             }
         );
+    }
+
+    #[test]
+    fn unpack_writes_what_dump_reads_back_in_nix_store_form() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let nar_bytes = nar(&dir(vec![
+            (
+                "a",
+                dir(vec![
+                    ("big", file(&"x".repeat(700_000))),
+                    ("empty", dir(vec![])),
+                ]),
+            ),
+            ("abs", Node::Symlink(b"/nix/store/x".to_vec())),
+            ("link", Node::Symlink(b"a/big".to_vec())),
+            (
+                "run",
+                Node::File {
+                    executable: true,
+                    contents: b"#!/bin/sh\n".to_vec(),
+                },
+            ),
+            ("zero", file("")),
+        ]));
+        let dest = d.path().join("out");
+        let s = unpack(&nar_bytes[..], &dest).unwrap();
+        assert_eq!(s, validate(&nar_bytes[..]).unwrap());
+        let mut again = Vec::new();
+        dump(&dest, &mut again).unwrap();
+        assert_eq!(again, nar_bytes);
+        for (rel, mode) in [
+            ("", 0o555),
+            ("a", 0o555),
+            ("a/empty", 0o555),
+            ("a/big", 0o444),
+            ("run", 0o555),
+            ("zero", 0o444),
+        ] {
+            let m = fs::symlink_metadata(dest.join(rel)).unwrap();
+            assert_eq!(m.mode() & 0o7777, mode, "{rel}");
+            assert_eq!(m.mtime(), 1, "{rel}");
+        }
+        for rel in ["abs", "link"] {
+            let m = fs::symlink_metadata(dest.join(rel)).unwrap();
+            assert!(m.file_type().is_symlink() && m.mtime() == 1, "{rel}");
+        }
+        // A single file or symlink as the whole store path.
+        let f = d.path().join("f");
+        unpack(&nar(&file("hi"))[..], &f).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"hi");
+        let l = d.path().join("l");
+        unpack(&nar(&Node::Symlink(b"/etc".to_vec()))[..], &l).unwrap();
+        assert_eq!(fs::read_link(&l).unwrap(), Path::new("/etc"));
+        // The destination must not exist: nothing is written over.
+        let r = unpack(&nar(&file("again"))[..], &f);
+        assert!(
+            matches!(&r, Err(NarError::Unpack { path, .. }) if path == &f),
+            "{r:?}"
+        );
+        assert_eq!(fs::read(&f).unwrap(), b"hi");
+    }
+
+    #[test]
+    fn unpack_writes_nothing_outside_its_destination() {
+        let d = tempfile::tempdir().unwrap();
+        let hostile = [
+            nar(&dir(vec![("..", file("x"))])),
+            nar(&dir(vec![("a/b", file("x"))])),
+            nar(&dir(vec![("b", file("x")), ("a", file("y"))])),
+            nar(&dir(vec![("up", Node::Symlink(b"../../etc".to_vec()))])),
+            // A symlink named like a later entry cannot be written through: entries
+            // are unique, and files are created, never opened.
+            nar(&dir(vec![
+                ("a", Node::Symlink(b"/tmp".to_vec())),
+                ("a", file("x")),
+            ])),
+        ];
+        for (i, bytes) in hostile.iter().enumerate() {
+            let dest = d.path().join(format!("out{i}"));
+            assert!(unpack(&bytes[..], &dest).is_err(), "case {i}");
+        }
+        let mut left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // Each refused archive got at most its own directory (and no entry refused).
+        assert!(left.iter().all(|n| n.starts_with("out")), "{left:?}");
+        for n in &left {
+            for e in fs::read_dir(d.path().join(n)).unwrap() {
+                let name = e.unwrap().file_name();
+                assert!(
+                    ["b", "a"].contains(&name.to_str().unwrap()),
+                    "{n}: {name:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -122,6 +122,16 @@ impl Nix {
     }
 
     async fn run(&self, program: &str, args: &[String]) -> Result<Vec<u8>, NixError> {
+        self.run_with_input(program, args, None).await
+    }
+
+    /// [`Nix::run`], writing `input` to the program's standard input.
+    async fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, NixError> {
         let mut all: Vec<String> = Vec::new();
         if program == "nix" {
             all.extend(["--extra-experimental-features".into(), "nix-command".into()]);
@@ -131,16 +141,32 @@ impl Nix {
         }
         all.extend(args.iter().cloned());
         let command = format!("{program} {}", all.join(" "));
-        let out = tokio::process::Command::new(program)
-            .args(&all)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|error| NixError::Spawn {
-                program: program.into(),
-                error,
-            })?;
+        let spawn_err = |error| NixError::Spawn {
+            program: program.into(),
+            error,
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&all).kill_on_drop(true);
+        let out = match input {
+            None => cmd.stdin(Stdio::null()).output().await.map_err(spawn_err)?,
+            Some(input) => {
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(spawn_err)?;
+                let mut stdin = child.stdin.take().expect("piped");
+                // Written while the output is read, so a program that answers before
+                // it has read everything cannot deadlock against a full pipe. A
+                // write failure shows up as the program's own error.
+                let write = async move {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, &input).await;
+                };
+                let (out, ()) = tokio::join!(child.wait_with_output(), write);
+                out.map_err(spawn_err)?
+            }
+        };
         if !out.status.success() {
             return Err(NixError::Failed {
                 command: truncate_command(&command),
@@ -280,6 +306,53 @@ impl Nix {
         args.extend(paths.iter().map(|p| p.to_string()));
         // `--store` would name the source for `nix copy`; the target is `--to`.
         Nix { store: None }.run("nix", &args).await.map(|_| ())
+    }
+
+    /// The directory that holds this store's paths on this machine: `/nix/store` for
+    /// the default store, `<root>/nix/store` for a local chroot store given as a path
+    /// (`--store /var/tmp/chroot`). `None` for any other store URI, whose files fleet
+    /// cannot write itself.
+    pub fn real_store_dir(&self) -> Option<std::path::PathBuf> {
+        match self.store.as_deref() {
+            None => Some("/nix/store".into()),
+            Some(s) if s.starts_with('/') => Some(Path::new(s).join("nix/store")),
+            Some(_) => None,
+        }
+    }
+
+    /// Registers `paths`, already written under [`Nix::real_store_dir`] in Nix's
+    /// form (modes, modification time 1), as valid with the given `NarHash`, `NarSize`,
+    /// references and deriver: `nix-store --load-db`, as NixOS's installer images do
+    /// with `nix-path-registration`. Nix neither hashes nor checks the files: the
+    /// caller must have verified them. Signatures and content addresses are not
+    /// recorded (`--load-db` reads neither). Nix orders the set itself and registers
+    /// it in one transaction; references outside the set must already be valid.
+    pub async fn register_valid(&self, paths: &[PathInfo]) -> Result<(), NixError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let mut input = String::new();
+        for p in paths {
+            let deriver = p
+                .deriver
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_default();
+            input.push_str(&format!(
+                "{}\nsha256:{}\n{}\n{}\n{}\n",
+                p.path,
+                p.nar_hash.to_base32(),
+                p.nar_size,
+                deriver,
+                p.references.len()
+            ));
+            for r in &p.references {
+                input.push_str(&format!("{r}\n"));
+            }
+        }
+        self.run_with_input("nix-store", &["--load-db".into()], Some(input.into_bytes()))
+            .await
+            .map(|_| ())
     }
 
     /// Points `profile` at `path` as a new generation (`nix-env -p PROFILE --set PATH`).

@@ -539,7 +539,8 @@ impl Nix {
 
     /// Checks `paths` in `store` (a chroot directory or store URL): contents match
     /// their NAR hashes and each has at least `sigs_needed` signatures by
-    /// `trusted_keys` (`nix store verify --sigs-needed`). `Err` holds Nix's stderr.
+    /// `trusted_keys` (`nix store verify --sigs-needed`; 0 checks contents only,
+    /// `--no-trust`). `Err` holds Nix's stderr.
     pub fn verify_store(
         &self,
         store: &str,
@@ -548,9 +549,15 @@ impl Nix {
         sigs_needed: u32,
     ) -> Result<(), String> {
         let mut cmd = self.command("nix");
-        cmd.args(["store", "verify", "--store", store])
-            .args(["--sigs-needed", &sigs_needed.to_string()])
-            .args(["--trusted-public-keys", trusted_keys]);
+        cmd.args(["store", "verify", "--store", store]);
+        if sigs_needed == 0 {
+            // Contents only: Nix counts a path with no signature as untrusted even
+            // when 0 are needed.
+            cmd.arg("--no-trust");
+        } else {
+            cmd.args(["--sigs-needed", &sigs_needed.to_string()])
+                .args(["--trusted-public-keys", trusted_keys]);
+        }
         cmd.args(paths.iter().map(|p| p.to_string()));
         self.output(cmd).map(drop)
     }

@@ -168,14 +168,56 @@ impl Env {
         self.nix.is_valid_in(&self.store, p).unwrap()
     }
 
+    /// Every path is valid and its contents match its registered `NarHash` (Nix
+    /// reads each again). Signatures: see [`Env::assert_all_valid_via`].
     fn assert_all_valid(&self, paths: &[StorePath]) {
+        self.assert_all_valid_with_sigs(paths, 0);
+    }
+
+    /// [`Env::assert_all_valid`], and for the imports through `nix copy` also that
+    /// Nix recorded a trusted signature on each path. Unpacked paths are registered
+    /// without signatures (`nix-store --load-db` records none).
+    fn assert_all_valid_via(&self, paths: &[StorePath], via: ImportVia) {
+        let sigs = if via == ImportVia::Unpack { 0 } else { 1 };
+        self.assert_all_valid_with_sigs(paths, sigs);
+    }
+
+    fn assert_all_valid_with_sigs(&self, paths: &[StorePath], sigs_needed: u32) {
         for p in paths {
             assert!(self.valid(p), "{p} should be valid in the chroot store");
         }
         let trusted = self.trusted.to_nix_option();
         self.nix
-            .verify_store(&self.store.display().to_string(), paths, &trusted, 1)
+            .verify_store(
+                &self.store.display().to_string(),
+                paths,
+                &trusted,
+                sigs_needed,
+            )
             .unwrap();
+    }
+
+    /// The chroot store's directory.
+    fn store_dir(&self) -> PathBuf {
+        self.store.join("nix/store")
+    }
+
+    /// Fails if anything of `paths` is left in the store's directory (an unpacked
+    /// tree, a lock file).
+    fn assert_nothing_left_of(&self, paths: &[StorePath]) {
+        let Ok(rd) = std::fs::read_dir(self.store_dir()) else {
+            return;
+        };
+        let names: Vec<String> = rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        for p in paths {
+            let base = p.base_name();
+            assert!(
+                !names.iter().any(|n| n.starts_with(&base)) || self.valid(p),
+                "{base} left in the store directory: {names:?}"
+            );
+        }
     }
 
     fn assert_none_valid(&self, paths: &[StorePath]) {
@@ -392,14 +434,18 @@ fn an_interrupted_fetch_reuses_what_verifies_and_redownloads_the_rest() {
 // A hostile bucket: each attack refused with its own kind, nothing imported.
 
 /// Publishes the fixture, applies `tamper` (to the library, the closure's leaf, or
-/// its narinfo), fetches, and checks the refusal, in both import modes.
+/// its narinfo), fetches, and checks the refusal, in every import mode.
 ///
-/// Staged, nothing is imported. Through the substituter, Nix may have imported other
+/// Staged or unpacked, nothing is imported (and nothing unpacked stays on disk). Through the substituter, Nix may have imported other
 /// paths that passed every check before the refusal (they verify), but never the
 /// library nor anything that refers to it.
 fn refused(tamper: impl Fn(&Env, &Closure), kind: &str) -> FetchError {
     let mut last = None;
-    for via in [ImportVia::Staging, ImportVia::Substituter] {
+    for via in [
+        ImportVia::Staging,
+        ImportVia::Substituter,
+        ImportVia::Unpack,
+    ] {
         let env = Env::new();
         let g1 = fixture(&env, "1");
         env.publish(&g1, Compression::Zstd);
@@ -412,6 +458,11 @@ fn refused(tamper: impl Fn(&Env, &Closure), kind: &str) -> FetchError {
         let e = expect_kind(e, kind);
         match via {
             ImportVia::Staging => env.assert_none_valid(&g1.paths),
+            // Nothing registered, and what was unpacked is gone again.
+            ImportVia::Unpack => {
+                env.assert_none_valid(&g1.paths);
+                env.assert_nothing_left_of(&g1.paths);
+            }
             ImportVia::Substituter => {
                 env.assert_none_valid(&[lib(&g1), tool(&g1), g1.top.clone()]);
                 let imported: Vec<StorePath> =
@@ -423,7 +474,7 @@ fn refused(tamper: impl Fn(&Env, &Closure), kind: &str) -> FetchError {
         }
         last = Some(e);
     }
-    last.expect("two runs")
+    last.expect("three runs")
 }
 
 fn lib(c: &Closure) -> StorePath {
@@ -1368,41 +1419,53 @@ fn refused_late(
     file_fields: bool,
     kind: &str,
 ) {
-    let env = Env::new();
-    let s = Synthetic::new(name);
-    rt().block_on(async {
-        s.publish(
-            &env.bucket,
-            &env.sk,
-            c,
-            compress(&served, c),
-            sha256(honest),
-            honest.len() as u64,
-        )
-        .await;
-        if !file_fields {
-            let mut ni = env.narinfo(&s.path);
-            ni.file_hash = None;
-            ni.file_size = None;
-            std::fs::write(env.narinfo_file(&s.path), ni.to_text()).unwrap();
-        }
-        let limits = FetchLimits {
-            import_via: ImportVia::Substituter,
-            ..Env::limits()
-        };
-        let e = env.fetch_from(&env.bucket, &s.path, limits).await;
-        expect_kind(e, kind);
-        assert!(!env.valid(&s.path), "{} must not be in the store", s.path);
-        // Nix's own view: `nix path-info` fails for it.
-        assert!(
-            env.target
-                .path_info(std::slice::from_ref(&s.path))
-                .await
-                .is_err(),
-            "nix path-info must fail for {}",
-            s.path
-        );
-    });
+    for via in [ImportVia::Substituter, ImportVia::Unpack] {
+        let env = Env::new();
+        let s = Synthetic::new(name);
+        rt().block_on(async {
+            s.publish(
+                &env.bucket,
+                &env.sk,
+                c,
+                compress(&served, c),
+                sha256(honest),
+                honest.len() as u64,
+            )
+            .await;
+            if !file_fields {
+                let mut ni = env.narinfo(&s.path);
+                ni.file_hash = None;
+                ni.file_size = None;
+                std::fs::write(env.narinfo_file(&s.path), ni.to_text()).unwrap();
+            }
+            let limits = FetchLimits {
+                import_via: via,
+                ..Env::limits()
+            };
+            let e = env.fetch_from(&env.bucket, &s.path, limits).await;
+            expect_kind(e, kind);
+            assert!(
+                !env.valid(&s.path),
+                "{via:?}: {} must not be in the store",
+                s.path
+            );
+            // Nix's own view: `nix path-info` fails for it.
+            assert!(
+                env.target
+                    .path_info(std::slice::from_ref(&s.path))
+                    .await
+                    .is_err(),
+                "{via:?}: nix path-info must fail for {}",
+                s.path
+            );
+            // Nix's substituter may leave its own partial copy and lock file
+            // (invalid, and Nix removes them before it writes the path again); the
+            // unpacking import removes its own.
+            if via == ImportVia::Unpack {
+                env.assert_nothing_left_of(std::slice::from_ref(&s.path));
+            }
+        });
+    }
 }
 
 /// A 3 MiB file: a dozen chunks go to Nix before the end of its NAR.
@@ -1483,8 +1546,13 @@ fn a_truncated_streamed_nar_registers_nothing() {
 }
 
 #[test]
-fn the_substituter_and_the_staging_cache_import_the_same_closure() {
-    for via in [ImportVia::Substituter, ImportVia::Staging] {
+fn every_import_mode_imports_the_same_closure() {
+    let mut registered = Vec::new();
+    for via in [
+        ImportVia::Substituter,
+        ImportVia::Staging,
+        ImportVia::Unpack,
+    ] {
         let env = Env::new();
         let g1 = fixture(&env, "1");
         env.publish(&g1, Compression::Xz);
@@ -1497,7 +1565,134 @@ fn the_substituter_and_the_staging_cache_import_the_same_closure() {
             .unwrap_or_else(|e| panic!("{via:?}: {e}"));
         assert_eq!(rep.fetched, g1.paths, "{via:?}");
         assert!(rep.reused.is_empty(), "{via:?}");
-        env.assert_all_valid(&g1.paths);
+        // Nix re-reads every path and checks it against the registered NarHash.
+        env.assert_all_valid_via(&g1.paths, via);
         assert_eq!(env.staged(), [".lock"], "{via:?}");
+        // Nix registered the same NarHash, NarSize and references whichever way.
+        let mut infos = rt().block_on(env.target.path_info(&g1.paths)).unwrap();
+        for i in &mut infos {
+            i.signatures.clear();
+        }
+        registered.push(infos);
+        env.assert_nothing_left_of(&[]);
     }
+    assert_eq!(registered[0], registered[1]);
+    assert_eq!(registered[1], registered[2]);
+}
+
+/// What `nix-store` unpacks, as `nix-store --restore` would: the store's form (modes
+/// 0444/0555, modification time 1) on every file of every path.
+fn assert_store_form(root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(root).unwrap();
+    assert_eq!(m.mtime(), 1, "{}", root.display());
+    if m.file_type().is_symlink() {
+        return;
+    }
+    let mode = m.mode() & 0o7777;
+    assert!(
+        mode == 0o444 || mode == 0o555,
+        "{}: {mode:o}",
+        root.display()
+    );
+    if m.is_dir() {
+        assert_eq!(mode, 0o555, "{}", root.display());
+        for e in std::fs::read_dir(root).unwrap() {
+            assert_store_form(&e.unwrap().path());
+        }
+    }
+}
+
+#[test]
+fn unpack_replaces_an_unregistered_leftover_and_leaves_the_store_form() {
+    let env = Env::new();
+    let g1 = fixture(&env, "1");
+    env.publish(&g1, Compression::Zstd);
+    let limits = FetchLimits {
+        import_via: ImportVia::Unpack,
+        ..Env::limits()
+    };
+    rt().block_on(async {
+        // Another fetch (or Nix) was killed while writing the library: its tree is on
+        // disk, unregistered, and wrong.
+        let lib = lib(&g1);
+        std::fs::create_dir_all(env.store_dir()).unwrap();
+        let leftover = env.store_dir().join(lib.base_name());
+        std::fs::create_dir_all(leftover.join("lib")).unwrap();
+        std::fs::write(leftover.join("lib/half"), b"torn").unwrap();
+        let rep = env
+            .fetch_from(&env.bucket, &g1.top, limits)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rep.fetched, g1.paths);
+        assert!(!leftover.join("lib/half").exists());
+        env.assert_all_valid_via(&g1.paths, ImportVia::Unpack);
+        for p in &g1.paths {
+            assert_store_form(&env.store_dir().join(p.base_name()));
+        }
+        env.assert_nothing_left_of(&[]);
+        // Lock files are released the way Nix releases them: unlinked.
+        let locks: Vec<_> = std::fs::read_dir(env.store_dir())
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                n.ends_with(".lock").then_some(n)
+            })
+            .collect();
+        assert!(locks.is_empty(), "{locks:?}");
+    });
+}
+
+#[test]
+fn unpack_writes_into_a_read_only_store_only_in_a_private_mount_namespace() {
+    let env = Env::new();
+    let g1 = fixture(&env, "1");
+    env.publish(&g1, Compression::Zstd);
+    // Initialise the store, then mount its directory read-only, as NixOS does.
+    assert!(!env.valid(&g1.top));
+    let dir = env.store_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .arg(&dir)
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !mount(&["--bind"]) {
+        eprintln!("SKIP: cannot bind-mount here (needs root and mount rights)");
+        return;
+    }
+    let read_only = |d: &Path| {
+        rustix::fs::statvfs(d)
+            .unwrap()
+            .f_flag
+            .contains(rustix::fs::StatVfsMountFlags::RDONLY)
+    };
+    let result = mount(&["-o", "remount,bind,ro"]).then(|| {
+        let limits = FetchLimits {
+            import_via: ImportVia::Unpack,
+            ..Env::limits()
+        };
+        let r = rt().block_on(env.fetch_from(&env.bucket, &g1.top, limits));
+        // Still read-only for everyone else, this process included.
+        let still_ro = read_only(&dir);
+        let write = std::fs::write(dir.join("probe"), b"x");
+        (r, still_ro, write)
+    });
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    let Some((result, still_ro, write)) = result else {
+        eprintln!("SKIP: cannot remount read-only here");
+        return;
+    };
+    let rep = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rep.fetched, g1.paths);
+    assert!(still_ro, "the store's mount changed for the test process");
+    assert!(
+        write.is_err(),
+        "the test process could write into the read-only store"
+    );
+    env.assert_all_valid_via(&g1.paths, ImportVia::Unpack);
+    env.assert_nothing_left_of(&[]);
 }

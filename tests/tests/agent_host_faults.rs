@@ -13,8 +13,10 @@ mod agent_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use agent_common::{Run, World};
+use fleet_core::StorePath;
 use fleet_core::status::AgentState;
 
 /// A tmpfs of a given size mounted over a directory for the life of the value.
@@ -302,7 +304,9 @@ const KILLED_BLOB: u64 = 32 * 1024 * 1024;
 
 #[test]
 fn nix_copy_killed_mid_import_registers_nothing_and_the_next_cycle_completes() {
-    let w = World::new("hf-nix-killed");
+    let mut w = World::new("hf-nix-killed");
+    // Only the staged import runs `nix copy` (pinned: the default unpacks itself).
+    w.extra_config = "import-via = \"staging\"\n".to_owned();
     let g1 = w.held_system("1", "hf-nix-killed", 0);
     w.bring_up(1, &g1);
     let g2 = w.held_system("2", "hf-nix-killed", KILLED_BLOB);
@@ -372,6 +376,69 @@ wait $pid
     assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
     assert_eq!(r.report.current.unwrap().closure, g2.top);
     assert!(w.nix.is_valid_in(&w.chroot, blob).unwrap());
+    verify_store(&w).unwrap();
+}
+
+#[test]
+fn the_agent_killed_mid_unpack_registers_nothing_and_the_next_cycle_completes() {
+    // The default import unpacks into the store itself: SIGKILL the agent while it
+    // writes the blob, the way a power cut or the OOM killer would.
+    let w = World::new("hf-unpack-killed");
+    let g1 = w.held_system("1", "hf-unpack-killed", 0);
+    w.bring_up(1, &g1);
+    let g2 = w.held_system("2", "hf-unpack-killed", KILLED_BLOB);
+    w.deploy(2, &g2);
+    let store = w.chroot.join("nix/store");
+    let blob_dir = || {
+        std::fs::read_dir(&store).ok().and_then(|rd| {
+            rd.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                n.contains(&format!("fleet-agent-test-blob-{KILLED_BLOB}-"))
+                    && !n.ends_with(".lock")
+            })
+        })
+    };
+    let mut agent = w
+        .agent_cmd("once")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let killed = loop {
+        if blob_dir().is_some() {
+            agent.kill().unwrap();
+            break true;
+        }
+        if agent.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(60) {
+            let _ = agent.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = agent.wait();
+    assert!(
+        killed,
+        "the agent finished before the blob appeared; this run proves nothing"
+    );
+    // Something of the blob is on disk, unregistered; nothing of generation 2 is valid.
+    let on_disk = blob_dir().expect("the blob's directory");
+    let blob = StorePath::new(&format!(
+        "/nix/store/{}",
+        on_disk.file_name().unwrap().to_string_lossy()
+    ))
+    .unwrap();
+    assert!(!w.nix.is_valid_in(&w.chroot, &blob).unwrap());
+    assert!(!w.nix.is_valid_in(&w.chroot, &g2.top).unwrap());
+    verify_store(&w).unwrap();
+    assert_eq!(w.profile_target(), Some(g1.top.clone()));
+    assert_eq!(w.activated(), std::slice::from_ref(&g1.top));
+
+    // The next cycle removes the leftover, unpacks it again and registers it.
+    let r = w.once_expect(0);
+    assert_eq!(r.report.state, AgentState::Healthy, "{}", r.stderr);
+    assert_eq!(r.report.current.unwrap().closure, g2.top);
+    assert!(w.nix.is_valid_in(&w.chroot, &blob).unwrap());
     verify_store(&w).unwrap();
 }
 

@@ -23,9 +23,10 @@ pub(super) fn fetch_limits(c: &Config, request_timeout: Duration) -> anyhow::Res
         import_in_waves: c.import_in_waves.unwrap_or(defaults.import_in_waves),
         import_via: match c.import_via.as_deref() {
             Some("substituter") => ImportVia::Substituter,
-            None | Some("staging") => ImportVia::Staging,
+            None | Some("unpack") => ImportVia::Unpack,
+            Some("staging") => ImportVia::Staging,
             Some(other) => anyhow::bail!(
-                "import-via = {other:?} is not a mode; use \"staging\" (the default) or \"substituter\""
+                "import-via = {other:?} is not a mode; use \"unpack\" (the default), \"staging\" or \"substituter\""
             ),
         },
         request_timeout,

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::error::{bucket_error, refusal_error};
+use super::unpack::Unpacker;
 use super::verify::{self, Expect, Refusal, Verified};
 use super::waves::{Waves, dependency_order, import};
 use super::{Ctx, FetchError, FetchLimits, SMALL_NAR, SMALL_NARS_AT_ONCE, blocking};
@@ -32,6 +33,9 @@ pub(super) struct NarOutcome {
     pub(super) verified: Verified,
     /// Found staged by an earlier fetch (and verified again) rather than downloaded.
     pub(super) reused: bool,
+    /// With [`super::ImportVia::Unpack`]: made valid by someone else since the walk,
+    /// so nothing was downloaded.
+    pub(super) valid_meanwhile: bool,
 }
 
 /// What [`download_all`] brought in.
@@ -205,6 +209,9 @@ pub(super) fn nar_key(ni: &NarInfo) -> Result<Key, FetchError> {
 async fn fetch_nar(ctx: &Ctx<'_>, ni: &Arc<NarInfo>) -> Result<NarOutcome, FetchError> {
     let key = nar_key(ni)?;
     let exp = expectations(ni, &ctx.limits)?;
+    if let Some(u) = &ctx.unpacker {
+        return unpack_nar(ctx, u, ni, &key, &exp).await;
+    }
     let lock = ctx.url_lock(&ni.url);
     let _guard = lock.lock().await;
     let target = ctx.staging.nar_path(&ni.url);
@@ -215,16 +222,70 @@ async fn fetch_nar(ctx: &Ctx<'_>, ni: &Arc<NarInfo>) -> Result<NarOutcome, Fetch
             NarOutcome {
                 verified,
                 reused: true,
+                valid_meanwhile: false,
             }
         }
         None => NarOutcome {
             verified: download(ctx, ni, &key, &exp, &target).await?,
             reused: false,
+            valid_meanwhile: false,
         },
     };
     let (staging, staged) = (ctx.staging.clone(), staged_narinfo(ni));
     blocking(move || staging.write_narinfo(&staged)).await??;
     Ok(outcome)
+}
+
+/// Streams the NAR file of `ni` through every check into its place in the store
+/// (`unpack.rs`), under the path's lock; the path is registered later, with the rest.
+async fn unpack_nar(
+    ctx: &Ctx<'_>,
+    u: &Arc<Unpacker>,
+    ni: &Arc<NarInfo>,
+    key: &Key,
+    exp: &Expect,
+) -> Result<NarOutcome, FetchError> {
+    let Some(lock) = u.prepare(ctx, &ni.store_path).await? else {
+        return Ok(NarOutcome {
+            verified: Verified {
+                file_size: 0,
+                nar_size: 0,
+            },
+            reused: false,
+            valid_meanwhile: true,
+        });
+    };
+    let target = u.target(&ni.store_path);
+    let dest = target.clone();
+    let checked = verify_stream(ctx, ni, key, exp, move |source, exp| {
+        (verify::verify_unpack(source, exp, &dest), ())
+    })
+    .await;
+    match checked {
+        Ok((Ok(verified), ())) => {
+            u.written(ni, lock);
+            tracing::debug!(path = %ni.store_path, bytes = verified.file_size, "NAR file verified and unpacked");
+            Ok(NarOutcome {
+                verified,
+                reused: false,
+                valid_meanwhile: false,
+            })
+        }
+        failed => {
+            // Removed before the lock goes: nothing half-written stays behind it.
+            u.discard(&ni.store_path, lock).await;
+            Err(match failed {
+                Ok((Err(Refusal::Sink(error)), ())) => FetchError::Unpack {
+                    action: "writing",
+                    path: target,
+                    error,
+                },
+                Ok((Err(r), ())) => refusal_error(r, ni, key, &target),
+                Err(e) => e,
+                Ok((Ok(_), ())) => unreachable!("handled above"),
+            })
+        }
+    }
 }
 
 /// The narinfo Nix reads from the staging directory: the verified one, describing the
@@ -349,10 +410,6 @@ pub(super) async fn verify_stream<S: Send + 'static>(
         what,
         limit,
     };
-    let internal = |e: tokio::task::JoinError| FetchError::Internal {
-        path: path.to_string(),
-        why: format!("the verifier thread failed: {e}"),
-    };
     let budget =
         limits.request_timeout + Duration::from_secs(exp.file_limit / limits.min_bytes_per_sec);
     let deadline = Instant::now() + budget;
@@ -375,7 +432,20 @@ pub(super) async fn verify_stream<S: Send + 'static>(
 
     let (source, feed) = body.into_reader();
     let exp2 = exp.clone();
-    let verifier = tokio::task::spawn_blocking(move || check(source, &exp2));
+    // Unpacking writes into the store, which may need a thread of its own.
+    let verifier: futures::future::BoxFuture<'static, Result<_, FetchError>> = match &ctx.unpacker {
+        Some(u) => u.run(move || check(source, &exp2)),
+        None => {
+            let h = tokio::task::spawn_blocking(move || check(source, &exp2));
+            let path = path.to_string();
+            Box::pin(async move {
+                h.await.map_err(|e| FetchError::Internal {
+                    path,
+                    why: format!("the verifier thread failed: {e}"),
+                })
+            })
+        }
+    };
     let (result, sink) = match feed {
         None => tokio::time::timeout_at(deadline, verifier)
             .await
@@ -384,11 +454,10 @@ pub(super) async fn verify_stream<S: Send + 'static>(
                     "the NAR file was not read before its deadline (request timeout plus size over the minimum transfer rate)",
                     budget,
                 )
-            })?
-            .map_err(internal)?,
+            })??,
         Some(feed) => {
             let fed = feed.run(limits.stall_timeout, deadline).await;
-            let checked = verifier.await.map_err(internal)?;
+            let checked = verifier.await?;
             fed.map_err(|e| match e {
                 FeedError::Deadline => timeout(
                     "the NAR file did not arrive before its deadline (request timeout plus size over the minimum transfer rate)",

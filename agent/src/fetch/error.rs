@@ -42,6 +42,24 @@ pub enum FetchError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// Writing into the Nix store's directory failed ([`super::ImportVia::Unpack`]).
+    #[error("Nix store: {action} {path} failed: {error}")]
+    Unpack {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// [`super::ImportVia::Unpack`] on a store mounted read-only, not as root.
+    #[error(
+        "the Nix store {dir} is mounted read-only and the agent is not root, so it cannot remount it writable for itself as Nix does; run the agent as root, or set import-via = \"staging\""
+    )]
+    StoreReadOnly {
+        /// The store's directory.
+        dir: PathBuf,
+    },
     /// Asking the local Nix store which paths it has failed.
     #[error("asking the Nix store which paths are missing failed: {0}")]
     StoreQuery(Box<NixError>),
@@ -259,8 +277,9 @@ pub enum FetchError {
         /// What is wrong.
         why: String,
     },
-    /// `nix copy` from the staging cache failed, or left the closure invalid.
-    #[error("importing {root} from the staging cache into the Nix store failed: {why}")]
+    /// `nix copy` from the staging cache (or the registration of unpacked paths)
+    /// failed, or left the closure invalid.
+    #[error("importing {root} into the Nix store failed: {why}")]
     ImportFailed {
         /// The closure's top path.
         root: String,
@@ -285,6 +304,10 @@ impl FetchError {
             FetchError::Staging { error, .. } => {
                 local_io_kind(error).unwrap_or(ErrorKind::StagingIo)
             }
+            FetchError::Unpack { error, .. } => {
+                local_io_kind(error).unwrap_or(ErrorKind::ImportFailed)
+            }
+            FetchError::StoreReadOnly { .. } => ErrorKind::DiskReadOnly,
             FetchError::StoreQuery(_) => ErrorKind::StoreQueryFailed,
             FetchError::NarinfoMissing { .. } => ErrorKind::NarinfoMissing,
             FetchError::NarMissing { .. } => ErrorKind::NarMissing,

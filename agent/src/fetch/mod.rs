@@ -3,8 +3,9 @@
 //! everything on the way.
 //!
 //! [`fetch_closure`] runs these steps (walk and narinfos in `walk.rs`, NARs in
-//! `download.rs`, checked by `verify.rs` into `staging.rs`'s directory, import in
-//! `waves.rs`; every error in `error.rs`):
+//! `download.rs`, checked by `verify.rs`, imported by `unpack.rs`, or through
+//! `staging.rs`'s directory and `waves.rs`, or `serve.rs`; every error in
+//! `error.rs`):
 //!
 //! 1. **Walk.** Breadth-first from the closure's top path over narinfo `References:`,
 //!    asking the target store which paths it lacks ([`Nix::invalid_paths`], in
@@ -22,24 +23,28 @@
 //!    a few at once: count and hash the file as it is read (`FileSize`/`FileHash`),
 //!    decompress, count and hash the NAR (the signed `NarSize`/`NarHash`), and check
 //!    it with [`fleet_core::nar::validate`], all in one pass on a blocking thread
-//!    while the NAR, decompressed, is written to the staging directory (see
-//!    `verify.rs`). A server that sends more than announced, or a file that
+//!    (see `verify.rs`). A server that sends more than announced, or a file that
 //!    decompresses past `NarSize`, is cut off there. The bucket hands the body over
 //!    ([`Bucket::get_stream`]): from a remote store its chunks go through a channel
 //!    to that thread; on a `file://` bucket the thread reads the file itself.
-//!
-//! With [`ImportVia::Substituter`] (opt-in, `import-via = "substituter"`) steps 3 and 4 are one: `serve.rs` serves
-//! the verified narinfos to `nix copy --no-recursive --from http://127.0.0.1:PORT`
-//! and streams each NAR through the checks below as Nix asks for it, holding back its
-//! last chunk until every check passed. With [`ImportVia::Staging`] (the default):
-//!
-//! 4. **Import.** `nix copy --no-recursive --from file://<staging>` with the same
-//!    trusted keys and `require-sigs`, so Nix checks the signatures and hashes again;
-//!    then the staging directory is emptied. The staged narinfos say
-//!    `Compression: none`, so Nix does not decompress a second time. By default
-//!    everything is imported at the end; with [`FetchLimits::import_in_waves`],
-//!    verified paths are imported while later ones still download, in dependency
-//!    order, one `nix copy` at a time.
+//! 4. **Import**, one of three ways ([`ImportVia`]):
+//!    - **unpack** (the default, `unpack.rs`): in the same pass as step 3 the NAR is
+//!      unpacked straight into its place in the store's directory, under Nix's
+//!      path lock; once every missing path passed, the closure is registered with
+//!      `nix-store --load-db` (signed `NarHash`, `NarSize`, references). Nix reads
+//!      nothing again. A refusal removes what was unpacked; nothing is registered.
+//!    - **staging**: the NAR is written, decompressed, to the staging directory
+//!      (`staging.rs`), then `nix copy --no-recursive --from file://<staging>` with
+//!      the same trusted keys and `require-sigs` imports it, Nix checking the
+//!      signatures and hashes again; then the staging directory is emptied. The
+//!      staged narinfos say `Compression: none`, so Nix does not decompress a second
+//!      time. Everything is imported at the end, or with
+//!      [`FetchLimits::import_in_waves`] in waves while later paths download, in
+//!      dependency order, one `nix copy` at a time.
+//!    - **substituter**: `serve.rs` serves the verified narinfos to
+//!      `nix copy --no-recursive --from http://127.0.0.1:PORT` and streams each NAR
+//!      through the checks as Nix asks for it, holding back its last chunk until
+//!      every check passed.
 //!
 //! **`FileHash` and `FileSize` are optional.** They are not signed, so anyone who can
 //! replace a NAR file can rewrite them too: they catch corruption and a server that
@@ -56,14 +61,17 @@
 //! read). Memory stays flat: each download holds a few chunks in flight (or one read
 //! buffer) plus its decoder's window.
 //!
-//! **Restarts.** Staged files appear by rename only, so after a kill a rerun finds
-//! either nothing or a whole file. A staged NAR file is verified again (locally)
-//! before it is reused, and downloaded again if that fails.
+//! **Restarts.** Unpacked paths are not valid until registered: after a kill a rerun
+//! finds them on disk, invalid, removes them and downloads them again. Staged files
+//! appear by rename only, so after a kill a rerun finds either nothing or a whole
+//! file. A staged NAR file is verified again (locally) before it is reused, and
+//! downloaded again if that fails.
 
 mod download;
 mod error;
 mod serve;
 mod staging;
+mod unpack;
 mod verify;
 mod walk;
 mod waves;
@@ -82,6 +90,7 @@ use download::download_all;
 pub use error::FetchError;
 pub(crate) use error::local_io_kind;
 use staging::Staging;
+use unpack::Unpacker;
 use walk::{Walk, fetch_narinfo};
 use waves::{dependency_order, import};
 
@@ -136,8 +145,8 @@ pub struct FetchLimits {
     pub max_narinfo_size: u64,
     /// Most store paths the walk may visit (missing ones plus the valid ones it meets).
     pub max_paths: usize,
-    /// Most NAR bytes (sum of `NarSize`) of the missing paths: the staging directory's
-    /// disk use.
+    /// Most NAR bytes (sum of `NarSize`) of the missing paths: about the disk the
+    /// unpacked paths (or the staging directory) take.
     pub max_total_nar_size: u64,
     /// NAR downloads running at once. Narinfo requests, and downloads of small NARs
     /// (`NarSize` 64 KiB or less), run up to 32 more at once: they cost round trips,
@@ -176,9 +185,17 @@ pub enum ImportVia {
     Substituter,
     /// Each NAR is verified into the staging directory, then imported with
     /// `nix copy --from file://…` (at the end, or in waves); a restart reuses what was
-    /// staged. The default.
-    #[default]
+    /// staged. For stores fleet cannot write itself.
     Staging,
+    /// Each NAR is unpacked straight into the store's directory as it is checked
+    /// (`unpack.rs`), and the closure's paths are registered with
+    /// `nix-store --load-db` once all passed: one pass over the bytes, and Nix does
+    /// not hash them again (decision 30). Needs the default store or a local chroot
+    /// store, and root when the store is mounted read-only;
+    /// [`FetchLimits::import_in_waves`] does not apply, and nothing is staged. The
+    /// default.
+    #[default]
+    Unpack,
 }
 
 impl Default for FetchLimits {
@@ -206,6 +223,7 @@ impl FetchLimits {
             concurrency: self.concurrency.max(1),
             import_batch: self.import_batch.max(1),
             min_bytes_per_sec: self.min_bytes_per_sec.max(1),
+            import_in_waves: self.import_in_waves && self.import_via == ImportVia::Staging,
             ..self.clone()
         }
     }
@@ -252,11 +270,12 @@ impl FetchReport {
 /// Fetches the missing paths of `req.closure`, verifies them and imports them into
 /// `req.nix`'s store.
 ///
-/// On a refusal nothing was imported, unless [`FetchLimits::import_in_waves`] is set:
-/// then the paths of waves imported before the refusal stay (each passed every
-/// check). Otherwise only `nix copy` failing part-way ([`FetchError::ImportFailed`])
-/// can leave some paths imported, and those passed every check too. Verified files
-/// stay staged for the next try.
+/// On a refusal nothing was imported: unpacked paths are removed, unregistered.
+/// Exceptions, each leaving only paths that passed every check: the waves imported
+/// before the refusal with [`FetchLimits::import_in_waves`], the paths Nix already
+/// received whole through the substituter, and whatever `nix copy` got through
+/// before failing part-way ([`FetchError::ImportFailed`]). Staged files stay for the
+/// next try.
 pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchError> {
     let limits = req.limits.normalized();
     let staging = {
@@ -268,6 +287,10 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     let root = req.closure;
     let mut report = FetchReport::default();
 
+    let unpacker = match limits.import_via {
+        ImportVia::Unpack => Some(Arc::new(Unpacker::open(req.nix)?)),
+        _ => None,
+    };
     let ctx = Ctx {
         bucket: req.bucket,
         nix: req.nix,
@@ -276,6 +299,7 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
         root,
         staging: Arc::new(staging),
         url_locks: Mutex::new(HashMap::new()),
+        unpacker,
     };
     let nothing_to_do = |mut report: FetchReport| async {
         tracing::debug!(closure = %root, "closure already valid, nothing to fetch");
@@ -345,21 +369,35 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     let downloading = download_all(&ctx, rx, done_rx, &url);
     let mut walking = std::pin::pin!(walking);
     let mut downloading = std::pin::pin!(downloading);
-    let (walked, fetched) = tokio::select! {
-        w = &mut walking => match w {
-            Ok(w) => (w, downloading.await?),
-            Err(e) => {
-                // The walk's channel is closed: the downloads take nothing new, and a
-                // wave's `nix copy` under way is let finish rather than killed in the
-                // middle of writing a path (what it imports passed every check).
-                let _ = downloading.await;
-                return Err(e);
+    let fetched: Result<_, FetchError> = async {
+        Ok(tokio::select! {
+            w = &mut walking => match w {
+                Ok(w) => (w, downloading.await?),
+                Err(e) => {
+                    // The walk's channel is closed: the downloads take nothing new,
+                    // and a wave's `nix copy` under way is let finish rather than
+                    // killed in the middle of writing a path (what it imports passed
+                    // every check).
+                    let _ = downloading.await;
+                    return Err(e);
+                }
+            },
+            // A refused download ends the fetch at once (the walk has nothing to
+            // finish).
+            d = &mut downloading => {
+                let d = d?;
+                (walking.await?, d)
             }
-        },
-        // A refused download ends the fetch at once (the walk has nothing to finish).
-        d = &mut downloading => {
-            let d = d?;
-            (walking.await?, d)
+        })
+    }
+    .await;
+    let (walked, fetched) = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(u) = &ctx.unpacker {
+                u.abandon().await;
+            }
+            return Err(e);
         }
     };
     report.already_valid = walked.already_valid;
@@ -367,6 +405,10 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     report.bytes_downloaded = walked.narinfo_bytes;
     let mut rest = Vec::with_capacity(fetched.nars.len());
     for (path, outcome) in fetched.nars {
+        if outcome.valid_meanwhile {
+            report.already_valid += 1;
+            continue;
+        }
         report.nar_bytes += outcome.verified.nar_size;
         if outcome.reused {
             report.reused.push(path.clone());
@@ -382,6 +424,11 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     report.reused.sort();
     rest.sort();
 
+    if let Some(u) = &ctx.unpacker {
+        tracing::info!(closure = %root, paths = rest.len(), "registering unpacked paths");
+        u.register(&ctx).await?;
+        return finish(&ctx, report).await;
+    }
     tracing::info!(closure = %root, paths = rest.len(), "importing verified paths");
     import(&ctx, &url, &dependency_order(&rest, &fetched.refs)).await?;
     finish(&ctx, report).await
@@ -414,6 +461,8 @@ struct Ctx<'a> {
     /// One lock per NAR file name: two paths with identical NARs share a file, and
     /// the second must find it staged rather than race the first.
     url_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// With [`ImportVia::Unpack`]: the store directory the NARs are unpacked into.
+    unpacker: Option<Arc<Unpacker>>,
 }
 
 impl Ctx<'_> {

@@ -1,4 +1,4 @@
-//! Steps 3 and 4 by default ([`ImportVia::Substituter`](super::ImportVia)): a
+//! Steps 3 and 4 with [`ImportVia::Substituter`](super::ImportVia) (opt-in): a
 //! verifying binary cache that the agent serves to Nix over HTTP on `127.0.0.1`, for
 //! the length of one `nix copy --from http://127.0.0.1:PORT`.
 //!

@@ -27,6 +27,7 @@
 //! follow it, and both are refused before the NAR hash is looked at).
 
 use std::io::{self, BufRead, Read, Write};
+use std::path::Path;
 
 use fleet_core::nar::{self, NarError};
 use fleet_core::narinfo::{Compression, Sha256Hash};
@@ -101,7 +102,7 @@ pub(crate) enum Refusal {
     Malformed(String),
     /// Reading the source failed (the download or the staged file).
     Source(io::Error),
-    /// Writing the staged copy failed.
+    /// Writing the staged copy (or the unpacked tree) failed.
     Sink(io::Error),
 }
 
@@ -232,6 +233,7 @@ fn nar_stage(
     input: &mut FileTap<impl BufRead>,
     exp: &Expect,
     sink: Option<&mut dyn Write>,
+    dest: Option<&Path>,
 ) -> NarStage {
     let dec = match decoder(exp.compression, &mut *input) {
         Ok(d) => d,
@@ -252,7 +254,10 @@ fn nar_stage(
         sink,
         sink_err: None,
     };
-    let result = nar::validate(&mut tap).map(drop);
+    let result = match dest {
+        Some(dest) => nar::unpack(&mut tap, dest).map(drop),
+        None => nar::validate(&mut tap).map(drop),
+    };
     NarStage {
         result,
         count: tap.count,
@@ -268,6 +273,26 @@ pub(crate) fn verify(
     exp: &Expect,
     sink: Option<&mut dyn Write>,
 ) -> Result<Verified, Refusal> {
+    verify_to(source, exp, sink, None)
+}
+
+/// Streams `source` through every check of `exp`, unpacking the NAR it holds at
+/// `dest` ([`nar::unpack`]) in the same pass. On a refusal whatever was written at
+/// `dest` is left for the caller to remove.
+pub(crate) fn verify_unpack(
+    source: impl BufRead,
+    exp: &Expect,
+    dest: &Path,
+) -> Result<Verified, Refusal> {
+    verify_to(source, exp, None, Some(dest))
+}
+
+fn verify_to(
+    source: impl BufRead,
+    exp: &Expect,
+    sink: Option<&mut dyn Write>,
+    dest: Option<&Path>,
+) -> Result<Verified, Refusal> {
     let mut file = FileTap {
         inner: source,
         hasher: Some(Sha256::new()),
@@ -275,7 +300,7 @@ pub(crate) fn verify(
         limit: exp.file_limit,
         source_err: None,
     };
-    let nar = nar_stage(&mut file, exp, sink);
+    let nar = nar_stage(&mut file, exp, sink, dest);
     // Whatever follows the compressed stream (or the rest of a file the NAR check
     // gave up on) is read too, so FileHash and FileSize cover the whole file.
     let (trailing, drain_err) = drain(&mut file);
@@ -289,6 +314,12 @@ pub(crate) fn verify(
 
     if let Some(e) = nar.sink_err {
         return Err(Refusal::Sink(e));
+    }
+    if let Err(NarError::Unpack { path, error }) = &nar.result {
+        return Err(Refusal::Sink(io::Error::new(
+            error.kind(),
+            format!("{}: {error}", path.display()),
+        )));
     }
     if let Some((kind, text)) = file.source_err {
         return Err(Refusal::Source(io::Error::new(kind, text)));

@@ -20,9 +20,9 @@
 //!   public key only (and a fresh `XDG_CACHE_HOME`, so Nix's narinfo disk cache
 //!   never answers for the network);
 //! - the agent's fetch (`fleet_agent::fetch::fetch_closure`, in a child process:
-//!   `bench-agent-fetch --worker`) over `s3://BUCKET?endpoint=http://PROXY`: staged
-//!   (the default), staged with import in waves, and through the verifying
-//!   substituter (skipped for the 1,000-path case unless `--all-modes`: it takes
+//!   `bench-agent-fetch --worker`) over `s3://BUCKET?endpoint=http://PROXY`:
+//!   unpacked into the store (the default), staged, staged with import in waves, and
+//!   through the verifying substituter (skipped for the 1,000-path case unless `--all-modes`: it takes
 //!   about a minute a run there even without a shaped link, see performance.md).
 //!
 //! The fleet worker reports its own peak RSS (`VmHWM`, its `nix` children excluded);
@@ -133,10 +133,11 @@ fn main() {
 }
 
 /// One fleet import mode: its label and the worker's flag.
-const FLEET_MODES: [(&str, Option<&str>); 3] = [
-    ("fleet fetch, staged (default)", Some("--staged")),
+const FLEET_MODES: [(&str, Option<&str>); 4] = [
+    ("fleet fetch, unpack (default)", Some("--unpack")),
+    ("fleet fetch, staged", Some("--staged")),
     ("fleet fetch, staged, waves", Some("--waves")),
-    ("fleet fetch, substituter", None),
+    ("fleet fetch, substituter", Some("--substituter")),
 ];
 
 fn real_main(args: &[String]) -> anyhow::Result<()> {
@@ -245,7 +246,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         for (case, closure, tag) in &cases {
             let modes: Vec<_> = fleet_tools
                 .iter()
-                .filter(|(_, flag, _)| flag.is_some() || *tag != "many" || o.all_modes)
+                .filter(|(_, flag, _)| {
+                    *flag != Some("--substituter") || *tag != "many" || o.all_modes
+                })
                 .collect();
             eprintln!(
                 "{link_label}, {case}: nix copy and {} fleet modes, {} runs each, interleaved…",

@@ -1,5 +1,5 @@
 //! `bench-agent-fetch`: the agent's fetch pipeline (`fleet_agent::fetch::fetch_closure`:
-//! download, verify, `nix copy` import) against a plain
+//! download, verify, import) against a plain
 //! `nix copy --from file://…` of the same signed cache into the same kind of store
 //! (see bench/README.md).
 //!
@@ -15,12 +15,12 @@
 //! 4. a no-op fetch of the 1,000-path closure (already valid: one validity query).
 //!
 //! Tools per case: `nix copy --from` the bucket's cache (the baseline); `nix copy
-//! --no-recursive --from` a signed uncompressed copy of it, which is the agent's
-//! import step alone through a staged cache (Nix's share of the staged fetch's time);
-//! the agent's fetch through the verifying local substituter (`ImportVia::Substituter`,
-//! opt-in: NARs streamed through the checks to `nix copy`); and the staged fetch
-//! (`ImportVia::Staging`, the default: verify into a staging cache, then import it at
-//! the end, or in waves with `import_in_waves`), all in the same run.
+//! --no-recursive --from` a signed uncompressed copy of it, which is the staged
+//! fetch's import step alone (Nix's share of the staged fetch's time); and the
+//! agent's fetch in each of [`FLEET_MODES`]: unpacked into the store in one pass
+//! (`ImportVia::Unpack`, the default), staged (`ImportVia::Staging`: verify into a
+//! staging cache, then `nix copy` it at the end, or in waves), and through the
+//! verifying local substituter (`ImportVia::Substituter`), all in the same run.
 //!
 //! The fetch runs in a child process (this binary with `--worker`), so wall time and
 //! peak RSS are measured the same way for both tools: `wait4` of the child, whose
@@ -38,12 +38,38 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use fleet_agent::fetch::{FetchLimits, FetchRequest, ImportVia, fetch_closure};
 use fleet_bench::{
-    Report, Stats, Table, interleaved, load_average, measure, runs_arg, text_closure, worker_output,
+    MakeCommand, Report, Stats, Table, interleaved, load_average, measure, runs_arg, text_closure,
+    worker_output,
 };
 use fleet_core::keys::PublicKey;
 use fleet_core::narinfo::Compression;
 use fleet_core::{Bucket, StorePath, TrustedKeys, nixcli};
 use fleet_tests::nix::{BULK_LARGE, BULK_MANY, Closure, Nix};
+
+/// The fleet fetches measured, in table order: label, the worker's mode flag, and
+/// what it is.
+const FLEET_MODES: [(&str, Option<&str>, &str); 4] = [
+    (
+        "fleet-agent fetch, unpack (default)",
+        Some("--unpack"),
+        "verify and unpack into the store in one pass, then nix-store --load-db",
+    ),
+    (
+        "fleet-agent fetch, staged",
+        Some("--staged"),
+        "verify into a staging cache, then nix copy from it",
+    ),
+    (
+        "fleet-agent fetch, staged, import in waves",
+        Some("--waves"),
+        "the same, nix copy in waves while later paths download",
+    ),
+    (
+        "fleet-agent fetch, substituter",
+        Some("--substituter"),
+        "NARs streamed through the checks to nix copy over 127.0.0.1",
+    ),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,19 +96,20 @@ fn self_peak_rss() -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// `--worker BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR [--staged|--waves]`:
-/// one fetch (through the substituter, or staged, at the end or in waves); prints the
-/// report and the peak RSS as JSON.
+/// `--worker BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR MODE`: one fetch in
+/// one of [`FLEET_MODES`]; prints the report and the peak RSS as JSON.
 fn worker(args: &[String]) -> anyhow::Result<()> {
     let (args, via, waves) = match args {
         [rest @ .., last] if last == "--waves" => (rest, ImportVia::Staging, true),
         [rest @ .., last] if last == "--staged" => (rest, ImportVia::Staging, false),
-        all => (all, ImportVia::Substituter, false),
+        [rest @ .., last] if last == "--unpack" => (rest, ImportVia::Unpack, false),
+        [rest @ .., last] if last == "--substituter" => (rest, ImportVia::Substituter, false),
+        _ => bail!(
+            "the worker's last argument is its mode: --staged, --waves, --unpack or --substituter"
+        ),
     };
     let [bucket, top, pk, store, staging] = args else {
-        bail!(
-            "--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR [--staged|--waves]"
-        );
+        bail!("--worker needs BUCKET_URL TOP PUBLIC_KEY_FILE STORE_DIR STAGING_DIR MODE");
     };
     let bucket = Bucket::open_url(bucket)?;
     let top = StorePath::new(top)?;
@@ -196,15 +223,6 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             c.args(mode);
             c
         };
-    let worker_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
-        fleet_cmd(cache_root, top, store, staging, None)
-    };
-    let staged_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
-        fleet_cmd(cache_root, top, store, staging, Some("--staged"))
-    };
-    let waves_cmd = |cache_root: &Path, top: &StorePath, store: &Path, staging: &Path| {
-        fleet_cmd(cache_root, top, store, staging, Some("--waves"))
-    };
 
     let mut add = |case: &str,
                    tool: &str,
@@ -291,13 +309,11 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         eprintln!(
             "{case}: nix copy, nix copy of the import alone and fleet-agent fetch, {runs} runs each, interleaved…"
         );
-        let (base_tag, floor_tag, ours_tag, staged_tag, waves_tag) = (
-            format!("nix-{tag}"),
-            format!("floor-{tag}"),
-            format!("fleet-{tag}"),
-            format!("staged-{tag}"),
-            format!("waves-{tag}"),
-        );
+        let (base_tag, floor_tag) = (format!("nix-{tag}"), format!("floor-{tag}"));
+        let fleet_tags: Vec<String> = FLEET_MODES
+            .iter()
+            .map(|(_, mode, _)| format!("fleet{}-{tag}", mode.unwrap_or("")))
+            .collect();
         let mut base_cmd = |i: usize| {
             let mut c = nix.command("nix");
             c.args(["copy", "--from", &cache_url, "--to"])
@@ -316,71 +332,44 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 .args(closure.paths.iter().map(|p| p.to_string()));
             Ok(c)
         };
-        let mut ours_cmd = |i: usize| {
-            let store = fresh(&ours_tag, i);
-            Ok(worker_cmd(
-                &bucket_root,
-                &closure.top,
-                &store,
-                &store.with_extension("staging"),
-            ))
-        };
-        let mut staged_run = |i: usize| {
-            let store = fresh(&staged_tag, i);
-            Ok(staged_cmd(
-                &bucket_root,
-                &closure.top,
-                &store,
-                &store.with_extension("staging"),
-            ))
-        };
-        let mut waves_run = |i: usize| {
-            let store = fresh(&waves_tag, i);
-            Ok(waves_cmd(
-                &bucket_root,
-                &closure.top,
-                &store,
-                &store.with_extension("staging"),
-            ))
-        };
-        let measured = interleaved(
-            runs,
-            &mut [
-                ("nix copy", &mut base_cmd),
-                ("nix copy, import alone", &mut floor_cmd),
-                ("fleet fetch", &mut ours_cmd),
-                ("fleet fetch, staged", &mut staged_run),
-                ("fleet fetch, staged, import in waves", &mut waves_run),
-            ],
-        )
-        .with_context(|| case.to_owned())?;
-        let [base, floor, ours, staged, waves] = &measured[..] else {
-            bail!("{case}: expected five measurements");
+        let mut fleet_runs: Vec<Box<MakeCommand<'_>>> = FLEET_MODES
+            .iter()
+            .zip(&fleet_tags)
+            .map(|((_, mode, _), t)| -> Box<MakeCommand<'_>> {
+                let (fleet_cmd, bucket_root, top, fresh) =
+                    (&fleet_cmd, &bucket_root, &closure.top, &fresh);
+                Box::new(move |i: usize| {
+                    let store = fresh(t, i);
+                    Ok(fleet_cmd(
+                        bucket_root,
+                        top,
+                        &store,
+                        &store.with_extension("staging"),
+                        *mode,
+                    ))
+                })
+            })
+            .collect();
+        let mut tools: Vec<(&str, &mut MakeCommand<'_>)> = vec![
+            ("nix copy", &mut base_cmd),
+            ("nix copy, import alone", &mut floor_cmd),
+        ];
+        for ((label, _, _), run) in FLEET_MODES.iter().zip(fleet_runs.iter_mut()) {
+            tools.push((label, &mut **run));
+        }
+        let measured = interleaved(runs, &mut tools).with_context(|| case.to_owned())?;
+        drop(tools);
+        let [base, floor, fleet @ ..] = &measured[..] else {
+            bail!("{case}: expected {} measurements", 2 + FLEET_MODES.len());
         };
         for i in 0..runs {
-            for t in [&base_tag, &floor_tag, &ours_tag, &staged_tag, &waves_tag] {
+            for t in [&base_tag, &floor_tag].into_iter().chain(&fleet_tags) {
                 ensure!(
                     nix.is_valid_in(&fresh(t, i), &closure.top)?,
                     "{case}: run {i} into {t} did not import the closure"
                 );
             }
         }
-        let out = worker_output(ours)?;
-        ensure!(
-            out["fetched"].as_u64() == Some(closure.paths.len() as u64),
-            "the fetch did not download every path: {out}"
-        );
-        let fetch_rss = out["self_peak_rss_bytes"].as_u64();
-        let staged_out = worker_output(staged)?;
-        ensure!(
-            staged_out["fetched"].as_u64() == Some(closure.paths.len() as u64),
-            "the staged fetch did not download every path: {staged_out}"
-        );
-        let waves_out = worker_output(waves)?;
-        ensure!(
-            waves_out["fetched"].as_u64() == Some(closure.paths.len() as u64),
-            "the fetch in waves did not download every path: {waves_out}"
-        );
         add(
             case,
             "nix copy --from file://",
@@ -401,46 +390,34 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
             None,
             Some(base),
         );
-        add(
-            case,
-            "fleet-agent fetch, substituter",
-            closure,
-            nar,
-            file_bytes,
-            ours,
-            fetch_rss,
-            Some(base),
-        );
-        add(
-            case,
-            "fleet-agent fetch, staged (default)",
-            closure,
-            nar,
-            file_bytes,
-            staged,
-            staged_out["self_peak_rss_bytes"].as_u64(),
-            Some(base),
-        );
-        add(
-            case,
-            "fleet-agent fetch, staged, import in waves",
-            closure,
-            nar,
-            file_bytes,
-            waves,
-            waves_out["self_peak_rss_bytes"].as_u64(),
-            Some(base),
-        );
+        for ((label, _, _), stats) in FLEET_MODES.iter().zip(fleet) {
+            let out = worker_output(stats)?;
+            ensure!(
+                out["fetched"].as_u64() == Some(closure.paths.len() as u64),
+                "{label} did not download every path: {out}"
+            );
+            add(
+                case,
+                label,
+                closure,
+                nar,
+                file_bytes,
+                stats,
+                out["self_peak_rss_bytes"].as_u64(),
+                Some(base),
+            );
+        }
 
         if tag == "many" {
             // No-op: the closure is valid in the last run's store.
-            let store = fresh(&ours_tag, runs - 1);
+            let store = fresh(&fleet_tags[0], runs - 1);
             let noop = measure("no-op fetch", runs, |_| {
-                Ok(worker_cmd(
+                Ok(fleet_cmd(
                     &bucket_root,
                     &closure.top,
                     &store,
                     &store.with_extension("staging"),
+                    FLEET_MODES[0].1,
                 ))
             })?;
             let out = worker_output(&noop)?;
@@ -461,8 +438,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
         }
         // Each run wrote a store and a cache copy: free the disk before the next case.
         for i in 0..runs {
-            for t in [&base_tag, &floor_tag, &ours_tag, &staged_tag, &waves_tag] {
+            for t in [&base_tag, &floor_tag].into_iter().chain(&fleet_tags) {
                 let _ = std::fs::remove_dir_all(fresh(t, i));
+                let _ = std::fs::remove_dir_all(fresh(t, i).with_extension("staging"));
             }
         }
     }

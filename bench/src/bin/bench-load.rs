@@ -791,18 +791,10 @@ fn orchestrate(a: &Args) -> anyhow::Result<()> {
             facts_root: None,
             request_timeout: "30s".into(),
             activation_timeout: "120s".into(),
-            // Many agents importing into one shared store at once through their
-            // local substituters fail some `nix copy` runs (not diagnosed; real hosts
-            // never share a store), so a shared store uses the staged import.
-            extra: format!(
-                "poll-interval = \"{}ms\"\n{}",
-                a.poll_interval.as_millis(),
-                if a.shared_store {
-                    "import-via = \"staging\"\n"
-                } else {
-                    ""
-                }
-            ),
+            // A shared store takes the default import too: its agents unpack one
+            // fetch at a time (`fleet-unpack.lock`), and the others find the paths
+            // valid.
+            extra: format!("poll-interval = \"{}ms\"\n", a.poll_interval.as_millis()),
         }
         .to_toml();
         // The test config turns jitter off; a fleet has it.

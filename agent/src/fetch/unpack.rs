@@ -1,0 +1,423 @@
+//! Steps 3 and 4 with [`ImportVia::Unpack`](super::ImportVia): each NAR is streamed
+//! from the bucket through every check and unpacked, in the same pass, straight into
+//! the Nix store's directory; once every missing path of the closure passed, all of
+//! them are registered as valid in one `nix-store --load-db` transaction with the
+//! signed `NarHash`, `NarSize` and references ([`Nix::register_valid`]).
+//!
+//! Nix neither hashes nor reads the files again: fleet's checks (signature, both
+//! hashes, both sizes, NAR structure, bounds) are the only ones, and every byte is
+//! read, hashed and written once. Until registration the unpacked paths are invalid
+//! (Nix treats them as absent, and removes them before writing them itself), so a
+//! refusal registers nothing, and the paths already unpacked are removed.
+//!
+//! Working beside Nix on the same store (the daemon, a build, the garbage collector):
+//!
+//! - **Path locks.** Before a path is written, its lock file `<path>.lock` is taken the
+//!   way Nix's `PathLocks` does (`flock`, exclusive, retried when the file was
+//!   unlinked under it), and held until the path is registered (or removed), so a
+//!   Nix process substituting the same path waits instead of writing beside it. A
+//!   path found on disk under its lock is either a leftover (invalid: removed and
+//!   written again) or was made valid since the walk (left alone); one
+//!   `nix-store --check-validity` tells which.
+//! - **Another fleet fetch on the same store** (real hosts run one agent per store;
+//!   the load benchmark runs many on one) could hold path locks this one waits for
+//!   while waiting for one of its own: an exclusive lock on `fleet-unpack.lock`
+//!   beside Nix's `gc.lock`, held from the first write to the registration, lets one
+//!   unpacking fetch at a time write. Nix never waits for a path lock while it holds
+//!   another (its builds and substitutions try, and come back later), so with it no
+//!   cycle of waits can form.
+//! - **The garbage collector** deletes every invalid path it finds. A shared lock on
+//!   Nix's `gc.lock` (in the store's state directory) is held from the first write
+//!   to the registration: the collector takes that lock exclusively for its whole
+//!   run, so it waits for the fetch (and a fetch starting during a collection waits
+//!   for it to end).
+//! - **Read-only stores.** NixOS mounts `/nix/store` read-only, and Nix, run as root,
+//!   remounts it writable in a private mount namespace of its own
+//!   (`makeStoreWritable`). fleet does the same, per thread: every write into the
+//!   store's directory (locks, removals, unpacking) runs on a short-lived thread that
+//!   first leaves the agent's mount namespace (`unshare(CLONE_NEWNS)`, which affects
+//!   that thread only) and remounts the store's bind mount writable there. The rest
+//!   of the agent, the activation it runs included, keeps the read-only view. Not
+//!   root on a read-only store: the fetch fails before anything is downloaded.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use fleet_core::nixcli::PathInfo;
+use fleet_core::{NarInfo, StorePath};
+use futures::future::BoxFuture;
+
+use super::{Ctx, FetchError};
+
+/// Where one fetch unpacks: the store's directory, and the locks it holds.
+pub(crate) struct Unpacker {
+    /// The directory holding the store's paths (`/nix/store`, or a chroot's).
+    dir: PathBuf,
+    /// Whether the directory is mounted read-only, so that writes need a thread of
+    /// their own in a private mount namespace (see the module docs).
+    read_only: bool,
+    /// `fleet-unpack.lock` (exclusive) and `gc.lock` (shared), held from the first
+    /// write to the end of registration (see the module docs).
+    store_locks: Mutex<Option<(File, File)>>,
+    /// Nix's state directory of the store (`/nix/var/nix`), where both lock files are.
+    state_dir: PathBuf,
+    /// Paths written and fully verified, waiting for registration, with their locks.
+    written: Mutex<Vec<(PathInfo, StoreLock)>>,
+}
+
+fn store_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FetchError + use<> {
+    let path = path.to_owned();
+    move |error| FetchError::Unpack {
+        action,
+        path,
+        error,
+    }
+}
+
+impl Unpacker {
+    /// Checks that the store's directory can be written, before anything is
+    /// downloaded.
+    pub(crate) fn open(nix: &fleet_core::nixcli::Nix) -> Result<Self, FetchError> {
+        let dir = nix.real_store_dir().ok_or_else(|| FetchError::Unpack {
+            action: "finding the directory of",
+            path: PathBuf::from(nix.store.clone().unwrap_or_default()),
+            error: io::Error::new(
+                io::ErrorKind::Unsupported,
+                "import-via = \"unpack\" (the default) writes store paths itself and needs the default store or a local chroot store given as a path; set import-via = \"staging\" for other stores",
+            ),
+        })?;
+        // A chroot store that Nix has not opened yet has no directory: its nearest
+        // existing ancestor tells whether it will be writable (the walk's first
+        // question to the store creates it, before anything is unpacked).
+        let existing = dir
+            .ancestors()
+            .find(|d| d.exists())
+            .unwrap_or(Path::new("/"));
+        let stat = rustix::fs::statvfs(existing)
+            .map_err(|e| store_err("inspecting", existing)(e.into()))?;
+        let read_only = stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY);
+        if read_only && !rustix::process::geteuid().is_root() {
+            return Err(FetchError::StoreReadOnly { dir });
+        }
+        // `<root>/nix/store` -> `<root>/nix/var/nix`.
+        let state_dir = dir.parent().unwrap_or(Path::new("/")).join("var/nix");
+        Ok(Self {
+            dir,
+            read_only,
+            store_locks: Mutex::new(None),
+            state_dir,
+            written: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts `f`, which writes into the store's directory, on a thread that can: a
+    /// blocking thread of the runtime when the store is writable, else a thread of its
+    /// own that first remounts the store writable in a private mount namespace.
+    /// Started at once; the future returns what `f` returned.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, FetchError>> {
+        let failed = |why: String| FetchError::Internal {
+            path: String::new(),
+            why,
+        };
+        if !self.read_only {
+            let h = tokio::task::spawn_blocking(f);
+            return Box::pin(async move {
+                h.await
+                    .map_err(|e| failed(format!("a thread writing into the store failed: {e}")))
+            });
+        }
+        let dir = self.dir.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("fleet-unpack".into())
+            .spawn({
+                let dir = dir.clone();
+                move || {
+                    let _ = tx.send(writable_namespace(&dir).map(|()| f()));
+                }
+            });
+        Box::pin(async move {
+            started.map_err(store_err("starting a thread to write into", &dir))?;
+            rx.await
+                .map_err(|_| failed("a thread writing into the store panicked".into()))?
+        })
+    }
+
+    /// Where `path` lives on this machine.
+    pub(crate) fn target(&self, path: &StorePath) -> PathBuf {
+        self.dir.join(path.base_name())
+    }
+
+    /// Takes `fleet-unpack.lock` and then the shared lock on Nix's `gc.lock`, if not
+    /// held yet (blocking while another fleet fetch unpacks into this store, or a
+    /// collection runs).
+    fn hold_store_locks(&self) -> Result<(), FetchError> {
+        use rustix::fs::{FlockOperation, flock};
+        let mut held = self.store_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() {
+            return Ok(());
+        }
+        let dir = &self.state_dir;
+        fs::create_dir_all(dir).map_err(store_err("creating", dir))?;
+        let lock = |name: &str, op: FlockOperation| {
+            let p = dir.join(name);
+            let f = open_lock_file(&p)?;
+            flock(&f, op).map_err(|e| store_err("locking", &p)(e.into()))?;
+            Ok::<_, FetchError>(f)
+        };
+        let fleet = lock("fleet-unpack.lock", FlockOperation::LockExclusive)?;
+        let gc = lock("gc.lock", FlockOperation::LockShared)?;
+        *held = Some((fleet, gc));
+        Ok(())
+    }
+
+    /// Locks `path` and clears the way for it: `Ok(None)` if it became valid since
+    /// the walk (nothing to write), else the lock, with nothing left at the target.
+    pub(crate) async fn prepare(
+        self: &Arc<Self>,
+        ctx: &Ctx<'_>,
+        path: &StorePath,
+    ) -> Result<Option<StoreLock>, FetchError> {
+        let target = self.target(path);
+        // Both locks may wait (for a collection, for Nix writing the same path).
+        let (lock, exists) = {
+            let (me, target) = (self.clone(), target.clone());
+            self.run(move || {
+                me.hold_store_locks()?;
+                let lock = StoreLock::acquire(&target)?;
+                match fs::symlink_metadata(&target) {
+                    Ok(_) => Ok((lock, true)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((lock, false)),
+                    Err(e) => Err(store_err("inspecting", &target)(e)),
+                }
+            })
+            .await??
+        };
+        if !exists {
+            return Ok(Some(lock));
+        }
+        let still_invalid = ctx
+            .nix
+            .invalid_paths(std::slice::from_ref(path))
+            .await
+            .map_err(|e| FetchError::StoreQuery(Box::new(e)));
+        match still_invalid {
+            Ok(v) if v.is_empty() => {
+                tracing::debug!(%path, "made valid by someone else since the walk");
+                self.release(vec![lock]).await;
+                Ok(None)
+            }
+            Ok(_) => {
+                tracing::info!(%path, "removing an unregistered copy left in the store");
+                let removed = self.run(move || remove_tree(&target)).await;
+                match removed {
+                    Ok(Ok(())) => Ok(Some(lock)),
+                    Ok(Err(e)) | Err(e) => {
+                        self.release(vec![lock]).await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                self.release(vec![lock]).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes what was written at `path`'s place after a failure, then releases
+    /// its lock.
+    pub(crate) async fn discard(&self, path: &StorePath, lock: StoreLock) {
+        let target = self.target(path);
+        let removed = self
+            .run(move || {
+                let r = remove_tree(&target);
+                drop(lock);
+                r
+            })
+            .await;
+        if let Err(e) | Ok(Err(e)) = removed {
+            tracing::warn!(%path, error = %e, "could not remove an unregistered path");
+        }
+    }
+
+    /// Releases `locks` where their files can be unlinked.
+    async fn release(&self, locks: Vec<StoreLock>) {
+        if locks.is_empty() {
+            return;
+        }
+        if let Err(e) = self.run(move || drop(locks)).await {
+            tracing::warn!(error = %e, "could not release store path locks");
+        }
+    }
+
+    /// Records a path written and verified, to be registered with `ni`'s fields.
+    pub(crate) fn written(&self, ni: &NarInfo, lock: StoreLock) {
+        let deriver = ni
+            .deriver
+            .as_deref()
+            .and_then(|d| StorePath::from_base_name(d).ok());
+        let info = PathInfo {
+            path: ni.store_path.clone(),
+            nar_hash: ni.nar_hash,
+            nar_size: ni.nar_size,
+            references: ni.references.clone(),
+            deriver,
+            signatures: Vec::new(),
+            ca: None,
+        };
+        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        w.push((info, lock));
+    }
+
+    /// Registers every written path as valid, then releases the locks.
+    pub(crate) async fn register(&self, ctx: &Ctx<'_>) -> Result<usize, FetchError> {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        let (infos, locks): (Vec<PathInfo>, Vec<StoreLock>) = written.into_iter().unzip();
+        // Every file is still there (`gc.lock` kept the collector out).
+        let missing = infos
+            .iter()
+            .map(|i| self.target(&i.path))
+            .find_map(|t| fs::symlink_metadata(&t).err().map(|e| (t, e)));
+        let result = match missing {
+            Some((t, e)) => Err(store_err("checking before registration", &t)(e)),
+            None => ctx
+                .nix
+                .register_valid(&infos)
+                .await
+                .map_err(|e| FetchError::ImportFailed {
+                    root: ctx.root.to_string(),
+                    why: format!(
+                        "registering the unpacked paths (nix-store --load-db) failed: {e}"
+                    ),
+                }),
+        };
+        self.release(locks).await;
+        self.release_store_locks();
+        result.map(|()| infos.len())
+    }
+
+    /// After a failure: removes what was written and not registered, releasing the
+    /// locks. Best effort: a leftover is invalid, and Nix or the next fetch removes it.
+    pub(crate) async fn abandon(&self) {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        for (info, lock) in written {
+            self.discard(&info.path, lock).await;
+        }
+        self.release_store_locks();
+    }
+
+    fn release_store_locks(&self) {
+        *self.store_locks.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Leaves the agent's mount namespace, on this thread only, for a private copy in
+/// which the store's mount is writable: what Nix's `makeStoreWritable` does.
+fn writable_namespace(dir: &Path) -> Result<(), FetchError> {
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    // SAFETY: NEWNS (with the FS it implies) gives this thread its own mount namespace,
+    // root, working directory and umask, none of which another thread relies on. The
+    // file descriptor table stays shared (FILES is not unshared), which is the case
+    // `unshare_unsafe` warns about.
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.map_err(|e| {
+        store_err("leaving the agent's mount namespace to write into", dir)(e.into())
+    })?;
+    rustix::mount::mount_remount(dir, rustix::mount::MountFlags::BIND, "").map_err(|e| {
+        store_err(
+            "remounting writable in a private mount namespace (as Nix does)",
+            dir,
+        )(e.into())
+    })
+}
+
+/// Removes the file or tree at `path` (store directories are read-only), if any.
+pub(crate) fn remove_tree(path: &Path) -> Result<(), FetchError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(store_err("inspecting", path)(e)),
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path).map_err(store_err("removing", path));
+    }
+    make_writable(path)?;
+    fs::remove_dir_all(path).map_err(store_err("removing", path))
+}
+
+/// Gives every directory under `dir` (itself included) owner write permission, so
+/// that its entries can be removed without root's override.
+fn make_writable(dir: &Path) -> Result<(), FetchError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(store_err("making writable", dir))?;
+    for entry in fs::read_dir(dir).map_err(store_err("listing", dir))? {
+        let entry = entry.map_err(store_err("listing", dir))?;
+        if entry
+            .file_type()
+            .map_err(store_err("inspecting", dir))?
+            .is_dir()
+        {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn open_lock_file(p: &Path) -> Result<File, FetchError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(p)
+        .map_err(store_err("opening the lock file", p))
+}
+
+/// A store path's lock, as Nix's `PathLocks` takes it: an exclusive `flock` on
+/// `<path>.lock`. Released as Nix releases it: the file is unlinked, then marked
+/// stale (one byte written) so that a process that opened it before the unlink and
+/// then got the lock knows to open it again.
+pub(crate) struct StoreLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl StoreLock {
+    /// Blocks until the lock on `target`'s lock file is held.
+    fn acquire(target: &Path) -> Result<Self, FetchError> {
+        let mut name = target.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        loop {
+            let file = open_lock_file(&path)?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| store_err("locking", &path)(e.into()))?;
+            let len = file
+                .metadata()
+                .map_err(store_err("inspecting", &path))?
+                .len();
+            if len == 0 {
+                return Ok(Self { file, path });
+            }
+            // Stale: its holder unlinked it after we opened it.
+        }
+    }
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Marked stale only once unlinked: a file left in place with the mark would
+        // send every later locker, Nix included, round its retry loop for ever.
+        if fs::remove_file(&self.path).is_ok() {
+            let _ = io::Write::write_all(&mut self.file, b"d");
+        }
+    }
+}
