@@ -427,7 +427,12 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     if let Some(u) = &ctx.unpacker {
         tracing::info!(closure = %root, paths = rest.len(), "registering unpacked paths");
         u.register(&ctx).await?;
-        return finish(&ctx, report).await;
+        // `nix-store --load-db` registered every missing path in one transaction,
+        // each reference being valid or among them: the closure is valid, and asking
+        // the store again would cost a process start.
+        let staging = ctx.staging.clone();
+        blocking(move || staging.clear()).await??;
+        return Ok(report);
     }
     tracing::info!(closure = %root, paths = rest.len(), "importing verified paths");
     import(&ctx, &url, &dependency_order(&rest, &fetched.refs)).await?;

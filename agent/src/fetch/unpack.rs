@@ -184,19 +184,31 @@ impl Unpacker {
         path: &StorePath,
     ) -> Result<Option<StoreLock>, FetchError> {
         let target = self.target(path);
-        // Both locks may wait (for a collection, for Nix writing the same path).
-        let (lock, exists) = {
-            let (me, target) = (self.clone(), target.clone());
-            self.run(move || {
-                me.hold_store_locks()?;
-                let lock = StoreLock::acquire(&target)?;
-                match fs::symlink_metadata(&target) {
-                    Ok(_) => Ok((lock, true)),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((lock, false)),
-                    Err(e) => Err(store_err("inspecting", &target)(e)),
-                }
-            })
-            .await??
+        let locked = |lock: StoreLock, target: &Path| match fs::symlink_metadata(target) {
+            Ok(_) => Ok((lock, true)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((lock, false)),
+            Err(e) => Err(store_err("inspecting", target)(e)),
+        };
+        // Usually nothing holds the path's lock, and taking it is a few quick system
+        // calls: done here rather than on another thread, which costs more on a
+        // closure of many small paths. Not on a read-only store (the lock file is
+        // created in it), nor before the store locks are held (they may wait).
+        let fast = !self.read_only && self.store_locks.lock().is_ok_and(|l| l.is_some());
+        let now = match fast {
+            true => StoreLock::try_acquire(&target)?,
+            false => None,
+        };
+        let (lock, exists) = match now {
+            Some(lock) => locked(lock, &target)?,
+            // Both locks may wait (for a collection, for Nix writing the same path).
+            None => {
+                let (me, target) = (self.clone(), target.clone());
+                self.run(move || {
+                    me.hold_store_locks()?;
+                    locked(StoreLock::acquire(&target)?, &target)
+                })
+                .await??
+            }
         };
         if !exists {
             return Ok(Some(lock));
@@ -393,19 +405,39 @@ pub(crate) struct StoreLock {
 impl StoreLock {
     /// Blocks until the lock on `target`'s lock file is held.
     fn acquire(target: &Path) -> Result<Self, FetchError> {
+        Self::lock(target, true).map(|l| l.expect("a blocking lock is always taken"))
+    }
+
+    /// The lock if nobody holds it now, else `None`, without waiting.
+    fn try_acquire(target: &Path) -> Result<Option<Self>, FetchError> {
+        Self::lock(target, false)
+    }
+
+    fn lock(target: &Path, wait: bool) -> Result<Option<Self>, FetchError> {
+        use rustix::fs::FlockOperation::{LockExclusive, NonBlockingLockExclusive};
         let mut name = target.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
         loop {
             let file = open_lock_file(&path)?;
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-                .map_err(|e| store_err("locking", &path)(e.into()))?;
+            match rustix::fs::flock(
+                &file,
+                if wait {
+                    LockExclusive
+                } else {
+                    NonBlockingLockExclusive
+                },
+            ) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) if !wait => return Ok(None),
+                Err(e) => return Err(store_err("locking", &path)(e.into())),
+            }
             let len = file
                 .metadata()
                 .map_err(store_err("inspecting", &path))?
                 .len();
             if len == 0 {
-                return Ok(Self { file, path });
+                return Ok(Some(Self { file, path }));
             }
             // Stale: its holder unlinked it after we opened it.
         }
