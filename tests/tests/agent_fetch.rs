@@ -1644,6 +1644,53 @@ fn unpack_replaces_an_unregistered_leftover_and_leaves_the_store_form() {
 }
 
 #[test]
+fn many_fetches_unpacking_one_closure_into_one_store_at_once_all_finish() {
+    // Real hosts run one agent per store; the load benchmark runs many on one. Each
+    // waits for `fleet-unpack.lock` while another unpacks, on runtimes with few
+    // worker threads: none may block a worker thread while it waits (that once
+    // stopped the lock holder's runtime), and the waiters then find the closure
+    // valid and write nothing.
+    let env = Env::new();
+    let g1 = env.published_bulk(12, 12 << 20);
+    let stagings: Vec<PathBuf> = (0..6)
+        .map(|i| env.staging.with_file_name(format!("staging-{i}")))
+        .collect();
+    let limits = FetchLimits {
+        import_via: ImportVia::Unpack,
+        ..Env::limits()
+    };
+    let reports = rt().block_on(async {
+        let fetch = |i: usize| {
+            fetch_closure(FetchRequest {
+                bucket: &env.bucket,
+                closure: &g1.top,
+                trusted_cache_keys: &env.trusted,
+                nix: &env.target,
+                staging_dir: stagings[i].as_path(),
+                limits: limits.clone(),
+            })
+        };
+        let all = async {
+            let (a, b, c, d, e, f) =
+                tokio::join!(fetch(0), fetch(1), fetch(2), fetch(3), fetch(4), fetch(5),);
+            [a, b, c, d, e, f]
+        };
+        tokio::time::timeout(Duration::from_secs(300), all)
+            .await
+            .expect("the fetches did not all finish within 5 minutes")
+    });
+    let mut fetched = 0;
+    for r in reports {
+        let r = r.unwrap_or_else(|e| panic!("{e}"));
+        fetched += r.fetched.len();
+    }
+    // Every path was written by one fetch or another, and never twice at once.
+    assert!(fetched >= g1.paths.len(), "{fetched} paths fetched in all");
+    env.assert_all_valid_via(&g1.paths, ImportVia::Unpack);
+    env.assert_nothing_left_of(&[]);
+}
+
+#[test]
 fn unpack_writes_into_a_read_only_store_only_in_a_private_mount_namespace() {
     let env = Env::new();
     let g1 = fixture(&env, "1");

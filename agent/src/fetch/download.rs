@@ -245,7 +245,7 @@ async fn unpack_nar(
     key: &Key,
     exp: &Expect,
 ) -> Result<NarOutcome, FetchError> {
-    let Some(lock) = u.prepare(ctx, &ni.store_path).await? else {
+    if !u.prepare(ctx, &ni.store_path).await? {
         return Ok(NarOutcome {
             verified: Verified {
                 file_size: 0,
@@ -254,16 +254,24 @@ async fn unpack_nar(
             reused: false,
             valid_meanwhile: true,
         });
-    };
+    }
     let target = u.target(&ni.store_path);
     let dest = target.clone();
+    // Counted from before the thread starts to after it ends, whatever stops the
+    // download: a refusal elsewhere then waits for this write before it removes
+    // what was unpacked.
+    let writing = u.writing();
     let checked = verify_stream(ctx, ni, key, exp, move |source, exp| {
-        (verify::verify_unpack(source, exp, &dest), ())
+        let r = verify::verify_unpack(source, exp, &dest);
+        drop(writing);
+        (r, ())
     })
     .await;
+    // On failure the path stays locked by the fetch, which removes it (with every
+    // other unregistered path) once the writes have ended.
     match checked {
         Ok((Ok(verified), ())) => {
-            u.written(ni, lock);
+            u.written(ni);
             tracing::debug!(path = %ni.store_path, bytes = verified.file_size, "NAR file verified and unpacked");
             Ok(NarOutcome {
                 verified,
@@ -271,20 +279,13 @@ async fn unpack_nar(
                 valid_meanwhile: false,
             })
         }
-        failed => {
-            // Removed before the lock goes: nothing half-written stays behind it.
-            u.discard(&ni.store_path, lock).await;
-            Err(match failed {
-                Ok((Err(Refusal::Sink(error)), ())) => FetchError::Unpack {
-                    action: "writing",
-                    path: target,
-                    error,
-                },
-                Ok((Err(r), ())) => refusal_error(r, ni, key, &target),
-                Err(e) => e,
-                Ok((Ok(_), ())) => unreachable!("handled above"),
-            })
-        }
+        Ok((Err(Refusal::Sink(error)), ())) => Err(FetchError::Unpack {
+            action: "writing",
+            path: target,
+            error,
+        }),
+        Ok((Err(r), ())) => Err(refusal_error(r, ni, key, &target)),
+        Err(e) => Err(e),
     }
 }
 

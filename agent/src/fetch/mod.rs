@@ -288,7 +288,7 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     let mut report = FetchReport::default();
 
     let unpacker = match limits.import_via {
-        ImportVia::Unpack => Some(Arc::new(Unpacker::open(req.nix)?)),
+        ImportVia::Unpack => Some(Arc::new(Unpacker::open(req.nix, req.closure)?)),
         _ => None,
     };
     let ctx = Ctx {

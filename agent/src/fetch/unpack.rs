@@ -8,7 +8,10 @@
 //! hashes, both sizes, NAR structure, bounds) are the only ones, and every byte is
 //! read, hashed and written once. Until registration the unpacked paths are invalid
 //! (Nix treats them as absent, and removes them before writing them itself), so a
-//! refusal registers nothing, and the paths already unpacked are removed.
+//! refusal registers nothing, and the paths already unpacked are removed: every
+//! path's lock belongs to the fetch, not to its download, and the removal first
+//! waits for the threads still writing (a download stopped because another one was
+//! refused ends its thread once its source closes; a `file://` read runs to its end).
 //!
 //! Working beside Nix on the same store (the daemon, a build, the garbage collector):
 //!
@@ -40,12 +43,14 @@
 //!   of the agent, the activation it runs included, keeps the read-only view. Not
 //!   root on a read-only store: the fetch fails before anything is downloaded.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
-use fleet_core::nixcli::PathInfo;
+use fleet_core::nixcli::{Nix, PathInfo};
 use fleet_core::{NarInfo, StorePath};
 use futures::future::BoxFuture;
 
@@ -59,12 +64,30 @@ pub(crate) struct Unpacker {
     /// their own in a private mount namespace (see the module docs).
     read_only: bool,
     /// `fleet-unpack.lock` (exclusive) and `gc.lock` (shared), held from the first
-    /// write to the end of registration (see the module docs).
+    /// write to the end of registration (see the module docs). Only ever locked
+    /// briefly, so async tasks may look at it.
     store_locks: Mutex<Option<(File, File)>>,
+    /// Held by the blocking thread taking the store locks, for as long as that takes
+    /// (another fetch may hold them for minutes): the fetch's other paths wait on it
+    /// on their blocking threads. Never locked on an async task, whose thread would
+    /// then stop the runtime the lock holder may need.
+    taking_store_locks: Mutex<()>,
     /// Nix's state directory of the store (`/nix/var/nix`), where both lock files are.
     state_dir: PathBuf,
-    /// Paths written and fully verified, waiting for registration, with their locks.
-    written: Mutex<Vec<(PathInfo, StoreLock)>>,
+    /// Every path this fetch took the lock of to write it, with its lock and, once
+    /// it was written and passed every check, what to register. The fetch owns the
+    /// locks (not the download that took them), so a download stopped part-way
+    /// (another one was refused) still leaves its path to [`Unpacker::abandon`].
+    paths: Mutex<HashMap<StorePath, (StoreLock, Option<PathInfo>)>>,
+    /// Writes under way (see [`Writing`]), which [`Unpacker::abandon`] waits for:
+    /// a thread still writing would put back what it removes.
+    writers: Arc<(Mutex<usize>, Condvar)>,
+    /// The store, and the closure's top path: asked about once the store locks are
+    /// held, since another fetch may have brought the closure in meanwhile.
+    nix: Nix,
+    root: StorePath,
+    /// Set when that question found the whole closure valid: nothing is written.
+    closure_valid: AtomicBool,
 }
 
 fn store_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FetchError + use<> {
@@ -79,7 +102,7 @@ fn store_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Fet
 impl Unpacker {
     /// Checks that the store's directory can be written, before anything is
     /// downloaded.
-    pub(crate) fn open(nix: &fleet_core::nixcli::Nix) -> Result<Self, FetchError> {
+    pub(crate) fn open(nix: &Nix, root: &StorePath) -> Result<Self, FetchError> {
         let dir = nix.real_store_dir().ok_or_else(|| FetchError::Unpack {
             action: "finding the directory of",
             path: PathBuf::from(nix.store.clone().unwrap_or_default()),
@@ -107,8 +130,13 @@ impl Unpacker {
             dir,
             read_only,
             store_locks: Mutex::new(None),
+            taking_store_locks: Mutex::new(()),
             state_dir,
-            written: Mutex::new(Vec::new()),
+            paths: Mutex::new(HashMap::new()),
+            writers: Arc::new((Mutex::new(0), Condvar::new())),
+            nix: nix.clone(),
+            root: root.clone(),
+            closure_valid: AtomicBool::new(false),
         })
     }
 
@@ -155,11 +183,17 @@ impl Unpacker {
 
     /// Takes `fleet-unpack.lock` and then the shared lock on Nix's `gc.lock`, if not
     /// held yet (blocking while another fleet fetch unpacks into this store, or a
-    /// collection runs).
-    fn hold_store_locks(&self) -> Result<(), FetchError> {
+    /// collection runs); then asks the store once whether the closure became valid
+    /// while this fetch waited (another agent on the same store brought it in), so
+    /// that its paths are not each asked about. Runs on a blocking thread; `rt` runs
+    /// the question.
+    fn hold_store_locks(&self, rt: &tokio::runtime::Handle) -> Result<(), FetchError> {
         use rustix::fs::{FlockOperation, flock};
-        let mut held = self.store_locks.lock().unwrap_or_else(|p| p.into_inner());
-        if held.is_some() {
+        let _taking = self
+            .taking_store_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.holds_store_locks() {
             return Ok(());
         }
         let dir = &self.state_dir;
@@ -172,17 +206,53 @@ impl Unpacker {
         };
         let fleet = lock("fleet-unpack.lock", FlockOperation::LockExclusive)?;
         let gc = lock("gc.lock", FlockOperation::LockShared)?;
-        *held = Some((fleet, gc));
+        // Asked while still taking the locks, so the fetch's other paths wait for
+        // the answer.
+        let invalid = rt
+            .block_on(self.nix.invalid_paths(std::slice::from_ref(&self.root)))
+            .map_err(|e| FetchError::StoreQuery(Box::new(e)))?;
+        if invalid.is_empty() {
+            tracing::debug!(closure = %self.root, "made valid by someone else while waiting for the store lock");
+            self.closure_valid.store(true, Ordering::SeqCst);
+        }
+        *self.store_locks.lock().unwrap_or_else(|p| p.into_inner()) = Some((fleet, gc));
         Ok(())
     }
 
-    /// Locks `path` and clears the way for it: `Ok(None)` if it became valid since
-    /// the walk (nothing to write), else the lock, with nothing left at the target.
+    /// Whether this fetch holds the store locks (a quick look, fine on an async task).
+    fn holds_store_locks(&self) -> bool {
+        self.store_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Locks `path` and clears the way for it: `false` if it became valid since the
+    /// walk (nothing to write), else `true`, the lock held by the fetch and nothing
+    /// left at the target.
     pub(crate) async fn prepare(
         self: &Arc<Self>,
         ctx: &Ctx<'_>,
         path: &StorePath,
+    ) -> Result<bool, FetchError> {
+        let lock = self.lock_and_clear(ctx, path).await?;
+        let write = lock.is_some();
+        if let Some(lock) = lock {
+            let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+            paths.insert(path.clone(), (lock, None));
+        }
+        Ok(write)
+    }
+
+    /// [`Unpacker::prepare`], handing the lock back.
+    async fn lock_and_clear(
+        self: &Arc<Self>,
+        ctx: &Ctx<'_>,
+        path: &StorePath,
     ) -> Result<Option<StoreLock>, FetchError> {
+        if self.closure_valid.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         let target = self.target(path);
         let locked = |lock: StoreLock, target: &Path| match fs::symlink_metadata(target) {
             Ok(_) => Ok((lock, true)),
@@ -193,7 +263,7 @@ impl Unpacker {
         // calls: done here rather than on another thread, which costs more on a
         // closure of many small paths. Not on a read-only store (the lock file is
         // created in it), nor before the store locks are held (they may wait).
-        let fast = !self.read_only && self.store_locks.lock().is_ok_and(|l| l.is_some());
+        let fast = !self.read_only && self.holds_store_locks();
         let now = match fast {
             true => StoreLock::try_acquire(&target)?,
             false => None,
@@ -203,11 +273,20 @@ impl Unpacker {
             // Both locks may wait (for a collection, for Nix writing the same path).
             None => {
                 let (me, target) = (self.clone(), target.clone());
-                self.run(move || {
-                    me.hold_store_locks()?;
-                    locked(StoreLock::acquire(&target)?, &target)
-                })
-                .await??
+                let rt = tokio::runtime::Handle::current();
+                let taken = self
+                    .run(move || {
+                        me.hold_store_locks(&rt)?;
+                        if me.closure_valid.load(Ordering::SeqCst) {
+                            return Ok(None);
+                        }
+                        locked(StoreLock::acquire(&target)?, &target).map(Some)
+                    })
+                    .await??;
+                match taken {
+                    Some(t) => t,
+                    None => return Ok(None),
+                }
             }
         };
         if !exists {
@@ -242,22 +321,6 @@ impl Unpacker {
         }
     }
 
-    /// Removes what was written at `path`'s place after a failure, then releases
-    /// its lock.
-    pub(crate) async fn discard(&self, path: &StorePath, lock: StoreLock) {
-        let target = self.target(path);
-        let removed = self
-            .run(move || {
-                let r = remove_tree(&target);
-                drop(lock);
-                r
-            })
-            .await;
-        if let Err(e) | Ok(Err(e)) = removed {
-            tracing::warn!(%path, error = %e, "could not remove an unregistered path");
-        }
-    }
-
     /// Releases `locks` where their files can be unlinked.
     async fn release(&self, locks: Vec<StoreLock>) {
         if locks.is_empty() {
@@ -268,8 +331,17 @@ impl Unpacker {
         }
     }
 
-    /// Records a path written and verified, to be registered with `ni`'s fields.
-    pub(crate) fn written(&self, ni: &NarInfo, lock: StoreLock) {
+    /// Counts a write into the store as under way until the value is dropped: made
+    /// before the writing thread is started, moved into it.
+    pub(crate) fn writing(&self) -> Writing {
+        let (count, _) = &*self.writers;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Writing(self.writers.clone())
+    }
+
+    /// Records that `ni`'s path was written and passed every check, to be registered
+    /// with `ni`'s fields.
+    pub(crate) fn written(&self, ni: &NarInfo) {
         let deriver = ni
             .deriver
             .as_deref()
@@ -283,45 +355,94 @@ impl Unpacker {
             signatures: Vec::new(),
             ca: None,
         };
-        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        w.push((info, lock));
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = paths.get_mut(&ni.store_path) {
+            entry.1 = Some(info);
+        }
     }
 
-    /// Registers every written path as valid, then releases the locks.
+    /// Registers every written path as valid, then releases the locks. Called once
+    /// every download succeeded, so every path locked was written and checked.
     pub(crate) async fn register(&self, ctx: &Ctx<'_>) -> Result<usize, FetchError> {
-        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
-        let (infos, locks): (Vec<PathInfo>, Vec<StoreLock>) = written.into_iter().unzip();
+        let paths = std::mem::take(&mut *self.paths.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut locks = Vec::with_capacity(paths.len());
+        let mut infos = Vec::with_capacity(paths.len());
+        let mut unchecked = None;
+        for (path, (lock, info)) in paths {
+            locks.push(lock);
+            match info {
+                Some(i) => infos.push(i),
+                None => unchecked = Some(path),
+            }
+        }
         // Every file is still there (`gc.lock` kept the collector out).
         let missing = infos
             .iter()
             .map(|i| self.target(&i.path))
             .find_map(|t| fs::symlink_metadata(&t).err().map(|e| (t, e)));
-        let result = match missing {
-            Some((t, e)) => Err(store_err("checking before registration", &t)(e)),
-            None => ctx
-                .nix
-                .register_valid(&infos)
-                .await
-                .map_err(|e| FetchError::ImportFailed {
-                    root: ctx.root.to_string(),
-                    why: format!(
-                        "registering the unpacked paths (nix-store --load-db) failed: {e}"
-                    ),
-                }),
+        let result = match (unchecked, missing) {
+            (Some(path), _) => Err(FetchError::Internal {
+                path: path.to_string(),
+                why: "the path was locked for unpacking but never checked".into(),
+            }),
+            (None, Some((t, e))) => Err(store_err("checking before registration", &t)(e)),
+            (None, None) => {
+                ctx.nix
+                    .register_valid(&infos)
+                    .await
+                    .map_err(|e| FetchError::ImportFailed {
+                        root: ctx.root.to_string(),
+                        why: format!(
+                            "registering the unpacked paths (nix-store --load-db) failed: {e}"
+                        ),
+                    })
+            }
         };
-        self.release(locks).await;
+        if result.is_err() {
+            let targets: Vec<PathBuf> = infos.iter().map(|i| self.target(&i.path)).collect();
+            self.remove_and_release(targets, locks).await;
+        } else {
+            self.release(locks).await;
+        }
         self.release_store_locks();
         result.map(|()| infos.len())
     }
 
-    /// After a failure: removes what was written and not registered, releasing the
-    /// locks. Best effort: a leftover is invalid, and Nix or the next fetch removes it.
+    /// After a failure: once no thread writes any more, removes every path this fetch
+    /// locked (written or half written, none registered) and releases the locks.
+    /// Best effort: a leftover is invalid, and Nix or the next fetch removes it.
     pub(crate) async fn abandon(&self) {
-        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
-        for (info, lock) in written {
-            self.discard(&info.path, lock).await;
-        }
+        let paths = std::mem::take(&mut *self.paths.lock().unwrap_or_else(|p| p.into_inner()));
+        let (targets, locks): (Vec<PathBuf>, Vec<StoreLock>) = paths
+            .into_iter()
+            .map(|(path, (lock, _))| (self.target(&path), lock))
+            .unzip();
+        self.remove_and_release(targets, locks).await;
         self.release_store_locks();
+    }
+
+    /// Waits for the writing threads to end, removes `targets`, releases `locks`.
+    async fn remove_and_release(&self, targets: Vec<PathBuf>, locks: Vec<StoreLock>) {
+        let writers = self.writers.clone();
+        let done = self
+            .run(move || {
+                let (count, ended) = &*writers;
+                let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+                while *n > 0 {
+                    n = ended.wait(n).unwrap_or_else(|p| p.into_inner());
+                }
+                drop(n);
+                for t in &targets {
+                    if let Err(e) = remove_tree(t) {
+                        tracing::warn!(path = %t.display(), error = %e, "could not remove an unregistered path");
+                    }
+                }
+                drop(locks);
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not remove the unregistered paths");
+        }
     }
 
     fn release_store_locks(&self) {
@@ -346,6 +467,18 @@ fn writable_namespace(dir: &Path) -> Result<(), FetchError> {
             dir,
         )(e.into())
     })
+}
+
+/// A write into the store under way ([`Unpacker::writing`]); ends when dropped.
+pub(crate) struct Writing(Arc<(Mutex<usize>, Condvar)>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let (count, ended) = &*self.0;
+        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        ended.notify_all();
+    }
 }
 
 /// Removes the file or tree at `path` (store directories are read-only), if any.
