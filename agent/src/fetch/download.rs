@@ -262,7 +262,7 @@ async fn unpack_nar(
     // what was unpacked.
     let writing = u.writing();
     let checked = verify_stream(ctx, ni, key, exp, move |source, exp| {
-        let r = verify::verify_unpack(source, exp, &dest);
+        let r = verify::verify(source, exp, verify::Output::Unpack(&dest));
         drop(writing);
         (r, ())
     })
@@ -317,7 +317,11 @@ async fn reuse_staged(target: &Path, exp: &Expect) -> Result<Option<Verified>, F
                 });
             }
         };
-        match verify::verify(io::BufReader::with_capacity(STAGED_READ, file), &exp, None) {
+        match verify::verify(
+            io::BufReader::with_capacity(STAGED_READ, file),
+            &exp,
+            verify::Output::Check,
+        ) {
             Ok(v) => Ok(Some(v)),
             Err(r) => {
                 tracing::info!(file = %target.display(), refusal = ?r, "staged NAR file does not verify; downloading it again");
@@ -489,7 +493,7 @@ pub(super) async fn verify_stream<S: Send + 'static>(
 /// Runs [`verify::verify`] on `source`, writing the NAR to `tmp`.
 fn verify_into(source: impl BufRead, exp: &Expect, mut tmp: tempfile::NamedTempFile) -> Checked {
     let mut out = io::BufWriter::with_capacity(STAGED_WRITE, tmp.as_file_mut());
-    let result = verify::verify(source, exp, Some(&mut out)).and_then(|v| {
+    let result = verify::verify(source, exp, verify::Output::Copy(&mut out)).and_then(|v| {
         io::Write::flush(&mut out).map_err(Refusal::Sink)?;
         Ok(v)
     });

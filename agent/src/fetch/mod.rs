@@ -304,8 +304,7 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
     let nothing_to_do = |mut report: FetchReport| async {
         tracing::debug!(closure = %root, "closure already valid, nothing to fetch");
         report.already_valid = 1;
-        let staging = ctx.staging.clone();
-        blocking(move || staging.clear()).await??;
+        ctx.clear_staging().await?;
         Ok(report)
     };
     // The root's narinfo is read while the store is asked whether the root is valid.
@@ -430,8 +429,7 @@ pub async fn fetch_closure(req: FetchRequest<'_>) -> Result<FetchReport, FetchEr
         // `nix-store --load-db` registered every missing path in one transaction,
         // each reference being valid or among them: the closure is valid, and asking
         // the store again would cost a process start.
-        let staging = ctx.staging.clone();
-        blocking(move || staging.clear()).await??;
+        ctx.clear_staging().await?;
         return Ok(report);
     }
     tracing::info!(closure = %root, paths = rest.len(), "importing verified paths");
@@ -450,8 +448,7 @@ async fn finish(ctx: &Ctx<'_>, report: FetchReport) -> Result<FetchReport, Fetch
             why: "nix copy succeeded but the closure is still not valid in the store".into(),
         });
     }
-    let staging = ctx.staging.clone();
-    blocking(move || staging.clear()).await??;
+    ctx.clear_staging().await?;
     Ok(report)
 }
 
@@ -471,6 +468,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Empties the staging directory (keeping it and its lock).
+    async fn clear_staging(&self) -> Result<(), FetchError> {
+        let staging = self.staging.clone();
+        blocking(move || staging.clear()).await?
+    }
+
     fn url_lock(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.url_locks.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(url.to_owned()).or_default().clone()

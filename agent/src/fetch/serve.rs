@@ -277,7 +277,10 @@ async fn serve_nar(ctx: &Ctx<'_>, state: &State, job: Job) {
     let sink = HoldBack::new(chunks);
     let checked = verify_stream(ctx, &ni, &key, &exp, move |source, exp| {
         let mut sink = sink;
-        (verify::verify(source, exp, Some(&mut sink)), sink)
+        (
+            verify::verify(source, exp, verify::Output::Copy(&mut sink)),
+            sink,
+        )
     })
     .await;
     match checked {

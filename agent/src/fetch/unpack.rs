@@ -292,31 +292,27 @@ impl Unpacker {
         if !exists {
             return Ok(Some(lock));
         }
-        let still_invalid = ctx
-            .nix
-            .invalid_paths(std::slice::from_ref(path))
-            .await
-            .map_err(|e| FetchError::StoreQuery(Box::new(e)));
-        match still_invalid {
-            Ok(v) if v.is_empty() => {
+        // On disk already: a leftover to clear, or made valid since the walk.
+        let cleared = async {
+            let invalid = ctx
+                .nix
+                .invalid_paths(std::slice::from_ref(path))
+                .await
+                .map_err(|e| FetchError::StoreQuery(Box::new(e)))?;
+            if invalid.is_empty() {
                 tracing::debug!(%path, "made valid by someone else since the walk");
-                self.release(vec![lock]).await;
-                Ok(None)
+                return Ok(false);
             }
-            Ok(_) => {
-                tracing::info!(%path, "removing an unregistered copy left in the store");
-                let removed = self.run(move || remove_tree(&target)).await;
-                match removed {
-                    Ok(Ok(())) => Ok(Some(lock)),
-                    Ok(Err(e)) | Err(e) => {
-                        self.release(vec![lock]).await;
-                        Err(e)
-                    }
-                }
-            }
-            Err(e) => {
+            tracing::info!(%path, "removing an unregistered copy left in the store");
+            self.run(move || remove_tree(&target)).await??;
+            Ok(true)
+        }
+        .await;
+        match cleared {
+            Ok(true) => Ok(Some(lock)),
+            other => {
                 self.release(vec![lock]).await;
-                Err(e)
+                other.map(|_| None)
             }
         }
     }

@@ -229,12 +229,7 @@ struct NarStage {
     sink_err: Option<io::Error>,
 }
 
-fn nar_stage(
-    input: &mut FileTap<impl BufRead>,
-    exp: &Expect,
-    sink: Option<&mut dyn Write>,
-    dest: Option<&Path>,
-) -> NarStage {
+fn nar_stage(input: &mut FileTap<impl BufRead>, exp: &Expect, out: Output<'_>) -> NarStage {
     let dec = match decoder(exp.compression, &mut *input) {
         Ok(d) => d,
         Err(e) => {
@@ -245,6 +240,11 @@ fn nar_stage(
                 sink_err: None,
             };
         }
+    };
+    let (sink, dest) = match out {
+        Output::Check => (None, None),
+        Output::Copy(w) => (Some(w), None),
+        Output::Unpack(p) => (None, Some(p)),
     };
     let mut tap = NarTap {
         inner: dec,
@@ -266,32 +266,23 @@ fn nar_stage(
     }
 }
 
-/// Streams `source` through every check of `exp`, copying the NAR it holds
-/// (decompressed) to `sink`.
+/// Where [`verify`] puts the NAR it checks, decompressed.
+pub(crate) enum Output<'a> {
+    /// Nowhere: only checked.
+    Check,
+    /// Copied to a writer (the staged file, the substituter's response).
+    Copy(&'a mut dyn Write),
+    /// Unpacked at this path ([`nar::unpack`]); on a refusal whatever was written
+    /// there is left for the caller to remove.
+    Unpack(&'a Path),
+}
+
+/// Streams `source` through every check of `exp`, putting the NAR it holds where
+/// `out` says, in the same pass.
 pub(crate) fn verify(
     source: impl BufRead,
     exp: &Expect,
-    sink: Option<&mut dyn Write>,
-) -> Result<Verified, Refusal> {
-    verify_to(source, exp, sink, None)
-}
-
-/// Streams `source` through every check of `exp`, unpacking the NAR it holds at
-/// `dest` ([`nar::unpack`]) in the same pass. On a refusal whatever was written at
-/// `dest` is left for the caller to remove.
-pub(crate) fn verify_unpack(
-    source: impl BufRead,
-    exp: &Expect,
-    dest: &Path,
-) -> Result<Verified, Refusal> {
-    verify_to(source, exp, None, Some(dest))
-}
-
-fn verify_to(
-    source: impl BufRead,
-    exp: &Expect,
-    sink: Option<&mut dyn Write>,
-    dest: Option<&Path>,
+    out: Output<'_>,
 ) -> Result<Verified, Refusal> {
     let mut file = FileTap {
         inner: source,
@@ -300,7 +291,7 @@ fn verify_to(
         limit: exp.file_limit,
         source_err: None,
     };
-    let nar = nar_stage(&mut file, exp, sink, dest);
+    let nar = nar_stage(&mut file, exp, out);
     // Whatever follows the compressed stream (or the rest of a file the NAR check
     // gave up on) is read too, so FileHash and FileSize cover the whole file.
     let (trailing, drain_err) = drain(&mut file);
@@ -447,12 +438,17 @@ mod tests {
             let nar_bytes = sample_nar();
             let (file, exp) = encode(&nar_bytes, c);
             let mut copy = Vec::new();
-            let v = verify(&file[..], &exp, Some(&mut copy)).unwrap();
+            let v = verify(&file[..], &exp, Output::Copy(&mut copy)).unwrap();
             assert_eq!(v.file_size, file.len() as u64, "{c}");
             assert_eq!(v.nar_size, nar_bytes.len() as u64, "{c}");
             // The staged copy is the NAR itself, and verifies as a staged file.
             assert_eq!(copy, nar_bytes, "{c}");
-            verify(&copy[..], &Expect::staged(exp.nar_size, exp.nar_hash), None).unwrap();
+            verify(
+                &copy[..],
+                &Expect::staged(exp.nar_size, exp.nar_hash),
+                Output::Check,
+            )
+            .unwrap();
             // Without FileHash/FileSize, the signed NAR fields still decide.
             let loose = Expect {
                 file_size: None,
@@ -460,7 +456,7 @@ mod tests {
                 file_limit: file.len() as u64 + 100,
                 ..exp
             };
-            verify(&file[..], &loose, None).unwrap();
+            verify(&file[..], &loose, Output::Check).unwrap();
         }
     }
 
@@ -468,18 +464,18 @@ mod tests {
     fn each_mismatch_has_its_own_refusal() {
         for c in ALL {
             let (file, exp) = encode(&sample_nar(), c);
-            let r = verify(&file[..file.len() / 2], &exp, None);
+            let r = verify(&file[..file.len() / 2], &exp, Output::Check);
             assert!(matches!(r, Err(Refusal::Truncated(_))), "{c}: {r:?}");
 
             let mut e = exp.clone();
             e.file_size = Some(file.len() as u64 + 1);
             e.file_limit = file.len() as u64 + 1;
-            let r = verify(&file[..], &e, None);
+            let r = verify(&file[..], &e, Output::Check);
             assert!(matches!(r, Err(Refusal::FileSize { .. })), "{c}: {r:?}");
 
             let mut e = exp.clone();
             e.file_limit = file.len() as u64 - 1;
-            let r = verify(&file[..], &e, None);
+            let r = verify(&file[..], &e, Output::Check);
             assert!(
                 matches!(
                     r,
@@ -493,22 +489,22 @@ mod tests {
 
             let mut e = exp.clone();
             e.file_hash = Some(Sha256Hash([7; 32]));
-            let r = verify(&file[..], &e, None);
+            let r = verify(&file[..], &e, Output::Check);
             assert!(matches!(r, Err(Refusal::FileHash { .. })), "{c}: {r:?}");
 
             let mut e = exp.clone();
             e.nar_hash = Sha256Hash([7; 32]);
-            let r = verify(&file[..], &e, None);
+            let r = verify(&file[..], &e, Output::Check);
             assert!(matches!(r, Err(Refusal::NarHash { .. })), "{c}: {r:?}");
 
             let mut e = exp.clone();
             e.nar_size -= 8;
-            let r = verify(&file[..], &e, None);
+            let r = verify(&file[..], &e, Output::Check);
             assert!(matches!(r, Err(Refusal::NarTooLong { .. })), "{c}: {r:?}");
 
             let mut e = exp.clone();
             e.nar_size += 8;
-            let r = verify(&file[..], &e, None);
+            let r = verify(&file[..], &e, Output::Check);
             assert!(matches!(r, Err(Refusal::NarSize { .. })), "{c}: {r:?}");
         }
     }
@@ -524,7 +520,7 @@ mod tests {
         )]));
         for c in ALL {
             let (file, exp) = encode(&evil, c);
-            let r = verify(&file[..], &exp, None);
+            let r = verify(&file[..], &exp, Output::Check);
             assert!(matches!(r, Err(Refusal::Malformed(_))), "{c}: {r:?}");
         }
         for c in [Compression::Zstd, Compression::Xz] {
@@ -533,7 +529,7 @@ mod tests {
             exp.file_size = Some(file.len() as u64);
             exp.file_limit = file.len() as u64;
             exp.file_hash = None;
-            let r = verify(&file[..], &exp, None);
+            let r = verify(&file[..], &exp, Output::Check);
             assert!(
                 matches!(&r, Err(Refusal::Malformed(m)) if m.contains("4 bytes follow")),
                 "{c}: {r:?}"
@@ -560,7 +556,7 @@ mod tests {
             nar_size: 4096,
             nar_hash: Sha256Hash([0; 32]),
         };
-        let r = verify(&file[..], &exp, None);
+        let r = verify(&file[..], &exp, Output::Check);
         assert!(
             matches!(r, Err(Refusal::NarTooLong { limit: 4096 })),
             "{r:?}"
@@ -576,7 +572,7 @@ mod tests {
             }
         }
         let (file, exp) = encode(&sample_nar(), Compression::Zstd);
-        let r = verify(io::BufReader::new(Failing), &exp, None);
+        let r = verify(io::BufReader::new(Failing), &exp, Output::Check);
         assert!(
             matches!(&r, Err(Refusal::Source(e)) if e.kind() == io::ErrorKind::TimedOut),
             "{r:?}"
@@ -591,7 +587,7 @@ mod tests {
                 Ok(())
             }
         }
-        let r = verify(&file[..], &exp, Some(&mut Full));
+        let r = verify(&file[..], &exp, Output::Copy(&mut Full));
         assert!(matches!(r, Err(Refusal::Sink(_))), "{r:?}");
     }
 }

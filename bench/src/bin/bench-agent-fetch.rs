@@ -205,6 +205,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
     report.notes.push(
         "peak RSS (tree) is wait4's ru_maxrss of the measured child: the largest process of its tree, nix included; fetch RSS is the fleet worker's own VmHWM; CPU s is the child's user + system time (its nix children included)".into(),
     );
+    for (label, _, what) in FLEET_MODES {
+        report.notes.push(format!("{label}: {what}"));
+    }
     report.notes.push(
         "`nix copy, import alone` imports a signed uncompressed copy of the cache with --no-recursive, as the staged fetch imports its staging cache: the part of the fleet fetch that is Nix's own work, with nothing verified or downloaded by fleet".into(),
     );
