@@ -122,7 +122,11 @@ impl Staging {
     fn write_file(&self, rel: &Path, bytes: &[u8]) -> Result<(), FetchError> {
         let path = self.dir.join(rel);
         let mut tmp = self.temp_file(&self.dir, rel)?;
-        tmp.write_all(bytes).map_err(io_err("writing", &path))?;
+        // Through the file itself: `NamedTempFile`'s own writes wrap the OS error
+        // with the path, and a full disk would then not be told from other failures.
+        tmp.as_file_mut()
+            .write_all(bytes)
+            .map_err(io_err("writing", &path))?;
         tmp.persist(&path)
             .map_err(|e| io_err("renaming into place", &path)(e.error))?;
         Ok(())
