@@ -142,7 +142,7 @@ impl Bucket {
     /// on the store:
     ///
     /// - `file://`: skipped folders are never read, an `Only` folder costs one `stat`
-    ///   of that name, and `All` folders are walked by several threads (one `readdir`
+    ///   per name (no `readdir`), and `All` folders are walked by several threads (one `readdir`
     ///   per folder and one `stat` per object, against about three path-resolving
     ///   `stat`s per object in `object_store`'s walker).
     ///   Files get the same ETag as from [`Bucket::get`], [`Bucket::head`] and
@@ -276,7 +276,7 @@ pub(super) fn kept(key: &str, prefix: &str, visit: &(dyn Fn(&str) -> Visit + Sen
         match visit(&key[..end]) {
             Visit::All => {}
             Visit::Skip => return false,
-            Visit::Only(name) => return &key[end..] == name,
+            Visit::Only(names) => return names.contains(&&key[end..]),
         }
     }
     true

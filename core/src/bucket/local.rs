@@ -68,17 +68,31 @@ fn local_etag(meta: &std::fs::Metadata) -> String {
 /// least not in the last component), and the open does not block on a FIFO or claim
 /// a terminal. Callers then refuse anything that is not a regular file.
 fn open_local_object(root: &std::path::Path, rel: &str) -> std::io::Result<std::fs::File> {
+    open_below(&LocalRoot::open(root)?, rel)
+}
+
+/// A `file://` bucket's root folder, held open so that a batch of reads resolves
+/// each key below it without opening the root again for every object.
+pub(super) struct LocalRoot(rustix::fd::OwnedFd);
+
+impl LocalRoot {
+    /// Opens the root folder.
+    pub(super) fn open(root: &std::path::Path) -> std::io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(Self(rustix::fs::open(root, flags, Mode::empty())?))
+    }
+}
+
+/// [`open_local_object`] below an open root.
+fn open_below(dir: &LocalRoot, rel: &str) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     use rustix::io::Errno;
-    let dir = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let dir = &dir.0;
     // O_NONBLOCK only matters for the open itself: reads of regular files ignore it.
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let fd = match rustix::fs::openat2(
-        &dir,
+        dir,
         rel,
         flags,
         Mode::empty(),
@@ -87,7 +101,7 @@ fn open_local_object(root: &std::path::Path, rel: &str) -> std::io::Result<std::
         Ok(fd) => fd,
         // No openat2 (old kernel, or a seccomp filter that refuses unknown calls).
         Err(Errno::NOSYS | Errno::PERM) => {
-            rustix::fs::openat(&dir, rel, flags | OFlags::NOFOLLOW, Mode::empty())?
+            rustix::fs::openat(dir, rel, flags | OFlags::NOFOLLOW, Mode::empty())?
         }
         Err(Errno::LOOP | Errno::XDEV) => {
             return Err(std::io::Error::other(format!(
@@ -110,6 +124,16 @@ pub(super) fn open_regular(
 ) -> Result<(std::fs::File, std::fs::Metadata), BucketError> {
     let io_err = |e: std::io::Error| local_io_error(url, Op::Read, key, e);
     let file = open_local_object(root, key).map_err(io_err)?;
+    regular(file, url, key)
+}
+
+/// Refuses anything but a regular file; gives the file and its metadata.
+fn regular(
+    file: std::fs::File,
+    url: &str,
+    key: &str,
+) -> Result<(std::fs::File, std::fs::Metadata), BucketError> {
+    let io_err = |e: std::io::Error| local_io_error(url, Op::Read, key, e);
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
         return Err(BucketError::NotFound {
@@ -130,9 +154,22 @@ pub(super) fn read_local(
     if_none_match: Option<&str>,
     limit: u64,
 ) -> Result<Fetched, BucketError> {
+    let dir = LocalRoot::open(root).map_err(|e| local_io_error(url, Op::Read, &key, e))?;
+    read_below(&dir, url, key, if_none_match, limit)
+}
+
+/// [`read_local`] below an open root (a batch of reads opens the root once).
+pub(super) fn read_below(
+    dir: &LocalRoot,
+    url: &str,
+    key: String,
+    if_none_match: Option<&str>,
+    limit: u64,
+) -> Result<Fetched, BucketError> {
     use std::io::Read;
     let io_err = |e: std::io::Error| local_io_error(url, Op::Read, &key, e);
-    let (file, meta) = open_regular(root, url, &key)?;
+    let file = open_below(dir, &key).map_err(io_err)?;
+    let (file, meta) = regular(file, url, &key)?;
     let etag = local_etag(&meta);
     if if_none_match == Some(etag.as_str()) {
         return Ok(Fetched::NotModified);
@@ -147,9 +184,19 @@ pub(super) fn read_local(
     if meta.len() > limit {
         return Err(too_large(meta.len()));
     }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    // The file may grow between metadata and read: read at most limit + 1.
-    file.take(limit + 1).read_to_end(&mut buf).map_err(io_err)?;
+    // One read of one byte more than the size just taken gets the whole file:
+    // `read_to_end` would ask a second time only to be told the end. Anything else
+    // (the file grew or shrank meanwhile) reads on to the end, at most limit + 1.
+    let size = meta.len() as usize;
+    let mut buf = vec![0; size + 1];
+    let mut file = file;
+    let n = file.read(&mut buf).map_err(io_err)?;
+    buf.truncate(n);
+    if n != size {
+        file.take(limit + 1 - n as u64)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
+    }
     if buf.len() as u64 > limit {
         return Err(too_large(buf.len() as u64));
     }
@@ -251,8 +298,7 @@ pub(super) fn read_local_dir(
             match visit(&sub) {
                 Visit::All => dirs.push(sub),
                 Visit::Skip => {}
-                Visit::Only(name) => {
-                    let only = format!("{sub}{name}");
+                Visit::Only(names) => {
                     let fd = match &dir_fd {
                         Some(fd) => fd,
                         None => {
@@ -263,21 +309,26 @@ pub(super) fn read_local_dir(
                             dir_fd.insert(fd)
                         }
                     };
-                    let rel = format!("{}/{name}", name_of(&sub));
-                    // Follows links, as the walk and `object_store` do for files.
-                    let st = rustix::fs::statx(
-                        fd,
-                        rel.as_str(),
-                        rustix::fs::AtFlags::empty(),
-                        rustix::fs::StatxFlags::BASIC_STATS,
-                    );
-                    match st {
-                        Ok(st) if is_regular(&st) && !is_part_file(name) => {
-                            out.push(statx_info(only, &st))
+                    for name in names {
+                        let only = format!("{sub}{name}");
+                        let rel = format!("{}/{name}", name_of(&sub));
+                        // Follows links, as the walk and `object_store` do for files.
+                        let st = rustix::fs::statx(
+                            fd,
+                            rel.as_str(),
+                            rustix::fs::AtFlags::empty(),
+                            rustix::fs::StatxFlags::BASIC_STATS,
+                        );
+                        match st {
+                            Ok(st) if is_regular(&st) && !is_part_file(name) => {
+                                out.push(statx_info(only, &st))
+                            }
+                            Ok(_) => {}
+                            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => {}
+                            Err(e) => {
+                                return Err(local_io_error(url, Op::List, &only, e.into()));
+                            }
                         }
-                        Ok(_) => {}
-                        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => {}
-                        Err(e) => return Err(local_io_error(url, Op::List, &only, e.into())),
                     }
                 }
             }

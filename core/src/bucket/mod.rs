@@ -53,9 +53,9 @@ use crate::layout::Key;
 use crate::url::BucketUrl;
 
 pub use body::{BodyFeed, BodyReader, FeedError, ObjectStream};
-use error::classify;
 pub use error::{BucketError, Op};
-use local::read_local;
+use error::{classify, local_io_error};
+use local::{LocalRoot, read_below, read_local};
 
 /// Explicit S3 credentials (instead of the standard AWS environment chain).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -143,8 +143,8 @@ pub enum Visit {
     All,
     /// Nothing in it.
     Skip,
-    /// Only the object of this name directly in it (nothing else, no sub-folder).
-    Only(&'static str),
+    /// Only the objects of these names directly in it (nothing else, no sub-folder).
+    Only(&'static [&'static str]),
 }
 
 /// A fleet bucket.
@@ -413,8 +413,24 @@ impl Bucket {
         };
         let (root, url, keys) = (root.clone(), self.url_text.clone(), keys.to_vec());
         tokio::task::spawn_blocking(move || {
+            let dir = match LocalRoot::open(&root) {
+                Ok(d) => d,
+                Err(e) => {
+                    return keys
+                        .iter()
+                        .map(|k| {
+                            Err(local_io_error(
+                                &url,
+                                Op::Read,
+                                k.as_str(),
+                                std::io::Error::new(e.kind(), e.to_string()),
+                            ))
+                        })
+                        .collect();
+                }
+            };
             keys.into_iter()
-                .map(|k| as_object(read_local(&root, &url, k.to_string(), None, limit)))
+                .map(|k| as_object(read_below(&dir, &url, k.to_string(), None, limit)))
                 .collect()
         })
         .await

@@ -450,7 +450,7 @@ async fn pruned_listing(b: &Bucket) {
     // object of those folders, top-level objects still listed.
     let only = |d: &str| {
         if d.matches('/').count() == 2 {
-            Visit::Only("status.json")
+            Visit::Only(&["status.json"])
         } else {
             Visit::All
         }

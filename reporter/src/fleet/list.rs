@@ -214,11 +214,22 @@ const HOSTS_PER_RANGE: usize = 500;
 
 /// The object name a host's folder under `dir` holds for the aggregation
 /// (`status.json`, `manifest.json`), taken from core's layout.
-fn host_object_name(dir: &str) -> &'static str {
-    static NAMES: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+fn host_object_names(dir: &str) -> &'static [&'static str] {
+    static NAMES: std::sync::LazyLock<([&str; 1], [&str; 2])> = std::sync::LazyLock::new(|| {
         let h = HostName::new("h").expect("valid host name");
-        let name = |k: Key| k.as_str().rsplit('/').next().unwrap_or_default().to_owned();
-        (name(Key::status(&h)), name(Key::manifest(&h)))
+        // Leaked once: the names of fleet's own objects, for the life of the process.
+        let name = |k: Key| -> &'static str {
+            k.as_str()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+                .leak()
+        };
+        (
+            [name(Key::status(&h))],
+            [name(Key::manifest(&h)), name(Key::hold(&h))],
+        )
     });
     if dir == STATUS_DIR {
         &NAMES.0
@@ -229,11 +240,11 @@ fn host_object_name(dir: &str) -> &'static str {
 
 /// What to list of each folder under `dir/` ([`Bucket::list_pruned`]): of a valid
 /// host's `status/` folder only its `status.json` (its events are never listed), of
-/// its `hosts/` folder everything (the manifest and a hold); folders under names
-/// that are not hosts are walked whole, so their objects are reported as ignored.
+/// its `hosts/` folder its manifest and hold (anything else there is no part of a
+/// refresh); folders under names that are not hosts are walked whole, so their
+/// objects are reported as ignored.
 fn below_host(dir: &'static str) -> impl Fn(&str) -> Visit + Send + Sync + 'static {
-    let only = host_object_name(dir);
-    let whole = dir == HOSTS_DIR;
+    let only = host_object_names(dir);
     move |folder: &str| {
         let host = folder
             .strip_prefix(dir)
@@ -241,7 +252,7 @@ fn below_host(dir: &'static str) -> impl Fn(&str) -> Visit + Send + Sync + 'stat
             .and_then(|r| r.strip_suffix('/'))
             .filter(|h| !h.contains('/'));
         match host {
-            Some(h) if HostName::new(h).is_ok() && !whole => Visit::Only(only),
+            Some(h) if HostName::new(h).is_ok() => Visit::Only(only),
             _ => Visit::All,
         }
     }
@@ -381,11 +392,14 @@ mod tests {
     #[test]
     fn of_a_host_folder_only_its_object_is_listed() {
         let v = below_host(STATUS_DIR);
-        assert_eq!(v("status/web-1/"), Visit::Only("status.json"));
+        assert_eq!(v("status/web-1/"), Visit::Only(&["status.json"]));
         assert_eq!(v("status/Not_A_Host/"), Visit::All);
         assert_eq!(v("status/Not_A_Host/x/"), Visit::All);
         assert_eq!(v("status/"), Visit::All);
-        assert_eq!(below_host(HOSTS_DIR)("hosts/web-1/"), Visit::All);
+        assert_eq!(
+            below_host(HOSTS_DIR)("hosts/web-1/"),
+            Visit::Only(&["manifest.json", "hold.json"])
+        );
         assert!(matches!(
             sort_key("hosts", "hosts/web-1/hold.json"),
             Listed::Hold(h) if h.as_str() == "web-1"
