@@ -39,11 +39,11 @@ pub fn build(host: &HostName, state: &State, mut facts: fleet_core::status::Fact
         state: state.reported.state,
         desired: state.desired.clone(),
         current: state.current.clone(),
-        last_error: state.reported.last_error.clone(),
+        last_error: state.reported.last_error.clone().map(Box::new),
         facts,
         time: Timestamp::now(),
         signature: None,
-        pause: state.reported.pause.clone(),
+        pause: state.reported.pause.clone().map(Box::new),
     }
 }
 

@@ -138,18 +138,7 @@ fn parse(
 
 /// Whether `s` is a valid signature over `message` by a key of `keys`.
 fn verifies(keys: &TrustedKeys, message: &[u8], s: &EnvelopeSignature) -> bool {
-    B64.decode(&s.sig)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .is_some_and(|bytes| {
-            keys.verify(
-                message,
-                &Signature {
-                    key_name: s.keyid.clone(),
-                    bytes,
-                },
-            )
-        })
+    decoded(s).is_some_and(|sig| keys.verify(message, &sig))
 }
 
 /// Checks size, form, type and signature, and returns the verified payload.
@@ -184,6 +173,62 @@ pub fn open(
                 .collect(),
         }),
     }
+}
+
+/// [`open`] for many envelopes of one type at once, with the same answers: the
+/// first trusted signature of each is checked in one ed25519 batch
+/// ([`TrustedKeys::verify_batch`]); when the batch does not pass, or an envelope
+/// has no candidate, each is opened on its own, so every refusal and its message
+/// is exactly [`open`]'s.
+pub fn open_many(
+    objects: &[&[u8]],
+    payload_type: &str,
+    trusted: &TrustedKeys,
+    limit: u64,
+) -> Vec<Result<Opened, EnvelopeError>> {
+    let single = || {
+        objects
+            .iter()
+            .map(|b| open(b, payload_type, trusted, limit))
+            .collect()
+    };
+    let mut candidates = Vec::with_capacity(objects.len());
+    for bytes in objects {
+        let Ok((env, payload)) = parse(bytes, payload_type, limit) else {
+            return single();
+        };
+        let first_trusted = env.signatures.into_iter().find(|s| trusted.knows(&s.keyid));
+        let Some(sig) = first_trusted.and_then(|s| decoded(&s)) else {
+            return single();
+        };
+        let message = pae(payload_type, &payload);
+        candidates.push((payload, message, sig));
+    }
+    let items: Vec<(&[u8], &Signature)> = candidates
+        .iter()
+        .map(|(_, m, s)| (m.as_slice(), s))
+        .collect();
+    if !trusted.verify_batch(&items) {
+        return single();
+    }
+    candidates
+        .into_iter()
+        .map(|(payload, _, sig)| {
+            Ok(Opened {
+                payload,
+                signed_by: sig.key_name,
+            })
+        })
+        .collect()
+}
+
+/// An envelope signature as a [`Signature`], if it is 64 bytes of base64.
+fn decoded(s: &EnvelopeSignature) -> Option<Signature> {
+    let bytes = B64.decode(&s.sig).ok()?.try_into().ok()?;
+    Some(Signature {
+        key_name: s.keyid.clone(),
+        bytes,
+    })
 }
 
 /// Signs `payload` as `payload_type` with every key of `keys` (a threshold-signed
@@ -295,5 +340,108 @@ mod tests {
             ),
             Err(EnvelopeError::BadSignature { .. })
         ));
+    }
+
+    /// The first signature's bytes in an envelope, replaced by `f` of them.
+    fn with_sig(bytes: &[u8], f: impl Fn(&mut [u8; 64])) -> Vec<u8> {
+        let mut env: Envelope = serde_json::from_slice(bytes).unwrap();
+        let mut sig: [u8; 64] = B64
+            .decode(&env.signatures[0].sig)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        f(&mut sig);
+        env.signatures[0].sig = B64.encode(sig);
+        serde_json::to_vec(&env).unwrap()
+    }
+
+    #[test]
+    fn open_many_gives_what_open_gives_for_each() {
+        let k = SecretKey::generate("p-1").unwrap();
+        let other = SecretKey::generate("p-2").unwrap();
+        let trusted = TrustedKeys::new([k.public()]);
+        let good: Vec<Vec<u8>> = (0..40)
+            .map(|i| seal(T, format!("{{\"n\":{i}}}").as_bytes(), &k))
+            .collect();
+        let objects: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+        let all = open_many(&objects, T, &trusted, 1 << 16);
+        for (i, o) in all.iter().enumerate() {
+            let o = o.as_ref().unwrap();
+            assert_eq!(o.payload, format!("{{\"n\":{i}}}").as_bytes());
+            assert_eq!(o.signed_by, "p-1");
+        }
+        assert!(open_many(&[], T, &trusted, 1 << 16).is_empty());
+
+        // One bad apple of each kind among good ones: every answer is open's.
+        let identity_r = with_sig(&good[0], |s| {
+            s[..32].fill(0);
+            s[0] = 1;
+        });
+        let bad: Vec<Vec<u8>> = vec![
+            with_sig(&good[1], |s| s[40] ^= 1),
+            // An `s` of all ones is not a canonical scalar.
+            with_sig(&good[2], |s| s[32..].fill(0xff)),
+            // An `R` that is no point on the curve (y = 2 has no x).
+            with_sig(&good[3], |s| {
+                s[..32].fill(0);
+                s[0] = 2;
+            }),
+            identity_r,
+            seal(T, b"{}", &other),
+            seal("other", b"{}", &k),
+            b"not json".to_vec(),
+            String::from_utf8(good[4].clone())
+                .unwrap()
+                .replace("\"payload\":\"", "\"payload\":\"AAAA")
+                .into_bytes(),
+        ];
+        for b in &bad {
+            let mut objects: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+            objects.insert(17, b);
+            let many = open_many(&objects, T, &trusted, 1 << 16);
+            for (o, m) in objects.iter().zip(&many) {
+                let single = open(o, T, &trusted, 1 << 16);
+                match (&single, m) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!((&a.payload, &a.signed_by), (&b.payload, &b.signed_by))
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b),
+                    _ => panic!("open gave {single:?}, open_many {m:?}"),
+                }
+            }
+            assert!(many[17].is_err(), "{:?}", many[17]);
+            assert_eq!(many.iter().filter(|m| m.is_err()).count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_batch_refuses_what_the_strict_check_refuses() {
+        let k = SecretKey::generate("p-1").unwrap();
+        let trusted = TrustedKeys::new([k.public()]);
+        let sigs: Vec<(Vec<u8>, Signature)> = (0..8)
+            .map(|i| {
+                let m = format!("message {i}").into_bytes();
+                let s = k.sign(&m);
+                (m, s)
+            })
+            .collect();
+        let items = |sigs: &[(Vec<u8>, Signature)]| -> Vec<(Vec<u8>, Signature)> { sigs.to_vec() };
+        let check = |v: &[(Vec<u8>, Signature)]| {
+            let refs: Vec<(&[u8], &Signature)> = v.iter().map(|(m, s)| (m.as_slice(), s)).collect();
+            trusted.verify_batch(&refs)
+        };
+        assert!(check(&sigs));
+        assert!(!check(&[]), "an empty batch decides nothing");
+        // A changed message, a key name not trusted, a name trusted twice.
+        let mut v = items(&sigs);
+        v[3].0.push(b'!');
+        assert!(!check(&v));
+        let mut v = items(&sigs);
+        v[5].1.key_name = "p-2".into();
+        assert!(!check(&v));
+        let twice = TrustedKeys::new([k.public(), SecretKey::generate("p-1").unwrap().public()]);
+        let refs: Vec<(&[u8], &Signature)> = sigs.iter().map(|(m, s)| (m.as_slice(), s)).collect();
+        assert!(!twice.verify_batch(&refs));
+        assert!(sigs.iter().all(|(m, s)| twice.verify(m, s)));
     }
 }

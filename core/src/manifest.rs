@@ -272,8 +272,43 @@ impl Manifest {
             MANIFEST_PAYLOAD_TYPE,
             policy.trusted,
             MAX_MANIFEST_SIZE,
-        )
-        .map_err(|e| match e {
+        );
+        Self::check_opened(bytes, opened, policy)
+    }
+
+    /// [`Manifest::verify`] for many manifests at once, with the same answers; the
+    /// signatures are checked in one batch when every policy trusts the same key set
+    /// ([`envelope::open_many`]). For a reader of a whole fleet's manifests.
+    pub fn verify_many(
+        items: &[(&[u8], VerifyPolicy<'_>)],
+    ) -> Vec<Result<VerifiedManifest, ManifestError>> {
+        let Some((_, first)) = items.first() else {
+            return Vec::new();
+        };
+        if items.iter().any(|(_, p)| p.trusted != first.trusted) {
+            return items.iter().map(|(b, p)| Self::verify(b, p)).collect();
+        }
+        let objects: Vec<&[u8]> = items.iter().map(|(b, _)| *b).collect();
+        let opened = envelope::open_many(
+            &objects,
+            MANIFEST_PAYLOAD_TYPE,
+            first.trusted,
+            MAX_MANIFEST_SIZE,
+        );
+        items
+            .iter()
+            .zip(opened)
+            .map(|((b, p), o)| Self::check_opened(b, o, p))
+            .collect()
+    }
+
+    /// The checks after the signature's: payload, host, sequence, expiry.
+    fn check_opened(
+        bytes: &[u8],
+        opened: Result<envelope::Opened, EnvelopeError>,
+        policy: &VerifyPolicy<'_>,
+    ) -> Result<VerifiedManifest, ManifestError> {
+        let opened = opened.map_err(|e| match e {
             EnvelopeError::TooLarge { size, limit } => ManifestError::TooLarge { size, limit },
             EnvelopeError::Malformed(why) => ManifestError::Malformed(why),
             EnvelopeError::WrongType { found, .. } => ManifestError::Malformed(format!(
@@ -586,5 +621,60 @@ mod tests {
             Manifest::verify(&bytes, &policy(&f, None)),
             Err(ManifestError::Malformed(w)) if w.contains("payload type")
         ));
+    }
+
+    #[test]
+    fn verify_many_answers_as_verify_does_for_each() {
+        let f = fx();
+        let other = fx();
+        let mut objects: Vec<Vec<u8>> = (1..=20)
+            .map(|i| manifest(&f, i).sign(&f.publisher))
+            .collect();
+        // Another host's manifest, a foreign key's, an expired one, a tampered one.
+        let mut m = manifest(&f, 30);
+        m.host = HostName::new("web-2").unwrap();
+        objects.push(m.sign(&f.publisher));
+        objects.push(manifest(&f, 31).sign(&other.publisher));
+        let mut m = manifest(&f, 32);
+        m.expires_at = "2026-11-26T11:30:00Z".parse().unwrap();
+        objects.push(m.sign(&f.publisher));
+        let tampered = String::from_utf8(objects[0].clone()).unwrap().replacen(
+            "\"payload\":\"",
+            "\"payload\":\"IA",
+            1,
+        );
+        objects.push(tampered.into_bytes());
+        let seen = SeenManifest {
+            sequence: 5,
+            digest: "00".repeat(32),
+        };
+        for policies in [
+            // One trusted set for all (one batch), and two sets (one by one).
+            objects
+                .iter()
+                .map(|_| policy(&f, Some(&seen)))
+                .collect::<Vec<_>>(),
+            objects
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    if i == 7 {
+                        policy(&other, None)
+                    } else {
+                        policy(&f, None)
+                    }
+                })
+                .collect(),
+        ] {
+            let items: Vec<(&[u8], VerifyPolicy<'_>)> =
+                objects.iter().map(Vec::as_slice).zip(policies).collect();
+            let many = Manifest::verify_many(&items);
+            assert_eq!(many.len(), items.len());
+            for ((b, p), m) in items.iter().zip(&many) {
+                assert_eq!(&Manifest::verify(b, p), m);
+            }
+            assert!(many.iter().filter(|m| m.is_ok()).count() >= 14, "{many:?}");
+        }
+        assert!(Manifest::verify_many(&[]).is_empty());
     }
 }

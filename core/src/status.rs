@@ -178,8 +178,9 @@ pub struct StatusReport {
     pub desired: Option<Generation>,
     /// What runs now.
     pub current: Option<Generation>,
-    /// The last error, kept until a cycle succeeds.
-    pub last_error: Option<ReportedError>,
+    /// The last error, kept until a cycle succeeds. (This and the other parts most
+    /// reports lack are boxed: a reporter holds 100,000 reports at once.)
+    pub last_error: Option<Box<ReportedError>>,
     /// Facts about the host.
     pub facts: Facts,
     /// When the report was made.
@@ -187,11 +188,11 @@ pub struct StatusReport {
     /// The operator's local pause while one holds (`fleet-agent pause`); absent
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pause: Option<PauseNote>,
+    pub pause: Option<Box<PauseNote>>,
     /// The agent's signature with its identity key (`crate::status_sig`); absent
     /// when the host has no identity key (set-ups without enrollment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<StatusSignature>,
+    pub signature: Option<Box<StatusSignature>>,
 }
 
 /// A status report's signature: ed25519 by the host's identity key (see
@@ -441,11 +442,11 @@ mod tests {
     #[test]
     fn truncation_keeps_reports_parseable() {
         let mut r = report();
-        r.last_error = Some(ReportedError {
+        r.last_error = Some(Box::new(ReportedError {
             kind: ErrorKind::Other("x".into()),
             message: truncate_message(&"é".repeat(MAX_MESSAGE_LEN)),
             at: r.time,
-        });
+        }));
         StatusReport::parse(&r.to_bytes(), KEY, &host()).unwrap();
     }
 }

@@ -72,10 +72,10 @@ fn message(report: &StatusReport) -> Vec<u8> {
 /// Signs `report` with the identity `key`, replacing any signature it had.
 pub fn sign(report: &mut StatusReport, key: &SecretKey) {
     let sig = key.sign(&message(report));
-    report.signature = Some(StatusSignature {
+    report.signature = Some(Box::new(StatusSignature {
         keyid: sig.key_name,
         sig: B64.encode(sig.bytes),
-    });
+    }));
 }
 
 /// Checks that `report` is signed by `identity`, the host's enrolled key.

@@ -70,10 +70,12 @@ pub fn report(
         state,
         desired: Some(gen_(desired)),
         current: Some(gen_(current)),
-        last_error: failing.then(|| ReportedError {
-            kind: fleet_core::ErrorKind::HealthCheckFailed,
-            message: format!("unit nginx.service failed on generation {desired}"),
-            at: time,
+        last_error: failing.then(|| {
+            Box::new(ReportedError {
+                kind: fleet_core::ErrorKind::HealthCheckFailed,
+                message: format!("unit nginx.service failed on generation {desired}"),
+                at: time,
+            })
         }),
         facts: Facts {
             nixos_version: Some("24.05".into()),

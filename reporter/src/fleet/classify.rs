@@ -229,7 +229,7 @@ mod tests {
             expires_at: expires.parse().unwrap(),
             activation: fleet_core::Activation::Switch,
             signed_by: "p-1".into(),
-            digest: "00".into(),
+            digest: crate::outcome::Sha256Digest([0; 32]),
         }))
     }
 
@@ -320,11 +320,11 @@ mod tests {
             unreachable!()
         };
         let mut r = (*r).clone();
-        r.pause = Some(fleet_core::status::PauseNote {
+        r.pause = Some(Box::new(fleet_core::status::PauseNote {
             since: now,
             until: Some("2026-11-26T14:00:00Z".parse().unwrap()),
             reason: Some("disk swap".into()),
-        });
+        }));
         let paused = StatusOutcome::Report(Arc::new(r));
         let row = classify(
             HostName::new("a").unwrap(),

@@ -3,8 +3,9 @@
 //!
 //! Objects are read in batches ([`fleet_core::Bucket::get_many`]: one blocking read
 //! of [`FETCH_BATCH`] objects on `file://`, [`FETCH_BATCH_REMOTE`] concurrent GETs on
-//! S3), about `concurrency` objects in flight, and each batch is parsed and verified in its own
-//! task, so the CPU work spreads over the runtime's worker threads (all cores). Reads
+//! S3), about `concurrency` objects in flight on S3 and at least two batches per core
+//! on `file://`, and each batch is parsed and verified in its own task, so the CPU
+//! work spreads over the runtime's worker threads (all cores). Reads
 //! are bounded by core's `MAX_STATUS_SIZE` / `MAX_MANIFEST_SIZE`; statuses are parsed
 //! with [`StatusReport::parse`] and manifests verified with [`Manifest::verify`]. A
 //! manifest whose bytes hash to the digest of the one verified before (rewritten
@@ -18,11 +19,10 @@ use fleet_core::status::MAX_STATUS_SIZE;
 use fleet_core::url::BucketUrl;
 use fleet_core::{Bucket, HostName, Key, Manifest, StatusReport, TrustedKeys};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
 use super::list::Slot;
 use super::reuse::Job;
-use crate::outcome::{ManifestInfo, ManifestOutcome, StatusOutcome, cut};
+use crate::outcome::{ManifestInfo, ManifestOutcome, Sha256Digest, StatusOutcome, cut};
 use crate::snapshot::Cached;
 
 /// Objects read per batch on `file://` (one blocking read).
@@ -81,7 +81,14 @@ pub(super) async fn fetch(
         FETCH_BATCH_REMOTE
     };
     let batches = batches(jobs, per_batch, &mut counts);
-    let in_flight = concurrency.div_ceil(per_batch).max(2);
+    let mut in_flight = concurrency.div_ceil(per_batch).max(2);
+    if per_batch == FETCH_BATCH {
+        // A `file://` batch is a blocking read and then parsing and verifying on a
+        // runtime thread: two per core keep every core busy while the other half
+        // reads (at 100,000 hosts, 3.9 s instead of 4.6-5.4 s with two in flight).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        in_flight = in_flight.max(2 * cores);
+    }
     let mut fetched = futures::stream::iter(batches)
         .map(|batch| {
             let (bucket, trusted) = (bucket.clone(), trusted.clone());
@@ -187,6 +194,7 @@ async fn fetch_batch(bucket: &Bucket, trusted: &TrustedKeys, batch: Vec<Job>) ->
     };
     let got = bucket.get_many(&keys, limit).await;
     let mut out = Vec::with_capacity(batch.len());
+    let mut manifests = Vec::new();
     for ((job, read), key) in batch.into_iter().zip(got).zip(keys) {
         out.push(match job {
             Job::Status(slot, host, etag) => {
@@ -208,12 +216,24 @@ async fn fetch_batch(bucket: &Bucket, trusted: &TrustedKeys, batch: Vec<Job>) ->
                 done
             }
             Job::Manifest(slot, host, etag, before) => {
-                manifest_done(trusted, slot, host, etag, before, read)
+                manifests.push((slot, host, etag, before, read));
+                continue;
             }
         });
     }
+    out.extend(manifests_done(trusted, manifests));
     out
 }
+
+/// A manifest read, waiting for its verification: the slot, host, listed ETag,
+/// what was verified before, and the read.
+type ManifestRead = (
+    usize,
+    HostName,
+    Option<String>,
+    Option<Arc<ManifestInfo>>,
+    Result<Object, BucketError>,
+);
 
 fn status_done(
     slot: usize,
@@ -256,17 +276,10 @@ fn status_done(
     }
 }
 
-fn manifest_done(
-    trusted: &TrustedKeys,
-    slot: usize,
-    host: HostName,
-    list_etag: Option<String>,
-    before: Option<Arc<ManifestInfo>>,
-    read: Result<Object, BucketError>,
-) -> Done {
-    let key = Key::manifest(&host);
-    let flag = |e: &dyn std::fmt::Display| ManifestOutcome::Flagged(cut(format!("{key}: {e}")));
-    let done = |etag, outcome: Option<ManifestOutcome>, read_error, same_bytes| Done {
+/// The outcomes of a batch of manifest reads. The manifests to verify are verified
+/// together ([`Manifest::verify_many`]: one ed25519 batch for the lot).
+fn manifests_done(trusted: &TrustedKeys, reads: Vec<ManifestRead>) -> Vec<Done> {
+    let done = |slot, etag, outcome: Option<ManifestOutcome>, read_error, same_bytes| Done {
         slot,
         etag,
         outcome: outcome.map(Outcome::Manifest),
@@ -274,57 +287,78 @@ fn manifest_done(
         same_bytes,
         seen: None,
     };
-    match read {
-        Ok(obj) => {
-            let etag = obj.etag.clone().or(list_etag);
-            // The same bytes as verified before (a rewrite that changed only the
-            // ETag) verify the same way with the same keys: keep that outcome.
-            if let Some(b) = &before
-                && hex::encode(Sha256::digest(&obj.bytes)) == b.digest
-            {
-                return done(
-                    etag,
-                    Some(ManifestOutcome::Verified(b.clone())),
-                    false,
-                    true,
-                );
+    let flag = |host: &HostName, e: &dyn std::fmt::Display| {
+        ManifestOutcome::Flagged(cut(format!("{}: {e}", Key::manifest(host))))
+    };
+    let mut out = Vec::with_capacity(reads.len());
+    // Read and not verified before: (slot, host, ETag, object, what was seen before).
+    let mut to_verify = Vec::new();
+    for (slot, host, list_etag, before, read) in reads {
+        match read {
+            Ok(obj) => {
+                let etag = obj.etag.clone().or(list_etag);
+                // The same bytes as verified before (a rewrite that changed only the
+                // ETag) verify the same way with the same keys: keep that outcome.
+                if let Some(b) = &before
+                    && Sha256Digest::of(&obj.bytes) == b.digest
+                {
+                    let outcome = ManifestOutcome::Verified(b.clone());
+                    out.push(done(slot, etag, Some(outcome), false, true));
+                    continue;
+                }
+                let seen = before.map(|b| SeenManifest {
+                    sequence: b.sequence,
+                    digest: b.digest.to_hex(),
+                });
+                to_verify.push((slot, host, etag, obj, seen));
             }
-            let seen = before.map(|b| SeenManifest {
-                sequence: b.sequence,
-                digest: b.digest.clone(),
-            });
-            // Expiry is checked at classification time against the clock of that
-            // refresh, so a cached outcome expires when the manifest does.
+            // Cached under the ETag of what was read (see `status_done`).
+            Err(e @ BucketError::TooLarge { .. }) => {
+                let outcome = flag(&host, &e);
+                out.push(done(slot, too_large_etag(&e), Some(outcome), false, false));
+            }
+            Err(BucketError::NotFound { .. }) => out.push(done(slot, None, None, false, false)),
+            Err(e) => {
+                tracing::warn!("{e}");
+                let outcome = flag(&host, &format!("cannot read: {e}"));
+                out.push(done(slot, None, Some(outcome), true, false));
+            }
+        }
+    }
+    // Expiry is checked at classification time against the clock of that refresh,
+    // so a cached outcome expires when the manifest does.
+    let items: Vec<(&[u8], VerifyPolicy<'_>)> = to_verify
+        .iter()
+        .map(|(_, host, _, obj, seen)| {
             let policy = VerifyPolicy {
                 trusted,
-                host: &host,
+                host,
                 highest_seen: seen.as_ref(),
                 now: None,
             };
-            let outcome = match Manifest::verify(&obj.bytes, &policy) {
-                Ok(v) => ManifestOutcome::Verified(Arc::new(ManifestInfo {
-                    sequence: v.manifest.sequence,
-                    closure: v.manifest.closure,
-                    issued_at: v.manifest.issued_at,
-                    expires_at: v.manifest.expires_at,
-                    activation: v.manifest.activation,
-                    signed_by: v.signed_by,
-                    digest: v.digest,
-                })),
-                Err(e) => flag(&e),
-            };
-            done(etag, Some(outcome), false, false)
-        }
-        // Cached under the ETag of what was read (see `status_done`).
-        Err(e @ BucketError::TooLarge { .. }) => {
-            done(too_large_etag(&e), Some(flag(&e)), false, false)
-        }
-        Err(BucketError::NotFound { .. }) => done(None, None, false, false),
-        Err(e) => {
-            tracing::warn!("{e}");
-            done(None, Some(flag(&format!("cannot read: {e}"))), true, false)
-        }
+            (obj.bytes.as_ref(), policy)
+        })
+        .collect();
+    let verified = Manifest::verify_many(&items);
+    drop(items);
+    for ((slot, host, etag, obj, _), v) in to_verify.into_iter().zip(verified) {
+        let outcome = match v {
+            Ok(v) => ManifestOutcome::Verified(Arc::new(ManifestInfo {
+                sequence: v.manifest.sequence,
+                closure: v.manifest.closure,
+                issued_at: v.manifest.issued_at,
+                expires_at: v.manifest.expires_at,
+                activation: v.manifest.activation,
+                signed_by: v.signed_by,
+                // Core gives the digest in hex; it is always 64 digits.
+                digest: Sha256Digest::from_hex(&v.digest)
+                    .unwrap_or_else(|| Sha256Digest::of(&obj.bytes)),
+            })),
+            Err(e) => flag(&host, &e),
+        };
+        out.push(done(slot, etag, Some(outcome), false, false));
     }
+    out
 }
 
 /// The ETag an oversized object was refused under (not the listing's, which may be

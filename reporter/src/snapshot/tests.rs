@@ -17,11 +17,11 @@ fn sample() -> Snapshot {
         state: AgentState::Failed,
         desired: None,
         current: None,
-        last_error: Some(ReportedError {
+        last_error: Some(Box::new(ReportedError {
             kind: fleet_core::ErrorKind::Other("x".into()),
             message: "<script>alert(1)</script>".into(),
             at: "2026-11-26T12:00:00Z".parse().unwrap(),
-        }),
+        })),
         facts: Facts::default(),
         time: "2026-11-26T12:00:00Z".parse().unwrap(),
         signature: None,
@@ -230,4 +230,37 @@ fn fingerprint_ignores_order_and_is_empty_for_no_keys() {
     );
     assert_ne!(fingerprint(&TrustedKeys::new([a])), "");
     assert_eq!(fingerprint(&TrustedKeys::default()), "");
+}
+
+#[test]
+fn a_verified_manifest_round_trips_with_its_digest_in_hex_and_a_bad_digest_is_refused() {
+    use crate::outcome::{ManifestInfo, Sha256Digest};
+    let mut s = sample();
+    let digest = Sha256Digest::of(b"manifest bytes");
+    s.hosts.values_mut().next().unwrap().manifest = Some(Cached {
+        etag: "e2".into(),
+        modified: None,
+        outcome: ManifestOutcome::Verified(Arc::new(ManifestInfo {
+            sequence: 7,
+            closure: fleet_core::StorePath::new(
+                "/nix/store/aql5kla6x8r78rrdfyxr471hbn3himl6-nixos-system-web-1",
+            )
+            .unwrap(),
+            issued_at: "2026-11-26T12:00:00Z".parse().unwrap(),
+            expires_at: "2026-12-26T12:00:00Z".parse().unwrap(),
+            activation: fleet_core::Activation::Switch,
+            signed_by: "publisher-1".into(),
+            digest,
+        })),
+    });
+    let bytes = s.to_bytes();
+    assert_eq!(Snapshot::parse(&bytes, KEY).unwrap(), s);
+    let t = text(&bytes);
+    let hex = digest.to_hex();
+    assert_eq!(hex.len(), 64);
+    assert!(t.contains(&format!("\"digest\":\"{hex}\"")), "{t}");
+    for bad in [&hex[..63], "zz", &format!("{hex}00")] {
+        let e = Snapshot::parse(&encode(&t.replace(&hex, bad)), KEY).unwrap_err();
+        assert!(e.contains("64 hex digits") && e.contains(KEY), "{bad}: {e}");
+    }
 }
