@@ -229,6 +229,12 @@ fn run(
             f.hosts * (2 + a.events),
             t.elapsed().as_secs_f64()
         );
+        // 700,000 new files are minutes of writeback: flushed here, not while the
+        // refreshes are timed (it pushed the load average to 15 in earlier runs).
+        let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+        if !synced {
+            eprintln!("sync failed; writeback may overlap the measured refreshes");
+        }
         let mut runs: Vec<Vec<ChildResult>> = vec![vec![]; PHASES.len()];
         for r in 0..a.runs {
             for (p, phase) in PHASES.iter().enumerate() {
