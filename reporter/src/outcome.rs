@@ -44,8 +44,9 @@ pub struct ManifestInfo {
     pub expires_at: Timestamp,
     /// How the agent activates it.
     pub activation: Activation,
-    /// The publisher key that signed it.
-    pub signed_by: String,
+    /// The publisher key that signed it (shared: a fleet has a few key names and
+    /// many manifests).
+    pub signed_by: Arc<str>,
     /// SHA-256 of the stored object.
     pub digest: Sha256Digest,
 }

@@ -341,6 +341,16 @@ fn manifests_done(trusted: &TrustedKeys, reads: Vec<ManifestRead>) -> Vec<Done> 
         .collect();
     let verified = Manifest::verify_many(&items);
     drop(items);
+    // One name per key for the batch, not one per manifest.
+    let mut names: Vec<Arc<str>> = Vec::new();
+    let mut name_of = |signed_by: String| {
+        if let Some(n) = names.iter().find(|n| ***n == *signed_by) {
+            return n.clone();
+        }
+        let n: Arc<str> = signed_by.into();
+        names.push(n.clone());
+        n
+    };
     for ((slot, host, etag, obj, _), v) in to_verify.into_iter().zip(verified) {
         let outcome = match v {
             Ok(v) => ManifestOutcome::Verified(Arc::new(ManifestInfo {
@@ -349,7 +359,7 @@ fn manifests_done(trusted: &TrustedKeys, reads: Vec<ManifestRead>) -> Vec<Done> 
                 issued_at: v.manifest.issued_at,
                 expires_at: v.manifest.expires_at,
                 activation: v.manifest.activation,
-                signed_by: v.signed_by,
+                signed_by: name_of(v.signed_by),
                 // Core gives the digest in hex; it is always 64 digits.
                 digest: Sha256Digest::from_hex(&v.digest)
                     .unwrap_or_else(|| Sha256Digest::of(&obj.bytes)),
