@@ -3,8 +3,8 @@
 //!
 //! Of a host's `status/` folder only `status.json` is listed (never its events): on
 //! `file://` that is one `stat` per host, on S3 the other entries are dropped as the
-//! pages arrive. A host's `hosts/` folder is listed whole: it holds `manifest.json`
-//! and, for a held host, `hold.json` (read by `holds.rs`). S3 listings run as concurrent key ranges cut at host
+//! pages arrive. Of a host's `hosts/` folder, `manifest.json` and, for a held host,
+//! `hold.json` (read by `holds.rs`): two `stat`s on `file://`. S3 listings run as concurrent key ranges cut at host
 //! names of the previous snapshot (or at first characters when there is none), see
 //! [`fleet_core::Bucket::list_pruned`]. Without a previous snapshot (a cold refresh)
 //! an object store's `status/` is listed one level deep instead, its host folders
