@@ -241,6 +241,19 @@ in
       '';
     };
 
+    importVia = mkOption {
+      type = types.enum [ "unpack" "staging" "substituter" ];
+      default = "unpack";
+      description = ''
+        How verified store paths reach the Nix store (`import-via`, docs/agent.md):
+        `unpack` writes each NAR into the store as it is checked and registers the
+        closure once every path passed (the fastest; the agent remounts NixOS's
+        read-only store writable for its own writing threads only, as Nix does);
+        `staging` verifies into the state directory and imports with `nix copy`;
+        `substituter` serves `nix copy` a verifying local substituter.
+      '';
+    };
+
     maxQueuedEvents = mkOption {
       type = types.ints.positive;
       default = 100;

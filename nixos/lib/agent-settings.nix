@@ -40,6 +40,7 @@ withoutNulls {
   reboot = cfg.reboot;
   maintenance-windows = cfg.maintenanceWindows;
   time-zone = cfg.timeZone;
+  import-via = cfg.importVia or null;
   max-queued-events = cfg.maxQueuedEvents;
   metrics-file = cfg.metricsFile;
   log-format = cfg.logFormat;

@@ -743,7 +743,7 @@ fn the_nixos_modules_agent_config_is_accepted_by_fleet_agent() {
                 {{ systemdUnit = null; command = [ "/bin/sh" "-c" "echo \"ok\"\nexit 0" ]; http = null; timeout = 5; }}
                 {{ systemdUnit = null; command = null; http = "http://127.0.0.1:8080/healthz"; timeout = null; }}
               ];
-              maxQueuedEvents = 100; metricsFile = null; logFormat = "json";
+              maxQueuedEvents = 100; importVia = "substituter"; metricsFile = null; logFormat = "json";
               extraSettings = {{ {extra} }};
             }}"#,
             bucket = bucket.display(),

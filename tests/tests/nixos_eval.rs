@@ -294,6 +294,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
                   {{ http = "http://127.0.0.1:8080/healthz"; }}
                 ];
                 maxQueuedEvents = 50;
+                importVia = "staging";
                 metricsFile = "{metrics}";
                 logFormat = "json";
                 extraSettings = {{ "facts-root" = "/"; }};
@@ -354,6 +355,7 @@ fn every_setting_reaches_the_units_and_the_real_binaries() {
         "reboot = \"window\"",
         "maintenance-windows = [\"Mon-Fri 02:00-04:00\"]",
         "time-zone = \"UTC\"",
+        "import-via = \"staging\"",
     ] {
         assert!(toml.contains(want), "{want} missing from:\n{toml}");
     }
