@@ -138,7 +138,7 @@ impl Bucket {
     /// to the root ending in `/` (`status/web-1/`), outermost first, and answers with
     /// a [`Visit`]: an object is listed when every folder it is in answers
     /// [`Visit::All`], or when the first one that does not answers
-    /// [`Visit::Only`] with its name (directly in that folder). What that buys depends
+    /// [`Visit::Only`] with one of its names (directly in that folder). What that buys depends
     /// on the store:
     ///
     /// - `file://`: skipped folders are never read, an `Only` folder costs one `stat`
