@@ -1292,13 +1292,18 @@ fn many_small_paths_are_fetched_many_requests_at_once() {
         );
         // 4 at once would take 2 x 200 / 4 round trips, 4 s; the bound is what the
         // fetch may have in flight: the narinfo walk, and the small NARs beside the
-        // large downloads.
+        // large downloads. The proxy counts a connection until both of its shaped
+        // pump threads have seen it close (a latency later, later still on a loaded
+        // machine), so a connection the client closed and replaced is counted
+        // twice for a moment: a few over the bound (69 against 68, once in CI) is
+        // that, not a fetch that stopped bounding its requests (200 here).
+        let slack = 8;
         assert!(
             peak > 2 * limits.concurrency,
             "only {peak} requests at once"
         );
         assert!(
-            peak <= 32 + limits.concurrency + 32,
+            peak <= 32 + limits.concurrency + 32 + slack,
             "{peak} requests at once"
         );
     });
