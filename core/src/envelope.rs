@@ -177,47 +177,45 @@ pub fn open(
 
 /// [`open`] for many envelopes of one type at once, with the same answers: the
 /// first trusted signature of each is checked in one ed25519 batch
-/// ([`TrustedKeys::verify_batch`]); when the batch does not pass, or an envelope
-/// has no candidate, each is opened on its own, so every refusal and its message
-/// is exactly [`open`]'s.
+/// ([`TrustedKeys::verify_batch`]). An envelope with no such signature (or not well
+/// formed) is opened on its own, and when the batch does not pass every envelope
+/// is, so every refusal and its message is exactly [`open`]'s.
 pub fn open_many(
     objects: &[&[u8]],
     payload_type: &str,
     trusted: &TrustedKeys,
     limit: u64,
 ) -> Vec<Result<Opened, EnvelopeError>> {
-    let single = || {
-        objects
-            .iter()
-            .map(|b| open(b, payload_type, trusted, limit))
-            .collect()
-    };
-    let mut candidates = Vec::with_capacity(objects.len());
-    for bytes in objects {
-        let Ok((env, payload)) = parse(bytes, payload_type, limit) else {
-            return single();
-        };
-        let first_trusted = env.signatures.into_iter().find(|s| trusted.knows(&s.keyid));
-        let Some(sig) = first_trusted.and_then(|s| decoded(&s)) else {
-            return single();
-        };
-        let message = pae(payload_type, &payload);
-        candidates.push((payload, message, sig));
-    }
+    let single = |b: &[u8]| open(b, payload_type, trusted, limit);
+    // Per envelope, its payload, signed message and first trusted signature.
+    type Candidate = (Vec<u8>, Vec<u8>, Signature);
+    let candidates: Vec<Option<Candidate>> = objects
+        .iter()
+        .map(|bytes| {
+            let (env, payload) = parse(bytes, payload_type, limit).ok()?;
+            let first_trusted = env.signatures.into_iter().find(|s| trusted.knows(&s.keyid));
+            let sig = decoded(&first_trusted?)?;
+            let message = pae(payload_type, &payload);
+            Some((payload, message, sig))
+        })
+        .collect();
     let items: Vec<(&[u8], &Signature)> = candidates
         .iter()
+        .flatten()
         .map(|(_, m, s)| (m.as_slice(), s))
         .collect();
-    if !trusted.verify_batch(&items) {
-        return single();
+    if !items.is_empty() && !trusted.verify_batch(&items) {
+        return objects.iter().map(|b| single(b)).collect();
     }
-    candidates
-        .into_iter()
-        .map(|(payload, _, sig)| {
-            Ok(Opened {
+    objects
+        .iter()
+        .zip(candidates)
+        .map(|(bytes, c)| match c {
+            Some((payload, _, sig)) => Ok(Opened {
                 payload,
                 signed_by: sig.key_name,
-            })
+            }),
+            None => single(bytes),
         })
         .collect()
 }

@@ -27,6 +27,7 @@
 use std::fmt::{self, Write as _};
 
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use crate::keys::{SecretKey, Signature, TrustedKeys};
 use crate::nixbase32;
@@ -64,6 +65,24 @@ impl Sha256Hash {
     /// The hash in Nix base-32, without the `sha256:` prefix (NAR file names use this).
     pub fn to_base32(&self) -> String {
         nixbase32::encode(&self.0)
+    }
+
+    /// The SHA-256 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// The hash as 64 lowercase hex digits, without prefix (fleet's own objects name
+    /// digests so: manifests, releases, the dashboard snapshot).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits, without prefix; `None` for anything else.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
     }
 }
 

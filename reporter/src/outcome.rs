@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use fleet_core::manifest::Activation;
+use fleet_core::narinfo::Sha256Hash;
 use fleet_core::status::Generation;
 use fleet_core::{HostName, StatusReport, StorePath};
 use jiff::Timestamp;
@@ -48,52 +49,23 @@ pub struct ManifestInfo {
     /// many manifests).
     pub signed_by: Arc<str>,
     /// SHA-256 of the stored object.
-    pub digest: Sha256Digest,
+    #[serde(with = "hex_sha256")]
+    pub digest: Sha256Hash,
 }
 
-/// A SHA-256 digest, held as its 32 bytes and written as 64 lowercase hex digits
-/// (a `String` of them per host was 8 MB at 100,000 hosts).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Sha256Digest(pub [u8; 32]);
+/// The snapshot's form of a manifest digest: 64 hex digits (held as 32 bytes: a
+/// `String` of them per host was 8 MB at 100,000 hosts).
+mod hex_sha256 {
+    use fleet_core::narinfo::Sha256Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl Sha256Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        use sha2::Digest;
-        Self(sha2::Sha256::digest(bytes).into())
+    pub fn serialize<S: Serializer>(h: &Sha256Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.to_hex())
     }
 
-    /// Parses 64 hex digits; `None` for anything else.
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Self(out))
-    }
-
-    /// The 64 lowercase hex digits.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl std::fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl Serialize for Sha256Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut buf).expect("64 bytes hold 32 in hex");
-        s.serialize_str(std::str::from_utf8(&buf).expect("hex is ASCII"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Sha256Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sha256Hash, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::from_hex(&s)
+        Sha256Hash::from_hex(&s)
             .ok_or_else(|| serde::de::Error::custom("a SHA-256 digest is 64 hex digits"))
     }
 }

@@ -71,12 +71,12 @@ fn open_local_object(root: &std::path::Path, rel: &str) -> std::io::Result<std::
     open_below(&LocalRoot::open(root)?, rel)
 }
 
-/// A `file://` bucket's root folder, held open so that a batch of reads resolves
-/// each key below it without opening the root again for every object.
+/// A folder of a `file://` bucket (its root, or one being listed), held open so that
+/// a batch of reads or `stat`s resolves names below it without opening it again.
 pub(super) struct LocalRoot(rustix::fd::OwnedFd);
 
 impl LocalRoot {
-    /// Opens the root folder.
+    /// Opens the folder.
     pub(super) fn open(root: &std::path::Path) -> std::io::Result<Self> {
         use rustix::fs::{Mode, OFlags};
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -169,7 +169,7 @@ pub(super) fn read_below(
     use std::io::Read;
     let io_err = |e: std::io::Error| local_io_error(url, Op::Read, &key, e);
     let file = open_below(dir, &key).map_err(io_err)?;
-    let (file, meta) = regular(file, url, &key)?;
+    let (mut file, meta) = regular(file, url, &key)?;
     let etag = local_etag(&meta);
     if if_none_match == Some(etag.as_str()) {
         return Ok(Fetched::NotModified);
@@ -189,7 +189,6 @@ pub(super) fn read_below(
     // (the file grew or shrank meanwhile) reads on to the end, at most limit + 1.
     let size = meta.len() as usize;
     let mut buf = vec![0; size + 1];
-    let mut file = file;
     let n = file.read(&mut buf).map_err(io_err)?;
     buf.truncate(n);
     if n != size {
@@ -282,7 +281,7 @@ pub(super) fn read_local_dir(
     };
     // Opened on the first `Only` sub-folder: its objects are stat'ed relative to this
     // folder, so the kernel resolves two path components, not the whole path.
-    let mut dir_fd: Option<rustix::fd::OwnedFd> = None;
+    let mut dir_fd: Option<LocalRoot> = None;
     for entry in rd {
         let entry = entry.map_err(|e| local_io_error(url, Op::List, dir_key, e))?;
         let name = entry.file_name();
@@ -300,13 +299,11 @@ pub(super) fn read_local_dir(
                 Visit::Skip => {}
                 Visit::Only(names) => {
                     let fd = match &dir_fd {
-                        Some(fd) => fd,
+                        Some(fd) => &fd.0,
                         None => {
-                            use rustix::fs::{Mode, OFlags};
-                            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-                            let fd = rustix::fs::open(&dir, flags, Mode::empty())
-                                .map_err(|e| local_io_error(url, Op::List, dir_key, e.into()))?;
-                            dir_fd.insert(fd)
+                            let fd = LocalRoot::open(&dir)
+                                .map_err(|e| local_io_error(url, Op::List, dir_key, e))?;
+                            &dir_fd.insert(fd).0
                         }
                     };
                     for name in names {

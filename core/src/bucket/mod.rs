@@ -53,8 +53,8 @@ use crate::layout::Key;
 use crate::url::BucketUrl;
 
 pub use body::{BodyFeed, BodyReader, FeedError, ObjectStream};
+use error::classify;
 pub use error::{BucketError, Op};
-use error::{classify, local_io_error};
 use local::{LocalRoot, read_below, read_local};
 
 /// Explicit S3 credentials (instead of the standard AWS environment chain).
@@ -413,21 +413,12 @@ impl Bucket {
         };
         let (root, url, keys) = (root.clone(), self.url_text.clone(), keys.to_vec());
         tokio::task::spawn_blocking(move || {
-            let dir = match LocalRoot::open(&root) {
-                Ok(d) => d,
-                Err(e) => {
-                    return keys
-                        .iter()
-                        .map(|k| {
-                            Err(local_io_error(
-                                &url,
-                                Op::Read,
-                                k.as_str(),
-                                std::io::Error::new(e.kind(), e.to_string()),
-                            ))
-                        })
-                        .collect();
-                }
+            let Ok(dir) = LocalRoot::open(&root) else {
+                // Each read then says why, as a read of one object does.
+                return keys
+                    .into_iter()
+                    .map(|k| as_object(read_local(&root, &url, k.to_string(), None, limit)))
+                    .collect();
             };
             keys.into_iter()
                 .map(|k| as_object(read_below(&dir, &url, k.to_string(), None, limit)))

@@ -229,7 +229,7 @@ mod tests {
             expires_at: expires.parse().unwrap(),
             activation: fleet_core::Activation::Switch,
             signed_by: "p-1".into(),
-            digest: crate::outcome::Sha256Digest([0; 32]),
+            digest: fleet_core::narinfo::Sha256Hash([0; 32]),
         }))
     }
 

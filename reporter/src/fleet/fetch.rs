@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use fleet_core::bucket::{BucketError, Object, ObjectInfo};
 use fleet_core::manifest::{MAX_MANIFEST_SIZE, SeenManifest, VerifyPolicy};
+use fleet_core::narinfo::Sha256Hash;
 use fleet_core::status::MAX_STATUS_SIZE;
 use fleet_core::url::BucketUrl;
 use fleet_core::{Bucket, HostName, Key, Manifest, StatusReport, TrustedKeys};
@@ -22,7 +23,7 @@ use futures::StreamExt;
 
 use super::list::Slot;
 use super::reuse::Job;
-use crate::outcome::{ManifestInfo, ManifestOutcome, Sha256Digest, StatusOutcome, cut};
+use crate::outcome::{ManifestInfo, ManifestOutcome, StatusOutcome, cut};
 use crate::snapshot::Cached;
 
 /// Objects read per batch on `file://` (one blocking read).
@@ -300,7 +301,7 @@ fn manifests_done(trusted: &TrustedKeys, reads: Vec<ManifestRead>) -> Vec<Done> 
                 // The same bytes as verified before (a rewrite that changed only the
                 // ETag) verify the same way with the same keys: keep that outcome.
                 if let Some(b) = &before
-                    && Sha256Digest::of(&obj.bytes) == b.digest
+                    && Sha256Hash::of(&obj.bytes) == b.digest
                 {
                     let outcome = ManifestOutcome::Verified(b.clone());
                     out.push(done(slot, etag, Some(outcome), false, true));
@@ -361,8 +362,8 @@ fn manifests_done(trusted: &TrustedKeys, reads: Vec<ManifestRead>) -> Vec<Done> 
                 activation: v.manifest.activation,
                 signed_by: name_of(v.signed_by),
                 // Core gives the digest in hex; it is always 64 digits.
-                digest: Sha256Digest::from_hex(&v.digest)
-                    .unwrap_or_else(|| Sha256Digest::of(&obj.bytes)),
+                digest: Sha256Hash::from_hex(&v.digest)
+                    .unwrap_or_else(|| Sha256Hash::of(&obj.bytes)),
             })),
             Err(e) => flag(&host, &e),
         };

@@ -234,9 +234,10 @@ fn fingerprint_ignores_order_and_is_empty_for_no_keys() {
 
 #[test]
 fn a_verified_manifest_round_trips_with_its_digest_in_hex_and_a_bad_digest_is_refused() {
-    use crate::outcome::{ManifestInfo, Sha256Digest};
+    use crate::outcome::ManifestInfo;
+    use fleet_core::narinfo::Sha256Hash;
     let mut s = sample();
-    let digest = Sha256Digest::of(b"manifest bytes");
+    let digest = Sha256Hash::of(b"manifest bytes");
     s.hosts.values_mut().next().unwrap().manifest = Some(Cached {
         etag: "e2".into(),
         modified: None,
