@@ -15,6 +15,7 @@
 //! | `releases/<id>.json` | publisher | publisher, reporter |
 //! | `releases/<id>/rollout.json` | publisher | publisher, reporter |
 //! | `dashboard/snapshot.json` | reporter | reporter |
+//! | `dashboard/snapshot-delta.json` | reporter | reporter |
 //! | `registry/hosts/<host>.json` | admin (`fleet-publish enroll`) | reporter |
 //! | `audit/chain/<index>.json` | publisher | publisher, admins |
 //! | `audit/head.json` | publisher | publisher |
@@ -129,6 +130,11 @@ pub const LAYOUT: &[LayoutRow] = &[
     },
     LayoutRow {
         pattern: "dashboard/snapshot.json",
+        written_by: "reporter",
+        read_by: "reporter",
+    },
+    LayoutRow {
+        pattern: "dashboard/snapshot-delta.json",
         written_by: "reporter",
         read_by: "reporter",
     },
@@ -334,6 +340,12 @@ impl Key {
     /// `dashboard/snapshot.json`: the reporter's incremental cache of what it read.
     pub fn dashboard_snapshot() -> Self {
         Self(format!("{DASHBOARD_DIR}/snapshot.json"))
+    }
+
+    /// `dashboard/snapshot-delta.json`: what changed since `dashboard/snapshot.json`
+    /// was written.
+    pub fn dashboard_snapshot_delta() -> Self {
+        Self(format!("{DASHBOARD_DIR}/snapshot-delta.json"))
     }
 
     /// `registry/hosts/<host>.json`: the signed registry entry of one host
@@ -563,6 +575,10 @@ mod tests {
         assert_eq!(
             Key::dashboard_snapshot().as_str(),
             "dashboard/snapshot.json"
+        );
+        assert_eq!(
+            Key::dashboard_snapshot_delta().as_str(),
+            "dashboard/snapshot-delta.json"
         );
     }
 

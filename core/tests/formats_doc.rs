@@ -212,6 +212,7 @@ fn documented_bucket_layout_is_the_code() {
         Key::release(&ObjectName::new("2026-12-02-a").unwrap()),
         Key::rollout(&ObjectName::new("2026-12-02-a").unwrap()),
         Key::dashboard_snapshot(),
+        Key::dashboard_snapshot_delta(),
         Key::registry_host(&host),
         Key::audit_chain(17),
         Key::audit_head(),

@@ -152,6 +152,7 @@ pub fn hosts(fleet: &Fleet, query: &HostQuery) -> Value {
     let mut rows: Vec<&HostRow> = fleet
         .hosts
         .iter()
+        .map(|r| &**r)
         .filter(|r| query.states.is_empty() || query.states.contains(&r.state))
         .filter(|r| query.q.is_empty() || r.host.as_str().contains(&query.q))
         .collect();

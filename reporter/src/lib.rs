@@ -54,17 +54,18 @@ mod stored;
 pub mod synth;
 mod trust;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleet_core::Bucket;
 use fleet_core::bucket::BucketError;
+use fleet_core::{Bucket, HostName};
 
 use crate::config::ReporterOptions;
 use crate::fleet::{Fleet, RefreshParams};
-use crate::snapshot::Snapshot;
 
-/// What the reporter knows of `dashboard/snapshot.json` in the bucket.
+/// What the reporter knows of a stored object (`dashboard/snapshot.json`, or its
+/// delta) in the bucket.
 #[derive(Clone, Debug)]
 enum SnapshotTag {
     /// Not known: read it (or its ETag) before writing.
@@ -79,10 +80,16 @@ enum SnapshotTag {
 struct State {
     /// The last aggregation and when it was made.
     fleet: Option<(Arc<Fleet>, Instant)>,
-    /// The snapshot the next refresh starts from.
-    snapshot: Option<Arc<Snapshot>>,
+    /// The snapshot and rows the next refresh starts from.
+    memory: fleet::Memory,
     /// What is known of the stored snapshot.
     tag: SnapshotTag,
+    /// What is known of the stored delta (`dashboard/snapshot-delta.json`).
+    delta_tag: SnapshotTag,
+    /// The id of the stored snapshot, when this process read or wrote it.
+    stored_id: Option<String>,
+    /// The hosts whose entries changed since the stored snapshot of `stored_id`.
+    changed: BTreeSet<HostName>,
 }
 
 impl State {
@@ -90,8 +97,11 @@ impl State {
     fn new() -> Self {
         Self {
             fleet: None,
-            snapshot: None,
+            memory: fleet::Memory::default(),
             tag: SnapshotTag::Unknown,
+            delta_tag: SnapshotTag::Unknown,
+            stored_id: None,
+            changed: BTreeSet::new(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `dashboard/snapshot.json`: the reporter's incremental cache of what it read, and
-//! its codec.
+//! `dashboard/snapshot.json`: the reporter's incremental cache of what it read, its
+//! delta `dashboard/snapshot-delta.json`, and their codec.
 //!
 //! A snapshot records, per host, the outcome of reading its `status.json` and
 //! `manifest.json` and the ETags they were read under (this was once called the
@@ -10,18 +10,21 @@
 //! ETag changed are fetched again. Several reporters (Lambda containers, `serve`
 //! processes) may share one bucket: each writes with compare-and-swap
 //! (`put_if_match` on the ETag it read, `put_if_absent` when there was none) and simply
-//! skips the write when it loses, since its answer is correct either way.
+//! skips the write when it loses, since its answer is correct either way. Most
+//! writes are of the delta only (`crate::stored`, decision 32 in `docs/decisions.md`).
 //!
-//! # Format, version 3
+//! # Format, version 4
 //!
 //! The object is a sequence of [zstd](https://facebook.github.io/zstd/) frames, each
 //! recording its decompressed size, so `zstd -dc snapshot.json` prints it as text. The
 //! first frame holds one JSON line, the header:
 //!
 //! ```json
-//! {"version":3,"written_at":"2026-11-26T21:25:00Z","full_listing_at":"2026-11-26T21:20:00Z","trusted_keys":"<sha256 hex of the sorted trusted publisher keys, or empty>","hosts":2,"shards":1}
+//! {"version":4,"id":"<32 hex digits>","written_at":"2026-11-26T21:25:00Z","full_listing_at":"2026-11-26T21:20:00Z","trusted_keys":"<sha256 hex of the sorted trusted publisher keys, or empty>","hosts":2,"shards":1}
 //! ```
 //!
+//! `id` is drawn at random each time the whole snapshot is written; a delta names the
+//! snapshot it applies to by it.
 //! `written_at` is when the refresh that made it started (by the reporter's clock):
 //! the next refresh lists the change feed from a little before it.
 //! `full_listing_at` is when the last refresh that listed `status/` and `hosts/`
@@ -41,6 +44,22 @@
 //! `hold_modified` (the listed time of its `hold.json`, which is read on every
 //! refresh) and `marker` (the store time of its newest change-feed marker seen).
 //!
+//! ## The delta
+//!
+//! `dashboard/snapshot-delta.json` has the same form. Its header has `base` (the `id`
+//! of the snapshot it applies to) instead of `id`, and the `written_at` and
+//! `full_listing_at` of the snapshot it brings that one to; its lines are the hosts
+//! changed since, each with its entry now or `null` when the host is gone:
+//!
+//! ```json
+//! {"version":4,"base":"<32 hex digits>","written_at":"2026-11-26T21:26:00Z","full_listing_at":"2026-11-26T21:20:00Z","trusted_keys":"…","hosts":2,"shards":1}
+//! ["web-1",{"status":{ … }}]
+//! ["web-9",null]
+//! ```
+//!
+//! A delta whose `base` is not the snapshot's `id`, whose keys differ or that is
+//! older than the snapshot is not applied.
+//!
 //! Why this shape: at 100,000 hosts the JSON is about 100 MB; compressed it is a
 //! tenth of that to store and move, and independent shards of about
 //! [`HOSTS_PER_SHARD`] hosts are encoded and decoded on every core at once.
@@ -55,10 +74,11 @@
 //! declare before anything is allocated), parsed strictly (unknown fields refused),
 //! every report must name the host it is filed under, hosts must be in order and
 //! unique, and strings are held to the same bounds as the status format. A file that
-//! fails any check (a version 1 file written by an older reporter included) is
-//! ignored, and a cold refresh follows; it is never trusted in part.
+//! fails any check (one written by an older reporter included) is ignored, and a
+//! cold refresh follows; it is never trusted in part. A delta is checked the same
+//! way, and one that fails is ignored (the snapshot alone is used).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fleet_core::status::{MAX_MESSAGE_LEN, MAX_SHORT_LEN};
 use fleet_core::{HostName, TrustedKeys};
@@ -69,7 +89,7 @@ use sha2::{Digest, Sha256};
 use crate::outcome::{MAX_FLAG_LEN, ManifestOutcome, StatusOutcome};
 
 /// Format version of the snapshot.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 /// Largest snapshot object read back, compressed (100,000 hosts take about 10 MiB).
 pub const MAX_SNAPSHOT_SIZE: u64 = 256 * 1024 * 1024;
 /// Largest snapshot accepted once decompressed (a host takes about 1 KiB, 6 KiB when
@@ -127,6 +147,9 @@ pub struct CachedHost {
 pub struct Snapshot {
     /// Always [`SNAPSHOT_VERSION`].
     pub version: u32,
+    /// Its identity once stored (a fresh one each time it is stored whole): a delta
+    /// names the snapshot it applies to.
+    pub id: String,
     /// When the refresh that computed it started.
     pub written_at: Timestamp,
     /// When the last full listing (of `status/` and `hosts/`) it builds on started.
@@ -156,6 +179,7 @@ impl Snapshot {
     ) -> Self {
         Self {
             version: SNAPSHOT_VERSION,
+            id: new_id(),
             written_at,
             full_listing_at: written_at,
             trusted_keys,
@@ -166,140 +190,257 @@ impl Snapshot {
     /// Encodes the snapshot (format above), shards on every core.
     pub fn to_bytes(&self) -> Vec<u8> {
         let entries: Vec<(&HostName, &CachedHost)> = self.hosts.iter().collect();
-        let shards: Vec<&[(&HostName, &CachedHost)]> = entries.chunks(HOSTS_PER_SHARD).collect();
-        let header = Header {
+        encode(
+            self.header(Some(self.id.clone()), None, entries.len()),
+            &entries,
+        )
+    }
+
+    /// Encodes the delta from the stored snapshot of this one's `id` to this one:
+    /// the entries of `changed` hosts as they are now (`null`: gone).
+    pub fn delta_bytes(&self, changed: &BTreeSet<HostName>) -> Vec<u8> {
+        let entries: Vec<(&HostName, Option<&CachedHost>)> =
+            changed.iter().map(|h| (h, self.hosts.get(h))).collect();
+        encode(
+            self.header(None, Some(self.id.clone()), entries.len()),
+            &entries,
+        )
+    }
+
+    fn header(&self, id: Option<String>, base: Option<String>, hosts: usize) -> Header {
+        Header {
             version: SNAPSHOT_VERSION,
+            id,
+            base,
             written_at: self.written_at,
             full_listing_at: self.full_listing_at,
             trusted_keys: self.trusted_keys.clone(),
-            hosts: entries.len(),
-            shards: shards.len(),
-        };
-        let mut line = serde_json::to_vec(&header).expect("snapshot header serialises");
-        line.push(b'\n');
-        let mut out = compress(&line);
-        for frame in crate::par::map(&shards, |shard| {
-            let mut text = Vec::with_capacity(shard.len() * 1024);
-            for entry in *shard {
-                serde_json::to_writer(&mut text, entry).expect("snapshot entry serialises");
-                text.push(b'\n');
-            }
-            compress(&text)
-        }) {
-            out.extend_from_slice(&frame);
+            hosts,
+            shards: hosts.div_ceil(HOSTS_PER_SHARD),
         }
-        out
     }
 
     /// Decodes and checks a snapshot read from `key`. Errors name the key and the
     /// problem; the caller then ignores the file.
     pub fn parse(bytes: &[u8], key: &str) -> Result<Self, String> {
-        if bytes.len() as u64 > MAX_SNAPSHOT_SIZE {
-            return Err(format!(
-                "{key} is {} bytes, larger than the {MAX_SNAPSHOT_SIZE}-byte bound",
-                bytes.len()
-            ));
-        }
-        let max_frames = MAX_SNAPSHOT_HOSTS.div_ceil(HOSTS_PER_SHARD) + 1;
-        let frames = split_frames(bytes, max_frames).map_err(|why| format!("{key}: {why}"))?;
-        let Some((first, shards)) = frames.split_first() else {
-            return Err(format!("{key} is empty"));
-        };
-        let mut budget = MAX_SNAPSHOT_DECOMPRESSED;
-        let header = decompress(first, MAX_HEADER_SIZE, &mut budget)
-            .map_err(|why| format!("{key}: header: {why}"))?;
-        let header: Header = serde_json::from_slice(&header)
-            .map_err(|e| format!("{key}: header is malformed: {e}"))?;
-        if header.version != SNAPSHOT_VERSION {
-            return Err(format!(
-                "{key} has version {}, this reporter reads and writes {SNAPSHOT_VERSION}",
-                header.version
-            ));
-        }
-        if header.trusted_keys.len() > 64 {
-            return Err(format!("{key}: field trusted_keys is too long"));
-        }
-        if header.hosts > MAX_SNAPSHOT_HOSTS {
-            return Err(format!(
-                "{key}: the header announces {} hosts, more than the {MAX_SNAPSHOT_HOSTS} accepted",
-                header.hosts
-            ));
-        }
-        if header.shards != header.hosts.div_ceil(HOSTS_PER_SHARD) {
-            return Err(format!(
-                "{key}: the header announces {} shards for {} hosts; a snapshot holds {HOSTS_PER_SHARD} hosts per shard",
-                header.shards, header.hosts
-            ));
-        }
-        // The hosts announced bound what the shards may decompress to.
-        let bound =
-            MAX_SNAPSHOT_DECOMPRESSED.min((header.hosts as u64).saturating_mul(MAX_HOST_BYTES));
-        budget = budget.min(bound);
-        if header.shards != shards.len() {
-            return Err(format!(
-                "{key}: the header announces {} shards, the file holds {}",
-                header.shards,
-                shards.len()
-            ));
-        }
-        // Every frame's declared size is checked against the budget before any
-        // shard is decompressed (each then gets exactly what it declared).
-        let mut sizes = Vec::with_capacity(shards.len());
-        for (i, f) in shards.iter().enumerate() {
-            let size = declared_size(f).map_err(|why| format!("{key}: shard {i}: {why}"))?;
-            budget = budget.checked_sub(size).ok_or_else(|| {
-                format!(
-                    "{key} decompresses to more than {bound} bytes ({MAX_HOST_BYTES} per host announced, {MAX_SNAPSHOT_DECOMPRESSED} in all)"
-                )
-            })?;
-            sizes.push(size);
-        }
-        let jobs: Vec<(usize, &[u8], u64)> = shards
-            .iter()
-            .zip(sizes)
-            .enumerate()
-            .map(|(i, (f, size))| (i, *f, size))
-            .collect();
-        let parsed = crate::par::map(&jobs, |&(i, frame, size)| {
-            parse_shard(frame, size).map_err(|why| format!("{key}: shard {i}: {why}"))
-        });
-        let mut all = Vec::with_capacity(header.hosts.min(1 << 20));
-        for shard in parsed {
-            all.extend(shard?);
-        }
-        if all.len() != header.hosts {
-            return Err(format!(
-                "{key}: the header announces {} hosts, the shards hold {}",
-                header.hosts,
-                all.len()
-            ));
-        }
-        if let Some(w) = all.windows(2).find(|w| w[0].0 >= w[1].0) {
-            return Err(format!(
-                "{key}: host {} follows host {}: hosts must be unique and in order",
-                w[1].0, w[0].0
-            ));
-        }
+        let (header, all) = decode::<(HostName, CachedHost)>(bytes, key)?;
+        let id = header
+            .id
+            .filter(|_| header.base.is_none())
+            .ok_or_else(|| format!("{key} is not a snapshot (its header has no id)"))?;
         Ok(Self {
             version: header.version,
+            id,
             written_at: header.written_at,
             full_listing_at: header.full_listing_at,
             trusted_keys: header.trusted_keys,
             hosts: all.into_iter().collect(),
         })
     }
+
+    /// Applies a delta read from `key` (`dashboard/snapshot-delta.json`): refused,
+    /// leaving the snapshot as it was, unless it was made from this very snapshot
+    /// (its `base` is this `id`, same trusted keys, not older).
+    pub fn apply_delta(&mut self, bytes: &[u8], key: &str) -> Result<BTreeSet<HostName>, String> {
+        let (header, lines) = decode::<(HostName, Option<CachedHost>)>(bytes, key)?;
+        if header.id.is_some() || header.base.as_deref() != Some(self.id.as_str()) {
+            return Err(format!(
+                "{key} applies to snapshot {}, not to the stored snapshot {}",
+                header.base.as_deref().unwrap_or("(none)"),
+                self.id
+            ));
+        }
+        if header.trusted_keys != self.trusted_keys {
+            return Err(format!(
+                "{key} was made with other trusted keys than the snapshot"
+            ));
+        }
+        if header.written_at < self.written_at || header.full_listing_at < self.full_listing_at {
+            return Err(format!("{key} is older than the snapshot it applies to"));
+        }
+        if self.hosts.len().saturating_add(lines.len()) > MAX_SNAPSHOT_HOSTS {
+            return Err(format!(
+                "{key} could make the snapshot hold more than {MAX_SNAPSHOT_HOSTS} hosts"
+            ));
+        }
+        let mut changed = BTreeSet::new();
+        for (host, entry) in lines {
+            match entry {
+                Some(e) => self.hosts.insert(host.clone(), e),
+                None => self.hosts.remove(&host),
+            };
+            changed.insert(host);
+        }
+        self.written_at = header.written_at;
+        self.full_listing_at = header.full_listing_at;
+        Ok(changed)
+    }
 }
 
-/// The first line of a snapshot.
+/// A fresh snapshot identity: 128 random bits, hex.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the operating system gives random bytes");
+    hex::encode(b)
+}
+
+/// Encodes a header and its lines (format above), shards on every core.
+fn encode<L: Serialize + Sync>(header: Header, entries: &[L]) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&header).expect("snapshot header serialises");
+    line.push(b'\n');
+    let mut out = compress(&line);
+    let shards: Vec<&[L]> = entries.chunks(HOSTS_PER_SHARD).collect();
+    for frame in crate::par::map(&shards, |shard| {
+        let mut text = Vec::with_capacity(shard.len() * 1024);
+        for entry in *shard {
+            serde_json::to_writer(&mut text, entry).expect("snapshot entry serialises");
+            text.push(b'\n');
+        }
+        compress(&text)
+    }) {
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+/// Decodes and checks a snapshot or delta read from `key`: its header and lines.
+fn decode<L: Line>(bytes: &[u8], key: &str) -> Result<(Header, Vec<L>), String> {
+    if bytes.len() as u64 > MAX_SNAPSHOT_SIZE {
+        return Err(format!(
+            "{key} is {} bytes, larger than the {MAX_SNAPSHOT_SIZE}-byte bound",
+            bytes.len()
+        ));
+    }
+    let max_frames = MAX_SNAPSHOT_HOSTS.div_ceil(HOSTS_PER_SHARD) + 1;
+    let frames = split_frames(bytes, max_frames).map_err(|why| format!("{key}: {why}"))?;
+    let Some((first, shards)) = frames.split_first() else {
+        return Err(format!("{key} is empty"));
+    };
+    let mut budget = MAX_SNAPSHOT_DECOMPRESSED;
+    let header = decompress(first, MAX_HEADER_SIZE, &mut budget)
+        .map_err(|why| format!("{key}: header: {why}"))?;
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|e| format!("{key}: header is malformed: {e}"))?;
+    if header.version != SNAPSHOT_VERSION {
+        return Err(format!(
+            "{key} has version {}, this reporter reads and writes {SNAPSHOT_VERSION}",
+            header.version
+        ));
+    }
+    for (field, v) in [
+        ("trusted_keys", Some(&header.trusted_keys)),
+        ("id", header.id.as_ref()),
+        ("base", header.base.as_ref()),
+    ] {
+        if v.is_some_and(|v| v.len() > 64) {
+            return Err(format!("{key}: field {field} is too long"));
+        }
+    }
+    if header.hosts > MAX_SNAPSHOT_HOSTS {
+        return Err(format!(
+            "{key}: the header announces {} hosts, more than the {MAX_SNAPSHOT_HOSTS} accepted",
+            header.hosts
+        ));
+    }
+    if header.shards != header.hosts.div_ceil(HOSTS_PER_SHARD) {
+        return Err(format!(
+            "{key}: the header announces {} shards for {} hosts; a snapshot holds {HOSTS_PER_SHARD} hosts per shard",
+            header.shards, header.hosts
+        ));
+    }
+    // The hosts announced bound what the shards may decompress to.
+    let bound = MAX_SNAPSHOT_DECOMPRESSED.min((header.hosts as u64).saturating_mul(MAX_HOST_BYTES));
+    budget = budget.min(bound);
+    if header.shards != shards.len() {
+        return Err(format!(
+            "{key}: the header announces {} shards, the file holds {}",
+            header.shards,
+            shards.len()
+        ));
+    }
+    // Every frame's declared size is checked against the budget before any
+    // shard is decompressed (each then gets exactly what it declared).
+    let mut sizes = Vec::with_capacity(shards.len());
+    for (i, f) in shards.iter().enumerate() {
+        let size = declared_size(f).map_err(|why| format!("{key}: shard {i}: {why}"))?;
+        budget = budget.checked_sub(size).ok_or_else(|| {
+            format!(
+                "{key} decompresses to more than {bound} bytes ({MAX_HOST_BYTES} per host announced, {MAX_SNAPSHOT_DECOMPRESSED} in all)"
+            )
+        })?;
+        sizes.push(size);
+    }
+    let jobs: Vec<(usize, &[u8], u64)> = shards
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (f, size))| (i, *f, size))
+        .collect();
+    let parsed = crate::par::map(&jobs, |&(i, frame, size)| {
+        parse_shard::<L>(frame, size).map_err(|why| format!("{key}: shard {i}: {why}"))
+    });
+    let mut all = Vec::with_capacity(header.hosts.min(1 << 20));
+    for shard in parsed {
+        all.extend(shard?);
+    }
+    if all.len() != header.hosts {
+        return Err(format!(
+            "{key}: the header announces {} hosts, the shards hold {}",
+            header.hosts,
+            all.len()
+        ));
+    }
+    if let Some(w) = all.windows(2).find(|w| w[0].host() >= w[1].host()) {
+        return Err(format!(
+            "{key}: host {} follows host {}: hosts must be unique and in order",
+            w[1].host(),
+            w[0].host()
+        ));
+    }
+    Ok((header, all))
+}
+
+/// The first line of a snapshot or delta.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Header {
     version: u32,
+    /// A snapshot: its identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    /// A delta: the identity of the snapshot it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
     written_at: Timestamp,
     full_listing_at: Timestamp,
     trusted_keys: String,
     hosts: usize,
     shards: usize,
+}
+
+/// One line of a snapshot (a host and its entry) or of a delta (a host and its
+/// entry, or `null` when it is gone).
+trait Line: Serialize + serde::de::DeserializeOwned + Send + Sync {
+    fn host(&self) -> &HostName;
+    fn entry(&self) -> Option<&CachedHost>;
+}
+
+impl Line for (HostName, CachedHost) {
+    fn host(&self) -> &HostName {
+        &self.0
+    }
+    fn entry(&self) -> Option<&CachedHost> {
+        Some(&self.1)
+    }
+}
+
+impl Line for (HostName, Option<CachedHost>) {
+    fn host(&self) -> &HostName {
+        &self.0
+    }
+    fn entry(&self) -> Option<&CachedHost> {
+        self.1.as_ref()
+    }
 }
 
 fn compress(data: &[u8]) -> Vec<u8> {
@@ -370,9 +511,9 @@ fn inflate(frame: &[u8], size: u64) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn parse_shard(frame: &[u8], size: u64) -> Result<Vec<(HostName, CachedHost)>, String> {
+fn parse_shard<L: Line>(frame: &[u8], size: u64) -> Result<Vec<L>, String> {
     let text = inflate(frame, size)?;
-    let mut out: Vec<(HostName, CachedHost)> = Vec::new();
+    let mut out: Vec<L> = Vec::new();
     for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
@@ -380,17 +521,19 @@ fn parse_shard(frame: &[u8], size: u64) -> Result<Vec<(HostName, CachedHost)>, S
         if out.len() == HOSTS_PER_SHARD {
             return Err(format!("more than {HOSTS_PER_SHARD} hosts"));
         }
-        let (host, c): (HostName, CachedHost) =
-            serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
-        check_host(&host, &c).map_err(|why| format!("host {host}: {why}"))?;
-        if let Some((prev, _)) = out.last()
-            && *prev >= host
+        let l: L = serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let host = l.host();
+        if let Some(c) = l.entry() {
+            check_host(host, c).map_err(|why| format!("host {host}: {why}"))?;
+        }
+        if let Some(prev) = out.last().map(Line::host)
+            && prev >= host
         {
             return Err(format!(
                 "host {host} follows host {prev}: hosts must be unique and in order"
             ));
         }
-        out.push((host, c));
+        out.push(l);
     }
     Ok(out)
 }

@@ -184,16 +184,18 @@ async fn warm_refreshes_fetch_only_what_changed() {
         ("bucket", "unchanged")
     );
 
-    // Three hosts report again: exactly three objects are read, and b swaps the snapshot.
+    // Three hosts report again: exactly three objects are read, and b writes only
+    // what changed, the delta.
     synth::touch(&bucket, [4, 5, 6], Timestamp::now(), 4)
         .await
         .unwrap();
     let f = b.refresh().await.unwrap();
     assert_eq!((f.stats.fetched_status, f.stats.fetched_manifests), (3, 0));
-    assert_eq!(f.stats.snapshot_write, "written");
+    assert_eq!(f.stats.snapshot_write, "delta");
     assert_eq!(state_of(&f, "host-000004"), HostState::UpToDate);
 
-    // a still holds the old ETag: its compare-and-swap loses, its answer is right anyway.
+    // a saw no delta when it started: its compare-and-swap loses to b's, its answer
+    // is right anyway, and its next write is the whole snapshot.
     synth::touch(&bucket, [7], Timestamp::now(), 1)
         .await
         .unwrap();
@@ -202,10 +204,31 @@ async fn warm_refreshes_fetch_only_what_changed() {
     assert_eq!(f.stats.fetched_status, 4);
     assert_eq!(f.stats.snapshot_write, "conflict");
     assert_eq!(state_of(&f, "host-000007"), HostState::UpToDate);
-    // Next time it re-reads the ETag and writes.
     synth::touch(&bucket, [3], Timestamp::now(), 1)
         .await
         .unwrap();
+    let f = b.refresh().await.unwrap();
+    assert_eq!(f.stats.snapshot_write, "delta");
+    synth::touch(&bucket, [2], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let f = a.refresh().await.unwrap();
+    assert_eq!(f.stats.snapshot_write, "written");
+    // A new process reads a's snapshot; b's delta names the one a replaced, so it is
+    // not applied, and nothing is missing.
+    let fresh = Reporter::new(bucket.clone(), opts(&trusted));
+    let f = fresh.refresh().await.unwrap();
+    assert_eq!(f.stats.previous, "bucket");
+    assert_eq!(f.stats.fetched_status + f.stats.fetched_manifests, 0);
+    for h in [2, 3, 4, 7] {
+        assert_eq!(state_of(&f, &format!("host-{h:06}")), HostState::UpToDate);
+    }
+    // b finds the stored snapshot replaced and writes its own whole; then a does.
+    synth::touch(&bucket, [1], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let f = b.refresh().await.unwrap();
+    assert_eq!(f.stats.snapshot_write, "written");
     let f = a.refresh().await.unwrap();
     assert_eq!(f.stats.snapshot_write, "written");
 
@@ -245,7 +268,7 @@ async fn warm_refreshes_fetch_only_what_changed() {
         .unwrap();
     let f = a.refresh().await.unwrap();
     assert_eq!(f.hosts.len(), 299);
-    assert_eq!(f.stats.snapshot_write, "written");
+    assert_eq!(f.stats.snapshot_write, "delta");
 
     // Another publisher key set invalidates the cached manifest outcomes.
     let other = TrustedKeys::new([

@@ -23,8 +23,9 @@ fn opts(trusted: &TrustedKeys) -> ReporterOptions {
     }
 }
 
-#[tokio::test]
-async fn warm_refreshes_follow_the_feed_and_full_listings_catch_the_rest() {
+/// A `file://` bucket (in the returned folder) with [`HOSTS`] hosts, the key that
+/// signed their manifests, and that key as the reporter trusts it.
+async fn fleet() -> (tempfile::TempDir, Bucket, SecretKey, TrustedKeys) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("bucket").display());
     let bucket = Bucket::open_url(&url).unwrap();
@@ -33,6 +34,12 @@ async fn warm_refreshes_follow_the_feed_and_full_listings_catch_the_rest() {
     synth::populate(&bucket, &publisher, HOSTS, Timestamp::now(), 16)
         .await
         .unwrap();
+    (dir, bucket, publisher, trusted)
+}
+
+#[tokio::test]
+async fn warm_refreshes_follow_the_feed_and_full_listings_catch_the_rest() {
+    let (_dir, bucket, _, trusted) = fleet().await;
 
     let r = Reporter::new(bucket.clone(), opts(&trusted));
     let f = r.refresh().await.unwrap();
@@ -88,14 +95,7 @@ async fn warm_refreshes_follow_the_feed_and_full_listings_catch_the_rest() {
 
 #[tokio::test]
 async fn a_new_host_with_a_marker_appears_and_many_markers_mean_a_full_listing() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().join("bucket").display());
-    let bucket = Bucket::open_url(&url).unwrap();
-    let publisher = SecretKey::generate("publisher-1").unwrap();
-    let trusted = TrustedKeys::new([publisher.public()]);
-    synth::populate(&bucket, &publisher, HOSTS, Timestamp::now(), 16)
-        .await
-        .unwrap();
+    let (_dir, bucket, publisher, trusted) = fleet().await;
     let r = Reporter::new(bucket.clone(), opts(&trusted));
     r.refresh().await.unwrap();
 
@@ -123,4 +123,84 @@ async fn a_new_host_with_a_marker_appears_and_many_markers_mean_a_full_listing()
         f.host(&synth::host_name(4)).unwrap().state,
         HostState::UpToDate
     );
+}
+
+/// A host's row as text, for comparing refreshes.
+fn rows(f: &fleet_reporter::fleet::Fleet) -> Vec<String> {
+    f.hosts.iter().map(|r| format!("{r:?}")).collect()
+}
+
+#[tokio::test]
+async fn carried_rows_are_what_classifying_again_gives_and_turn_stale_in_time() {
+    let (_dir, bucket, publisher, trusted) = fleet().await;
+    let short = ReporterOptions {
+        stale_after: SignedDuration::from_secs(4),
+        ..opts(&trusted)
+    };
+    // Classifies every host from scratch on each refresh, and leaves the stored
+    // snapshot to `r`.
+    let again = || {
+        Reporter::new(
+            bucket.clone(),
+            ReporterOptions {
+                full_listing_every: SignedDuration::ZERO,
+                write_snapshot: false,
+                ..short.clone()
+            },
+        )
+    };
+    let r = Reporter::new(bucket.clone(), short.clone());
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.stats.classified, HOSTS);
+    assert!(f.hosts.iter().all(|h| h.state != HostState::Stale));
+
+    // One host reports, one is held: a feed refresh classifies the one that
+    // reported; the held one is carried forward and gets its hold (once, on every
+    // refresh, as the kept row has none).
+    synth::touch(&bucket, [4], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let held = synth::host_name(6);
+    let hold = fleet_core::hold::Hold {
+        version: 1,
+        host: held.clone(),
+        held: true,
+        reason: "disk swap".into(),
+        time: Timestamp::now(),
+    };
+    bucket
+        .put(&Key::hold(&held), bytes::Bytes::from(hold.sign(&publisher)))
+        .await
+        .unwrap();
+    synth::touch(&bucket, [6], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let f = r.refresh().await.unwrap();
+        assert_eq!(f.stats.listing, "feed");
+        let row = f.host(&held).unwrap();
+        assert_eq!(row.hold.as_ref().unwrap().reason, "disk swap");
+        assert_eq!(
+            row.notes.iter().filter(|n| n.contains("held")).count(),
+            1,
+            "{:?}",
+            row.notes
+        );
+        assert_eq!(rows(&f), rows(&again().refresh().await.unwrap()));
+    }
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.stats.classified, 0);
+
+    // Nothing is written, but time passes: every carried row whose status has
+    // turned stale is classified again and shows it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let f = r.refresh().await.unwrap();
+    let stale = f
+        .hosts
+        .iter()
+        .filter(|h| h.state == HostState::Stale)
+        .count();
+    assert!(stale > HOSTS / 2, "{stale} stale");
+    assert!(f.stats.classified >= stale);
+    assert_eq!(rows(&f), rows(&again().refresh().await.unwrap()));
 }

@@ -4,7 +4,8 @@
 //! else.
 //!
 //! - a reporter aggregates a small fleet (hosts in every state, event objects, one
-//!   hostile status) with those credentials, writes `dashboard/snapshot.json`, and a
+//!   hostile status) with those credentials, writes `dashboard/snapshot.json` (and then
+//!   only its delta), and a
 //!   second reporter (a fresh Lambda container) starts from that snapshot;
 //! - the same credentials are refused every write outside `dashboard/`;
 //! - a reporter run with credentials that may read the fleet but not write
@@ -154,8 +155,8 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
     let fl = fresh.refresh().await.unwrap();
     assert_eq!(fl.stats.previous, "bucket");
     assert_eq!(fl.stats.fetched_status + fl.stats.fetched_manifests, 0);
-    // One host reports again: one object read, the snapshot swapped (compare-and-swap
-    // on SeaweedFS's ETag).
+    // One host reports again: one object read, and only the delta written
+    // (compare-and-swap on SeaweedFS's ETag, under the reporter's own policy).
     synth::touch(&f.admin, [4], Timestamp::now(), 1)
         .await
         .unwrap();
@@ -164,7 +165,30 @@ async fn reporter_credentials_read_the_fleet_and_write_only_the_dashboard() {
         (fl.stats.fetched_status, fl.stats.fetched_manifests),
         (1, 0)
     );
-    assert_eq!(fl.stats.snapshot_write, "written");
+    assert_eq!(fl.stats.snapshot_write, "delta");
+    assert_eq!(
+        fl.host(&synth::host_name(4)).unwrap().state,
+        HostState::UpToDate
+    );
+    // The delta names the stored snapshot and holds exactly that host; a new process
+    // applies it, so it reads nothing again (without it, host 4's new status would
+    // be read).
+    let delta = bucket
+        .get(&Key::dashboard_snapshot_delta(), MAX_SNAPSHOT_SIZE)
+        .await
+        .unwrap();
+    let mut applied = snapshot.clone();
+    let changed = applied
+        .apply_delta(&delta.bytes, Key::dashboard_snapshot_delta().as_str())
+        .unwrap();
+    assert_eq!(
+        changed.into_iter().collect::<Vec<_>>(),
+        [synth::host_name(4)]
+    );
+    let third = Reporter::new(bucket.clone(), options(&f.trusted));
+    let fl = third.refresh().await.unwrap();
+    assert_eq!(fl.stats.previous, "bucket");
+    assert_eq!(fl.stats.fetched_status + fl.stats.fetched_manifests, 0);
     assert_eq!(
         fl.host(&synth::host_name(4)).unwrap().state,
         HostState::UpToDate

@@ -538,7 +538,7 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         load: 0.0,
     };
     ensure!(
-        r.snapshot_write == "written",
+        r.snapshot_write == "written" || r.snapshot_write == "delta",
         "the snapshot was not written ({}): the next phase would not start from it",
         r.snapshot_write
     );

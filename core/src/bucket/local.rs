@@ -206,6 +206,27 @@ pub(super) fn read_below(
     }))
 }
 
+/// [`Bucket::head`](super::Bucket::head) of the `file://` object `key` below an open
+/// root: `None` when there is no regular file there. Follows links, as the listing
+/// walk and `object_store` do (reads do not: what is read is checked there).
+pub(super) fn head_below(
+    dir: &LocalRoot,
+    url: &str,
+    key: String,
+) -> Result<Option<ObjectInfo>, BucketError> {
+    let st = rustix::fs::statx(
+        &dir.0,
+        key.as_str(),
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::BASIC_STATS,
+    );
+    match st {
+        Ok(st) if is_regular(&st) => Ok(Some(statx_info(key, &st))),
+        Ok(_) | Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(local_io_error(url, Op::Read, &key, e.into())),
+    }
+}
+
 /// Object names `object_store`'s local store leaves out of listings (its in-progress
 /// multipart parts, `<name>#<digits>`); left out here too so both listings agree.
 fn is_part_file(name: &str) -> bool {

@@ -53,9 +53,9 @@ use crate::layout::Key;
 use crate::url::BucketUrl;
 
 pub use body::{BodyFeed, BodyReader, FeedError, ObjectStream};
-use error::classify;
 pub use error::{BucketError, Op};
-use local::{LocalRoot, read_below, read_local};
+use error::{classify, local_io_error};
+use local::{LocalRoot, head_below, read_below, read_local};
 
 /// Explicit S3 credentials (instead of the standard AWS environment chain).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -426,6 +426,46 @@ impl Bucket {
         })
         .await
         .expect("local read task does not panic")
+    }
+
+    /// [`Bucket::head`] of each of `keys`, in the order of `keys`.
+    ///
+    /// On `file://` one blocking task asks about them all (`statx` below the open
+    /// root), as [`Bucket::get_many`] reads; elsewhere the HEADs run concurrently, at
+    /// most `concurrency` at a time.
+    pub async fn head_many(
+        &self,
+        keys: &[Key],
+        concurrency: usize,
+    ) -> Vec<Result<Option<ObjectInfo>, BucketError>> {
+        let Some(root) = &self.local_root else {
+            // Owned futures: a stream of futures borrowing `keys` is not `Send` for
+            // every lifetime, which callers spawned on a runtime need.
+            let heads = keys.iter().cloned().map(|k| {
+                let bucket = self.clone();
+                async move { bucket.head(&k).await }
+            });
+            return futures::stream::iter(heads)
+                .buffered(concurrency.max(1))
+                .collect()
+                .await;
+        };
+        let (root, url, keys) = (root.clone(), self.url_text.clone(), keys.to_vec());
+        tokio::task::spawn_blocking(move || match LocalRoot::open(&root) {
+            Ok(dir) => keys
+                .into_iter()
+                .map(|k| head_below(&dir, &url, k.to_string()))
+                .collect(),
+            Err(e) => keys
+                .iter()
+                .map(|k| {
+                    let e = std::io::Error::new(e.kind(), e.to_string());
+                    Err(local_io_error(&url, Op::Read, k.as_str(), e))
+                })
+                .collect(),
+        })
+        .await
+        .expect("local stat task does not panic")
     }
 
     /// Size and ETag of an object, or `None` if it does not exist.

@@ -350,6 +350,42 @@ async fn file_cas_is_exclusive_under_contention() {
 }
 
 #[tokio::test]
+async fn head_many_answers_like_head_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let file = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+    for b in [file, Bucket::open_url("memory://").unwrap()] {
+        let keys: Vec<Key> = (0..4)
+            .map(|i| Key::status(&host(&format!("h-{i}"))))
+            .collect();
+        for (i, k) in keys.iter().enumerate().take(3) {
+            b.put(k, "x".repeat(i + 1)).await.unwrap();
+        }
+        let got = b.head_many(&keys, 2).await;
+        assert_eq!(got.len(), 4);
+        for (k, r) in keys.iter().zip(&got) {
+            assert_eq!(
+                format!("{:?}", r.as_ref().unwrap()),
+                format!("{:?}", b.head(k).await.unwrap()),
+                "{k}"
+            );
+        }
+        assert_eq!(got[2].as_ref().unwrap().as_ref().unwrap().size, 3);
+        assert!(got[3].as_ref().unwrap().is_none());
+        assert!(b.head_many(&[], 2).await.is_empty());
+    }
+    // On file://, a folder where an object should be is no object, as for `head`.
+    let b = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+    let k = Key::status(&host("dir"));
+    std::fs::create_dir_all(d.path().join(k.as_str())).unwrap();
+    assert!(
+        b.head_many(std::slice::from_ref(&k), 1).await[0]
+            .as_ref()
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn get_many_reads_like_get_in_order() {
     let d = tempfile::tempdir().unwrap();
     let file = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();

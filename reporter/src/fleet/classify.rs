@@ -1,4 +1,5 @@
-//! Step 4 of a refresh: classify every host from what its objects gave.
+//! Classifying one host from what its objects gave (step 4 of a refresh, with
+//! `rows.rs`).
 //!
 //! A host is flagged when any of its objects is hostile or broken (the flags say
 //! why), never-seen without a status, stale when its `status.json` is older than
@@ -7,56 +8,14 @@
 //! reports, compared with the verified manifest (or, without one, with the agent's
 //! own desired generation).
 
-use std::collections::BTreeMap;
-
 use fleet_core::manifest::ManifestError;
 use fleet_core::status::{AgentState, Generation};
 use fleet_core::{Activation, HostName};
 use jiff::{SignedDuration, Timestamp};
 
-use super::list::Slot;
-use super::registry::{self, Enrollment};
 use crate::outcome::{
-    DesiredSource, HostRow, HostState, ManifestOutcome, ManifestView, StatusOutcome,
-    StatusSignatureView, cut,
+    DesiredSource, HostRow, HostState, ManifestView, StatusOutcome, StatusSignatureView, cut,
 };
-use crate::snapshot::CachedHost;
-
-/// Classifies every slot (in host order) and collects what the next snapshot caches
-/// for each host. `verify` says whether manifests are verified at all; statuses are
-/// checked against `enrolled`, the host registry.
-pub(super) fn classify_all(
-    slots: Vec<Slot>,
-    enrolled: &BTreeMap<HostName, Enrollment>,
-    verify: bool,
-    now: Timestamp,
-    stale_after: SignedDuration,
-) -> (Vec<HostRow>, BTreeMap<HostName, CachedHost>) {
-    let mut rows = Vec::with_capacity(slots.len());
-    let mut cache = Vec::with_capacity(slots.len());
-    for slot in slots {
-        let status = slot
-            .status
-            .as_ref()
-            .and_then(|info| slot.status_now.as_ref().map(|o| (o, info.last_modified)));
-        let manifest = match (&slot.manifest, verify) {
-            (None, _) => ManifestView::Missing,
-            (Some(_), false) => ManifestView::NotVerified,
-            (Some(_), true) => match &slot.manifest_now {
-                Some(ManifestOutcome::Verified(m)) => ManifestView::Verified(m.clone()),
-                Some(ManifestOutcome::Flagged(f)) => ManifestView::Flagged(f.clone()),
-                // Deleted between the listing and the read.
-                None => ManifestView::Missing,
-            },
-        };
-        let mut row = classify(slot.host.clone(), status, manifest, now, stale_after);
-        registry::check(&mut row, enrolled.get(&slot.host));
-        rows.push(row);
-        cache.push((slot.host, slot.entry));
-    }
-    // In host order and unique: the map is built without a search per host.
-    (rows, cache.into_iter().collect())
-}
 
 fn same_closure(a: Option<&Generation>, b: Option<&Generation>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if a.closure == b.closure)

@@ -6,10 +6,11 @@
 //! little before that snapshot's refresh ([`FEED_MARGIN`], for agent clocks that are
 //! behind) and asks the store (HEAD) about the `status.json`, `manifest.json` and
 //! `hold.json` of the hosts they name; every other host keeps what the snapshot
-//! recorded of its objects, last-modified times included. The reuse and fetch steps
-//! then run as after a full listing: an object is read again only when its ETag
-//! changed, so a refresh costs one short listing plus a few requests per host that
-//! wrote.
+//! recorded of its objects, last-modified times included, and (in a process that
+//! refreshed before) its row (`rows.rs`). The reuse and fetch steps then run on the
+//! hosts asked about as after a full listing: an object is read again only when its
+//! ETag changed, so a refresh costs one short listing plus a few requests per host
+//! that wrote, and its CPU work is O(changes).
 //!
 //! A marker is only a hint: what is shown comes from the host's own objects, read as
 //! after a full listing. A missing, late or forged marker can only delay what the
@@ -25,7 +26,6 @@ use fleet_core::bucket::{BucketError, ObjectInfo, Visit};
 use fleet_core::layout::CHANGES_DIR;
 use fleet_core::url::BucketUrl;
 use fleet_core::{Bucket, HostName, Key, KeyPrefix};
-use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 
 use super::RefreshParams;
@@ -41,11 +41,13 @@ pub const FEED_MARGIN: SignedDuration = SignedDuration::from_secs(60);
 /// listing is as cheap.
 pub const MAX_FEED_SHARE: usize = 10;
 
-/// What the feed gave: the listing the other steps work on, and the newest marker
-/// of each host it named.
+/// What the feed gave: the slots of the hosts asked about (every other host is as
+/// the snapshot recorded it), the newest marker of each host it named, and the hosts
+/// asked about.
 pub(super) struct FeedListing {
     pub listing: Listing,
     pub markers: BTreeMap<HostName, Timestamp>,
+    pub asked: BTreeSet<HostName>,
 }
 
 /// Whether `prev` may be followed by a feed refresh at `now`.
@@ -58,8 +60,8 @@ pub(super) fn usable(params: &RefreshParams, prev: &Snapshot, now: Timestamp) ->
         && now.duration_since(prev.full_listing_at) < every
 }
 
-/// Lists the feed since `prev` and builds the slots; `None` when too many hosts
-/// would need asking and a full listing should be made instead.
+/// Lists the feed since `prev` and builds the slots of the hosts it names; `None`
+/// when too many hosts would need asking and a full listing should be made instead.
 pub(super) async fn list(
     bucket: &Bucket,
     params: &RefreshParams,
@@ -93,49 +95,29 @@ pub(super) async fn list(
     }
     let asked = head_all(bucket, &ask, params.concurrency).await?;
 
-    let mut slots = Vec::with_capacity(prev.hosts.len() + ask.len());
+    // Only the hosts asked about get slots; the others keep their snapshot entries
+    // (`rows.rs`), but their holds are read on every refresh, as after a listing.
     let mut holds = Vec::new();
-    let mut prev_iter = prev.hosts.iter().peekable();
-    let mut asked_iter = asked.into_iter().peekable();
-    loop {
-        let take_prev = match (prev_iter.peek(), asked_iter.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some((a, _)), Some((b, _))) => *a < b,
-        };
-        if take_prev {
-            let (host, c) = prev_iter.next().expect("peeked");
-            let mut slot = Slot::new(host.clone());
-            slot.status = c
-                .status
-                .as_ref()
-                .map(|s| remembered(Key::status(host), &s.etag, s.modified));
-            slot.manifest = c
-                .manifest
-                .as_ref()
-                .map(|m| remembered(Key::manifest(host), &m.etag, m.modified));
-            if let Some(t) = c.hold_modified {
-                holds.push((host.clone(), remembered(Key::hold(host), "", Some(t))));
-            }
-            if slot.status.is_some() || slot.manifest.is_some() {
-                slots.push(slot);
-            }
-        } else {
-            let (host, [status, manifest, hold]) = asked_iter.next().expect("peeked");
-            // The snapshot's entry for it, if any, is replaced by what was asked.
-            prev_iter.next_if(|(h, _)| **h == host);
-            if let Some(h) = hold {
-                holds.push((host.clone(), h));
-            }
-            let mut slot = Slot::new(host);
-            slot.status = status;
-            slot.manifest = manifest;
-            if slot.status.is_some() || slot.manifest.is_some() {
-                slots.push(slot);
-            }
+    for (host, c) in &prev.hosts {
+        if let Some(t) = c.hold_modified
+            && !ask.contains(host)
+        {
+            holds.push((host.clone(), remembered(Key::hold(host), "", Some(t))));
         }
     }
+    let mut slots = Vec::with_capacity(asked.len());
+    for (host, [status, manifest, hold]) in asked {
+        if let Some(h) = hold {
+            holds.push((host.clone(), h));
+        }
+        let mut slot = Slot::new(host);
+        slot.status = status;
+        slot.manifest = manifest;
+        if slot.status.is_some() || slot.manifest.is_some() {
+            slots.push(slot);
+        }
+    }
+    holds.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Some(FeedListing {
         listing: Listing {
             slots,
@@ -144,6 +126,7 @@ pub(super) async fn list(
             holds,
         },
         markers,
+        asked: ask,
     }))
 }
 
@@ -183,8 +166,8 @@ async fn list_markers(bucket: &Bucket, from: Timestamp) -> Result<Vec<ObjectInfo
     Ok(listed)
 }
 
-/// HEADs the status, manifest and hold of each host, `concurrency` requests at a
-/// time; in host order.
+/// HEADs the status, manifest and hold of each host (`concurrency` requests at a
+/// time on an object store, one batch of `stat`s on `file://`); in host order.
 #[allow(clippy::type_complexity)]
 async fn head_all(
     bucket: &Bucket,
@@ -195,14 +178,7 @@ async fn head_all(
         .iter()
         .flat_map(|h| [Key::status(h), Key::manifest(h), Key::hold(h)])
         .collect();
-    let heads = keys.into_iter().map(|k| {
-        let bucket = bucket.clone();
-        async move { bucket.head(&k).await }
-    });
-    let got: Vec<Result<Option<ObjectInfo>, BucketError>> = futures::stream::iter(heads)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+    let got = bucket.head_many(&keys, concurrency).await;
     let mut got = got.into_iter();
     let mut out = Vec::with_capacity(hosts.len());
     for h in hosts {

@@ -5,6 +5,8 @@
 //! keys a hold object cannot be opened, and the host is shown held with no reason. Holds are few and small, so they are read on
 //! every refresh and not kept in the snapshot.
 
+use std::sync::Arc;
+
 use fleet_core::bucket::ObjectInfo;
 use fleet_core::hold::{Hold, HoldError, MAX_HOLD_SIZE};
 use fleet_core::{Bucket, HostName, Key, TrustedKeys};
@@ -16,7 +18,7 @@ pub(super) async fn attach(
     bucket: &Bucket,
     trusted: &TrustedKeys,
     holds: Vec<(HostName, ObjectInfo)>,
-    rows: &mut [HostRow],
+    rows: &mut [Arc<HostRow>],
 ) {
     let keys: Vec<Key> = holds.iter().map(|(h, _)| Key::hold(h)).collect();
     for ((host, listed), got) in holds
@@ -26,7 +28,8 @@ pub(super) async fn attach(
         let Ok(i) = rows.binary_search_by(|r| r.host.cmp(host)) else {
             continue;
         };
-        let row = &mut rows[i];
+        // Copied on write: the row kept for the next refresh stays without its hold.
+        let row = Arc::make_mut(&mut rows[i]);
         let bytes = match got {
             Ok(o) => o.bytes,
             // Released and deleted between the listing and the read: no hold.

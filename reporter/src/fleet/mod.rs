@@ -10,9 +10,11 @@
 //! 2. `reuse.rs`: for each host, reuse the outcome cached in the previous
 //!    [`Snapshot`] when the object's ETag is unchanged, otherwise plan a read;
 //! 3. `fetch.rs`: GET the planned objects in batches and parse or verify each;
-//! 4. `classify.rs`: classify every host, and return the rows plus the
-//!    new snapshot; with `registry.rs`, check each status against the signed host
-//!    registry (its signature by the host's identity key);
+//! 4. `rows.rs`: carry forward the row of every host whose entry, registry entry
+//!    and time-dependent state are as in the previous refresh of this process, and
+//!    classify the others (`classify.rs`; with `registry.rs`, check each status
+//!    against the signed host registry, its signature by the host's identity key);
+//!    the new snapshot is the previous one with the changed entries replaced;
 //! 5. `holds.rs`: read the listed holds and put them on their rows.
 //!
 //! A warm refresh after a full listing therefore costs three LISTs (the registry's
@@ -33,6 +35,7 @@ mod holds;
 mod list;
 mod registry;
 mod reuse;
+mod rows;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +50,8 @@ pub use self::classify::classify;
 pub use self::feed::{DEFAULT_FULL_LISTING_EVERY, FEED_MARGIN, MAX_FEED_SHARE};
 pub use self::list::{Ignored, MAX_IGNORED_KEYS, MAX_LIST_RANGES};
 pub use self::registry::{Enrollment, RegistryCache, check_event};
+pub use self::rows::KeptRows;
+use self::rows::{Context, Scope};
 use crate::outcome::{HostRow, HostState};
 use crate::snapshot::Snapshot;
 
@@ -62,6 +67,9 @@ pub struct RefreshStats {
     pub fetched_manifests: usize,
     /// Outcomes reused from the previous snapshot.
     pub reused: usize,
+    /// Hosts classified in this refresh; every other row was carried forward from the
+    /// previous refresh of this process, unchanged.
+    pub classified: usize,
     /// Changed manifests whose bytes were those verified before (not re-verified).
     pub same_manifest_bytes: usize,
     /// Fetches that failed for reasons other than the object's content.
@@ -92,8 +100,8 @@ pub struct RefreshStats {
 pub struct Fleet {
     /// When it was computed.
     pub generated_at: Timestamp,
-    /// Every host, sorted by name.
-    pub hosts: Vec<HostRow>,
+    /// Every host, sorted by name (shared with the rows kept for the next refresh).
+    pub hosts: Vec<Arc<HostRow>>,
     /// Objects that were skipped.
     pub ignored: Ignored,
     /// Counters of the refresh.
@@ -116,22 +124,31 @@ impl Fleet {
 
     /// The hosts that count: every host but the retired ones.
     pub fn active(&self) -> impl Iterator<Item = &HostRow> {
-        self.hosts.iter().filter(|r| r.state != HostState::Retired)
+        self.hosts
+            .iter()
+            .map(|r| &**r)
+            .filter(|r| r.state != HostState::Retired)
     }
 
     /// The retired hosts.
     pub fn retired(&self) -> impl Iterator<Item = &HostRow> {
-        self.hosts.iter().filter(|r| r.state == HostState::Retired)
+        self.hosts
+            .iter()
+            .map(|r| &**r)
+            .filter(|r| r.state == HostState::Retired)
     }
 
     /// The held hosts.
     pub fn held(&self) -> impl Iterator<Item = &HostRow> {
-        self.hosts.iter().filter(|r| r.hold.is_some())
+        self.hosts.iter().map(|r| &**r).filter(|r| r.hold.is_some())
     }
 
     /// The hosts that fail a CI gate ([`HostState::fails_gate`]).
     pub fn failing_gate(&self) -> impl Iterator<Item = &HostRow> {
-        self.hosts.iter().filter(|r| r.state.fails_gate())
+        self.hosts
+            .iter()
+            .map(|r| &**r)
+            .filter(|r| r.state.fails_gate())
     }
 
     /// The row of `host`.
@@ -139,7 +156,7 @@ impl Fleet {
         self.hosts
             .binary_search_by(|r| r.host.cmp(host))
             .ok()
-            .map(|i| &self.hosts[i])
+            .map(|i| &*self.hosts[i])
     }
 }
 
@@ -160,34 +177,49 @@ pub struct RefreshParams {
     pub full_listing_every: SignedDuration,
 }
 
-/// Result of one refresh.
+/// What a process keeps between refreshes: the snapshot the next refresh starts
+/// from, and the rows of the last refresh (`rows.rs`). A refresh that fails leaves
+/// it as it was.
+#[derive(Default)]
+pub struct Memory {
+    /// The snapshot (read from the bucket, or made by the last refresh).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The last refresh's rows, when this process made one.
+    rows: Option<KeptRows>,
+}
+
+/// Result of one refresh (its snapshot is in the [`Memory`] it was given).
 pub struct Refreshed {
     /// The fleet.
     pub fleet: Fleet,
-    /// The snapshot to store for the next refresh.
-    pub snapshot: Snapshot,
-    /// Whether `snapshot` differs from the previous one (so it is worth writing).
+    /// Whether the snapshot differs from the one the refresh started from (so it is
+    /// worth writing).
     pub changed: bool,
+    /// The hosts whose snapshot entries changed (added, changed or gone).
+    pub changed_hosts: Vec<HostName>,
 }
 
-/// Lists the bucket, fetches what changed since `prev`, and classifies every host.
+/// Lists the bucket, fetches what changed since the snapshot in `memory`, and
+/// classifies every host; `memory` then holds the new snapshot and rows.
 pub async fn refresh(
     bucket: &Bucket,
     params: &RefreshParams,
-    prev: Option<&Snapshot>,
+    memory: &mut Memory,
     now: Timestamp,
 ) -> Result<Refreshed, BucketError> {
     let started = Instant::now();
+    let prev = memory.snapshot.as_deref();
     let fed = match prev {
         Some(p) if feed::usable(params, p, now) => feed::list(bucket, params, p, now).await?,
         _ => None,
     };
     let full = fed.is_none();
-    let (listing, markers) = match fed {
-        Some(f) => (f.listing, f.markers),
+    let (listing, markers, asked) = match fed {
+        Some(f) => (f.listing, f.markers, Some(f.asked)),
         None => (
             list::list(bucket, params.concurrency, prev).await?,
             BTreeMap::new(),
+            None,
         ),
     };
     let list_ms = started.elapsed().as_millis() as u64;
@@ -195,7 +227,6 @@ pub async fn refresh(
 
     let verify = !params.trusted.is_empty();
     let plan = reuse::plan(&mut slots, prev, &params.trusted_fingerprint, verify);
-    let changed = plan.changed;
     let reused = plan.reused;
 
     let fetched = fetch::fetch(
@@ -219,15 +250,56 @@ pub async fn refresh(
     } else {
         BTreeMap::new()
     };
-    let (mut hosts, cache) =
-        classify::classify_all(slots, &enrolled, verify, now, params.stale_after);
+
+    // Nothing fails from here on: `memory` changes only below.
+    let changed_setup = prev.is_none_or(|p| p.trusted_keys != params.trusted_fingerprint);
+    let scope = match &asked {
+        Some(a) => Scope::Feed(a),
+        None => Scope::Full,
+    };
+    let context = Context {
+        enrolled,
+        verify,
+        now,
+        stale_after: params.stale_after,
+        prev: prev.map(|p| &p.hosts),
+        kept: memory.rows.take(),
+    };
+    let carried = rows::carry(slots, scope, context);
+    let mut hosts = carried.rows;
     holds::attach(bucket, &params.trusted, listing.holds, &mut hosts).await;
+    match (asked.is_some(), memory.snapshot.as_mut()) {
+        (true, Some(snapshot)) => {
+            // Unshared unless a write of it is still under way.
+            let snapshot = Arc::make_mut(snapshot);
+            for (host, entry) in carried.entries {
+                match entry {
+                    Some(e) => snapshot.hosts.insert(host, e),
+                    None => snapshot.hosts.remove(&host),
+                };
+            }
+            snapshot.written_at = now;
+        }
+        _ => {
+            let entries = carried.entries.into_iter();
+            let hosts = entries.filter_map(|(h, e)| Some((h, e?))).collect();
+            let mut snapshot = Snapshot::new(now, params.trusted_fingerprint.clone(), hosts);
+            if let Some(p) = &memory.snapshot {
+                // What differs from the previous snapshot is `changed_hosts`: a delta
+                // from the stored one still describes this one.
+                snapshot.id = p.id.clone();
+            }
+            memory.snapshot = Some(Arc::new(snapshot));
+        }
+    }
+    memory.rows = Some(carried.kept);
 
     let stats = RefreshStats {
         listed: listing.listed,
         fetched_status: fetched.status,
         fetched_manifests: fetched.manifests,
         reused,
+        classified: carried.classified,
         same_manifest_bytes: fetched.same_manifest_bytes,
         read_errors: fetched.read_errors,
         list_ms,
@@ -237,10 +309,6 @@ pub async fn refresh(
         markers: markers.len(),
         ..Default::default()
     };
-    let mut snapshot = Snapshot::new(now, params.trusted_fingerprint.clone(), cache);
-    if let Some(p) = prev.filter(|_| !full) {
-        snapshot.full_listing_at = p.full_listing_at;
-    }
     Ok(Refreshed {
         fleet: Fleet {
             generated_at: now,
@@ -255,10 +323,12 @@ pub async fn refresh(
                 .collect(),
             stale_after: params.stale_after,
         },
-        snapshot,
         // A full listing is recorded even when nothing changed, so that other
         // reporters starting from the stored snapshot may read the feed.
-        changed: changed || (full && params.full_listing_every.is_positive()),
+        changed: changed_setup
+            || !carried.changed.is_empty()
+            || (full && params.full_listing_every.is_positive()),
+        changed_hosts: carried.changed,
     })
 }
 

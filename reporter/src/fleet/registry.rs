@@ -32,7 +32,7 @@ use fleet_core::{Bucket, HostName, Key, KeyPrefix, PublicKey, StatusReport, Trus
 use crate::outcome::{HostRow, HostState, StatusSignatureView, cut};
 
 /// What the registry says of one host.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Enrollment {
     /// Enrolled with this identity key.
     Key(PublicKey),

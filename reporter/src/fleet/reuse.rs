@@ -31,8 +31,6 @@ pub(super) struct Plan {
     pub jobs: Vec<Job>,
     /// Outcomes taken from the previous snapshot.
     pub reused: usize,
-    /// Whether the new snapshot will differ from the previous one.
-    pub changed: bool,
 }
 
 /// Fills each slot with what `prev` still answers and lists the rest as jobs.
@@ -50,10 +48,7 @@ pub(super) fn plan(
     let mut plan = Plan {
         jobs: Vec::new(),
         reused: 0,
-        changed: prev.is_none() || !prev_manifests_ok,
     };
-    let prev_entries = prev.map(|p| p.hosts.len()).unwrap_or(0);
-    let mut reused_entries = 0usize;
     // The previous snapshot is in host order too: walk it alongside.
     let mut prev_iter = prev
         .map(|p| p.hosts.iter())
@@ -64,36 +59,23 @@ pub(super) fn plan(
     for (i, slot) in slots.iter_mut().enumerate() {
         while prev_iter.next_if(|(h, _)| *h < &slot.host).is_some() {}
         let old = prev_iter.next_if(|(h, _)| *h == &slot.host).map(|(_, c)| c);
-        let status_kept = plan_status(i, slot, old.and_then(|o| o.status.as_ref()), &mut plan);
+        plan_status(i, slot, old.and_then(|o| o.status.as_ref()), &mut plan);
         let old_manifest = old.and_then(|o| o.manifest.as_ref());
-        let manifest_kept =
-            plan_manifest(i, slot, old_manifest, prev_manifests_ok, verify, &mut plan);
-        if old.is_some() && status_kept && manifest_kept {
-            reused_entries += 1;
-        }
-    }
-    if reused_entries != prev_entries || !plan.jobs.is_empty() {
-        plan.changed = true;
+        plan_manifest(i, slot, old_manifest, prev_manifests_ok, verify, &mut plan);
     }
     plan
 }
 
-/// Reuses, flags or queues slot `i`'s status object. Whether its cache entry is
-/// the one `old` held (so the snapshot need not change for it).
-fn plan_status(
-    i: usize,
-    slot: &mut Slot,
-    old: Option<&Cached<StatusOutcome>>,
-    plan: &mut Plan,
-) -> bool {
+/// Reuses, flags or queues slot `i`'s status object.
+fn plan_status(i: usize, slot: &mut Slot, old: Option<&Cached<StatusOutcome>>, plan: &mut Plan) {
     let Some(info) = &slot.status else {
-        return old.is_none();
+        return;
     };
     if let Some(c) = old.filter(|c| info.etag.as_deref() == Some(c.etag.as_str())) {
         plan.reused += 1;
         slot.status_now = Some(c.outcome.clone());
         slot.entry.status = Some(c.clone());
-        return true;
+        return;
     }
     if info.size > MAX_STATUS_SIZE {
         // Refused from the listing alone: no need to download it.
@@ -113,12 +95,10 @@ fn plan_status(
         plan.jobs
             .push(Job::Status(i, slot.host.clone(), info.etag.clone()));
     }
-    false
 }
 
 /// Reuses or queues slot `i`'s manifest (when manifests are verified at all;
-/// `old` only counts when `reusable`, verified with today's keys). Whether its
-/// cache entry is the one `old` held.
+/// `old` only counts when `reusable`, verified with today's keys).
 fn plan_manifest(
     i: usize,
     slot: &mut Slot,
@@ -126,17 +106,17 @@ fn plan_manifest(
     reusable: bool,
     verify: bool,
     plan: &mut Plan,
-) -> bool {
+) {
     let info = match (&slot.manifest, verify) {
         (Some(info), true) => info,
-        _ => return old.is_none(),
+        _ => return,
     };
     let old = old.filter(|_| reusable);
     if let Some(c) = old.filter(|c| info.etag.as_deref() == Some(c.etag.as_str())) {
         plan.reused += 1;
         slot.manifest_now = Some(c.outcome.clone());
         slot.entry.manifest = Some(c.clone());
-        return true;
+        return;
     }
     // The manifest changed: it must not go below what was verified before (a
     // rollback or equivocation in the bucket), and if its bytes are those verified
@@ -151,5 +131,4 @@ fn plan_manifest(
         info.etag.clone(),
         before,
     ));
-    false
 }

@@ -94,7 +94,7 @@ fn round_trips() {
     assert_eq!(Snapshot::parse(&bytes, KEY).unwrap(), s);
     // Readable with `zstd -dc`: a header line, then one line per host.
     let t = text(&bytes);
-    assert!(t.starts_with("{\"version\":3,"), "{t}");
+    assert!(t.starts_with("{\"version\":4,\"id\":\""), "{t}");
     assert!(t.lines().nth(1).unwrap().starts_with("[\"web-1\",{"), "{t}");
     assert_eq!(Snapshot::parse(&encode(&t), KEY).unwrap(), s);
     // Several shards, decoded in parallel, in order.
@@ -131,7 +131,9 @@ fn refuses_malformed_oversized_and_inconsistent_files() {
                 .to_vec(),
             "zstd frame",
         ),
-        (encode(&t.replace("\"version\":3", "\"version\":4")), "version 4"),
+        (encode(&t.replace("\"version\":4", "\"version\":3")), "version 3"),
+        // A delta is no snapshot.
+        (encode(&t.replacen("\"id\"", "\"base\"", 1)), "not a snapshot"),
         (
             encode(&t.replace("bad signature", &"x".repeat(MAX_FLAG_LEN + 1))),
             "manifest.flagged",
@@ -264,4 +266,85 @@ fn a_verified_manifest_round_trips_with_its_digest_in_hex_and_a_bad_digest_is_re
         let e = Snapshot::parse(&encode(&t.replace(&hex, bad)), KEY).unwrap_err();
         assert!(e.contains("64 hex digits") && e.contains(KEY), "{bad}: {e}");
     }
+}
+
+/// A copy of `s` with host `i` of [`many`] reporting another ETag.
+fn touched(s: &Snapshot, i: usize) -> Snapshot {
+    let mut s = s.clone();
+    let h = HostName::new(&format!("h-{i:06}")).unwrap();
+    s.hosts.get_mut(&h).unwrap().status.as_mut().unwrap().etag = format!("e{i}-new");
+    s
+}
+
+#[test]
+fn a_delta_brings_the_stored_snapshot_up_to_date() {
+    let stored = many(40);
+    let bytes = stored.to_bytes();
+    let mut now = touched(&stored, 3);
+    now.hosts.remove(&HostName::new("h-000005").unwrap());
+    let added = HostName::new("h-999999").unwrap();
+    let mut entry = now.hosts.values().next().unwrap().clone();
+    entry.status = None;
+    now.hosts.insert(added.clone(), entry);
+    now.written_at = "2026-11-26T12:05:00Z".parse().unwrap();
+    let changed: BTreeSet<HostName> = ["h-000003", "h-000005", "h-999999"]
+        .iter()
+        .map(|h| HostName::new(h).unwrap())
+        .collect();
+    let delta = now.delta_bytes(&changed);
+    // Readable like the snapshot: the header names the snapshot it applies to, a
+    // gone host is `null`.
+    let t = text(&delta);
+    assert!(t.contains(&format!("\"base\":\"{}\"", stored.id)), "{t}");
+    assert!(t.contains("[\"h-000005\",null]"), "{t}");
+    assert_eq!(t.lines().count(), 4, "{t}");
+
+    let mut read = Snapshot::parse(&bytes, KEY).unwrap();
+    let got = read.apply_delta(&delta, "d").unwrap();
+    assert_eq!(got, changed);
+    assert_eq!(read, now);
+    // Three lines, not forty.
+    assert!(t.len() * 5 < text(&bytes).len());
+}
+
+#[test]
+fn a_delta_of_another_snapshot_is_refused_and_changes_nothing() {
+    let stored = many(10);
+    let now = touched(&stored, 2);
+    let changed: BTreeSet<HostName> = [HostName::new("h-000002").unwrap()].into();
+    let delta = now.delta_bytes(&changed);
+
+    // The snapshot was written again since (a new id).
+    let mut other = Snapshot::parse(&stored.to_bytes(), KEY).unwrap();
+    other.id = new_id();
+    let before = other.clone();
+    let e = other.apply_delta(&delta, "d").unwrap_err();
+    assert!(
+        e.contains("applies to snapshot") && e.contains(&stored.id),
+        "{e}"
+    );
+    assert_eq!(other, before);
+
+    // Other trusted keys, or older than the snapshot.
+    let mut keys = Snapshot::parse(&stored.to_bytes(), KEY).unwrap();
+    let mut rekeyed = now.clone();
+    rekeyed.trusted_keys = "ab".repeat(32);
+    let e = keys
+        .apply_delta(&rekeyed.delta_bytes(&changed), "d")
+        .unwrap_err();
+    assert!(e.contains("other trusted keys"), "{e}");
+    let mut older = now.clone();
+    older.written_at = "2026-11-26T11:00:00Z".parse().unwrap();
+    let e = keys
+        .apply_delta(&older.delta_bytes(&changed), "d")
+        .unwrap_err();
+    assert!(e.contains("older"), "{e}");
+    assert_eq!(keys, Snapshot::parse(&stored.to_bytes(), KEY).unwrap());
+
+    // A snapshot is no delta, and a delta is checked as strictly as a snapshot.
+    let e = keys.apply_delta(&stored.to_bytes(), "d").unwrap_err();
+    assert!(e.contains("applies to snapshot"), "{e}");
+    let t = text(&delta).replacen("\"h-000002\"", "\"h-00000!\"", 1);
+    let e = keys.apply_delta(&encode(&t), "d").unwrap_err();
+    assert!(e.contains("line 1"), "{e}");
 }

@@ -1,0 +1,290 @@
+//! Step 4 of a refresh: the rows of every host, and the snapshot entries behind
+//! them, carried forward from the previous refresh where nothing changed.
+//!
+//! A process that refreshed before keeps that refresh's rows (before holds are put
+//! on them) with, for each, the instant until which it stays right
+//! ([`KeptRows`]). A host's row is reused when its snapshot entry is the one the row
+//! was classified from (same ETags and listed times, the very outcomes), its
+//! registry entry is the same, and that instant has not passed; otherwise it is
+//! classified again (`classify.rs`). Classification depends on the time only through
+//! staleness (`last_seen + stale-after`) and manifest expiry, so the instant is the
+//! earlier of those that still lie ahead.
+//!
+//! A feed refresh names the hosts it asked about; every other host keeps its entry
+//! and row as they were, so the work is O(changes) and a walk of the fleet in host
+//! order with no allocation per host. A full listing names every host; hosts it does
+//! not list are gone.
+//!
+//! What changed is reported as the hosts whose entry differs from the previous
+//! snapshot's: the stored snapshot is updated by a delta of those hosts
+//! (`crate::stored`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use fleet_core::HostName;
+use jiff::{SignedDuration, Timestamp};
+
+use super::classify::classify;
+use super::list::Slot;
+use super::registry::{self, Enrollment};
+use crate::outcome::{HostRow, ManifestOutcome, ManifestView, StatusOutcome};
+use crate::snapshot::{Cached, CachedHost};
+
+/// The rows of the last refresh, before holds, in host order (the hosts of the
+/// snapshot it made), and what they were classified with.
+pub struct KeptRows {
+    rows: Vec<Arc<HostRow>>,
+    /// Per row: it is right strictly before this instant.
+    until: Vec<Timestamp>,
+    enrolled: BTreeMap<HostName, Enrollment>,
+    verify: bool,
+    stale_after: SignedDuration,
+}
+
+/// Which hosts a refresh looked at.
+pub(super) enum Scope<'a> {
+    /// A full listing: every host; the others are gone.
+    Full,
+    /// A feed refresh: these hosts were asked about; every other host is as before.
+    Feed(&'a BTreeSet<HostName>),
+}
+
+/// The rows and entries of one refresh.
+pub(super) struct Carried {
+    /// Every host's row, before holds, in host order.
+    pub rows: Vec<Arc<HostRow>>,
+    /// The rows, kept for the next refresh.
+    pub kept: KeptRows,
+    /// Full listing: every entry, in host order. Feed: the new entry of each asked
+    /// host whose entry changed (`None`: it is gone).
+    pub entries: Vec<(HostName, Option<CachedHost>)>,
+    /// Hosts whose entry differs from the previous snapshot's (added, changed, gone).
+    pub changed: Vec<HostName>,
+    /// Rows classified in this refresh (the others were carried forward).
+    pub classified: usize,
+}
+
+/// What classifying needs besides the slots.
+pub(super) struct Context<'a> {
+    pub enrolled: BTreeMap<HostName, Enrollment>,
+    pub verify: bool,
+    pub now: Timestamp,
+    pub stale_after: SignedDuration,
+    /// The previous snapshot's entries.
+    pub prev: Option<&'a BTreeMap<HostName, CachedHost>>,
+    /// The previous refresh's rows, when this process made one.
+    pub kept: Option<KeptRows>,
+}
+
+/// Classifies (or carries forward) every host: the slots of this refresh (host
+/// order, one per host) and, in a feed refresh, every host of `prev` not asked about.
+pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carried {
+    let empty = BTreeMap::new();
+    let prev = cx.prev.unwrap_or(&empty);
+    // Rows kept by this process are reusable only if made under the same settings
+    // and for exactly the previous snapshot's hosts.
+    let kept = cx.kept.as_ref().filter(|k| {
+        k.verify == cx.verify && k.stale_after == cx.stale_after && k.rows.len() == prev.len()
+    });
+    let same_registry = kept.is_some_and(|k| k.enrolled == cx.enrolled);
+    let reuse = |i: usize, host: &HostName| -> Option<Arc<HostRow>> {
+        let k = kept?;
+        let row = &k.rows[i];
+        let fresh = cx.now < k.until[i] && row.host == *host;
+        let enrolled = same_registry || cx.enrolled.get(host) == k.enrolled.get(host);
+        (fresh && enrolled).then(|| row.clone())
+    };
+    let classified = std::cell::Cell::new(0usize);
+    let classify_new = |row: HostRow| -> Arc<HostRow> {
+        classified.set(classified.get() + 1);
+        let mut row = row;
+        let enrollment = cx.enrolled.get(&row.host);
+        registry::check(&mut row, enrollment);
+        Arc::new(row)
+    };
+
+    let n = prev.len().max(slots.len());
+    let mut rows = Vec::with_capacity(n);
+    let mut entries = Vec::new();
+    let mut changed = Vec::new();
+    let mut prev_iter = prev.iter().enumerate().peekable();
+    let mut slot_iter = slots.into_iter().peekable();
+    let mut asked = match scope {
+        Scope::Feed(a) => Some(a.iter().peekable()),
+        Scope::Full => None,
+    };
+    loop {
+        let take_prev = match (prev_iter.peek(), slot_iter.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((_, (h, _))), Some(s)) => **h < s.host,
+        };
+        if take_prev {
+            let (i, (host, entry)) = prev_iter.next().expect("peeked");
+            // Not among the slots: kept as it was when a feed refresh did not ask
+            // about it; otherwise gone.
+            let unasked = asked.as_mut().is_some_and(|a| {
+                while a.next_if(|h| *h < host).is_some() {}
+                a.next_if(|h| *h == host).is_none()
+            });
+            if unasked {
+                let row = reuse(i, host).unwrap_or_else(|| {
+                    classify_new(classify_entry(
+                        host,
+                        entry,
+                        cx.verify,
+                        cx.now,
+                        cx.stale_after,
+                    ))
+                });
+                rows.push(row);
+            } else {
+                changed.push(host.clone());
+                if asked.is_some() {
+                    entries.push((host.clone(), None));
+                }
+            }
+            continue;
+        }
+        let slot = slot_iter.next().expect("peeked");
+        let before = prev_iter
+            .next_if(|(_, (h, _))| **h == slot.host)
+            .map(|(i, (_, e))| (i, e));
+        let same = before.is_some_and(|(_, e)| same_entry(e, &slot.entry));
+        let row = before
+            .filter(|_| same)
+            .and_then(|(i, _)| reuse(i, &slot.host))
+            .unwrap_or_else(|| {
+                classify_new(classify_slot(&slot, cx.verify, cx.now, cx.stale_after))
+            });
+        rows.push(row);
+        if !same {
+            changed.push(slot.host.clone());
+        }
+        if asked.is_none() || !same {
+            entries.push((slot.host, Some(slot.entry)));
+        }
+    }
+    let until = rows
+        .iter()
+        .map(|r| valid_until(r, cx.now, cx.stale_after))
+        .collect();
+    Carried {
+        kept: KeptRows {
+            rows: rows.clone(),
+            until,
+            enrolled: cx.enrolled,
+            verify: cx.verify,
+            stale_after: cx.stale_after,
+        },
+        rows,
+        entries,
+        changed,
+        classified: classified.get(),
+    }
+}
+
+/// Whether two entries record the same objects with the same outcomes (compared by
+/// identity first: an outcome carried forward is the same allocation).
+fn same_entry(a: &CachedHost, b: &CachedHost) -> bool {
+    fn same<T: PartialEq>(
+        a: &Option<Cached<T>>,
+        b: &Option<Cached<T>>,
+        eq: fn(&T, &T) -> bool,
+    ) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.etag == b.etag && a.modified == b.modified && eq(&a.outcome, &b.outcome)
+            }
+            _ => false,
+        }
+    }
+    fn status(a: &StatusOutcome, b: &StatusOutcome) -> bool {
+        match (a, b) {
+            (StatusOutcome::Report(x), StatusOutcome::Report(y)) => Arc::ptr_eq(x, y) || x == y,
+            _ => a == b,
+        }
+    }
+    fn manifest(a: &ManifestOutcome, b: &ManifestOutcome) -> bool {
+        match (a, b) {
+            (ManifestOutcome::Verified(x), ManifestOutcome::Verified(y)) => {
+                Arc::ptr_eq(x, y) || x == y
+            }
+            _ => a == b,
+        }
+    }
+    a.hold_modified == b.hold_modified
+        && a.marker == b.marker
+        && same(&a.status, &b.status, status)
+        && same(&a.manifest, &b.manifest, manifest)
+}
+
+/// The instant from which `row`, classified at `now`, may no longer be right: when
+/// its status turns stale or its manifest expires, whichever comes first (neither
+/// can turn back as time passes, so one already past does not count).
+fn valid_until(row: &HostRow, now: Timestamp, stale_after: SignedDuration) -> Timestamp {
+    let mut until = Timestamp::MAX;
+    if let ManifestView::Verified(m) = &row.manifest {
+        until = until.min(m.expires_at);
+    }
+    if let Some(stale_at) = row
+        .last_seen
+        .and_then(|t| t.checked_add(stale_after).ok())
+        .filter(|t| *t >= now)
+    {
+        until = until.min(stale_at);
+    }
+    until
+}
+
+/// Classifies a host of this refresh from its slot.
+fn classify_slot(
+    slot: &Slot,
+    verify: bool,
+    now: Timestamp,
+    stale_after: SignedDuration,
+) -> HostRow {
+    let status = slot
+        .status
+        .as_ref()
+        .and_then(|info| slot.status_now.as_ref().map(|o| (o, info.last_modified)));
+    let manifest = match (&slot.manifest, verify) {
+        (None, _) => ManifestView::Missing,
+        (Some(_), false) => ManifestView::NotVerified,
+        (Some(_), true) => view(slot.manifest_now.as_ref()),
+    };
+    classify(slot.host.clone(), status, manifest, now, stale_after)
+}
+
+/// Classifies a host a feed refresh did not ask about from its snapshot entry, as a
+/// slot made from that entry would be.
+fn classify_entry(
+    host: &HostName,
+    entry: &CachedHost,
+    verify: bool,
+    now: Timestamp,
+    stale_after: SignedDuration,
+) -> HostRow {
+    let status = entry
+        .status
+        .as_ref()
+        .map(|c| (&c.outcome, c.modified.unwrap_or(Timestamp::UNIX_EPOCH)));
+    let manifest = match (&entry.manifest, verify) {
+        (None, _) => ManifestView::Missing,
+        (Some(_), false) => ManifestView::NotVerified,
+        (Some(c), true) => view(Some(&c.outcome)),
+    };
+    classify(host.clone(), status, manifest, now, stale_after)
+}
+
+fn view(outcome: Option<&ManifestOutcome>) -> ManifestView {
+    match outcome {
+        Some(ManifestOutcome::Verified(m)) => ManifestView::Verified(m.clone()),
+        Some(ManifestOutcome::Flagged(f)) => ManifestView::Flagged(f.clone()),
+        // Deleted between the listing and the read.
+        None => ManifestView::Missing,
+    }
+}
