@@ -204,3 +204,27 @@ async fn carried_rows_are_what_classifying_again_gives_and_turn_stale_in_time() 
     assert!(f.stats.classified >= stale);
     assert_eq!(rows(&f), rows(&again().refresh().await.unwrap()));
 }
+
+#[tokio::test]
+async fn without_trusted_keys_carried_rows_still_see_the_manifests() {
+    let (_dir, bucket, _, _) = fleet().await;
+    let none = TrustedKeys::new([]);
+    let r = Reporter::new(bucket.clone(), opts(&none));
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.stats.classified, HOSTS);
+    synth::touch(&bucket, [4], Timestamp::now(), 1)
+        .await
+        .unwrap();
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.stats.listing, "feed");
+    assert_eq!(f.stats.classified, 1);
+    let full = Reporter::new(
+        bucket.clone(),
+        ReporterOptions {
+            full_listing_every: SignedDuration::ZERO,
+            write_snapshot: false,
+            ..opts(&none)
+        },
+    );
+    assert_eq!(rows(&f), rows(&full.refresh().await.unwrap()));
+}

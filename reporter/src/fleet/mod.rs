@@ -284,9 +284,12 @@ pub async fn refresh(
             let entries = carried.entries.into_iter();
             let hosts = entries.filter_map(|(h, e)| Some((h, e?))).collect();
             let mut snapshot = Snapshot::new(now, params.trusted_fingerprint.clone(), hosts);
-            if let Some(p) = &memory.snapshot {
+            if let Some(p) = &memory.snapshot
+                && p.trusted_keys == params.trusted_fingerprint
+            {
                 // What differs from the previous snapshot is `changed_hosts`: a delta
-                // from the stored one still describes this one.
+                // from the stored one still describes this one. (Under other keys
+                // it would not apply: the fresh id makes the next write whole.)
                 snapshot.id = p.id.clone();
             }
             memory.snapshot = Some(Arc::new(snapshot));

@@ -153,9 +153,15 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
             .next_if(|(_, (h, _))| **h == slot.host)
             .map(|(i, (_, e))| (i, e));
         let same = before.is_some_and(|(_, e)| same_entry(e, &slot.entry));
+        // Without trusted keys a manifest is not cached, so its coming or going shows
+        // only in the listing.
+        let listed_alike = |row: &Arc<HostRow>| {
+            slot.manifest.is_some() != matches!(row.manifest, ManifestView::Missing)
+        };
         let row = before
             .filter(|_| same)
             .and_then(|(i, _)| reuse(i, &slot.host))
+            .filter(listed_alike)
             .unwrap_or_else(|| {
                 classify_new(classify_slot(&slot, cx.verify, cx.now, cx.stale_after))
             });
