@@ -53,7 +53,7 @@ pub use self::registry::{Enrollment, RegistryCache, check_event};
 pub use self::rows::KeptRows;
 use self::rows::{Context, Scope};
 use crate::outcome::{HostRow, HostState};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CachedHost, Snapshot};
 
 /// Counters of one refresh, for the API and metrics.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -268,33 +268,7 @@ pub async fn refresh(
     let carried = rows::carry(slots, scope, context);
     let mut hosts = carried.rows;
     holds::attach(bucket, &params.trusted, listing.holds, &mut hosts).await;
-    match (asked.is_some(), memory.snapshot.as_mut()) {
-        (true, Some(snapshot)) => {
-            // Unshared unless a write of it is still under way.
-            let snapshot = Arc::make_mut(snapshot);
-            for (host, entry) in carried.entries {
-                match entry {
-                    Some(e) => snapshot.hosts.insert(host, e),
-                    None => snapshot.hosts.remove(&host),
-                };
-            }
-            snapshot.written_at = now;
-        }
-        _ => {
-            let entries = carried.entries.into_iter();
-            let hosts = entries.filter_map(|(h, e)| Some((h, e?))).collect();
-            let mut snapshot = Snapshot::new(now, params.trusted_fingerprint.clone(), hosts);
-            if let Some(p) = &memory.snapshot
-                && p.trusted_keys == params.trusted_fingerprint
-            {
-                // What differs from the previous snapshot is `changed_hosts`: a delta
-                // from the stored one still describes this one. (Under other keys
-                // it would not apply: the fresh id makes the next write whole.)
-                snapshot.id = p.id.clone();
-            }
-            memory.snapshot = Some(Arc::new(snapshot));
-        }
-    }
+    keep_snapshot(memory, carried.entries, asked.is_some(), now, params);
     memory.rows = Some(carried.kept);
 
     let stats = RefreshStats {
@@ -333,6 +307,44 @@ pub async fn refresh(
             || (full && params.full_listing_every.is_positive()),
         changed_hosts: carried.changed,
     })
+}
+
+/// Makes the snapshot in `memory` the one this refresh computed: after a feed
+/// refresh, the previous one with `entries` (the changed hosts) replaced, in place;
+/// after a full listing, `entries` themselves (every host).
+fn keep_snapshot(
+    memory: &mut Memory,
+    entries: Vec<(HostName, Option<CachedHost>)>,
+    feed: bool,
+    now: Timestamp,
+    params: &RefreshParams,
+) {
+    if feed && let Some(snapshot) = memory.snapshot.as_mut() {
+        // Unshared unless a write of it is still under way.
+        let snapshot = Arc::make_mut(snapshot);
+        for (host, entry) in entries {
+            match entry {
+                Some(e) => snapshot.hosts.insert(host, e),
+                None => snapshot.hosts.remove(&host),
+            };
+        }
+        snapshot.written_at = now;
+        return;
+    }
+    let hosts = entries
+        .into_iter()
+        .filter_map(|(h, e)| Some((h, e?)))
+        .collect();
+    let mut snapshot = Snapshot::new(now, params.trusted_fingerprint.clone(), hosts);
+    if let Some(p) = &memory.snapshot
+        && p.trusted_keys == params.trusted_fingerprint
+    {
+        // What differs from the previous snapshot is `changed_hosts`: a delta from
+        // the stored one still describes this one. (Under other keys it would not
+        // apply: the fresh id makes the next write whole.)
+        snapshot.id = p.id.clone();
+    }
+    memory.snapshot = Some(Arc::new(snapshot));
 }
 
 /// Records in each slot's snapshot entry what the next feed refresh needs: the
