@@ -88,6 +88,8 @@ pub enum ManifestOutcome {
     Verified(Arc<ManifestInfo>),
     /// Refused; why.
     Flagged(String),
+    /// Listed but not opened: no trusted key is configured.
+    NotVerified,
 }
 
 /// The dashboard's classification of a host. The order is the severity order used to

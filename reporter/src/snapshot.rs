@@ -68,7 +68,8 @@
 //! as the facts of their verification (with the SHA-256 of the verified bytes, so a
 //! manifest rewritten with the same bytes is recognised without verifying it again),
 //! which are reused only while `trusted_keys` matches the reporter's configured keys
-//! (expiry is re-checked on every refresh). Although only reporters write it, the file
+//! (expiry is re-checked on every refresh); without keys a manifest is recorded as
+//! `"not-verified"`, only that it is there. Although only reporters write it, the file
 //! is read defensively: it is size-bounded before ([`MAX_SNAPSHOT_SIZE`]) and after
 //! decompression ([`MAX_SNAPSHOT_DECOMPRESSED`], checked on the sizes the frames
 //! declare before anything is allocated), parsed strictly (unknown fields refused),
@@ -130,7 +131,7 @@ pub struct CachedHost {
     /// Its `status.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Cached<StatusOutcome>>,
-    /// Its `manifest.json` (only when manifests are verified).
+    /// Its `manifest.json` (without trusted keys, only that it is there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Cached<ManifestOutcome>>,
     /// The store's last-modified time of its `hold.json`, when it has one.
@@ -576,6 +577,7 @@ fn check_host(host: &HostName, c: &CachedHost) -> Result<(), String> {
         check_len("manifest.etag", &m.etag, MAX_SHORT_LEN)?;
         match &m.outcome {
             ManifestOutcome::Flagged(f) => check_len("manifest.flagged", f, MAX_FLAG_LEN)?,
+            ManifestOutcome::NotVerified => {}
             ManifestOutcome::Verified(v) => {
                 check_len("manifest.signed_by", &v.signed_by, MAX_SHORT_LEN)?;
             }

@@ -206,7 +206,7 @@ async fn carried_rows_are_what_classifying_again_gives_and_turn_stale_in_time() 
 }
 
 #[tokio::test]
-async fn without_trusted_keys_carried_rows_still_see_the_manifests() {
+async fn without_trusted_keys_carried_and_stored_rows_still_see_the_manifests() {
     let (_dir, bucket, _, _) = fleet().await;
     let none = TrustedKeys::new([]);
     let r = Reporter::new(bucket.clone(), opts(&none));
@@ -226,5 +226,12 @@ async fn without_trusted_keys_carried_rows_still_see_the_manifests() {
             ..opts(&none)
         },
     );
-    assert_eq!(rows(&f), rows(&full.refresh().await.unwrap()));
+    let from_scratch = rows(&full.refresh().await.unwrap());
+    assert_eq!(rows(&f), from_scratch);
+    // A new process starts from the stored snapshot, which records that each
+    // manifest is there: it shows them as not verified, as a listing does.
+    let fresh = Reporter::new(bucket.clone(), opts(&none));
+    let f = fresh.refresh().await.unwrap();
+    assert_eq!((f.stats.previous, f.stats.listing), ("bucket", "feed"));
+    assert_eq!(rows(&f), from_scratch);
 }

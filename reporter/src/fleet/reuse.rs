@@ -97,8 +97,9 @@ fn plan_status(i: usize, slot: &mut Slot, old: Option<&Cached<StatusOutcome>>, p
     }
 }
 
-/// Reuses or queues slot `i`'s manifest (when manifests are verified at all;
-/// `old` only counts when `reusable`, verified with today's keys).
+/// Reuses or queues slot `i`'s manifest (`old` only counts when `reusable`,
+/// verified with today's keys); without trusted keys (`verify` false) records it as
+/// not verified.
 fn plan_manifest(
     i: usize,
     slot: &mut Slot,
@@ -107,10 +108,22 @@ fn plan_manifest(
     verify: bool,
     plan: &mut Plan,
 ) {
-    let info = match (&slot.manifest, verify) {
-        (Some(info), true) => info,
-        _ => return,
+    let Some(info) = &slot.manifest else {
+        return;
     };
+    if !verify {
+        // Nothing to open it with: only its presence is recorded, so that a refresh
+        // from the snapshot shows it as there, not verified (not as missing).
+        slot.manifest_now = Some(ManifestOutcome::NotVerified);
+        if let Some(etag) = &info.etag {
+            slot.entry.manifest = Some(Cached {
+                etag: etag.clone(),
+                modified: None,
+                outcome: ManifestOutcome::NotVerified,
+            });
+        }
+        return;
+    }
     let old = old.filter(|_| reusable);
     if let Some(c) = old.filter(|c| info.etag.as_deref() == Some(c.etag.as_str())) {
         plan.reused += 1;
@@ -123,7 +136,7 @@ fn plan_manifest(
     // before, that outcome stands.
     let before = old.and_then(|c| match &c.outcome {
         ManifestOutcome::Verified(m) => Some(m.clone()),
-        ManifestOutcome::Flagged(_) => None,
+        ManifestOutcome::Flagged(_) | ManifestOutcome::NotVerified => None,
     });
     plan.jobs.push(Job::Manifest(
         i,

@@ -290,6 +290,7 @@ fn view(outcome: Option<&ManifestOutcome>) -> ManifestView {
     match outcome {
         Some(ManifestOutcome::Verified(m)) => ManifestView::Verified(m.clone()),
         Some(ManifestOutcome::Flagged(f)) => ManifestView::Flagged(f.clone()),
+        Some(ManifestOutcome::NotVerified) => ManifestView::NotVerified,
         // Deleted between the listing and the read.
         None => ManifestView::Missing,
     }
