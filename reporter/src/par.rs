@@ -1,11 +1,8 @@
 //! Data parallelism for the reporter's CPU work (snapshot encoding and decoding,
 //! parsing and signature checks): a slice mapped on scoped threads, one per core.
 //!
-//! It blocks the calling thread until every item is mapped: call it from a blocking
-//! context (`tokio::task::spawn_blocking`), or on an async worker thread only for
-//! CPU work that thread would otherwise do alone (classifying rows in
-//! `fleet/rows.rs`: the same time blocked, divided by the cores), never to wait on
-//! anything else.
+//! Call it from a blocking context (`tokio::task::spawn_blocking`), never directly on
+//! an async worker thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -95,17 +95,21 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
         let enrolled = same_registry || cx.enrolled.get(host) == k.enrolled.get(host);
         (fresh && enrolled).then(|| row.clone())
     };
+    let classified = std::cell::Cell::new(0usize);
+    let classify_new = |row: HostRow| -> Arc<HostRow> {
+        classified.set(classified.get() + 1);
+        let mut row = row;
+        let enrollment = cx.enrolled.get(&row.host);
+        registry::check(&mut row, enrollment);
+        Arc::new(row)
+    };
 
-    // First the merge decides, host by host, whether its row is carried forward or
-    // classified (and from what); then the classifying runs on every core when
-    // there is much of it (a cold refresh, a new process); then the rows are put
-    // back in host order.
-    let mut todo: Vec<Todo<'_>> = Vec::with_capacity(prev.len().max(slots.len()));
+    let n = prev.len().max(slots.len());
+    let mut rows = Vec::with_capacity(n);
     let mut entries = Vec::new();
-    let mut wanted = vec![false; slots.len()];
     let mut changed = Vec::new();
     let mut prev_iter = prev.iter().enumerate().peekable();
-    let mut slot_iter = slots.iter().enumerate().peekable();
+    let mut slot_iter = slots.into_iter().peekable();
     let mut asked = match scope {
         Scope::Feed(a) => Some(a.iter().peekable()),
         Scope::Full => None,
@@ -115,7 +119,7 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some((_, (h, _))), Some((_, s))) => **h < s.host,
+            (Some((_, (h, _))), Some(s)) => **h < s.host,
         };
         if take_prev {
             let (i, (host, entry)) = prev_iter.next().expect("peeked");
@@ -126,10 +130,16 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
                 a.next_if(|h| *h == host).is_none()
             });
             if unasked {
-                todo.push(match reuse(i, host) {
-                    Some(row) => Todo::Keep(row),
-                    None => Todo::Entry(host, entry),
+                let row = reuse(i, host).unwrap_or_else(|| {
+                    classify_new(classify_entry(
+                        host,
+                        entry,
+                        cx.verify,
+                        cx.now,
+                        cx.stale_after,
+                    ))
                 });
+                rows.push(row);
             } else {
                 changed.push(host.clone());
                 if asked.is_some() {
@@ -138,7 +148,7 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
             }
             continue;
         }
-        let (j, slot) = slot_iter.next().expect("peeked");
+        let slot = slot_iter.next().expect("peeked");
         let before = prev_iter
             .next_if(|(_, (h, _))| **h == slot.host)
             .map(|(i, (_, e))| (i, e));
@@ -148,60 +158,18 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
         let listed_alike = |row: &Arc<HostRow>| {
             slot.manifest.is_some() != matches!(row.manifest, ManifestView::Missing)
         };
-        let kept_row = before
+        let row = before
             .filter(|_| same)
             .and_then(|(i, _)| reuse(i, &slot.host))
-            .filter(listed_alike);
-        todo.push(match kept_row {
-            Some(row) => Todo::Keep(row),
-            None => Todo::Slot(j),
-        });
+            .filter(listed_alike)
+            .unwrap_or_else(|| {
+                classify_new(classify_slot(&slot, cx.verify, cx.now, cx.stale_after))
+            });
+        rows.push(row);
         if !same {
             changed.push(slot.host.clone());
         }
-        wanted[j] = asked.is_none() || !same;
-    }
-
-    let classify_one = |t: &Todo<'_>| -> Arc<HostRow> {
-        let mut row = match *t {
-            Todo::Slot(j) => classify_slot(&slots[j], cx.verify, cx.now, cx.stale_after),
-            Todo::Entry(host, entry) => {
-                classify_entry(host, entry, cx.verify, cx.now, cx.stale_after)
-            }
-            Todo::Keep(ref row) => return row.clone(),
-        };
-        let enrollment = cx.enrolled.get(&row.host);
-        registry::check(&mut row, enrollment);
-        Arc::new(row)
-    };
-    let work: Vec<&Todo<'_>> = todo
-        .iter()
-        .filter(|t| !matches!(t, Todo::Keep(_)))
-        .collect();
-    let classified = work.len();
-    let fresh: Vec<Arc<HostRow>> = if classified >= PARALLEL_FROM {
-        let chunks: Vec<&[&Todo<'_>]> = work.chunks(PARALLEL_CHUNK).collect();
-        crate::par::map(&chunks, |c| {
-            c.iter().map(|t| classify_one(t)).collect::<Vec<_>>()
-        })
-        .into_iter()
-        .flatten()
-        .collect()
-    } else {
-        work.iter().map(|t| classify_one(t)).collect()
-    };
-    let mut fresh = fresh.into_iter();
-    let rows: Vec<Arc<HostRow>> = todo
-        .into_iter()
-        .map(|t| match t {
-            Todo::Keep(row) => row,
-            _ => fresh
-                .next()
-                .expect("one classified row per host to classify"),
-        })
-        .collect();
-    for (slot, wanted) in slots.into_iter().zip(wanted) {
-        if wanted {
+        if asked.is_none() || !same {
             entries.push((slot.host, Some(slot.entry)));
         }
     }
@@ -220,24 +188,8 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
         rows,
         entries,
         changed,
-        classified,
+        classified: classified.get(),
     }
-}
-
-/// Rows to classify from which on the work is spread over every core (a thread each
-/// costs more than classifying a few thousand hosts).
-const PARALLEL_FROM: usize = 4096;
-/// Rows per piece of parallel work.
-const PARALLEL_CHUNK: usize = 1024;
-
-/// What becomes of one host's row.
-enum Todo<'a> {
-    /// Carried forward.
-    Keep(Arc<HostRow>),
-    /// Classified from slot `.0` of this refresh.
-    Slot(usize),
-    /// Classified from its snapshot entry (a host a feed refresh did not ask about).
-    Entry(&'a HostName, &'a CachedHost),
 }
 
 /// Whether two entries record the same objects with the same outcomes (compared by
@@ -341,73 +293,5 @@ fn view(outcome: Option<&ManifestOutcome>) -> ManifestView {
         Some(ManifestOutcome::NotVerified) => ManifestView::NotVerified,
         // Deleted between the listing and the read.
         None => ManifestView::Missing,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use fleet_core::status::AgentState;
-
-    use super::*;
-    use crate::synth;
-
-    #[test]
-    fn rows_classified_on_every_core_come_back_in_host_order_and_are_carried_next() {
-        let now = Timestamp::now();
-        let stale_after = SignedDuration::from_mins(30);
-        let n = PARALLEL_FROM + 904;
-        let prev: BTreeMap<HostName, CachedHost> = (0..n)
-            .map(|i| {
-                let host = synth::host_name(i);
-                let state = [AgentState::Healthy, AgentState::Failed][i % 2];
-                let report = synth::report(&host, state, 1, 1 + (i % 3) as u64, now);
-                // Some reported long ago: stale.
-                let seen = now - SignedDuration::from_mins((i % 50) as i64);
-                let entry = CachedHost {
-                    status: Some(Cached {
-                        etag: format!("e{i}"),
-                        modified: Some(seen),
-                        outcome: StatusOutcome::Report(Arc::new(report)),
-                    }),
-                    ..Default::default()
-                };
-                (host, entry)
-            })
-            .collect();
-        let asked = BTreeSet::new();
-        let cx = |kept, now| Context {
-            enrolled: BTreeMap::new(),
-            verify: false,
-            now,
-            stale_after,
-            prev: Some(&prev),
-            kept,
-        };
-        let classified_at = |now| -> Vec<String> {
-            prev.iter()
-                .map(|(h, e)| format!("{:?}", classify_entry(h, e, false, now, stale_after)))
-                .collect()
-        };
-        let text = |rows: &[Arc<HostRow>]| -> Vec<String> {
-            rows.iter().map(|r| format!("{:?}", **r)).collect()
-        };
-        let carried = carry(Vec::new(), Scope::Feed(&asked), cx(None, now));
-        assert_eq!(carried.classified, n);
-        assert_eq!(text(&carried.rows), classified_at(now));
-        assert!(carried.changed.is_empty() && carried.entries.is_empty());
-
-        // Ten minutes on, nothing written: exactly the rows that turned stale since
-        // (seen 20 to 30 minutes before) are classified again.
-        let later = now + SignedDuration::from_mins(10);
-        let again = carry(
-            Vec::new(),
-            Scope::Feed(&asked),
-            cx(Some(carried.kept), later),
-        );
-        let turned = (0..n).filter(|i| (20..=30).contains(&(i % 50))).count();
-        assert_eq!(again.classified, turned);
-        assert_eq!(text(&again.rows), classified_at(later));
-        let kept = again.rows.iter().zip(&carried.rows);
-        assert_eq!(kept.filter(|(a, b)| Arc::ptr_eq(a, b)).count(), n - turned);
     }
 }
