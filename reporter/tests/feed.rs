@@ -235,3 +235,70 @@ async fn without_trusted_keys_carried_and_stored_rows_still_see_the_manifests() 
     assert_eq!((f.stats.previous, f.stats.listing), ("bucket", "feed"));
     assert_eq!(rows(&f), from_scratch);
 }
+
+#[tokio::test]
+async fn a_manifest_that_expires_is_shown_expired_and_checked_again_each_refresh() {
+    let (_dir, bucket, publisher, trusted) = fleet().await;
+    let host = synth::host_name(11);
+    let mut m = synth::manifest(&host, 2, Timestamp::now());
+    m.expires_at = Timestamp::now() + SignedDuration::from_secs(2);
+    bucket
+        .put(
+            &Key::manifest(&host),
+            bytes::Bytes::from(m.sign(&publisher)),
+        )
+        .await
+        .unwrap();
+    let r = Reporter::new(bucket.clone(), opts(&trusted));
+    let f = r.refresh().await.unwrap();
+    assert_eq!(f.host(&host).unwrap().state, HostState::UpToDate);
+    // Nothing is written; its expiry passes: the carried row is due and shows it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let f = r.refresh().await.unwrap();
+    let row = f.host(&host).unwrap();
+    assert_eq!(row.state, HostState::Flagged);
+    assert!(row.flags[0].contains("expired"), "{:?}", row.flags);
+    // The flag says when it was checked, so the row is not carried forward: the
+    // next refresh checks it again (and only it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let g = r.refresh().await.unwrap();
+    assert_eq!(g.stats.classified, 1);
+    assert_ne!(g.host(&host).unwrap().flags, row.flags);
+}
+
+#[tokio::test]
+async fn a_row_from_a_read_that_failed_is_not_carried_forward() {
+    let (dir, bucket, _, trusted) = fleet().await;
+    // Host 13's status is a symlink to a file outside the bucket: listed (listings
+    // follow links), but refused when read, so nothing of it is in the snapshot.
+    let host = synth::host_name(13);
+    let status = dir.path().join("bucket").join(Key::status(&host).as_str());
+    let outside = dir.path().join("outside.json");
+    std::fs::rename(&status, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &status).unwrap();
+    let always_full = ReporterOptions {
+        full_listing_every: SignedDuration::ZERO,
+        ..opts(&trusted)
+    };
+    let r = Reporter::new(bucket.clone(), always_full.clone());
+    let f = r.refresh().await.unwrap();
+    let row = f.host(&host).unwrap();
+    assert!(
+        row.flags.iter().any(|x| x.contains("symlink")),
+        "{:?}",
+        row.flags
+    );
+    // The status goes away; the snapshot entry is what it was (no status), but the
+    // row is classified again and shows what a new process shows.
+    std::fs::remove_file(&status).unwrap();
+    let f = r.refresh().await.unwrap();
+    let fresh = Reporter::new(
+        bucket.clone(),
+        ReporterOptions {
+            write_snapshot: false,
+            ..always_full
+        },
+    );
+    assert_eq!(rows(&f), rows(&fresh.refresh().await.unwrap()));
+    assert!(f.host(&host).unwrap().flags.is_empty());
+}

@@ -456,6 +456,10 @@ impl Bucket {
                 .into_iter()
                 .map(|k| head_below(&dir, &url, k.to_string()))
                 .collect(),
+            // No bucket folder: no objects, as `head` says of each.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                keys.iter().map(|_| Ok(None)).collect()
+            }
             Err(e) => keys
                 .iter()
                 .map(|k| {

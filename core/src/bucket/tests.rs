@@ -383,6 +383,11 @@ async fn head_many_answers_like_head_in_order() {
             .unwrap()
             .is_none()
     );
+    // No bucket folder at all: no objects, as `head` says.
+    let gone = Bucket::open_url(&format!("file://{}/gone", d.path().display())).unwrap();
+    assert!(gone.head(&k).await.unwrap().is_none());
+    let got = gone.head_many(std::slice::from_ref(&k), 1).await;
+    assert!(got[0].as_ref().unwrap().is_none(), "{got:?}");
 }
 
 #[tokio::test]

@@ -8,7 +8,11 @@
 //! registry entry is the same, and that instant has not passed; otherwise it is
 //! classified again (`classify.rs`). Classification depends on the time only through
 //! staleness (`last_seen + stale-after`) and manifest expiry, so the instant is the
-//! earlier of those that still lie ahead.
+//! earlier of those that still lie ahead. A row whose inputs are not all in its
+//! snapshot entry (a read that failed, an object without an ETag) or whose text holds
+//! the time of the check (an expired manifest) is classified again on the next
+//! refresh, so a carried row is what a process starting from the snapshot would
+//! show; a clock set back makes every kept row suspect.
 //!
 //! A feed refresh names the hosts it asked about; every other host keeps its entry
 //! and row as they were, so the work is O(changes) and a walk of the fleet in host
@@ -37,6 +41,9 @@ pub struct KeptRows {
     rows: Vec<Arc<HostRow>>,
     /// Per row: it is right strictly before this instant.
     until: Vec<Timestamp>,
+    /// When the refresh that made them ran (a clock set back since makes them all
+    /// suspect).
+    at: Timestamp,
     enrolled: BTreeMap<HostName, Enrollment>,
     verify: bool,
     stale_after: SignedDuration,
@@ -85,27 +92,41 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
     // Rows kept by this process are reusable only if made under the same settings
     // and for exactly the previous snapshot's hosts.
     let kept = cx.kept.as_ref().filter(|k| {
-        k.verify == cx.verify && k.stale_after == cx.stale_after && k.rows.len() == prev.len()
+        k.verify == cx.verify
+            && k.stale_after == cx.stale_after
+            && k.rows.len() == prev.len()
+            && k.at <= cx.now
     });
     let same_registry = kept.is_some_and(|k| k.enrolled == cx.enrolled);
-    let reuse = |i: usize, host: &HostName| -> Option<Arc<HostRow>> {
+    let reuse = |i: usize, host: &HostName| -> Option<(Arc<HostRow>, Timestamp)> {
         let k = kept?;
         let row = &k.rows[i];
         let fresh = cx.now < k.until[i] && row.host == *host;
         let enrolled = same_registry || cx.enrolled.get(host) == k.enrolled.get(host);
-        (fresh && enrolled).then(|| row.clone())
+        (fresh && enrolled).then(|| (row.clone(), k.until[i]))
     };
     let classified = std::cell::Cell::new(0usize);
-    let classify_new = |row: HostRow| -> Arc<HostRow> {
+    // A row is kept until its time-dependent state is due; one whose inputs are not
+    // all in its snapshot entry (`captured` false: a read that failed, an object
+    // without an ETag) or whose text holds the time (an expired manifest) is
+    // classified again on the next refresh, as a process starting from the
+    // snapshot would.
+    let classify_new = |(row, volatile): (HostRow, bool), captured: bool| {
         classified.set(classified.get() + 1);
         let mut row = row;
         let enrollment = cx.enrolled.get(&row.host);
         registry::check(&mut row, enrollment);
-        Arc::new(row)
+        let until = if volatile || !captured {
+            cx.now
+        } else {
+            valid_until(&row, cx.now, cx.stale_after)
+        };
+        (Arc::new(row), until)
     };
 
     let n = prev.len().max(slots.len());
     let mut rows = Vec::with_capacity(n);
+    let mut until = Vec::with_capacity(n);
     let mut entries = Vec::new();
     let mut changed = Vec::new();
     let mut prev_iter = prev.iter().enumerate().peekable();
@@ -130,16 +151,12 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
                 a.next_if(|h| *h == host).is_none()
             });
             if unasked {
-                let row = reuse(i, host).unwrap_or_else(|| {
-                    classify_new(classify_entry(
-                        host,
-                        entry,
-                        cx.verify,
-                        cx.now,
-                        cx.stale_after,
-                    ))
+                let (row, t) = reuse(i, host).unwrap_or_else(|| {
+                    let row = classify_entry(host, entry, cx.verify, cx.now, cx.stale_after);
+                    classify_new(row, true)
                 });
                 rows.push(row);
+                until.push(t);
             } else {
                 changed.push(host.clone());
                 if asked.is_some() {
@@ -158,14 +175,16 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
         let listed_alike = |row: &Arc<HostRow>| {
             slot.manifest.is_some() != matches!(row.manifest, ManifestView::Missing)
         };
-        let row = before
+        let (row, t) = before
             .filter(|_| same)
             .and_then(|(i, _)| reuse(i, &slot.host))
-            .filter(listed_alike)
+            .filter(|(row, _)| listed_alike(row))
             .unwrap_or_else(|| {
-                classify_new(classify_slot(&slot, cx.verify, cx.now, cx.stale_after))
+                let row = classify_slot(&slot, cx.verify, cx.now, cx.stale_after);
+                classify_new(row, captured(&slot, cx.verify))
             });
         rows.push(row);
+        until.push(t);
         if !same {
             changed.push(slot.host.clone());
         }
@@ -173,14 +192,11 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
             entries.push((slot.host, Some(slot.entry)));
         }
     }
-    let until = rows
-        .iter()
-        .map(|r| valid_until(r, cx.now, cx.stale_after))
-        .collect();
     Carried {
         kept: KeptRows {
             rows: rows.clone(),
             until,
+            at: cx.now,
             enrolled: cx.enrolled,
             verify: cx.verify,
             stale_after: cx.stale_after,
@@ -246,13 +262,28 @@ fn valid_until(row: &HostRow, now: Timestamp, stale_after: SignedDuration) -> Ti
     until
 }
 
-/// Classifies a host of this refresh from its slot.
+/// Whether everything `slot`'s row is classified from is in its snapshot entry, so
+/// that a row classified from the entry alone would be the same.
+fn captured(slot: &Slot, verify: bool) -> bool {
+    let e = &slot.entry;
+    let status = slot.status.is_some() && slot.status_now.is_some();
+    let manifest = slot.manifest.is_some() && (!verify || slot.manifest_now.is_some());
+    status == e.status.is_some() && manifest == e.manifest.is_some()
+}
+
+/// Whether a manifest shown as expired: its text holds the time of the check.
+fn expired(view: &ManifestView, now: Timestamp) -> bool {
+    matches!(view, ManifestView::Verified(m) if now >= m.expires_at)
+}
+
+/// Classifies a host of this refresh from its slot; and whether the row holds the
+/// time of the check.
 fn classify_slot(
     slot: &Slot,
     verify: bool,
     now: Timestamp,
     stale_after: SignedDuration,
-) -> HostRow {
+) -> (HostRow, bool) {
     let status = slot
         .status
         .as_ref()
@@ -262,18 +293,23 @@ fn classify_slot(
         (Some(_), false) => ManifestView::NotVerified,
         (Some(_), true) => view(slot.manifest_now.as_ref()),
     };
-    classify(slot.host.clone(), status, manifest, now, stale_after)
+    let volatile = expired(&manifest, now);
+    (
+        classify(slot.host.clone(), status, manifest, now, stale_after),
+        volatile,
+    )
 }
 
 /// Classifies a host a feed refresh did not ask about from its snapshot entry, as a
-/// slot made from that entry would be.
+/// slot made from that entry would be; and whether the row holds the time of the
+/// check.
 fn classify_entry(
     host: &HostName,
     entry: &CachedHost,
     verify: bool,
     now: Timestamp,
     stale_after: SignedDuration,
-) -> HostRow {
+) -> (HostRow, bool) {
     let status = entry
         .status
         .as_ref()
@@ -283,7 +319,11 @@ fn classify_entry(
         (Some(_), false) => ManifestView::NotVerified,
         (Some(c), true) => view(Some(&c.outcome)),
     };
-    classify(host.clone(), status, manifest, now, stale_after)
+    let volatile = expired(&manifest, now);
+    (
+        classify(host.clone(), status, manifest, now, stale_after),
+        volatile,
+    )
 }
 
 fn view(outcome: Option<&ManifestOutcome>) -> ManifestView {
@@ -293,5 +333,55 @@ fn view(outcome: Option<&ManifestOutcome>) -> ManifestView {
         Some(ManifestOutcome::NotVerified) => ManifestView::NotVerified,
         // Deleted between the listing and the read.
         None => ManifestView::Missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_core::status::AgentState;
+
+    use super::*;
+    use crate::synth;
+
+    #[test]
+    fn kept_rows_are_reused_later_but_not_after_the_clock_went_back() {
+        let now = Timestamp::now();
+        let stale_after = SignedDuration::from_mins(30);
+        let prev: BTreeMap<HostName, CachedHost> = (0..20)
+            .map(|i| {
+                let host = synth::host_name(i);
+                let report = synth::report(&host, AgentState::Healthy, 1, 1, now);
+                let entry = CachedHost {
+                    status: Some(Cached {
+                        etag: format!("e{i}"),
+                        modified: Some(now),
+                        outcome: StatusOutcome::Report(Arc::new(report)),
+                    }),
+                    ..Default::default()
+                };
+                (host, entry)
+            })
+            .collect();
+        let asked = BTreeSet::new();
+        let cx = |kept, now| Context {
+            enrolled: BTreeMap::new(),
+            verify: false,
+            now,
+            stale_after,
+            prev: Some(&prev),
+            kept,
+        };
+        let first = carry(Vec::new(), Scope::Feed(&asked), cx(None, now));
+        assert_eq!(first.classified, 20);
+        let later = now + SignedDuration::from_mins(1);
+        let second = carry(Vec::new(), Scope::Feed(&asked), cx(Some(first.kept), later));
+        assert_eq!(second.classified, 0);
+        let earlier = now - SignedDuration::from_mins(1);
+        let third = carry(
+            Vec::new(),
+            Scope::Feed(&asked),
+            cx(Some(second.kept), earlier),
+        );
+        assert_eq!(third.classified, 20);
     }
 }
