@@ -130,24 +130,26 @@ fn rows(f: &fleet_reporter::fleet::Fleet) -> Vec<String> {
     f.hosts.iter().map(|r| format!("{r:?}")).collect()
 }
 
+/// The rows of a reporter with `options` that classifies every host from a full
+/// listing and leaves the stored snapshot alone.
+async fn from_scratch(bucket: &Bucket, options: &ReporterOptions) -> Vec<String> {
+    let r = Reporter::new(
+        bucket.clone(),
+        ReporterOptions {
+            full_listing_every: SignedDuration::ZERO,
+            write_snapshot: false,
+            ..options.clone()
+        },
+    );
+    rows(&r.refresh().await.unwrap())
+}
+
 #[tokio::test]
 async fn carried_rows_are_what_classifying_again_gives_and_turn_stale_in_time() {
     let (_dir, bucket, publisher, trusted) = fleet().await;
     let short = ReporterOptions {
         stale_after: SignedDuration::from_secs(4),
         ..opts(&trusted)
-    };
-    // Classifies every host from scratch on each refresh, and leaves the stored
-    // snapshot to `r`.
-    let again = || {
-        Reporter::new(
-            bucket.clone(),
-            ReporterOptions {
-                full_listing_every: SignedDuration::ZERO,
-                write_snapshot: false,
-                ..short.clone()
-            },
-        )
     };
     let r = Reporter::new(bucket.clone(), short.clone());
     let f = r.refresh().await.unwrap();
@@ -186,7 +188,7 @@ async fn carried_rows_are_what_classifying_again_gives_and_turn_stale_in_time() 
             "{:?}",
             row.notes
         );
-        assert_eq!(rows(&f), rows(&again().refresh().await.unwrap()));
+        assert_eq!(rows(&f), from_scratch(&bucket, &short).await);
     }
     let f = r.refresh().await.unwrap();
     assert_eq!(f.stats.classified, 0);
@@ -202,7 +204,7 @@ async fn carried_rows_are_what_classifying_again_gives_and_turn_stale_in_time() 
         .count();
     assert!(stale > HOSTS / 2, "{stale} stale");
     assert!(f.stats.classified >= stale);
-    assert_eq!(rows(&f), rows(&again().refresh().await.unwrap()));
+    assert_eq!(rows(&f), from_scratch(&bucket, &short).await);
 }
 
 #[tokio::test]
@@ -218,22 +220,14 @@ async fn without_trusted_keys_carried_and_stored_rows_still_see_the_manifests() 
     let f = r.refresh().await.unwrap();
     assert_eq!(f.stats.listing, "feed");
     assert_eq!(f.stats.classified, 1);
-    let full = Reporter::new(
-        bucket.clone(),
-        ReporterOptions {
-            full_listing_every: SignedDuration::ZERO,
-            write_snapshot: false,
-            ..opts(&none)
-        },
-    );
-    let from_scratch = rows(&full.refresh().await.unwrap());
-    assert_eq!(rows(&f), from_scratch);
+    let scratch = from_scratch(&bucket, &opts(&none)).await;
+    assert_eq!(rows(&f), scratch);
     // A new process starts from the stored snapshot, which records that each
     // manifest is there: it shows them as not verified, as a listing does.
     let fresh = Reporter::new(bucket.clone(), opts(&none));
     let f = fresh.refresh().await.unwrap();
     assert_eq!((f.stats.previous, f.stats.listing), ("bucket", "feed"));
-    assert_eq!(rows(&f), from_scratch);
+    assert_eq!(rows(&f), scratch);
 }
 
 #[tokio::test]
@@ -292,13 +286,6 @@ async fn a_row_from_a_read_that_failed_is_not_carried_forward() {
     // row is classified again and shows what a new process shows.
     std::fs::remove_file(&status).unwrap();
     let f = r.refresh().await.unwrap();
-    let fresh = Reporter::new(
-        bucket.clone(),
-        ReporterOptions {
-            write_snapshot: false,
-            ..always_full
-        },
-    );
-    assert_eq!(rows(&f), rows(&fresh.refresh().await.unwrap()));
+    assert_eq!(rows(&f), from_scratch(&bucket, &always_full).await);
     assert!(f.host(&host).unwrap().flags.is_empty());
 }

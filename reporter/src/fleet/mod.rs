@@ -50,8 +50,7 @@ pub use self::classify::classify;
 pub use self::feed::{DEFAULT_FULL_LISTING_EVERY, FEED_MARGIN, MAX_FEED_SHARE};
 pub use self::list::{Ignored, MAX_IGNORED_KEYS, MAX_LIST_RANGES};
 pub use self::registry::{Enrollment, RegistryCache, check_event};
-pub use self::rows::KeptRows;
-use self::rows::{Context, Scope};
+use self::rows::{Context, KeptRows, Scope};
 use crate::outcome::{HostRow, HostState};
 use crate::snapshot::{CachedHost, Snapshot};
 

@@ -37,7 +37,7 @@ use crate::snapshot::{Cached, CachedHost};
 
 /// The rows of the last refresh, before holds, in host order (the hosts of the
 /// snapshot it made), and what they were classified with.
-pub struct KeptRows {
+pub(crate) struct KeptRows {
     rows: Vec<Arc<HostRow>>,
     /// Per row: it is right strictly before this instant.
     until: Vec<Timestamp>,
@@ -170,18 +170,15 @@ pub(super) fn carry(slots: Vec<Slot>, scope: Scope<'_>, cx: Context<'_>) -> Carr
             .next_if(|(_, (h, _))| **h == slot.host)
             .map(|(i, (_, e))| (i, e));
         let same = before.is_some_and(|(_, e)| same_entry(e, &slot.entry));
-        // Without trusted keys a manifest is not cached, so its coming or going shows
-        // only in the listing.
-        let listed_alike = |row: &Arc<HostRow>| {
-            slot.manifest.is_some() != matches!(row.manifest, ManifestView::Missing)
-        };
+        // Reused only if this slot's row would be what its entry gives (the entry is
+        // the previous one, whose row was kept only if it held all it was made from).
+        let captured = captured(&slot, cx.verify);
         let (row, t) = before
-            .filter(|_| same)
+            .filter(|_| same && captured)
             .and_then(|(i, _)| reuse(i, &slot.host))
-            .filter(|(row, _)| listed_alike(row))
             .unwrap_or_else(|| {
                 let row = classify_slot(&slot, cx.verify, cx.now, cx.stale_after);
-                classify_new(row, captured(&slot, cx.verify))
+                classify_new(row, captured)
             });
         rows.push(row);
         until.push(t);
@@ -271,11 +268,6 @@ fn captured(slot: &Slot, verify: bool) -> bool {
     status == e.status.is_some() && manifest == e.manifest.is_some()
 }
 
-/// Whether a manifest shown as expired: its text holds the time of the check.
-fn expired(view: &ManifestView, now: Timestamp) -> bool {
-    matches!(view, ManifestView::Verified(m) if now >= m.expires_at)
-}
-
 /// Classifies a host of this refresh from its slot; and whether the row holds the
 /// time of the check.
 fn classify_slot(
@@ -288,16 +280,8 @@ fn classify_slot(
         .status
         .as_ref()
         .and_then(|info| slot.status_now.as_ref().map(|o| (o, info.last_modified)));
-    let manifest = match (&slot.manifest, verify) {
-        (None, _) => ManifestView::Missing,
-        (Some(_), false) => ManifestView::NotVerified,
-        (Some(_), true) => view(slot.manifest_now.as_ref()),
-    };
-    let volatile = expired(&manifest, now);
-    (
-        classify(slot.host.clone(), status, manifest, now, stale_after),
-        volatile,
-    )
+    let manifest = slot.manifest.as_ref().map(|_| slot.manifest_now.as_ref());
+    classify_seen(&slot.host, status, manifest, verify, now, stale_after)
 }
 
 /// Classifies a host a feed refresh did not ask about from its snapshot entry, as a
@@ -314,12 +298,27 @@ fn classify_entry(
         .status
         .as_ref()
         .map(|c| (&c.outcome, c.modified.unwrap_or(Timestamp::UNIX_EPOCH)));
-    let manifest = match (&entry.manifest, verify) {
+    let manifest = entry.manifest.as_ref().map(|c| Some(&c.outcome));
+    classify_seen(host, status, manifest, verify, now, stale_after)
+}
+
+/// Classifies a host from its status (outcome, last seen) and its manifest
+/// (`None`: not there; `Some(None)`: listed but gone when read); and whether the row
+/// holds the time of the check (an expired manifest's flag).
+fn classify_seen(
+    host: &HostName,
+    status: Option<(&StatusOutcome, Timestamp)>,
+    manifest: Option<Option<&ManifestOutcome>>,
+    verify: bool,
+    now: Timestamp,
+    stale_after: SignedDuration,
+) -> (HostRow, bool) {
+    let manifest = match (manifest, verify) {
         (None, _) => ManifestView::Missing,
         (Some(_), false) => ManifestView::NotVerified,
-        (Some(c), true) => view(Some(&c.outcome)),
+        (Some(outcome), true) => view(outcome),
     };
-    let volatile = expired(&manifest, now);
+    let volatile = matches!(&manifest, ManifestView::Verified(m) if now >= m.expires_at);
     (
         classify(host.clone(), status, manifest, now, stale_after),
         volatile,
