@@ -77,10 +77,14 @@ pub struct PathInfo {
     pub ca: Option<String>,
 }
 
+/// One path's entry in `nix path-info --json`. Nix 2.18 and older print an array of
+/// these, each naming its `path`; 2.19 and newer print an object keyed by path
+/// (`null` for an invalid one), without `path` inside.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPathInfo {
-    path: String,
+    #[serde(default)]
+    path: Option<String>,
     #[serde(default)]
     valid: Option<bool>,
     nar_hash: Option<String>,
@@ -221,37 +225,24 @@ impl Nix {
         let mut args = vec!["path-info".into(), "--json".into()];
         args.extend(paths.iter().map(|p| p.to_string()));
         let out = self.run("nix", &args).await?;
-        let command = "nix path-info --json";
-        let bad = |why: String| NixError::Output {
-            command: command.into(),
-            why,
-        };
-        let raw: Vec<RawPathInfo> = serde_json::from_slice(&out).map_err(|e| bad(e.to_string()))?;
-        raw.into_iter()
-            .map(|r| {
-                if r.valid == Some(false) {
-                    return Err(bad(format!("{} is not valid in the store", r.path)));
-                }
-                let path = StorePath::new(&r.path).map_err(|e| bad(e.to_string()))?;
-                let hash = r.nar_hash.unwrap_or_default();
-                Ok(PathInfo {
-                    nar_hash: Sha256Hash::parse(&hash)
-                        .ok_or_else(|| bad(format!("narHash {hash:?} of {path}")))?,
-                    nar_size: r
-                        .nar_size
-                        .ok_or_else(|| bad(format!("no narSize for {path}")))?,
-                    references: r
-                        .references
-                        .iter()
-                        .map(|p| StorePath::new(p).map_err(|e| bad(e.to_string())))
-                        .collect::<Result<_, _>>()?,
-                    deriver: r.deriver.as_deref().and_then(|d| StorePath::new(d).ok()),
-                    signatures: r.signatures,
-                    ca: r.ca,
-                    path,
-                })
-            })
-            .collect()
+        parse_path_infos("nix path-info --json", &out)
+    }
+
+    /// What [`Nix::path_info`] says about every path of the closure of `roots`
+    /// (`nix path-info --json --recursive`), sorted by path: the closure and its
+    /// metadata from one Nix process, where [`Nix::closure`] and then
+    /// [`Nix::path_info`] take two. A root that is not valid makes it fail.
+    pub async fn closure_info(&self, roots: &[StorePath]) -> Result<Vec<PathInfo>, NixError> {
+        if roots.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut args = vec!["path-info".into(), "--json".into(), "--recursive".into()];
+        args.extend(roots.iter().map(|p| p.to_string()));
+        let out = self.run("nix", &args).await?;
+        let mut infos = parse_path_infos("nix path-info --json --recursive", &out)?;
+        infos.sort_by(|a, b| a.path.cmp(&b.path));
+        infos.dedup_by(|a, b| a.path == b.path);
+        Ok(infos)
     }
 
     /// Imports exactly `paths` from the binary cache at `cache_url` into this store,
@@ -383,6 +374,63 @@ fn truncate_command(c: &str) -> String {
     }
 }
 
+/// Parses `nix path-info --json` output in either of Nix's formats (see
+/// [`RawPathInfo`]); an invalid path is an error naming it.
+fn parse_path_infos(command: &str, out: &[u8]) -> Result<Vec<PathInfo>, NixError> {
+    let bad = |why: String| NixError::Output {
+        command: command.into(),
+        why,
+    };
+    let first = out.iter().find(|b| !b.is_ascii_whitespace());
+    let raw: Vec<(String, Option<RawPathInfo>)> = if first == Some(&b'{') {
+        serde_json::from_slice::<std::collections::BTreeMap<String, Option<RawPathInfo>>>(out)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .collect()
+    } else {
+        serde_json::from_slice::<Vec<RawPathInfo>>(out)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|r| (r.path.clone().unwrap_or_default(), Some(r)))
+            .collect()
+    };
+    raw.into_iter()
+        .map(|(key, r)| {
+            let r = match r {
+                Some(r) if r.valid != Some(false) => r,
+                _ => return Err(bad(format!("{key} is not valid in the store"))),
+            };
+            let path = json_store_path(&key).map_err(|e| bad(e.to_string()))?;
+            let hash = r.nar_hash.unwrap_or_default();
+            Ok(PathInfo {
+                nar_hash: Sha256Hash::parse(&hash)
+                    .ok_or_else(|| bad(format!("narHash {hash:?} of {path}")))?,
+                nar_size: r
+                    .nar_size
+                    .ok_or_else(|| bad(format!("no narSize for {path}")))?,
+                references: r
+                    .references
+                    .iter()
+                    .map(|p| json_store_path(p).map_err(|e| bad(e.to_string())))
+                    .collect::<Result<_, _>>()?,
+                deriver: r.deriver.as_deref().and_then(|d| json_store_path(d).ok()),
+                signatures: r.signatures,
+                ca: r.ca,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// A store path as Nix's JSON writes it: absolute, or (newer Nix) its base name.
+fn json_store_path(s: &str) -> Result<StorePath, crate::store_path::StorePathError> {
+    if s.starts_with('/') {
+        StorePath::new(s)
+    } else {
+        StorePath::from_base_name(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +440,48 @@ mod tests {
         assert_eq!(tail(b"  short\n", 100), "short");
         let t = tail("é".repeat(100).as_bytes(), 11);
         assert!(t.starts_with('…') && t.len() <= 15, "{t}");
+    }
+
+    const A: &str = "/nix/store/7h2ykxm6r3gqcd5dbvx3lg6dqp5f3mz7-a";
+    const B: &str = "/nix/store/0c9gvxi7jr29g4f3wz2dajrd7h1bzh6n-b";
+    const HASH: &str = "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
+
+    #[test]
+    fn path_info_json_is_read_in_the_array_and_the_object_format() {
+        // Nix 2.18 and older: an array of objects naming their path.
+        let old = format!(
+            r#"[{{"path":"{A}","narHash":"{HASH}","narSize":120,"references":["{B}"],"signatures":["k:s"],"valid":true}},
+               {{"path":"{B}","narHash":"{HASH}","narSize":96,"references":[]}}]"#
+        );
+        // Nix 2.19 and newer: an object keyed by path; newest Nix writes base names.
+        let new = format!(
+            r#"{{"{A}":{{"narHash":"{HASH}","narSize":120,"references":["{B}"],"signatures":["k:s"]}},
+                "{}":{{"narHash":"{HASH}","narSize":96,"references":[]}}}}"#,
+            B.trim_start_matches("/nix/store/")
+        );
+        for out in [old, new] {
+            let mut v = parse_path_infos("nix path-info --json", out.as_bytes()).unwrap();
+            v.sort_by(|a, b| a.path.cmp(&b.path));
+            let paths: Vec<String> = v.iter().map(|i| i.path.to_string()).collect();
+            assert_eq!(paths, [B, A], "{out}");
+            let a = &v[1];
+            assert_eq!(a.nar_size, 120);
+            assert_eq!(a.references, [StorePath::new(B).unwrap()]);
+            assert_eq!(a.signatures, ["k:s"]);
+            assert_eq!(a.nar_hash, Sha256Hash::parse(HASH).unwrap());
+        }
+    }
+
+    #[test]
+    fn an_invalid_path_in_path_info_json_is_an_error_naming_it() {
+        let old = format!(r#"[{{"path":"{A}","valid":false}}]"#);
+        let new = format!(r#"{{"{A}":null}}"#);
+        for out in [old, new] {
+            let e = parse_path_infos("nix path-info --json", out.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains(&format!("{A} is not valid")), "{e}");
+        }
+        let e = parse_path_infos("nix path-info --json", b"\"what\"").unwrap_err();
+        assert!(e.to_string().contains("nix path-info --json"), "{e}");
     }
 
     #[tokio::test]

@@ -97,16 +97,13 @@ async fn contents(
     if !invalid.is_empty() {
         bail!("{root} is neither complete in the bucket ({walk_error}) nor in the local Nix store");
     }
-    let paths = nix.closure(std::slice::from_ref(root)).await?;
     let mut map = BTreeMap::new();
-    for batch in paths.chunks(2000) {
-        for info in nix.path_info(batch).await? {
-            let s = Sizes {
-                nar: info.nar_size,
-                file: None,
-            };
-            map.insert(info.path, s);
-        }
+    for info in nix.closure_info(std::slice::from_ref(root)).await? {
+        let s = Sizes {
+            nar: info.nar_size,
+            file: None,
+        };
+        map.insert(info.path, s);
     }
     Ok((map, "local store"))
 }
