@@ -24,7 +24,7 @@
 #![warn(missing_docs)]
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Instant;
 
@@ -231,6 +231,28 @@ pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// A note naming the file system `dir` is on (`/proc/mounts`, longest mount point
+/// that contains it): file creation costs differ by tens of times between file
+/// systems and states (see bench/README.md, "Where the work directory lives"), so a
+/// result says where its files went.
+pub fn work_dir_note(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let found = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point)
+                .then(|| (point.len(), fstype.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len);
+    match found {
+        Some((_, fstype)) => format!("work directory (TMPDIR) on {fstype}"),
+        None => "work directory (TMPDIR) on an unknown file system".into(),
+    }
 }
 
 /// The `--runs N` of a benchmark whose only option it is (`default` without it);

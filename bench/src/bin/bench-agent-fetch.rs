@@ -39,7 +39,7 @@ use anyhow::{Context, bail, ensure};
 use fleet_agent::fetch::{FetchLimits, FetchRequest, ImportVia, fetch_closure};
 use fleet_bench::{
     MakeCommand, Report, Stats, Table, interleaved, load_average, measure, runs_arg, text_closure,
-    worker_output,
+    work_dir_note, worker_output,
 };
 use fleet_core::keys::PublicKey;
 use fleet_core::narinfo::Compression;
@@ -172,6 +172,12 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("bench-agent-fetch-")
         .tempdir()?;
+    // For profiling one fetch by hand (a printed `--worker …` command under perf):
+    // keep the bucket and the stores, and print each fleet worker's command.
+    let keep = std::env::var_os("FLEET_BENCH_KEEP").is_some();
+    if keep {
+        eprintln!("keeping {} (FLEET_BENCH_KEEP)", work.path().display());
+    }
     let (sk, pk) = nix.generate_binary_cache_key("bench-cache-1", work.path())?;
     let trusted = PublicKey::load(&pk)?.to_nix_string();
     let load_before = load_average();
@@ -199,6 +205,7 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
     ]);
     let mut report = Report::new("bench-agent-fetch");
     report.notes.push(nix.version()?);
+    report.notes.push(work_dir_note(work.path()));
     report.notes.push(format!(
         "{runs} runs per case, the tools interleaved, sync(2) before each run; file:// bucket and chroot stores on the same disk; cache written by nix copy (zstd level 3, signed)"
     ));
@@ -224,6 +231,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 .arg(store)
                 .arg(staging);
             c.args(mode);
+            if keep {
+                eprintln!("worker: {c:?}");
+            }
             c
         };
 
@@ -446,6 +456,9 @@ fn real_main(args: &[String]) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(fresh(t, i).with_extension("staging"));
             }
         }
+    }
+    if keep {
+        std::mem::forget(work);
     }
     report.finish(&table, load_before)
 }

@@ -30,7 +30,7 @@ use std::process::Command;
 use anyhow::{Context, ensure};
 use fleet_bench::{
     Report, Run, Stats, Table, children_cpu_seconds, load_average, median, run_once, runs_arg,
-    sibling_binary, stats, sync_disks, text_closure,
+    sibling_binary, stats, sync_disks, text_closure, work_dir_note,
 };
 use fleet_tests::nix::{BULK_LARGE, BULK_MANY, Closure, Nix};
 
@@ -186,6 +186,7 @@ fn real_main() -> anyhow::Result<()> {
     ]);
     let mut report = Report::new("bench-publish");
     report.notes.push(nix.version()?);
+    report.notes.push(work_dir_note(work.path()));
     report.notes.push(format!(
         "{runs} runs per case, the two tools interleaved, sync(2) before each run; file:// \
          targets on the same disk; page cache warm (the sources are read once before measuring)"
