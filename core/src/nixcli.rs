@@ -422,7 +422,8 @@ fn parse_path_infos(command: &str, out: &[u8]) -> Result<Vec<PathInfo>, NixError
         .collect()
 }
 
-/// A store path as Nix's JSON writes it: absolute, or (newer Nix) its base name.
+/// A store path as Nix's JSON writes it: absolute. A base name (`<hash>-<name>`, the
+/// form of Nix 2.33's opt-in `--json-format 2`) is read as a path in `/nix/store`.
 fn json_store_path(s: &str) -> Result<StorePath, crate::store_path::StorePathError> {
     if s.starts_with('/') {
         StorePath::new(s)
@@ -453,7 +454,8 @@ mod tests {
             r#"[{{"path":"{A}","narHash":"{HASH}","narSize":120,"references":["{B}"],"signatures":["k:s"],"valid":true}},
                {{"path":"{B}","narHash":"{HASH}","narSize":96,"references":[]}}]"#
         );
-        // Nix 2.19 and newer: an object keyed by path; newest Nix writes base names.
+        // Nix 2.19 and newer: an object keyed by path (one key here a base name, as
+        // `--json-format 2` writes them, to check those are read too).
         let new = format!(
             r#"{{"{A}":{{"narHash":"{HASH}","narSize":120,"references":["{B}"],"signatures":["k:s"]}},
                 "{}":{{"narHash":"{HASH}","narSize":96,"references":[]}}}}"#,
