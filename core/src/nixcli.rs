@@ -400,7 +400,7 @@ fn parse_path_infos(command: &str, out: &[u8]) -> Result<Vec<PathInfo>, NixError
                 Some(r) if r.valid != Some(false) => r,
                 _ => return Err(bad(format!("{key} is not valid in the store"))),
             };
-            let path = json_store_path(&key).map_err(|e| bad(e.to_string()))?;
+            let path = StorePath::new(&key).map_err(|e| bad(e.to_string()))?;
             let hash = r.nar_hash.unwrap_or_default();
             Ok(PathInfo {
                 nar_hash: Sha256Hash::parse(&hash)
@@ -411,25 +411,15 @@ fn parse_path_infos(command: &str, out: &[u8]) -> Result<Vec<PathInfo>, NixError
                 references: r
                     .references
                     .iter()
-                    .map(|p| json_store_path(p).map_err(|e| bad(e.to_string())))
+                    .map(|p| StorePath::new(p).map_err(|e| bad(e.to_string())))
                     .collect::<Result<_, _>>()?,
-                deriver: r.deriver.as_deref().and_then(|d| json_store_path(d).ok()),
+                deriver: r.deriver.as_deref().and_then(|d| StorePath::new(d).ok()),
                 signatures: r.signatures,
                 ca: r.ca,
                 path,
             })
         })
         .collect()
-}
-
-/// A store path as Nix's JSON writes it: absolute. A base name (`<hash>-<name>`, the
-/// form of Nix 2.33's opt-in `--json-format 2`) is read as a path in `/nix/store`.
-fn json_store_path(s: &str) -> Result<StorePath, crate::store_path::StorePathError> {
-    if s.starts_with('/') {
-        StorePath::new(s)
-    } else {
-        StorePath::from_base_name(s)
-    }
 }
 
 #[cfg(test)]
@@ -454,12 +444,10 @@ mod tests {
             r#"[{{"path":"{A}","narHash":"{HASH}","narSize":120,"references":["{B}"],"signatures":["k:s"],"valid":true}},
                {{"path":"{B}","narHash":"{HASH}","narSize":96,"references":[]}}]"#
         );
-        // Nix 2.19 and newer: an object keyed by path (one key here a base name, as
-        // `--json-format 2` writes them, to check those are read too).
+        // Nix 2.19 and newer: an object keyed by path.
         let new = format!(
             r#"{{"{A}":{{"narHash":"{HASH}","narSize":120,"references":["{B}"],"signatures":["k:s"]}},
-                "{}":{{"narHash":"{HASH}","narSize":96,"references":[]}}}}"#,
-            B.trim_start_matches("/nix/store/")
+                "{B}":{{"narHash":"{HASH}","narSize":96,"references":[]}}}}"#
         );
         for out in [old, new] {
             let mut v = parse_path_infos("nix path-info --json", out.as_bytes()).unwrap();

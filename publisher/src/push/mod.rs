@@ -234,19 +234,15 @@ pub async fn push(
         }
     };
     let listing = listing?;
-    let write_cache_info = async {
-        if listing.has_cache_info {
-            return Ok(());
-        }
+    if !listing.has_cache_info {
         match bucket
             .put_if_absent(&Key::cache_info(), narinfo::nix_cache_info())
             .await
         {
-            Ok(_) | Err(BucketError::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(e).context("writing the binary cache's nix-cache-info"),
+            Ok(_) | Err(BucketError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).context("writing the binary cache's nix-cache-info"),
         }
-    };
-    write_cache_info.await?;
+    }
     let closure_paths = closure.len();
     let infos: Vec<_> = closure
         .into_iter()
