@@ -415,6 +415,21 @@ pub fn own_cpu_seconds() -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// CPU time (user + system) process `pid` has used so far, in seconds, from
+/// `/proc/<pid>/stat`; `None` when it cannot be read (no such process, no `/proc`).
+/// For a server on the same machine: what it spent answering a measured phase.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after its `)` are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line (1-based), in clock ticks.
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks / hz as f64)
+}
+
 /// A text table with named columns.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
@@ -600,6 +615,31 @@ mod tests {
         if reset_peak_rss() {
             assert!(own_peak_rss_bytes().unwrap() < before + (32 << 20));
         }
+    }
+
+    #[test]
+    fn cpu_of_another_process() {
+        // A shell that spins for about 0.3 s of CPU, then sleeps so it can be read.
+        let mut c = Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let mut cpu = 0.0;
+        while t.elapsed().as_secs() < 4 {
+            cpu = process_cpu_seconds(c.id()).unwrap();
+            if cpu >= 0.05 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert!(cpu >= 0.05, "{cpu} s of CPU read for a spinning shell");
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
     }
 
     #[test]

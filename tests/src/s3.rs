@@ -175,6 +175,12 @@ impl S3Server {
         self.kind
     }
 
+    /// The server process's id while it runs (for benchmarks that count its CPU).
+    pub fn pid(&self) -> Option<u32> {
+        let guard = self.proc.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|p| p.child.id())
+    }
+
     /// Its endpoint URL, `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

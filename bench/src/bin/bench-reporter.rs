@@ -22,7 +22,10 @@
 //!   Lambda container) starts from `dashboard/snapshot.json`.
 //!
 //! The child times its own refresh and measures its peak RSS over it (`VmHWM`, reset
-//! just before); the 1-minute load average is recorded before each run. Every child
+//! just before); the 1-minute load average is recorded before each run. On SeaweedFS
+//! the server's CPU time over each child (`/proc/<pid>/stat`) is recorded too: both
+//! share the machine's cores, so reporter plus server CPU over the cores bounds how
+//! fast a refresh can be here. Every child
 //! checks the fleet it got (every host present, cold: each in its planned state,
 //! warm: the hosts that reported again up to date) and fails otherwise.
 //! Prints a table and writes `bench/results/bench-reporter.json`.
@@ -126,6 +129,9 @@ struct Fleet {
     writer_creds: Option<S3Credentials>,
     /// What the reporter child uses (`None`: the store needs none).
     reporter_creds: Option<S3Credentials>,
+    /// The server's process, whose CPU time per refresh is recorded beside the
+    /// reporter's (`None` for `file://`).
+    server_pid: Option<u32>,
 }
 
 fn parent(args: &[String]) -> anyhow::Result<()> {
@@ -172,6 +178,7 @@ fn run(
         "max s",
         "% of cold",
         "CPU s",
+        "server CPU s",
         "peak RSS MiB",
         "objects read",
         "listed",
@@ -194,6 +201,7 @@ fn run(
             writer,
             writer_creds: None,
             reporter_creds: None,
+            server_pid: None,
         });
     }
     // Started here, shared by all children; stopped when this process exits.
@@ -211,6 +219,7 @@ fn run(
             writer: server.bucket(&name, "", &admin)?,
             writer_creds: Some(admin),
             reporter_creds: Some(reporter),
+            server_pid: server.pid(),
         });
         report.notes.push(format!(
             "SeaweedFS: weed mini on loopback, started by fleet_tests::s3 ({})",
@@ -252,8 +261,16 @@ fn run(
                 }
                 fleet_bench::sync_disks();
                 let load = load_average().map_or(f64::NAN, |l| l[0]);
+                let server_cpu = || f.server_pid.and_then(fleet_bench::process_cpu_seconds);
+                let server_before = server_cpu();
                 let res = run_child(f, publisher, p, offset)
                     .with_context(|| format!("{} {} {phase}, run {}", f.store, f.hosts, r + 1))?;
+                // The child's CPU includes setting up (reading a snapshot in phase 1);
+                // the server's covers the whole child, as close as this can measure.
+                let server_cpu_seconds = match (server_before, server_cpu()) {
+                    (Some(a), Some(b)) => b - a,
+                    _ => f64::NAN,
+                };
                 eprintln!(
                     "{} {} {phase} run {}: {:.3} s ({:.3} s CPU), peak {:.0} MiB, load {load:.2}",
                     f.store,
@@ -263,7 +280,11 @@ fn run(
                     res.cpu_seconds,
                     res.peak_rss_mib
                 );
-                runs[p].push(ChildResult { load, ..res });
+                runs[p].push(ChildResult {
+                    load,
+                    server_cpu_seconds,
+                    ..res
+                });
             }
         }
         let snapshot_bytes = rt
@@ -295,6 +316,11 @@ fn run(
                     format!("{pct:.1}%")
                 },
                 format!("{:.3}", col(|r| r.cpu_seconds)),
+                if f.server_pid.is_some() {
+                    format!("{:.3}", col(|r| r.server_cpu_seconds))
+                } else {
+                    "-".into()
+                },
                 format!("{peak:.0}"),
                 format!("{:.0}", col(|r| r.objects_read as f64)),
                 format!("{:.0}", col(|r| r.listed as f64)),
@@ -316,6 +342,7 @@ fn run(
                 "median_s": med, "min_s": min, "max_s": max, "seconds": secs,
                 "percent_of_cold": if p == 0 { None } else { Some(pct) },
                 "median_cpu_s": col(|r| r.cpu_seconds),
+                "median_server_cpu_s": f.server_pid.map(|_| col(|r| r.server_cpu_seconds)),
                 "peak_rss_mib": peak,
                 "objects_read": col(|r| r.objects_read as f64),
                 "listed": col(|r| r.listed as f64),
@@ -409,6 +436,9 @@ struct ChildResult {
     previous: String,
     #[serde(default)]
     load: f64,
+    /// CPU seconds the S3 server spent while the child ran (NaN for `file://`).
+    #[serde(default)]
+    server_cpu_seconds: f64,
 }
 
 fn run_child(
@@ -535,7 +565,9 @@ fn child(args: &[String]) -> anyhow::Result<()> {
         snapshot_write_ms: s.snapshot_write_ms,
         snapshot_write: s.snapshot_write.clone(),
         previous: s.previous.to_owned(),
+        // Both filled in by the parent.
         load: 0.0,
+        server_cpu_seconds: 0.0,
     };
     ensure!(
         r.snapshot_write == "written" || r.snapshot_write == "delta",

@@ -7,13 +7,12 @@
 //! `hold.json` (read by `holds.rs`): two `stat`s on `file://`. S3 listings run as concurrent key ranges cut at host
 //! names of the previous snapshot (or at first characters when there is none), see
 //! [`fleet_core::Bucket::list_pruned`]. Without a previous snapshot (a cold refresh)
-//! an object store's `status/` is listed one level deep instead, its host folders
-//! only, since every `status.json` is read anyway ([`list`]). Keys under no valid
+//! `status/` is listed one level deep instead, its host folders only, since every
+//! `status.json` is read anyway ([`list`]). Keys under no valid
 //! host name are counted as [`Ignored`].
 
 use fleet_core::bucket::{BucketError, ObjectInfo, Visit};
 use fleet_core::layout::{HOSTS_DIR, STATUS_DIR};
-use fleet_core::url::BucketUrl;
 use fleet_core::{Bucket, HostName, Key, KeyPrefix};
 use serde::Serialize;
 
@@ -56,12 +55,13 @@ pub(super) struct Listing {
 /// Lists both folders (concurrent key ranges, at most `concurrency` each, cut at the
 /// hosts of `prev`) and merges them into one slot per host.
 ///
-/// Without a previous snapshot on an object store, `status/` is listed one level
-/// deep instead ([`Bucket::list_folders`]): the host folders, not their objects.
-/// Every `status.json` is read anyway when nothing can be reused, and the read gives
-/// its ETag and time, so listing it (and, on the server, every event object beside
-/// it) would only cost pages: 10,000 hosts with 5 events each are 60 pages of
-/// 1,000 objects but 10 pages of 1,000 folders. Such slots are [`Slot::unlisted`].
+/// Without a previous snapshot, `status/` is listed one level deep instead
+/// ([`Bucket::list_folders`]): the host folders, not their objects. Every
+/// `status.json` is read anyway when nothing can be reused, and the read gives its
+/// ETag and time, so listing it (and, on the server, every event object beside it)
+/// would only cost pages: 10,000 hosts with 5 events each are 60 pages of 1,000
+/// objects but 10 pages of 1,000 folders. On `file://` it saves a `stat` per host
+/// (the read `stat`s the file it opened). Such slots are [`Slot::unlisted`].
 pub(super) async fn list(
     bucket: &Bucket,
     concurrency: usize,
@@ -72,7 +72,7 @@ pub(super) async fn list(
     let hosts_splits = split_points(HOSTS_DIR, prev, ranges);
     let hosts_listing = bucket.list_pruned(&hosts_prefix, below_host(HOSTS_DIR), &hosts_splits);
     let mut ignored = Ignored::default();
-    let cold = prev.is_none() && !matches!(bucket.url(), BucketUrl::File { .. });
+    let cold = prev.is_none();
     let (statuses, hosts_list, listed_status) = if cold {
         let (status_folders, hosts_list) =
             tokio::try_join!(status_folders(bucket, &mut ignored), hosts_listing)?;
