@@ -113,8 +113,7 @@ impl Serialize for HostName {
 
 impl<'de> Deserialize<'de> for HostName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HostName::new(&s).map_err(serde::de::Error::custom)
+        crate::serde_str::from_str_with(d, "a host name", HostName::new)
     }
 }
 

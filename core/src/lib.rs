@@ -63,6 +63,7 @@ pub mod nixcli;
 pub mod registry;
 pub mod release;
 pub mod rollout;
+pub mod serde_str;
 pub mod status;
 pub mod status_sig;
 pub mod store_path;

@@ -174,8 +174,7 @@ impl Serialize for StorePath {
 
 impl<'de> Deserialize<'de> for StorePath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        StorePath::new(&s).map_err(serde::de::Error::custom)
+        crate::serde_str::from_str_with(d, "a Nix store path", StorePath::new)
     }
 }
 

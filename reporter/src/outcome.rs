@@ -57,16 +57,16 @@ pub struct ManifestInfo {
 /// `String` of them per host was 8 MB at 100,000 hosts).
 mod hex_sha256 {
     use fleet_core::narinfo::Sha256Hash;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &Sha256Hash, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&h.to_hex())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sha256Hash, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Sha256Hash::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("a SHA-256 digest is 64 hex digits"))
+        fleet_core::serde_str::from_str_with(d, "a SHA-256 digest in hex", |s| {
+            Sha256Hash::from_hex(s).ok_or("a SHA-256 digest is 64 hex digits")
+        })
     }
 }
 

@@ -514,15 +514,17 @@ fn inflate(frame: &[u8], size: u64) -> Result<Vec<u8>, String> {
 
 fn parse_shard<L: Line>(frame: &[u8], size: u64) -> Result<Vec<L>, String> {
     let text = inflate(frame, size)?;
+    // Checked once here rather than string by string as `from_slice` would.
+    let text = std::str::from_utf8(&text).map_err(|e| format!("not UTF-8: {e}"))?;
     let mut out: Vec<L> = Vec::new();
-    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+    for (n, line) in text.split('\n').enumerate() {
         if line.is_empty() {
             continue;
         }
         if out.len() == HOSTS_PER_SHARD {
             return Err(format!("more than {HOSTS_PER_SHARD} hosts"));
         }
-        let l: L = serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let l: L = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
         let host = l.host();
         if let Some(c) = l.entry() {
             check_host(host, c).map_err(|why| format!("host {host}: {why}"))?;
