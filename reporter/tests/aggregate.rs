@@ -127,6 +127,51 @@ async fn every_state_and_every_hostile_object_is_shown() {
     );
 }
 
+/// A cold refresh lists `status/` by folder: host folders holding only events, and
+/// a folder no host is named by holding links that loop or lead out of the bucket,
+/// come out as a full listing shows them, and never fail the refresh.
+#[tokio::test]
+async fn a_cold_refresh_by_folder_shows_what_a_full_listing_shows() {
+    let fx = fixture().await;
+    let root = fx.dir.path().join("bucket");
+    let stray = root.join("status/Not_A_Host");
+    std::fs::create_dir_all(stray.join("sub")).unwrap();
+    std::fs::write(stray.join("sub/x.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(".", stray.join("loop")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("y.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(outside.path(), stray.join("away")).unwrap();
+    // web-never (a manifest, no status) and ghost (nothing but events) wrote events.
+    let event = fleet_core::ObjectName::new("2026-11-26T120000Z-000000").unwrap();
+    for host in ["web-never", "ghost"] {
+        let r = synth::report(&h(host), AgentState::Fetching, 1, 2, Timestamp::now());
+        fx.bucket
+            .put(&Key::status_event(&h(host), &event), r.to_bytes())
+            .await
+            .unwrap();
+    }
+    let r = Reporter::new(fx.bucket.clone(), opts(&fx.trusted));
+    let cold = r.refresh().await.unwrap();
+    assert_eq!(cold.stats.previous, "none");
+    // One more refresh, from the snapshot, lists both prefixes whole.
+    let full = r.refresh().await.unwrap();
+    assert_eq!(full.stats.previous, "memory");
+    for f in [&cold, &full] {
+        assert_eq!(f.hosts.len(), EXPECTED.len());
+        for (host, want) in EXPECTED {
+            assert_eq!(state_of(f, host).as_str(), *want, "{host}");
+        }
+        assert!(f.host(&h("ghost")).is_none());
+        assert_eq!(
+            f.ignored.keys,
+            [
+                "status/Not_A_Host/status.json",
+                "status/Not_A_Host/sub/x.json"
+            ]
+        );
+    }
+}
+
 #[tokio::test]
 async fn without_trusted_keys_manifests_are_not_verified_and_not_read() {
     let fx = fixture().await;

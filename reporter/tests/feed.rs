@@ -263,8 +263,10 @@ async fn a_manifest_that_expires_is_shown_expired_and_checked_again_each_refresh
 #[tokio::test]
 async fn a_row_from_a_read_that_failed_is_not_carried_forward() {
     let (dir, bucket, _, trusted) = fleet().await;
-    // Host 13's status is a symlink to a file outside the bucket: listed (listings
-    // follow links), but refused when read, so nothing of it is in the snapshot.
+    // Host 13's status is a symlink to a file outside the bucket: refused when read,
+    // so nothing of it is in the snapshot. (This first refresh is cold, so only its
+    // folder is listed; the HEAD after the failed read, which follows links, gives
+    // the time the row shows.)
     let host = synth::host_name(13);
     let status = dir.path().join("bucket").join(Key::status(&host).as_str());
     let outside = dir.path().join("outside.json");
@@ -282,6 +284,11 @@ async fn a_row_from_a_read_that_failed_is_not_carried_forward() {
         "{:?}",
         row.flags
     );
+    let seen = row.last_seen.expect("a last-seen time from the HEAD");
+    let modified =
+        jiff::Timestamp::try_from(std::fs::metadata(&outside).unwrap().modified().unwrap())
+            .unwrap();
+    assert_eq!(seen.as_millisecond(), modified.as_millisecond());
     // The status goes away; the snapshot entry is what it was (no status), but the
     // row is classified again and shows what a new process shows.
     std::fs::remove_file(&status).unwrap();

@@ -265,8 +265,9 @@ fn run(
                 let server_before = server_cpu();
                 let res = run_child(f, publisher, p, offset)
                     .with_context(|| format!("{} {} {phase}, run {}", f.store, f.hosts, r + 1))?;
-                // The child's CPU includes setting up (reading a snapshot in phase 1);
-                // the server's covers the whole child, as close as this can measure.
+                // The child measures its CPU over the timed refresh only; the
+                // server's covers the whole child, which in phase 1 also holds the
+                // untimed first refresh and the writes that make hosts report.
                 let server_cpu_seconds = match (server_before, server_cpu()) {
                     (Some(a), Some(b)) => b - a,
                     _ => f64::NAN,

@@ -96,8 +96,22 @@ impl Bucket {
     }
 
     /// Lists every object under `folder`, a folder key [`Bucket::list_folders`]
-    /// returned (ending in `/`), whatever its name.
+    /// returned (ending in `/`), whatever its name. On `file://` this is the walk of
+    /// [`Bucket::list_pruned`], which follows no symbolic link to a folder and reads
+    /// any file name (one that is not UTF-8 lossily), so what a bucket writer leaves
+    /// in a folder cannot make it fail or wander off (`object_store`'s own local
+    /// listing follows links, and fails on a loop or on such a name).
     pub async fn list_folder(&self, folder: &str) -> Result<Vec<ObjectInfo>, BucketError> {
+        if let Some(root) = &self.local_root {
+            let (root, folder, url) = (root.clone(), folder.to_owned(), self.url_text.clone());
+            let mut out = tokio::task::spawn_blocking(move || {
+                walk_local(&root, &folder, &|_| Visit::All, &url)
+            })
+            .await
+            .expect("local list task does not panic")?;
+            out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            return Ok(out);
+        }
         let p = self.path(folder.trim_end_matches('/'));
         let mut out = self.collect(self.store.list(Some(&p)), folder).await?;
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));

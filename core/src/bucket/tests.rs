@@ -112,6 +112,12 @@ async fn listing_after(b: &Bucket) {
     assert!(none.is_empty());
 }
 
+/// The keys [`Bucket::list_folder`] gives for `folder`.
+async fn folder_keys(b: &Bucket, folder: &str) -> Vec<String> {
+    let listed = b.list_folder(folder).await.unwrap();
+    listed.into_iter().map(|o| o.key).collect()
+}
+
 /// `list_folders` gives the folders one level down and the objects directly in the
 /// prefix, never what the folders hold; `list_folder` gives a folder whole; a GET
 /// gives the time a listing does.
@@ -131,13 +137,7 @@ async fn listing_folders(b: &Bucket) {
         ["status/web-1-a/", "status/web-1/", "status/web-2/"]
     );
     assert!(objects.is_empty(), "{objects:?}");
-    let inside: Vec<String> = b
-        .list_folder("status/web-1/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let inside = folder_keys(b, "status/web-1/").await;
     assert_eq!(
         inside,
         ["status/web-1/events/e-1.json", "status/web-1/status.json"]
@@ -613,6 +613,39 @@ async fn pruned_listing_on_file_skips_pruned_folders_and_keeps_etags() {
             "{unpruned:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn file_folder_listing_survives_links_and_odd_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let b = Bucket::open_url(&format!("file://{}", d.path().display())).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.json"), "{}").unwrap();
+    let folder = d.path().join("status/Not_A_Host");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    std::fs::write(folder.join("sub/x.json"), "{}").unwrap();
+    std::fs::write(folder.join("tab\tname"), "{}").unwrap();
+    std::fs::write(folder.join(std::ffi::OsStr::from_bytes(b"bad-\xff")), "{}").unwrap();
+    std::os::unix::fs::symlink(".", folder.join("loop")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), folder.join("away")).unwrap();
+    let keys = folder_keys(&b, "status/Not_A_Host/").await;
+    assert_eq!(
+        keys,
+        [
+            "status/Not_A_Host/bad-\u{fffd}",
+            "status/Not_A_Host/sub/x.json",
+            "status/Not_A_Host/tab\tname",
+        ]
+    );
+    // The same folder through object_store's walk fails: why list_folder does not
+    // use it on file://.
+    let direct = b
+        .store
+        .list(Some(&object_store::path::Path::from("status/Not_A_Host")))
+        .collect::<Vec<_>>()
+        .await;
+    assert!(direct.iter().any(|r| r.is_err()), "{direct:?}");
 }
 
 #[test]

@@ -222,8 +222,10 @@ async fn fetch_batch(bucket: &Bucket, trusted: &TrustedKeys, batch: Vec<Job>) ->
                     }),
                     _ => None,
                 };
-                if let Err(BucketError::TooLarge { .. }) = &read {
-                    // Refused unread: its time (the host's "last seen") from a HEAD.
+                if matches!(&read, Err(e) if !matches!(e, BucketError::NotFound { .. })) {
+                    // Refused unread or not readable: its time (the host's "last
+                    // seen") from a HEAD, which on `file://` needs no read permission.
+                    // Where that fails too, an unlisted slot keeps its placeholder.
                     seen = bucket.head(&key).await.ok().flatten();
                 }
                 let mut done = status_done(slot, host, etag, read);

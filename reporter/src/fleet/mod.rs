@@ -57,8 +57,8 @@ use crate::snapshot::{CachedHost, Snapshot};
 /// Counters of one refresh, for the API and metrics.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RefreshStats {
-    /// Entries in the two listings (objects, and on a cold refresh of an object store
-    /// the host folders of `status/`).
+    /// Entries in the two listings (objects, and on a cold refresh the host folders
+    /// of `status/`).
     pub listed: usize,
     /// Status objects fetched (changed or new).
     pub fetched_status: usize,
@@ -237,8 +237,8 @@ pub async fn refresh(
     )
     .await;
     let fetch_ms = (started.elapsed().as_millis() as u64).saturating_sub(list_ms);
-    // A host folder listed without a status object in it (`list.rs`, cold on object
-    // stores) and without a manifest is no host.
+    // A host folder listed without a status object in it (`list.rs`, cold) and
+    // without a manifest is no host.
     slots.retain(|s| s.status.is_some() || s.manifest.is_some());
     remember_listing(&mut slots, &listing.holds, &markers, prev);
 
