@@ -219,13 +219,7 @@ impl Nix {
 
     /// `nix path-info --json` for `paths`; an invalid path is an error naming it.
     pub async fn path_info(&self, paths: &[StorePath]) -> Result<Vec<PathInfo>, NixError> {
-        if paths.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut args = vec!["path-info".into(), "--json".into()];
-        args.extend(paths.iter().map(|p| p.to_string()));
-        let out = self.run("nix", &args).await?;
-        parse_path_infos("nix path-info --json", &out)
+        self.path_info_json(&[], paths).await
     }
 
     /// What [`Nix::path_info`] says about every path of the closure of `roots`
@@ -233,16 +227,27 @@ impl Nix {
     /// metadata from one Nix process, where [`Nix::closure`] and then
     /// [`Nix::path_info`] take two. A root that is not valid makes it fail.
     pub async fn closure_info(&self, roots: &[StorePath]) -> Result<Vec<PathInfo>, NixError> {
-        if roots.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut args = vec!["path-info".into(), "--json".into(), "--recursive".into()];
-        args.extend(roots.iter().map(|p| p.to_string()));
-        let out = self.run("nix", &args).await?;
-        let mut infos = parse_path_infos("nix path-info --json --recursive", &out)?;
+        let mut infos = self.path_info_json(&["--recursive"], roots).await?;
         infos.sort_by(|a, b| a.path.cmp(&b.path));
         infos.dedup_by(|a, b| a.path == b.path);
         Ok(infos)
+    }
+
+    /// `nix path-info --json <flags> <paths>`, parsed (nothing to ask: no process).
+    async fn path_info_json(
+        &self,
+        flags: &[&str],
+        paths: &[StorePath],
+    ) -> Result<Vec<PathInfo>, NixError> {
+        if paths.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut args: Vec<String> = vec!["path-info".into(), "--json".into()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let command = format!("nix {}", args.join(" "));
+        args.extend(paths.iter().map(|p| p.to_string()));
+        let out = self.run("nix", &args).await?;
+        parse_path_infos(&command, &out)
     }
 
     /// Imports exactly `paths` from the binary cache at `cache_url` into this store,
@@ -391,7 +396,7 @@ fn parse_path_infos(command: &str, out: &[u8]) -> Result<Vec<PathInfo>, NixError
         serde_json::from_slice::<Vec<RawPathInfo>>(out)
             .map_err(|e| bad(e.to_string()))?
             .into_iter()
-            .map(|r| (r.path.clone().unwrap_or_default(), Some(r)))
+            .map(|mut r| (r.path.take().unwrap_or_default(), Some(r)))
             .collect()
     };
     raw.into_iter()

@@ -102,18 +102,13 @@ impl Bucket {
     /// in a folder cannot make it fail or wander off (`object_store`'s own local
     /// listing follows links, and fails on a loop or on such a name).
     pub async fn list_folder(&self, folder: &str) -> Result<Vec<ObjectInfo>, BucketError> {
-        if let Some(root) = &self.local_root {
-            let (root, folder, url) = (root.clone(), folder.to_owned(), self.url_text.clone());
-            let mut out = tokio::task::spawn_blocking(move || {
-                walk_local(&root, &folder, &|_| Visit::All, &url)
-            })
-            .await
-            .expect("local list task does not panic")?;
-            out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-            return Ok(out);
-        }
-        let p = self.path(folder.trim_end_matches('/'));
-        let mut out = self.collect(self.store.list(Some(&p)), folder).await?;
+        let mut out = match &self.local_root {
+            Some(root) => Self::walk(root, folder, |_| Visit::All, &self.url_text).await?,
+            None => {
+                let p = self.path(folder.trim_end_matches('/'));
+                self.collect(self.store.list(Some(&p)), folder).await?
+            }
+        };
         out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -182,18 +177,27 @@ impl Bucket {
         F: Fn(&str) -> Visit + Send + Sync + 'static,
     {
         Ok(match &self.local_root {
-            Some(root) => {
-                let (root, prefix, url) = (
-                    root.clone(),
-                    prefix.as_str().to_owned(),
-                    self.url_text.clone(),
-                );
-                tokio::task::spawn_blocking(move || walk_local(&root, &prefix, &visit, &url))
-                    .await
-                    .expect("local list task does not panic")?
-            }
+            Some(root) => Self::walk(root, prefix.as_str(), visit, &self.url_text).await?,
             None => self.list_ranges(prefix, &visit, split_after).await?,
         })
+    }
+
+    /// The `file://` walk of [`Bucket::list_pruned`] and [`Bucket::list_folder`]
+    /// (`walk_local`) under the folder key `prefix` of the bucket at `root`, on a
+    /// blocking thread.
+    async fn walk<F>(
+        root: &std::path::Path,
+        prefix: &str,
+        visit: F,
+        url: &str,
+    ) -> Result<Vec<ObjectInfo>, BucketError>
+    where
+        F: Fn(&str) -> Visit + Send + Sync + 'static,
+    {
+        let (root, prefix, url) = (root.to_owned(), prefix.to_owned(), url.to_owned());
+        tokio::task::spawn_blocking(move || walk_local(&root, &prefix, &visit, &url))
+            .await
+            .expect("local list task does not panic")
     }
 
     async fn list_ranges(

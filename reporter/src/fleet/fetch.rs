@@ -3,9 +3,10 @@
 //!
 //! Objects are read in batches of one kind ([`fleet_core::Bucket::get_many`]: one
 //! blocking read of [`FETCH_BATCH`] statuses or [`FETCH_BATCH_MANIFESTS`] manifests on
-//! `file://`, [`FETCH_BATCH_REMOTE`] concurrent GETs on S3), about `concurrency` objects in flight on S3 and at least two batches per core
-//! on `file://`, and each batch is parsed and verified in its own task, so the CPU
-//! work spreads over the runtime's worker threads (all cores). Reads
+//! `file://`, [`FETCH_BATCH_REMOTE`] concurrent GETs on S3), about `concurrency`
+//! objects in flight on S3 and at least two batches per core on `file://`, and each
+//! batch is parsed and verified in its own task, so the CPU work spreads over the
+//! runtime's worker threads (all cores). Reads
 //! are bounded by core's `MAX_STATUS_SIZE` / `MAX_MANIFEST_SIZE`; statuses are parsed
 //! with [`StatusReport::parse`] and manifests verified with [`Manifest::verify`]. A
 //! manifest whose bytes hash to the digest of the one verified before (rewritten
@@ -61,9 +62,9 @@ struct Done {
     read_error: bool,
     /// A manifest whose bytes were verified before.
     same_bytes: bool,
-    /// Of a status read (`None` for a manifest): the object as read (key, size,
-    /// ETag, time), for a slot whose status was not listed ([`Slot::unlisted`]);
-    /// `Some(None)` when the read gave none.
+    /// Of a status read for a slot whose status was not listed ([`Slot::unlisted`];
+    /// `None` for any other read and for a manifest): the object as read (key, size,
+    /// ETag, time), `Some(None)` when the read gave none.
     seen: Option<Option<ObjectInfo>>,
 }
 
@@ -213,23 +214,24 @@ async fn fetch_batch(bucket: &Bucket, trusted: &TrustedKeys, batch: Vec<Job>) ->
     for ((job, read), key) in batch.into_iter().zip(got).zip(keys) {
         out.push(match job {
             Job::Status(slot, host, etag) => {
-                let mut seen = match &read {
-                    Ok(obj) => Some(ObjectInfo {
+                // Only a slot that was not listed (its placeholder has no ETag) takes
+                // what the read saw; a listed one has it from the listing.
+                let seen = match (&etag, &read) {
+                    (Some(_), _) => None,
+                    (None, Ok(obj)) => Some(Some(ObjectInfo {
                         key: key.as_str().to_owned(),
                         size: obj.bytes.len() as u64,
                         etag: obj.etag.clone(),
                         last_modified: obj.last_modified,
-                    }),
-                    _ => None,
-                };
-                if matches!(&read, Err(e) if !matches!(e, BucketError::NotFound { .. })) {
+                    })),
+                    (None, Err(BucketError::NotFound { .. })) => Some(None),
                     // Refused unread or not readable: its time (the host's "last
                     // seen") from a HEAD, which on `file://` needs no read permission.
-                    // Where that fails too, an unlisted slot keeps its placeholder.
-                    seen = bucket.head(&key).await.ok().flatten();
-                }
+                    // Where that fails too, the slot keeps its placeholder.
+                    (None, Err(_)) => Some(bucket.head(&key).await.ok().flatten()),
+                };
                 let mut done = status_done(slot, host, etag, read);
-                done.seen = Some(seen);
+                done.seen = seen;
                 done
             }
             Job::Manifest(slot, host, etag, before) => {
